@@ -1,0 +1,107 @@
+"""Input checks shared by every module: clear errors naming the argument.
+
+User mistakes raise ``ValueError``/``TypeError`` with what was expected and how
+to fix it (STYLE.md, example 9); nothing here uses ``assert``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "as_float_tensor",
+    "check_finite",
+    "check_nonnegative",
+    "check_positive_int",
+    "check_same_dtype_device",
+]
+
+
+def as_float_tensor(
+    name: str,
+    x: object,
+    *,
+    min_ndim: int = 1,
+    max_ndim: int | None = None,
+    allow_empty: bool = False,
+) -> Tensor:
+    """Convert ``x`` (tensor, ndarray or nested sequence) to a floating tensor.
+
+    Integer and boolean inputs are promoted to the default float dtype; float
+    tensors keep their dtype and device.  Raises ``TypeError`` for non-numeric
+    data and ``ValueError`` for wrong rank, empty batches or NaN/inf entries.
+    """
+    if isinstance(x, Tensor):
+        t = x
+    elif isinstance(x, np.ndarray | Sequence | float | int):
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"`{name}` must be numeric array-like; got {type(x).__name__}") from err
+    else:
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor or numpy array; got {type(x).__name__}"
+        )
+    if t.is_complex():
+        raise TypeError(f"`{name}` must be real-valued; got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    if t.ndim < min_ndim or (max_ndim is not None and t.ndim > max_ndim):
+        expected = f"{min_ndim}" if max_ndim == min_ndim else f">= {min_ndim}"
+        if max_ndim is not None and max_ndim != min_ndim:
+            expected = f"between {min_ndim} and {max_ndim}"
+        raise ValueError(f"`{name}` must have {expected} dimensions; got shape {tuple(t.shape)}")
+    if not allow_empty and t.numel() == 0:
+        raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); pass at least one example")
+    check_finite(name, t)
+    return t
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    """Raise ``ValueError`` if ``t`` contains NaN or ±inf, saying where."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()
+        n_bad = bad.shape[0]
+        first = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"`{name}` contains {n_bad} non-finite value(s) (NaN or inf), first at index {first}; "
+            "clean or impute the data before computing kernels"
+        )
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Return ``float(value)`` or raise if it is negative or not finite."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a real number; got {value!r}") from err
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}")
+    return v
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``int(value)`` or raise if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"`{name}` must be a positive integer; got {value!r}")
+    if int(value) <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def check_same_dtype_device(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
+    """Raise ``TypeError`` if two inputs disagree in dtype or device."""
+    if t1.dtype != t2.dtype:
+        raise TypeError(
+            f"`{name1}` has dtype {t1.dtype} but `{name2}` has dtype {t2.dtype}; "
+            "convert both to the same floating dtype (float64 recommended)"
+        )
+    if t1.device != t2.device:
+        raise TypeError(
+            f"`{name1}` is on {t1.device} but `{name2}` is on {t2.device}; move both to one device"
+        )

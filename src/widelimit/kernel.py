@@ -1,0 +1,152 @@
+"""The one kernel state type that flows between layers.
+
+A :class:`Kernel` holds the infinite-width covariances of a layer's outputs for
+two batches of inputs ``x1`` (``N1`` examples) and ``x2`` (``N2`` examples).
+Output channels are traced out: at infinite width they are i.i.d.
+
+Spatial layouts (``spatial`` = spatial sizes of the layer's output):
+
+* dense features: ``spatial == ()``; ``nngp``/``ntk`` are ``(N1, N2)``;
+  ``cov1`` is ``(N1,)`` and ``cov2`` is ``(N2,)``.
+* diagonal spatial mode (``full_spatial=False``): covariances between the same
+  position of two inputs only.  ``nngp``/``ntk``: ``(N1, N2, *spatial)``,
+  e.g. ``(N1, N2, H, W)``; ``cov1``: ``(N1, *spatial)``.
+* full spatial mode (``full_spatial=True``): covariances between every pair of
+  positions, in separable layout ``(N1, N2, H, H', W, W')`` (2-D) or
+  ``(N1, N2, L, L')`` (1-D); ``cov1``: ``(N1, H, H', W, W')``, the covariance of
+  each ``x1`` with itself between all position pairs.
+
+``cov1[n]`` is always the ``x1[n]``-with-itself block (variances on its
+diagonal), so elementwise layers can find ``Σ(x,x)`` and ``Σ(x',x')`` for every
+entry of ``nngp``.  ``cov2`` is ``None`` when ``x2`` is ``x1`` (``nngp`` is then
+symmetric and ``cov2`` equals ``cov1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Kernel"]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Infinite-width NNGP/NTK state of a layer output (immutable).
+
+    Attributes:
+        nngp: ``(N1, N2, *spatial_pairs)`` NNGP covariance Σ between ``x1`` and ``x2``.
+        ntk: same shape as ``nngp``; the NTK Θ, or ``None`` when not requested.
+        cov1: ``(N1, *spatial_pairs)`` covariance of each ``x1`` with itself.
+        cov2: ``(N2, *spatial_pairs)`` for ``x2``, or ``None`` when ``x2 is x1``.
+        spatial: spatial sizes of the layer output, ``()`` for dense features.
+        full_spatial: whether position pairs are all tracked (see module docstring).
+        channels: number of features/channels of the corresponding *finite*
+            layer output (fan-in of the next layer; used by the standard
+            parameterization, whose NTK depends on width).
+        is_gaussian: whether the outputs are Gaussian pre-activations (the
+            output of an affine layer) rather than post-activations.
+    """
+
+    nngp: Tensor
+    ntk: Tensor | None
+    cov1: Tensor
+    cov2: Tensor | None
+    spatial: tuple[int, ...] = ()
+    full_spatial: bool = False
+    channels: int = 1
+    is_gaussian: bool = False
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n1(self) -> int:
+        """Number of examples in ``x1``."""
+        return int(self.nngp.shape[0])
+
+    @property
+    def n2(self) -> int:
+        """Number of examples in ``x2``."""
+        return int(self.nngp.shape[1])
+
+    @property
+    def is_symmetric(self) -> bool:
+        """True when ``x2`` is ``x1`` (``cov2 is None``)."""
+        return self.cov2 is None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.nngp.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.nngp.device
+
+    def replace(self, **changes: object) -> Kernel:
+        """Return a copy with the given fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def cov2_or_cov1(self) -> Tensor:
+        """``cov2``, falling back to ``cov1`` for symmetric kernels."""
+        return self.cov1 if self.cov2 is None else self.cov2
+
+    # ------------------------------------------------- variances per entry
+    def variances(self) -> tuple[Tensor, Tensor]:
+        """Variances ``Σ(x,x)`` and ``Σ(x',x')`` broadcastable to ``nngp``.
+
+        Returns ``(q1, q2)`` with shapes that broadcast against ``nngp``: for
+        dense ``(N1, 1)`` and ``(1, N2)``; for diagonal spatial
+        ``(N1, 1, *spatial)`` and ``(1, N2, *spatial)``; for full spatial the
+        variance at the first/second position of each pair.
+        """
+        return _pair_variances(self.cov1, self.cov2_or_cov1(), self.spatial, self.full_spatial)
+
+    def self_variances(self, which: int = 1) -> tuple[Tensor, Tensor]:
+        """Variances broadcastable to ``cov1`` (``which=1``) or ``cov2`` (``which=2``).
+
+        For dense/diagonal layouts both are the diagonal itself; for full
+        spatial layouts they are the variances at the two positions of each pair.
+        """
+        cov = self.cov1 if which == 1 else self.cov2_or_cov1()
+        if not self.full_spatial or not self.spatial:
+            return cov, cov
+        var = _spatial_diagonal(cov, len(self.spatial))  # (N, *spatial)
+        return _expand_first(var, len(self.spatial)), _expand_second(var, len(self.spatial))
+
+
+def _spatial_diagonal(cov: Tensor, n_spatial: int) -> Tensor:
+    """``(N, S1, S1', S2, S2', ...)`` -> ``(N, S1, S2, ...)``: take each pair's diagonal."""
+    out = cov
+    for _ in range(n_spatial):
+        # the pair axes of the current dimension are always at positions 1, 2
+        out = torch.diagonal(out, dim1=1, dim2=2)  # moves the diagonal to the end
+    return out
+
+
+def _expand_first(var: Tensor, n_spatial: int) -> Tensor:
+    """``(N, S1, S2)`` -> ``(N, S1, 1, S2, 1)``: variance at the first position."""
+    shape = [var.shape[0]]
+    for s in var.shape[1:]:
+        shape += [s, 1]
+    return var.reshape(shape)
+
+
+def _expand_second(var: Tensor, n_spatial: int) -> Tensor:
+    """``(N, S1, S2)`` -> ``(N, 1, S1, 1, S2)``: variance at the second position."""
+    shape = [var.shape[0]]
+    for s in var.shape[1:]:
+        shape += [1, s]
+    return var.reshape(shape)
+
+
+def _pair_variances(
+    cov1: Tensor, cov2: Tensor, spatial: tuple[int, ...], full_spatial: bool
+) -> tuple[Tensor, Tensor]:
+    if not spatial or not full_spatial:
+        return cov1.unsqueeze(1), cov2.unsqueeze(0)
+    n = len(spatial)
+    v1 = _expand_first(_spatial_diagonal(cov1, n), n)
+    v2 = _expand_second(_spatial_diagonal(cov2, n), n)
+    return v1.unsqueeze(1), v2.unsqueeze(0)
