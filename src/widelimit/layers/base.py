@@ -1,0 +1,249 @@
+"""The layer protocol: one class, two faces (finite module and kernel rule).
+
+Every layer is a frozen dataclass that knows
+
+* ``out_shape(in_shape)``: the per-example output shape of its finite module,
+* ``make_module(in_shape, generator=..., dtype=..., device=...)``: a
+  ``torch.nn.Module`` initialised from exactly the distribution its kernel
+  rule assumes,
+* ``transform_kernel(k)``: the infinite-width rule mapping the input
+  :class:`~widelimit.kernel.Kernel` to the output one.
+
+Any layer (a single ``Dense`` or a whole ``serial(...)``) is also a *network
+spec*: :meth:`Layer.kernel` computes NNGP/NTK on data and :meth:`Layer.module`
+builds the finite network.
+
+Multi-branch values (between ``FanOut`` and ``FanInSum``) are Python tuples:
+a tuple of kernels, a :class:`Branches` of shapes, a tuple of tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Union
+
+import torch
+from torch import Tensor, nn
+
+from widelimit._validation import as_float_tensor, check_same_dtype_device
+from widelimit.kernel import Kernel
+
+Shape = tuple[int, ...]
+
+
+class Branches(tuple):
+    """Per-example shapes of several parallel branches (a tuple of shapes)."""
+
+
+ShapeLike = Union[Shape, Branches]
+KernelLike = Union[Kernel, tuple[Kernel, ...]]
+
+GET_CHOICES = ("nngp", "ntk")
+
+
+class Layer(ABC):
+    """Base class of all layers and network specs (see module docstring)."""
+
+    #: True for layers whose kernel rule mixes different spatial positions'
+    #: covariances (pooling, attention): the network then tracks the full
+    #: spatial covariance instead of its diagonal.
+    mixes_positions: ClassVar[bool] = False
+
+    # ------------------------------------------------------------- the rules
+    @abstractmethod
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        """Per-example output shape for per-example input shape ``in_shape``."""
+
+    @abstractmethod
+    def make_module(
+        self,
+        in_shape: ShapeLike,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> nn.Module:
+        """Finite module for inputs of per-example shape ``in_shape``, freshly initialised."""
+
+    @abstractmethod
+    def transform_kernel(self, k: KernelLike) -> KernelLike:
+        """Infinite-width kernel rule: input kernel -> output kernel."""
+
+    # ------------------------------------------------------------ structure
+    def children(self) -> tuple[Layer, ...]:
+        """Sub-layers (combinators override)."""
+        return ()
+
+    def needs_full_spatial(self) -> bool:
+        """Whether any layer in this spec mixes spatial positions."""
+        return self.mixes_positions or any(c.needs_full_spatial() for c in self.children())
+
+    def width_layers(self) -> list[Layer]:
+        """Layers with a width (``Dense``, ``Conv``) in forward order."""
+        out: list[Layer] = []
+        if isinstance(self, WidthLayer):
+            out.append(self)
+        for c in self.children():
+            out.extend(c.width_layers())
+        return out
+
+    def map_layers(self, fn: Callable[[Layer], Layer]) -> Layer:
+        """Rebuild the spec with ``fn`` applied to every leaf layer (combinators override)."""
+        return fn(self)
+
+    def with_width(self, width: int) -> Layer:
+        """Copy of the spec whose hidden width layers all have ``width`` outputs.
+
+        The last width layer in forward order (the readout) keeps its size.
+        """
+        from widelimit._validation import check_positive_int
+
+        width = check_positive_int("width", width)
+        layers = self.width_layers()
+        hidden = {id(layer) for layer in layers[:-1]}
+        return self.map_layers(lambda l: l.set_width(width) if id(l) in hidden else l)
+
+    # ------------------------------------------------------- network facade
+    def module(
+        self,
+        width: int | None = None,
+        *,
+        input_shape: int | Sequence[int],
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> nn.Module:
+        """Build the finite network, initialised as the kernel assumes.
+
+        Args:
+            width: hidden width for every width layer but the readout (``None``
+                keeps the sizes given in the spec).
+            input_shape: per-example input shape, e.g. ``784`` or ``(3, 32, 32)``.
+            seed: seed of the initialisation (``None``: torch's global RNG).
+            dtype: of the parameters (default: ``torch.get_default_dtype()``).
+            device: of the parameters.
+        Returns:
+            A module mapping ``(N, *input_shape)`` to ``(N, *out_shape)``.
+        """
+        spec = self if width is None else self.with_width(width)
+        shape = _as_shape("input_shape", input_shape)
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(int(seed))
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        return spec.make_module(shape, generator=gen, dtype=dtype, device=device)
+
+    def output_shape(self, input_shape: int | Sequence[int]) -> ShapeLike:
+        """Per-example output shape of the finite network."""
+        return self.out_shape(_as_shape("input_shape", input_shape))
+
+    def kernel(
+        self,
+        x1: Tensor,
+        x2: Tensor | None = None,
+        *,
+        get: str | Sequence[str] = GET_CHOICES,
+    ) -> Kernel:
+        """Infinite-width NNGP (and NTK) of the network's outputs.
+
+        Args:
+            x1: ``(N1, d)`` dense inputs, ``(N1, C, L)`` signals or ``(N1, C, H, W)`` images.
+            x2: second batch with the same trailing shape, or ``None`` for ``x1``.
+            get: ``"nngp"``, ``"ntk"`` or both; the NNGP is always computed
+                (the NTK recursion needs it), the NTK only when asked.
+        Returns:
+            A :class:`Kernel`; for a network ending in a readout (``Dense`` or
+            pooling + ``Dense``) ``nngp``/``ntk`` are ``(N1, N2)``.
+        """
+        from widelimit.layers.dense import input_kernel
+
+        gets = _check_get(get)
+        x1 = as_float_tensor("x1", x1, min_ndim=2, max_ndim=4)
+        if x2 is not None:
+            x2 = as_float_tensor("x2", x2, min_ndim=2, max_ndim=4)
+            check_same_dtype_device("x1", x1, "x2", x2)
+            if x1.shape[1:] != x2.shape[1:]:
+                raise ValueError(
+                    f"`x1` and `x2` must have the same per-example shape; got {tuple(x1.shape[1:])} "
+                    f"and {tuple(x2.shape[1:])}"
+                )
+        self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
+        k0 = input_kernel(x1, x2, full_spatial=self.needs_full_spatial(), ntk="ntk" in gets)
+        k = self.transform_kernel(k0)
+        if isinstance(k, tuple):
+            raise ValueError(
+                f"the network ends with {len(k)} parallel branches; close them with FanInSum()"
+            )
+        if k.is_symmetric and not k.spatial:
+            k = k.replace(
+                nngp=0.5 * (k.nngp + k.nngp.T),
+                ntk=None if k.ntk is None else 0.5 * (k.ntk + k.ntk.T),
+            )
+        return k
+
+
+class WidthLayer(Layer):
+    """A layer whose output has a width (features or channels) set in the spec."""
+
+    width_field: ClassVar[str] = "out_features"
+
+    @property
+    def width(self) -> int:
+        return int(getattr(self, self.width_field))
+
+    def set_width(self, width: int) -> Layer:
+        return dataclasses.replace(self, **{self.width_field: width})
+
+
+def _as_shape(name: str, shape: int | Sequence[int]) -> Shape:
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be an int or a sequence of ints; got {shape!r}") from err
+    if not out or any(s <= 0 for s in out):
+        raise ValueError(f"`{name}` must be non-empty with positive sizes; got {shape!r}")
+    return out
+
+
+def _check_get(get: str | Sequence[str]) -> tuple[str, ...]:
+    gets = (get,) if isinstance(get, str) else tuple(get)
+    bad = [g for g in gets if g not in GET_CHOICES]
+    if bad or not gets:
+        raise ValueError(f"`get` must be a subset of {GET_CHOICES}; got {get!r}")
+    return gets
+
+
+def single_kernel(layer: Layer, k: KernelLike) -> Kernel:
+    """Return ``k`` if it is one kernel, else raise a clear error naming ``layer``."""
+    if isinstance(k, tuple):
+        raise ValueError(
+            f"{type(layer).__name__} got {len(k)} parallel branches; "
+            "use parallel(...) to apply layers per branch or FanInSum() to merge them"
+        )
+    return k
+
+
+def single_shape(layer: Layer, shape: ShapeLike) -> Shape:
+    """Return ``shape`` if it is one shape, else raise (see :func:`single_kernel`)."""
+    if isinstance(shape, Branches):
+        raise ValueError(
+            f"{type(layer).__name__} got {len(shape)} parallel branches; "
+            "use parallel(...) to apply layers per branch or FanInSum() to merge them"
+        )
+    return shape
+
+
+def randn(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+) -> Tensor:
+    """Standard normal tensor drawn on the CPU from ``generator`` (reproducible) then moved."""
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype).to(device)

@@ -1,0 +1,204 @@
+"""Dense (fully-connected) layer and the input kernel.
+
+Parameterizations for fan-in ``n`` (DESIGN.md §1):
+
+* ``"ntk"``: ``h = (σw/√n)·W·x + σb·b`` with ``W, b ~ N(0, 1)`` trained;
+* ``"standard"``: ``h = W·x + b`` with ``W ~ N(0, σw²/n)``, ``b ~ N(0, σb²)``.
+
+Kernel rules (Lee et al. 2018; Jacot et al. 2018), Σ = input covariance,
+Θ = input NTK:
+
+* NNGP (both): ``Σ' = σw² Σ + σb²``;
+* NTK, ``"ntk"``: ``Θ' = Σ' + σw² Θ``;
+* NTK, ``"standard"``: ``Θ' = n·Σ + 1[σb>0] + σw² Θ`` (∂h/∂W_ij = x_j gives
+  ``Σ_j x_j x'_j = n Σ``; ∂h/∂b = 1), so it grows with the width ``n``.
+
+A layer with ``b_std == 0`` has no bias parameter in either parameterization.
+On inputs with spatial axes (``(N, C, *spatial)``) Dense acts on the channel
+axis at every position, like a 1×1 convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit.kernel import Kernel
+from widelimit.layers.base import (
+    KernelLike,
+    ShapeLike,
+    WidthLayer,
+    randn,
+    single_kernel,
+    single_shape,
+)
+
+Parameterization = Literal["ntk", "standard"]
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+def check_parameterization(value: str) -> str:
+    if value not in PARAMETERIZATIONS:
+        raise ValueError(f"`parameterization` must be one of {PARAMETERIZATIONS}; got {value!r}")
+    return value
+
+
+class DenseModule(nn.Module):
+    """Finite dense layer acting on axis 1 (features or channels).
+
+    Parameters are ``weight: (out, in)`` and ``bias: (out,)`` (absent when
+    ``b_std == 0``); see the module docstring for the two parameterizations.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        w_std: float,
+        b_std: float,
+        parameterization: str,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.parameterization = parameterization
+        kw = {"generator": generator, "dtype": dtype, "device": device}
+        w = randn((out_features, in_features), **kw)
+        b = randn((out_features,), **kw) if b_std > 0 else None
+        if parameterization == "ntk":
+            self.w_scale, self.b_scale = w_std / math.sqrt(in_features), b_std
+        else:
+            w = w * (w_std / math.sqrt(in_features))
+            b = None if b is None else b * b_std
+            self.w_scale, self.b_scale = 1.0, 1.0
+        self.weight = nn.Parameter(w)
+        self.bias = None if b is None else nn.Parameter(b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (N, in, *spatial)`` -> ``(N, out, *spatial)``."""
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"DenseModule expects {self.in_features} features on axis 1; "
+                f"got input of shape {tuple(x.shape)}"
+            )
+        h = torch.movedim(x, 1, -1) @ (self.w_scale * self.weight).T
+        if self.bias is not None:
+            h = h + self.b_scale * self.bias
+        return torch.movedim(h, -1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, parameterization={self.parameterization}"
+
+
+@dataclass(frozen=True)
+class Dense(WidthLayer):
+    """Fully-connected layer with ``out_features`` outputs.
+
+    Args:
+        out_features: width of the finite layer (hidden widths are usually set
+            with ``net.module(width)``; the kernel ignores them under ``"ntk"``).
+        w_std: σw ≥ 0; weights have variance σw²/fan_in.
+        b_std: σb ≥ 0; biases have variance σb² (no bias when 0).
+        parameterization: ``"ntk"`` (default) or ``"standard"``.
+    """
+
+    out_features: int
+    w_std: float = 1.0
+    b_std: float = 0.0
+    parameterization: str = "ntk"
+
+    width_field: ClassVar[str] = "out_features"
+
+    def __post_init__(self) -> None:
+        check_positive_int("out_features", self.out_features)
+        object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
+        object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
+        check_parameterization(self.parameterization)
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        s = single_shape(self, in_shape)
+        return (self.out_features, *s[1:])
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        s = single_shape(self, in_shape)
+        return DenseModule(
+            s[0],
+            self.out_features,
+            self.w_std,
+            self.b_std,
+            self.parameterization,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        w2, b2 = self.w_std**2, self.b_std**2
+        nngp = w2 * k.nngp + b2  # Σ' = σw² Σ + σb²
+        ntk = None
+        if k.ntk is not None:
+            if self.parameterization == "ntk":
+                ntk = nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
+            else:
+                # Θ' = n Σ + 1[σb>0] + σw² Θ, n = fan-in of the finite layer
+                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0) + w2 * k.ntk
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=w2 * k.cov1 + b2,
+            cov2=None if k.cov2 is None else w2 * k.cov2 + b2,
+            channels=self.out_features,
+            is_gaussian=True,
+        )
+
+
+def _gram(a: Tensor, b: Tensor, full_spatial: bool) -> Tensor:
+    """Input covariance Σ⁰ between batches ``a: (N1, C, *S)`` and ``b: (N2, C, *S)``."""
+    c = a.shape[1]
+    if a.ndim == 2:
+        return a @ b.T / c  # Σ⁰ = x·x'/d
+    if a.ndim == 3:
+        eq = "ncl,mck->nmlk" if full_spatial else "ncl,mcl->nml"
+    else:
+        eq = "nchw,mcgv->nmhgwv" if full_spatial else "nchw,mchw->nmhw"
+    return torch.einsum(eq, a, b) / c  # per-position channel mean
+
+
+def _self_gram(a: Tensor, full_spatial: bool) -> Tensor:
+    """Covariance of each example with itself: ``(N,)``, ``(N, *S)`` or ``(N, *S-pairs)``."""
+    c = a.shape[1]
+    if a.ndim == 2:
+        return (a * a).sum(1) / c
+    if not full_spatial:
+        return (a * a).sum(1) / c
+    eq = "ncl,nck->nlk" if a.ndim == 3 else "nchw,ncgv->nhgwv"
+    return torch.einsum(eq, a, a) / c
+
+
+def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool) -> Kernel:
+    """Kernel of the raw inputs (DESIGN.md §1): ``Σ⁰ = x·x'/d``, per-pixel channel mean
+    for images; ``Θ⁰ = 0``. ``x1: (N1, d | C, *spatial)``."""
+    x2_ = x1 if x2 is None else x2
+    nngp = _gram(x1, x2_, full_spatial)
+    return Kernel(
+        nngp=nngp,
+        ntk=torch.zeros_like(nngp) if ntk else None,
+        cov1=_self_gram(x1, full_spatial),
+        cov2=None if x2 is None else _self_gram(x2, full_spatial),
+        spatial=tuple(x1.shape[2:]),
+        full_spatial=full_spatial and x1.ndim > 2,
+        channels=int(x1.shape[1]),
+        is_gaussian=False,
+    )
+
+
+__all__ = ["Dense", "DenseModule", "input_kernel"]
