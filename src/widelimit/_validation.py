@@ -44,9 +44,7 @@ def as_float_tensor(
         except (TypeError, ValueError) as err:
             raise TypeError(f"`{name}` must be numeric array-like; got {type(x).__name__}") from err
     else:
-        raise TypeError(
-            f"`{name}` must be a torch.Tensor or numpy array; got {type(x).__name__}"
-        )
+        raise TypeError(f"`{name}` must be a torch.Tensor or numpy array; got {type(x).__name__}")
     if t.is_complex():
         raise TypeError(f"`{name}` must be real-valued; got dtype {t.dtype}")
     if not t.is_floating_point():

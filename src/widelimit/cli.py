@@ -23,6 +23,24 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from widelimit import __version__
+
+        typer.echo(f"widelimit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """widelimit: infinite-width networks, computable and checkable."""
+
+
 _AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale")
 
 for _area in _AREAS:

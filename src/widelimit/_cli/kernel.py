@@ -1,0 +1,137 @@
+"""``widelimit kernel``: NNGP/NTK of a net description on a data file or built-in data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from widelimit._cli.common import console, print_json, table
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BUILTIN = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+
+
+def load_array(source: str, *, n: int | None = None) -> np.ndarray:
+    """Inputs ``(N, ...)`` from a ``.npy``/``.csv`` file or a built-in scikit-learn set."""
+    if source in BUILTIN:
+        import sklearn.datasets as skd
+
+        x = getattr(skd, f"load_{source}")().data
+    else:
+        p = Path(source)
+        if not p.exists():
+            raise typer.BadParameter(
+                f"{source!r} is neither a file nor a built-in dataset ({', '.join(BUILTIN)})"
+            )
+        if p.suffix == ".npy":
+            x = np.load(p)
+        elif p.suffix in (".csv", ".txt"):
+            x = np.loadtxt(p, delimiter=",", ndmin=2)
+        else:
+            raise typer.BadParameter(f"{source}: expected a .npy or .csv file")
+    if n is not None:
+        x = x[:n]
+    return np.asarray(x, dtype=np.float64)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("kernel")
+    def kernel_cmd(
+        net: Annotated[
+            str,
+            typer.Option(
+                help="Net description, inline or a .txt/.toml file, e.g. "
+                "'Dense(512, w_std=1.5, b_std=0.05) -> ReLU -> Dense(1)'."
+            ),
+        ] = "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) "
+        "-> ReLU -> Dense(1)",
+        data: Annotated[
+            str, typer.Option(help=f"Inputs x1: .npy/.csv file or one of {', '.join(BUILTIN)}.")
+        ] = "digits",
+        data2: Annotated[str | None, typer.Option(help="Optional second inputs x2.")] = None,
+        n: Annotated[int | None, typer.Option(help="Use only the first N rows of each.")] = 200,
+        get: Annotated[str, typer.Option(help="'nngp', 'ntk' or 'nngp,ntk'.")] = "nngp,ntk",
+        scale: Annotated[
+            str, typer.Option(help="Input scaling: none | standardize | unit-norm (explicit).")
+        ] = "none",
+        dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
+        device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+        out: Annotated[
+            Path | None, typer.Option(help="Directory for nngp.npy / ntk.npy (and a heatmap).")
+        ] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+    ) -> None:
+        """Compute infinite-width NNGP/NTK kernels of a network on data."""
+        from widelimit.spec_text import load_net
+
+        try:
+            spec = load_net(net)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--net") from err
+        if dtype not in DTYPES:
+            raise typer.BadParameter(f"expected one of {list(DTYPES)}", param_hint="--dtype")
+        gets = tuple(g.strip() for g in get.split(",") if g.strip())
+        arrays = [load_array(data, n=n)] + ([load_array(data2, n=n)] if data2 else [])
+        arrays = [_scale(a, scale) for a in arrays]
+        xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=device) for a in arrays]
+        t0 = time.perf_counter()
+        try:
+            k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        seconds = time.perf_counter() - t0
+        summary = {"net": repr(spec), "x1_shape": list(xs[0].shape), "seconds": seconds}
+        summary["x2_shape"] = list(xs[1].shape) if len(xs) > 1 else None
+        rows = []
+        for name in ("nngp", "ntk"):
+            mat = getattr(k, name)
+            if mat is None:
+                continue
+            info = _describe(mat, symmetric=k.is_symmetric)
+            summary[name] = info
+            rows.append([name, str(tuple(mat.shape)), *info.values()])
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                np.save(out / f"{name}.npy", mat.cpu().numpy())
+        if out is not None:
+            summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
+        if json_out:
+            print_json(summary)
+        else:
+            cols = ["kernel", "shape", *next(iter([summary[g] for g in gets if g in summary]))]
+            console.print(table(f"widelimit kernel ({seconds:.3g} s)", cols, rows))
+            if out is not None:
+                console.print(f"wrote {', '.join(summary['files'])}")
+
+
+def _scale(x: np.ndarray, how: str) -> np.ndarray:
+    if how == "none":
+        return x
+    flat = x.reshape(len(x), -1)
+    if how == "standardize":
+        sd = flat.std(0)
+        flat = (flat - flat.mean(0)) / np.where(sd > 0, sd, 1.0)
+    elif how == "unit-norm":
+        nrm = np.linalg.norm(flat, axis=1, keepdims=True)
+        flat = flat / np.where(nrm > 0, nrm, 1.0) * np.sqrt(flat.shape[1])
+    else:
+        raise typer.BadParameter("expected none | standardize | unit-norm", param_hint="--scale")
+    return flat.reshape(x.shape)
+
+
+def _describe(mat: torch.Tensor, *, symmetric: bool) -> dict[str, float]:
+    m = mat.detach().to(torch.float64).cpu()
+    info = {"mean_diag": float("nan"), "min_eig": float("nan"), "cond": float("nan")}
+    if m.ndim == 2:
+        info["mean_diag"] = float(m.diagonal().mean()) if symmetric else float("nan")
+        if symmetric:
+            ev = torch.linalg.eigvalsh(m)
+            info["min_eig"] = float(ev[0])
+            info["cond"] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+    info["max_abs"] = float(m.abs().max())
+    return info

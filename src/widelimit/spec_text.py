@@ -1,0 +1,124 @@
+"""Parse a network description from text (CLI and config files).
+
+Syntax: layers separated by ``->`` (or newlines), each a call with literal
+arguments or a bare name, e.g.::
+
+    Dense(512, w_std=1.5, b_std=0.05) -> ReLU -> Dense(512) -> Erf -> Dense(1)
+    Dense(64) -> serial(FanOut(2), parallel(Identity(), serial(ReLU(), Dense(64))), FanInSum())
+
+Layer names are the classes exported by :mod:`widelimit.layers` (and
+``serial``/``parallel``); activations may also be given by their lowercase
+registry name (``relu``, ``tanh``, ``gelu``...).  Only literals are accepted as
+arguments (numbers, strings, tuples): nothing is executed.  A TOML file with a
+top-level ``net = "..."`` string holds the same description.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from widelimit.layers.base import Layer
+
+_NOT_BUILDABLE = {"Layer", "Elementwise", "NumericalActivation", "Activation", "WidthLayer"}
+
+
+def _registry() -> dict[str, object]:
+    import widelimit.layers as layers_mod
+
+    reg: dict[str, object] = {}
+    for name in getattr(layers_mod, "__all__", []):
+        obj = getattr(layers_mod, name)
+        if name in _NOT_BUILDABLE:
+            continue
+        if (isinstance(obj, type) and issubclass(obj, Layer)) or name in ("serial", "parallel"):
+            reg[name] = obj
+    try:
+        from widelimit.layers.activations import ACTIVATIONS  # name -> constructor
+    except ImportError:  # pragma: no cover - registry not available
+        ACTIVATIONS = {}
+    for name, ctor in ACTIVATIONS.items():
+        reg.setdefault(name, ctor)
+    return reg
+
+
+def known_layers() -> list[str]:
+    """Names accepted by :func:`parse_net`."""
+    return sorted(_registry())
+
+
+def _literal(node: ast.AST, text: str) -> object:
+    try:
+        return ast.literal_eval(node)
+    except ValueError as err:
+        raise ValueError(
+            f"only literal arguments are allowed in a net description; got "
+            f"{ast.get_source_segment(text, node)!r}"
+        ) from err
+
+
+def _build(node: ast.AST, text: str, reg: dict[str, object]) -> Layer:
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        if name in ("serial", "parallel"):
+            args = [_build(a, text, reg) for a in node.args]
+        else:
+            args = [_literal(a, text) for a in node.args]
+        kwargs = {kw.arg: _literal(kw.value, text) for kw in node.keywords if kw.arg}
+    else:
+        raise ValueError(
+            f"cannot parse {ast.get_source_segment(text, node)!r}: expected a layer such as "
+            "Dense(512) or ReLU"
+        )
+    ctor = reg.get(name)
+    if ctor is None:
+        raise ValueError(f"unknown layer {name!r}; known layers: {', '.join(sorted(reg))}")
+    try:
+        layer = ctor(*args, **kwargs)  # type: ignore[operator]
+    except TypeError as err:
+        raise ValueError(f"bad arguments for {name}: {err}") from err
+    if not isinstance(layer, Layer):  # pragma: no cover - registry holds layers only
+        raise ValueError(f"{name} did not build a layer")
+    return layer
+
+
+def parse_net(text: str) -> Layer:
+    """Parse ``text`` (see module docstring) into a network spec (a ``serial`` of layers)."""
+    from widelimit.layers.combinators import serial
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the net description is empty; e.g. 'Dense(512) -> ReLU -> Dense(1)'")
+    parts = [p.strip() for chunk in text.splitlines() for p in chunk.split("->")]
+    parts = [p for p in parts if p and not p.startswith("#")]
+    reg = _registry()
+    layers = []
+    for p in parts:
+        try:
+            tree = ast.parse(p, mode="eval")
+        except SyntaxError as err:
+            raise ValueError(f"cannot parse layer {p!r}: {err.msg}") from err
+        layers.append(_build(tree.body, p, reg))
+    return layers[0] if len(layers) == 1 else serial(*layers)
+
+
+def load_net(path_or_text: str) -> Layer:
+    """Parse a description given inline, in a text file, or in a TOML file (key ``net``)."""
+    p = Path(path_or_text)
+    if len(path_or_text) < 512 and p.suffix in (".toml", ".txt", ".net") and p.exists():
+        raw = p.read_text()
+        if p.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError as err:  # Python 3.10
+                raise ValueError("TOML net files need Python >= 3.11; pass the text") from err
+            data = tomllib.loads(raw)
+            if not isinstance(data.get("net"), str):
+                raise ValueError(f'{p}: expected a top-level key `net = "Dense(...) -> ..."`')
+            raw = data["net"]
+        return parse_net(raw)
+    return parse_net(path_or_text)
+
+
+__all__ = ["known_layers", "load_net", "parse_net"]
