@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +37,8 @@ class Branches(tuple):
     """Per-example shapes of several parallel branches (a tuple of shapes)."""
 
 
-ShapeLike = Union[Shape, Branches]
-KernelLike = Union[Kernel, tuple[Kernel, ...]]
+ShapeLike = Shape | Branches
+KernelLike = Kernel | tuple[Kernel, ...]
 
 GET_CHOICES = ("nngp", "ntk")
 
@@ -167,8 +167,8 @@ class Layer(ABC):
             check_same_dtype_device("x1", x1, "x2", x2)
             if x1.shape[1:] != x2.shape[1:]:
                 raise ValueError(
-                    f"`x1` and `x2` must have the same per-example shape; got {tuple(x1.shape[1:])} "
-                    f"and {tuple(x2.shape[1:])}"
+                    "`x1` and `x2` must have the same per-example shape; got "
+                    f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
         k0 = input_kernel(x1, x2, full_spatial=self.needs_full_spatial(), ntk="ntk" in gets)
