@@ -1,0 +1,77 @@
+"""Net-description parser and the ``widelimit kernel`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from widelimit.cli import app
+from widelimit.layers import Dense, ReLU, serial
+from widelimit.spec_text import load_net, parse_net
+
+runner = CliRunner()
+
+
+def test_parse_net_round_trip() -> None:
+    net = parse_net("Dense(16, w_std=1.5, b_std=0.1) -> ReLU -> Dense(1)")
+    assert net == serial(Dense(16, 1.5, 0.1), ReLU(), Dense(1))
+    res = parse_net(
+        "Dense(8) -> serial(FanOut(2), parallel(Identity(), serial(ReLU(), Dense(8))), FanInSum())"
+        "\n-> Dense(1)"
+    )
+    x = torch.randn(3, 2, dtype=torch.float64)
+    assert res.kernel(x).nngp.shape == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("Foo(3)", "unknown layer"),
+        ("Dense(x)", "literal"),
+        ("Dense(__import__('os'))", "literal"),
+        ("Dense(3", "cannot parse"),
+        ("Dense(-3)", "positive"),
+        ("", "empty"),
+        ("Dense(3, bogus=1)", "bad arguments"),
+    ],
+)
+def test_parse_net_errors(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_net(text)
+
+
+def test_load_net_from_toml(tmp_path) -> None:
+    p = tmp_path / "net.toml"
+    p.write_text('net = "Dense(4) -> ReLU -> Dense(1)"\n')
+    assert load_net(str(p)) == serial(Dense(4), ReLU(), Dense(1))
+
+
+def test_cli_kernel_json_matches_api(tmp_path) -> None:
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    np.save(tmp_path / "x.npy", x)
+    net = "Dense(8, w_std=1.4, b_std=0.1) -> ReLU -> Dense(1)"
+    res = runner.invoke(
+        app,
+        ["kernel", "--net", net, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"),
+         "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["x1_shape"] == [6, 3]
+    k = parse_net(net).kernel(torch.as_tensor(x))
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "nngp.npy"), k.nngp.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "ntk.npy"), k.ntk.numpy(), rtol=1e-14)
+    assert info["nngp"]["min_eig"] > 0
+
+
+def test_cli_kernel_builtin_and_errors() -> None:
+    res = runner.invoke(app, ["kernel", "--data", "iris", "--n", "10"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["kernel", "--net", "Dense(3) -> Nope", "--data", "iris"])
+    assert res.exit_code != 0 and "unknown layer" in res.output
+    res = runner.invoke(app, ["kernel", "--data", "no_such_file.npy"])
+    assert res.exit_code != 0
