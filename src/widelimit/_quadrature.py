@@ -212,27 +212,38 @@ class _Coefficients:
         self.size = (self.a.abs() / e2.clamp_min(1e-300).sqrt()[:, None]).amax(0)
 
 
-def _horner(c: Tensor, x: Tensor, a: Tensor, b: Tensor, active: list[bool], k: int) -> Tensor:
-    """``Σ_{k'<k, active} c^k' a_k' b_k'`` as ``P_even(c²) + c P_odd(c²)`` (Horner in ``x = c²``).
+def _horner(
+    c: Tensor, x: Tensor, a: Tensor, b: Tensor, active: list[bool], k: int, out: Tensor
+) -> Tensor:
+    """``out = Σ_{k'<k, active} c^k' a[k'] b[k']`` as ``P_even(c²) + c P_odd(c²)``.
 
-    ``a``/``b`` are ``(..., KMAX)`` and broadcast against ``c`` on the leading axes;
-    terms with ``active[k'] = False`` (zero by symmetry) are skipped.
+    Horner's rule in ``x = c²``.  ``a``/``b`` are ``(KMAX, ...)`` with trailing axes
+    broadcasting against ``c``; terms with ``active[k'] = False`` (zero by
+    symmetry of the function) are skipped.
     """
-    res = None
+    first = True
     for parity in (0, 1):
         ks = [j for j in range(parity, k, 2) if active[j]]
         if not ks:
             continue
+        r = out if first else torch.empty_like(out)
         top = ks[-1]
-        r = (a[..., top] * b[..., top]).expand(c.shape).clone()
-        for j in range(top - 2, -1, -2):
+        if torch.broadcast_shapes(a.shape[1:], b.shape[1:]) == r.shape:
+            torch.mul(a[top], b[top], out=r)
+        else:
+            r.copy_(a[top] * b[top])
+        for j in range(ks[-1] - 2, -1, -2):
             r.mul_(x)
             if active[j]:
-                r.addcmul_(a[..., j], b[..., j])
+                r.addcmul_(a[j], b[j])
         if parity:
             r.mul_(c)
-        res = r if res is None else res.add_(r)
-    return torch.zeros_like(c) if res is None else res
+        if not first:
+            out.add_(r)
+        first = False
+    if first:
+        out.zero_()
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -371,67 +382,86 @@ def gaussian_dual(
     u2, inv2 = _distinct(q2)
     levels = _levels(max(float(u1[-1]), float(u2[-1])), 0.25)
     co1 = [_Coefficients(f, n, u1, levels) for f, n in zip(fns, names, strict=True)]
-    co2 = [_Coefficients(f, n, u2, levels) for f, n in zip(fns, names, strict=True)]
+    if u1.shape == u2.shape and bool(torch.equal(u1, u2)):
+        co2 = co1
+    else:
+        co2 = [_Coefficients(f, n, u2, levels) for f, n in zip(fns, names, strict=True)]
     active = [
         (torch.maximum(a.size, b.size) > 1e-14).tolist() for a, b in zip(co1, co2, strict=True)
     ]
-    # per-entry coefficient tables with the inputs' (broadcastable) shapes
-    tail1 = [co.tail[inv1] for co in co1]  # (..., len(LADDER))
+    # per-entry tables: tails (..., len(LADDER)); coefficients (KMAX, ...) so that
+    # the k-th slice is contiguous and broadcasts like q1 / q2
+    tail1 = [co.tail[inv1] for co in co1]
     tail2 = [co.tail[inv2] for co in co2]
-    a1 = [co.a.to(dtype)[inv1] for co in co1]  # (..., KMAX)
-    a2 = [co.a.to(dtype)[inv2] for co in co2]
-    sq1, sq2 = q1.sqrt(), q2.sqrt()
-    eps = torch.finfo(dtype).eps
-    slack = math.sqrt(eps)
+    a1 = [co.a.T.to(dtype)[:, inv1] for co in co1]
+    a2 = [co.a.T.to(dtype)[:, inv2] for co in co2]
+    rs1, rs2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
+    slack = math.sqrt(torch.finfo(dtype).eps)
+    zero_var = bool((q1 == 0).any()) or bool((q2 == 0).any())
 
     # blocks along the largest broadcast dimension (memory bound: see module doc)
     d = max(range(nd), key=lambda i: shape[i])
     step = max(1, _BLOCK // (math.prod(shape) // shape[d]))
+
+    def along_d(t: Tensor) -> Tensor:  # max over every axis but d (and the last)
+        t = t.movedim(d, 0)
+        return t.reshape(t.shape[0], -1, t.shape[-1]).amax(1)
+
+    tmax1, tmax2 = [along_d(t) for t in tail1], [along_d(t) for t in tail2]
     hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]
     for s in range(0, shape[d], step):
+        n = min(step, shape[d] - s)
 
-        def cut(t: Tensor, s: int = s) -> Tensor:
-            return t if t.shape[d] == 1 else t.narrow(d, s, min(step, shape[d] - s))
+        def cut(t: Tensor, s: int = s, n: int = n, dim: int = d) -> Tensor:
+            return t if t.shape[dim] == 1 else t.narrow(dim, s, n)
 
-        den = cut(sq1) * cut(sq2)
         bs = cut(s12)
-        if bool((bs.abs() > den * (1 + slack) + 1e-300).any()):
+        c = bs * cut(rs1) * cut(rs2)  # c = s12 / √(q1 q2), 0 where q1 q2 = 0
+        absc = c.abs()
+        bad = bool((absc > 1 + slack).any())
+        if zero_var and not bad:
+            bad = bool(((bs != 0) & (c == 0) & (cut(rs1) * cut(rs2) == 0)).any())
+        if bad:
             raise ValueError(
                 "`s12` must satisfy |s12| <= sqrt(q1*q2) (a valid covariance); got "
-                f"max |s12|/sqrt(q1 q2) = {float((bs.abs() / den).max()):.6g}"
+                f"max |s12|/sqrt(q1 q2) = {float((bs.abs() * cut(rs1) * cut(rs2)).max()):.6g}"
             )
-        c = torch.where(den > 0, bs / den.clamp_min(torch.finfo(dtype).tiny), 0.0)
         c.clamp_(-1, 1)
-        absc = c.abs()
-        # |c| within rounding of 1 is ±1: c itself is only known to a few ulps
-        edge = absc >= 1 - 4 * eps
-        c = torch.where(edge, c.sign(), c)
-        absc = torch.where(edge, 1.0, absc)
+        absc.clamp_(max=1)
         x = c * c
-        flat = absc.reshape(-1)
-        probe = flat[:: max(1, flat.numel() // 4096)]
-        c98 = float(torch.quantile(probe.to(torch.float64), 0.98))
+        probe = absc.reshape(-1)[:: max(1, absc.numel() // 2048)]
+        c98 = float(probe.kthvalue(max(1, int(0.98 * probe.numel())))[0])
         for m in range(len(fns)):
             # conservative block bound |c|^K max τ1 max τ2 <= rtol (Cauchy–Schwarz)
-            t12 = cut(tail1[m]).reshape(-1, len(_LADDER)).amax(0) * cut(tail2[m]).reshape(
-                -1, len(_LADDER)
-            ).amax(0)
+            t12 = (cut(tmax1[m], dim=0).amax(0) * cut(tmax2[m], dim=0).amax(0)).tolist()
             thr = [
-                2.0 if float(t) <= rtol else (rtol / float(t)) ** (1.0 / k)
+                2.0 if t <= rtol else (rtol / t) ** (1.0 / k)
                 for t, k in zip(t12, _LADDER, strict=True)
             ]
             j = next((i for i, t in enumerate(thr) if t >= c98), len(_LADDER) - 1)
-            cut(out[m]).copy_(_horner(c, x, cut(a1[m]), cut(a2[m]), active[m], _LADDER[j]))
-            sel = (absc > thr[j]).nonzero(as_tuple=True)
-            if sel[0].numel():
-                full = list(sel)
-                full[d] = full[d] + s
-                hard[m].append((tuple(full), c[sel]))
+            _horner(
+                c,
+                x,
+                cut(a1[m], dim=d + 1),
+                cut(a2[m], dim=d + 1),
+                active[m],
+                _LADDER[j],
+                cut(out[m]),
+            )
+            if thr[j] < 1:
+                sel = (absc > thr[j]).nonzero(as_tuple=True)
+                if sel[0].numel():
+                    full = list(sel)
+                    full[d] = full[d] + s
+                    hard[m].append((tuple(full), c[sel]))
 
+    eps = torch.finfo(dtype).eps
     for m in range(len(fns)):
         if hard[m]:
             loc = tuple(torch.cat([h[0][k] for h in hard[m]]) for k in range(nd))
             c = torch.cat([h[1] for h in hard[m]]).to(torch.float64)
+            # |c| within rounding of 1 is ±1: c itself is only known to a few ulps
+            c = torch.where(c.abs() >= 1 - 4 * eps, c.sign(), c)
             i1, i2 = inv1.expand(shape)[loc], inv2.expand(shape)[loc]
             res = _hard_entries(
                 fns[m], names[m], co1[m], co2[m], active[m], u1, u2, i1, i2, c, rtol
@@ -469,7 +499,9 @@ def _hard_entries(
         for s in range(0, idx.numel(), _BLOCK):
             jj = idx[s : s + _BLOCK]
             cc = c[jj]
-            res[jj] = _horner(cc, cc * cc, co1.a[i1[jj]], co2.a[i2[jj]], active, k)
+            res[jj] = _horner(
+                cc, cc * cc, co1.a[i1[jj]].T, co2.a[i2[jj]].T, active, k, torch.empty_like(cc)
+            )
     rest = (cls < 0).nonzero().squeeze(1)
     # |c| == 1: E[f(√q1 z) f(±√q2 z)] on the (symmetric) line rule
     edge = rest[absc[rest] >= 1.0]
