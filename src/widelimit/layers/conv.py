@@ -1,0 +1,392 @@
+"""Convolutions ``Conv1d``/``Conv2d``: finite module and kernel rule side by side.
+
+Finite layer (NCL / NCHW inputs), fan-in ``n = C·|window|`` (``C`` input
+channels, ``|window| = ∏ kernel_size``), zero-mean weights ``W[o, c, a]``:
+
+* ``"ntk"``: ``h[o, i] = (σw/√n) Σ_{c,a} W[o,c,a] x̃[c, s·i + a] + σb·b[o]``,
+  ``W, b ~ N(0, 1)`` trained;
+* ``"standard"``: ``h = W ⋆ x̃ + b`` with ``W ~ N(0, σw²/n)``, ``b ~ N(0, σb²)``;
+
+where ``x̃`` is the input padded per axis with ``before``/``after`` positions
+(zeros for ``"same"``, wrap-around for ``"circular"``, none for ``"valid"``)
+and ``⋆`` is torch's cross-correlation with stride ``s``.  ``"same"`` and
+``"circular"`` give ``ceil(size/stride)`` outputs with ``before = total//2``,
+``after = total − before``, ``total = max((out−1)·s + k − size, 0)`` (the extra
+position goes after, like ``torch``'s ``padding="same"`` and TensorFlow's SAME).
+
+Kernel rule (Novak et al. 2019, eq. (7); Arora et al. 2019, §4), with
+``A`` the window-mean operator over shifted pairs::
+
+    A(T)[i, j] = (1/|window|) Σ_a T[s·i + a − before, s·j + a − before]
+
+(zero-padded entries contribute 0; circular indices wrap)::
+
+    Σ' = σw² A(Σ) + σb²
+    Θ' = Σ' + σw² A(Θ)                                   ("ntk")
+    Θ' = n·A(Σ) + 1[σb > 0] + σw² A(Θ)                   ("standard", n = C·|window|)
+
+``A`` is separable over the spatial axes.  On the diagonal layout
+``(N1, N2, H, W)`` it is a window mean of the diagonal (``i = j`` only needs
+``Σ[p, p]``); on the full layout ``(N1, N2, H, H', W, W')`` it sums, per axis,
+the ``k`` shifted diagonals of each ``(H, H')`` block.  Zero padding is
+handled by adding each shift into the output rows/columns it reaches, so
+``"same"`` costs no padded copy (see ``benchmarks/conv.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit.kernel import Kernel
+from widelimit.layers.base import (
+    KernelLike,
+    Shape,
+    ShapeLike,
+    WidthLayer,
+    randn,
+    single_kernel,
+    single_shape,
+)
+from widelimit.layers.dense import check_parameterization
+
+PADDINGS = ("valid", "same", "circular")
+_AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
+
+
+# --------------------------------------------------------------------------
+# Window geometry and the window-mean operator (shared with pooling.py)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisWindow:
+    """Geometry of a sliding window along one spatial axis.
+
+    Output position ``i`` reads input positions ``s·i + a − before`` for
+    ``a = 0..k−1``; positions outside ``[0, size)`` are padding.
+    """
+
+    size: int
+    k: int
+    stride: int
+    before: int
+    after: int
+    out: int
+
+
+def axis_window(layer: str, axis: str, size: int, k: int, stride: int, padding: str) -> AxisWindow:
+    """Window geometry along one axis, raising clear errors for impossible shapes."""
+    if padding == "valid":
+        if k > size:
+            raise ValueError(
+                f"{layer}: window {k} along axis {axis} is larger than the input size {size} "
+                "with padding='valid' (the output would have size <= 0); use padding='same' "
+                "or a smaller kernel/window, or a larger input"
+            )
+        return AxisWindow(size, k, stride, 0, 0, (size - k) // stride + 1)
+    out = -(-size // stride)  # ceil(size / stride)
+    total = max((out - 1) * stride + k - size, 0)
+    before = total // 2
+    after = total - before
+    if padding == "circular" and max(before, after) > size:
+        raise ValueError(
+            f"{layer}: circular padding of {max(before, after)} along axis {axis} exceeds the "
+            f"input size {size} (the window {k} would wrap around more than once); use a "
+            "smaller kernel or a larger input"
+        )
+    return AxisWindow(size, k, stride, before, after, out)
+
+
+def window_mean(t: Tensor, dims: Sequence[int], win: AxisWindow, circular: bool) -> Tensor:
+    """Window mean along one spatial axis, applied with the same shift to every dim in ``dims``.
+
+    ``out[.., i, .., i', ..] = (1/k) Σ_a t[.., p_a(i), .., p_a(i'), ..]`` with
+    ``p_a(i) = s·i + a − before``.  With one dim this is the diagonal-layout
+    rule; with the pair of dims ``(d, d+1)`` of a full layout it sums the
+    shifted pairs ``(i + a, j + a)`` (Novak et al. 2019, eq. (7)).  Entries
+    outside the input are zero, or wrap around when ``circular``.
+    """
+    k, s, before, n_out = win.k, win.stride, win.before, win.out
+    if circular and (win.before or win.after):
+        # materialise the wrap-around once: positions -before .. (out-1)s + k - 1 - before
+        idx = (torch.arange(-before, (n_out - 1) * s + k - before, device=t.device)) % win.size
+        for d in dims:
+            t = t.index_select(d, idx)
+        before = 0
+    size = t.shape[dims[0]]
+    shape = list(t.shape)
+    for d in dims:
+        shape[d] = n_out
+    out = t.new_zeros(shape)
+    for a in range(k):
+        # output rows i with 0 <= s·i + a − before < size
+        lo = max(0, -(-(before - a) // s))
+        hi = min(n_out, (size - 1 - a + before) // s + 1)
+        if hi <= lo:
+            continue
+        p0 = s * lo + a - before
+        src = [slice(None)] * t.ndim
+        dst = [slice(None)] * t.ndim
+        for d in dims:
+            src[d] = slice(p0, p0 + s * (hi - lo - 1) + 1, s)
+            dst[d] = slice(lo, hi)
+        out[tuple(dst)] += t[tuple(src)]
+    return out / k
+
+
+def spatial_dims(n_lead: int, axis: int, full: bool) -> tuple[int, ...]:
+    """Tensor dims of spatial ``axis`` in a kernel tensor with ``n_lead`` example axes."""
+    return (n_lead + 2 * axis, n_lead + 2 * axis + 1) if full else (n_lead + axis,)
+
+
+def as_tuple(name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    """``value`` (int or length-``n`` sequence of positive ints) as an ``n``-tuple."""
+    if isinstance(value, int | bool) or not isinstance(value, Sequence):
+        return (check_positive_int(name, value),) * n
+    vals = tuple(value)
+    if len(vals) != n:
+        raise ValueError(f"`{name}` must be an int or a sequence of {n} ints; got {value!r}")
+    return tuple(check_positive_int(name, v) for v in vals)
+
+
+def check_padding(value: str) -> str:
+    if value not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}; got {value!r}")
+    return value
+
+
+def check_spatial_rank(layer: str, in_shape: Shape, n_spatial: int) -> Shape:
+    """Raise unless ``in_shape`` is ``(C, *spatial)`` with ``n_spatial`` spatial axes."""
+    if len(in_shape) != 1 + n_spatial:
+        want = "(C, L)" if n_spatial == 1 else "(C, H, W)"
+        batch = "(N, C, L)" if n_spatial == 1 else "(N, C, H, W)"
+        raise ValueError(
+            f"{layer} expects per-example inputs of shape {want} (batches {batch}); got "
+            f"per-example shape {tuple(in_shape)}"
+            + (
+                "; use Flatten()/GlobalAvgPool() before Dense"
+                if len(in_shape) > 1 + n_spatial
+                else ""
+            )
+        )
+    return in_shape
+
+
+def check_kernel_rank(layer: str, k: Kernel, n_spatial: int) -> None:
+    if len(k.spatial) != n_spatial:
+        raise ValueError(
+            f"{layer} expects a kernel with {n_spatial} spatial axes; got spatial shape "
+            f"{k.spatial} (apply it to (N, C, *spatial) inputs)"
+        )
+
+
+# --------------------------------------------------------------------------
+# Finite module
+# --------------------------------------------------------------------------
+
+
+class ConvModule(nn.Module):
+    """Finite ``n_spatial``-D convolution (see module docstring).
+
+    Parameters: ``weight: (out, in, *kernel_size)``, ``bias: (out,)`` (absent
+    when ``b_std == 0``).  ``forward``: ``(N, in, *S) -> (N, out, *S_out)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, ...],
+        stride: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        circular: bool,
+        w_std: float,
+        b_std: float,
+        parameterization: str,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.parameterization = kernel_size, stride, parameterization
+        # F.pad order: last axis first
+        self.pad = tuple(p for bef_aft in reversed(pads) for p in bef_aft)
+        self.mode = "circular" if circular else "constant"
+        fan_in = in_channels * math.prod(kernel_size)
+        kw = {"generator": generator, "dtype": dtype, "device": device}
+        w = randn((out_channels, in_channels, *kernel_size), **kw)
+        b = randn((out_channels,), **kw) if b_std > 0 else None
+        if parameterization == "ntk":
+            self.w_scale, self.b_scale = w_std / math.sqrt(fan_in), b_std
+        else:
+            w = w * (w_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+            self.w_scale, self.b_scale = 1.0, 1.0
+        self.weight = nn.Parameter(w)
+        self.bias = None if b is None else nn.Parameter(b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        nd = len(self.kernel_size)
+        if x.ndim != 2 + nd or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Conv{nd}d module expects (N, {self.in_channels}, "
+                f"{'L' if nd == 1 else 'H, W'}) inputs; got shape {tuple(x.shape)}"
+            )
+        if any(self.pad):
+            x = F.pad(x, self.pad, mode=self.mode)
+        conv = F.conv1d if nd == 1 else F.conv2d
+        bias = None if self.bias is None else self.b_scale * self.bias
+        return conv(x, self.w_scale * self.weight, bias, stride=self.stride)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, pad={self.pad}, mode={self.mode}, "
+            f"parameterization={self.parameterization}"
+        )
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Conv(WidthLayer):
+    out_channels: int
+    kernel_size: int | tuple[int, ...] = 3
+    stride: int | tuple[int, ...] = 1
+    padding: str = "valid"
+    w_std: float = 1.0
+    b_std: float = 0.0
+    parameterization: str = "ntk"
+
+    width_field: ClassVar[str] = "out_channels"
+    n_spatial: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        check_positive_int("out_channels", self.out_channels)
+        n = self.n_spatial
+        object.__setattr__(self, "kernel_size", as_tuple("kernel_size", self.kernel_size, n))
+        object.__setattr__(self, "stride", as_tuple("stride", self.stride, n))
+        check_padding(self.padding)
+        object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
+        object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
+        check_parameterization(self.parameterization)
+
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def windows(self, spatial: Sequence[int]) -> tuple[AxisWindow, ...]:
+        """Per-axis window geometry for input spatial sizes ``spatial``."""
+        return tuple(
+            axis_window(self._name, ax, size, k, s, self.padding)
+            for ax, size, k, s in zip(
+                _AXIS_NAMES[self.n_spatial], spatial, self.kernel_size, self.stride, strict=True
+            )
+        )
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        s = check_spatial_rank(self._name, single_shape(self, in_shape), self.n_spatial)
+        return (self.out_channels, *(w.out for w in self.windows(s[1:])))
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        s = check_spatial_rank(self._name, single_shape(self, in_shape), self.n_spatial)
+        wins = self.windows(s[1:])
+        return ConvModule(
+            s[0],
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            tuple((w.before, w.after) for w in wins),
+            self.padding == "circular",
+            self.w_std,
+            self.b_std,
+            self.parameterization,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
+
+    def _window_op(self, t: Tensor, n_lead: int, full: bool, wins) -> Tensor:
+        """``A(t)`` for a kernel tensor with ``n_lead`` example axes (module docstring)."""
+        for axis, win in enumerate(wins):
+            t = window_mean(t, spatial_dims(n_lead, axis, full), win, self.padding == "circular")
+        return t
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        check_kernel_rank(self._name, k, self.n_spatial)
+        wins = self.windows(k.spatial)
+        full = k.full_spatial
+        w2, b2 = self.w_std**2, self.b_std**2
+        a_nngp = self._window_op(k.nngp, 2, full, wins)
+        nngp = w2 * a_nngp + b2  # Σ' = σw² A(Σ) + σb²
+        ntk = None
+        if k.ntk is not None:
+            a_ntk = self._window_op(k.ntk, 2, full, wins)
+            if self.parameterization == "ntk":
+                ntk = nngp + w2 * a_ntk  # Θ' = Σ' + σw² A(Θ)
+            else:
+                # Θ' = n A(Σ) + 1[σb>0] + σw² A(Θ), n = C·|window| (∂h/∂W[o,c,a] = x̃[c, s·i+a])
+                fan_in = k.channels * math.prod(self.kernel_size)
+                ntk = fan_in * a_nngp + (1.0 if self.b_std > 0 else 0.0) + w2 * a_ntk
+        cov1 = w2 * self._window_op(k.cov1, 1, full, wins) + b2
+        cov2 = None if k.cov2 is None else w2 * self._window_op(k.cov2, 1, full, wins) + b2
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            spatial=tuple(w.out for w in wins),
+            channels=self.out_channels,
+            is_gaussian=True,
+        )
+
+
+@dataclass(frozen=True)
+class Conv1d(_Conv):
+    """1-D convolution on ``(N, C, L)`` signals (see module docstring).
+
+    Args:
+        out_channels: channels of the finite layer (hidden ones are usually
+            set with ``net.module(width)``).
+        kernel_size: window length ``k``.
+        stride: step between windows.
+        padding: ``"valid"`` (default, no padding), ``"same"`` (zeros, output
+            ``ceil(L/stride)``) or ``"circular"`` (wrap-around, same size).
+        w_std, b_std: σw, σb ≥ 0; weights have variance σw²/(C·k).
+        parameterization: ``"ntk"`` (default) or ``"standard"``.
+    """
+
+    n_spatial: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Conv2d(_Conv):
+    """2-D convolution on ``(N, C, H, W)`` images (see module docstring).
+
+    Args:
+        out_channels: channels of the finite layer.
+        kernel_size: ``k`` or ``(kh, kw)``.
+        stride: ``s`` or ``(sh, sw)``.
+        padding: ``"valid"`` (default), ``"same"`` or ``"circular"``.
+        w_std, b_std: σw, σb ≥ 0; weights have variance σw²/(C·kh·kw).
+        parameterization: ``"ntk"`` (default) or ``"standard"``.
+    """
+
+    n_spatial: ClassVar[int] = 2
+
+
+__all__ = ["PADDINGS", "AxisWindow", "Conv1d", "Conv2d", "ConvModule", "axis_window", "window_mean"]

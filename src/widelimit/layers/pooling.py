@@ -1,0 +1,278 @@
+"""Pooling and flattening: ``AvgPool1d``/``AvgPool2d``, ``GlobalAvgPool``, ``Flatten``.
+
+All three are linear maps without parameters, so (Novak et al. 2019, §3.2)
+for a linear map ``y = P x`` applied per channel::
+
+    Σ'(x, x') = P Σ(x, x') Pᵀ          Θ' = P Θ Pᵀ
+
+* ``AvgPool`` (window ``k``, stride ``s``, padding as in :mod:`conv`; padded
+  zeros count in the mean, like torch's ``count_include_pad=True``): per axis
+  ``Σ'[i, j] = (1/k²) Σ_{a, b} Σ[s·i + a − before, s·j + b − before]``, a mean
+  over windows on both sides.  It mixes positions, so the network tracks the
+  full spatial layout.
+* ``GlobalAvgPool``: ``Σ' = (1/|S|²) Σ_{i, j} Σ[i, j]`` (full layout needed).
+* ``Flatten``: features ``(c, i)`` with fan-in ``C·|S|`` for the next
+  ``Dense``; its input covariance ``(1/(C|S|)) Σ_{c,i} x_{c,i} x'_{c,i}`` is the
+  mean of the spatial *diagonal*, ``Σ' = (1/|S|) Σ_i Σ[i, i]`` — only the
+  diagonal is needed, so a CNN + Flatten readout stays in the cheap layout.
+
+The outputs of these maps applied to a Gaussian layer are still zero-mean
+Gaussian, so ``is_gaussian`` is kept (``FanInSum`` may add them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widelimit.kernel import Kernel, _spatial_diagonal
+from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.conv import (
+    _AXIS_NAMES,
+    as_tuple,
+    axis_window,
+    check_kernel_rank,
+    check_padding,
+    check_spatial_rank,
+    spatial_dims,
+    window_mean,
+)
+
+
+def _needs_full(layer: Layer, k: Kernel) -> None:
+    if k.spatial and not k.full_spatial:
+        raise ValueError(
+            f"{type(layer).__name__} needs the full spatial covariance but got the diagonal "
+            "layout; compute kernels through net.kernel(...) (which switches to the full "
+            "layout when a pooling layer is present) rather than calling transform_kernel "
+            "on a diagonal kernel"
+        )
+
+
+# --------------------------------------------------------------------------
+# Average pooling
+# --------------------------------------------------------------------------
+
+
+class AvgPoolModule(nn.Module):
+    """Finite average pooling: pad (zeros or wrap-around), then mean over each window."""
+
+    def __init__(self, window, stride, pads, circular: bool) -> None:
+        super().__init__()
+        self.window, self.stride = window, stride
+        self.pad = tuple(p for bef_aft in reversed(pads) for p in bef_aft)
+        self.mode = "circular" if circular else "constant"
+
+    def forward(self, x: Tensor) -> Tensor:
+        nd = len(self.window)
+        if x.ndim != 2 + nd:
+            raise ValueError(f"AvgPool{nd}d module expects {2 + nd}-D inputs; got {tuple(x.shape)}")
+        if any(self.pad):
+            x = F.pad(x, self.pad, mode=self.mode)
+        pool = F.avg_pool1d if nd == 1 else F.avg_pool2d
+        return pool(x, self.window, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, stride={self.stride}, pad={self.pad}, mode={self.mode}"
+
+
+@dataclass(frozen=True)
+class _AvgPool(Layer):
+    window: int | tuple[int, ...] = 2
+    stride: int | tuple[int, ...] | None = None
+    padding: str = "valid"
+
+    mixes_positions: ClassVar[bool] = True
+    n_spatial: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        n = self.n_spatial
+        object.__setattr__(self, "window", as_tuple("window", self.window, n))
+        stride = self.window if self.stride is None else self.stride
+        object.__setattr__(self, "stride", as_tuple("stride", stride, n))
+        check_padding(self.padding)
+
+    def windows(self, spatial):
+        name = type(self).__name__
+        for ax, size, k in zip(_AXIS_NAMES[self.n_spatial], spatial, self.window, strict=True):
+            if k > size:
+                raise ValueError(
+                    f"{name}: pooling window {k} along axis {ax} is larger than the input size "
+                    f"{size}; use a smaller window or GlobalAvgPool()"
+                )
+        return tuple(
+            axis_window(name, ax, size, k, s, self.padding)
+            for ax, size, k, s in zip(
+                _AXIS_NAMES[self.n_spatial], spatial, self.window, self.stride, strict=True
+            )
+        )
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        s = check_spatial_rank(type(self).__name__, single_shape(self, in_shape), self.n_spatial)
+        return (s[0], *(w.out for w in self.windows(s[1:])))
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        s = check_spatial_rank(type(self).__name__, single_shape(self, in_shape), self.n_spatial)
+        wins = self.windows(s[1:])
+        return AvgPoolModule(
+            self.window,
+            self.stride,
+            tuple((w.before, w.after) for w in wins),
+            self.padding == "circular",
+        )
+
+    def _op(self, t: Tensor, n_lead: int, wins) -> Tensor:
+        circ = self.padding == "circular"
+        for axis, win in enumerate(wins):
+            d1, d2 = spatial_dims(n_lead, axis, True)
+            # windows on both sides independently: P Σ Pᵀ along this axis
+            t = window_mean(window_mean(t, (d1,), win, circ), (d2,), win, circ)
+        return t
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        check_kernel_rank(type(self).__name__, k, self.n_spatial)
+        _needs_full(self, k)
+        wins = self.windows(k.spatial)
+        return k.replace(
+            nngp=self._op(k.nngp, 2, wins),
+            ntk=None if k.ntk is None else self._op(k.ntk, 2, wins),
+            cov1=self._op(k.cov1, 1, wins),
+            cov2=None if k.cov2 is None else self._op(k.cov2, 1, wins),
+            spatial=tuple(w.out for w in wins),
+        )
+
+
+@dataclass(frozen=True)
+class AvgPool1d(_AvgPool):
+    """Average pooling on ``(N, C, L)``: ``window``, ``stride`` (default ``window``),
+    ``padding`` ``"valid"`` (default) | ``"same"`` | ``"circular"`` (module docstring)."""
+
+    n_spatial: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class AvgPool2d(_AvgPool):
+    """Average pooling on ``(N, C, H, W)``: ``window`` ``k`` or ``(kh, kw)``, ``stride``
+    (default ``window``), ``padding`` ``"valid"`` (default) | ``"same"`` | ``"circular"``."""
+
+    n_spatial: ClassVar[int] = 2
+
+
+# --------------------------------------------------------------------------
+# Global average pooling and flattening
+# --------------------------------------------------------------------------
+
+
+class GlobalAvgPoolModule(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, *S) -> (N, C)``: mean over all spatial positions."""
+        return x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
+
+
+class FlattenModule(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, *S) -> (N, C·|S|)`` (channel-major, like ``torch.flatten(x, 1)``)."""
+        return x.flatten(1)
+
+
+def _check_spatial_input(layer: Layer, in_shape: ShapeLike) -> tuple[int, ...]:
+    s = single_shape(layer, in_shape)
+    if len(s) not in (2, 3):
+        raise ValueError(
+            f"{type(layer).__name__} expects per-example inputs (C, L) or (C, H, W); got "
+            f"per-example shape {tuple(s)}"
+        )
+    return s
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """Mean over all spatial positions: ``(N, C, *S) -> (N, C)`` (module docstring)."""
+
+    mixes_positions: ClassVar[bool] = True
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        return (_check_spatial_input(self, in_shape)[0],)
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        _check_spatial_input(self, in_shape)
+        return GlobalAvgPoolModule()
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        if not k.spatial:
+            raise ValueError("GlobalAvgPool expects a kernel with spatial axes; got dense features")
+        _needs_full(self, k)
+
+        def mean(t: Tensor | None, n_lead: int) -> Tensor | None:
+            # Σ' = (1/|S|²) Σ_{i,j} Σ[i, j]
+            return None if t is None else t.mean(dim=tuple(range(n_lead, t.ndim)))
+
+        return k.replace(
+            nngp=mean(k.nngp, 2),
+            ntk=mean(k.ntk, 2),
+            cov1=mean(k.cov1, 1),
+            cov2=mean(k.cov2, 1),
+            spatial=(),
+            full_spatial=False,
+        )
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten channels and positions: ``(N, C, *S) -> (N, C·|S|)``; identity on ``(N, d)``.
+
+    The kernel keeps only the spatial diagonal (module docstring), so a CNN
+    with a Flatten readout never needs the full ``(|S|²)`` covariance.
+    """
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        s = single_shape(self, in_shape)
+        return (math.prod(s),)
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        single_shape(self, in_shape)
+        return FlattenModule()
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        if not k.spatial:
+            return k
+        n_sp = len(k.spatial)
+
+        def diag_mean(t: Tensor | None, n_lead: int) -> Tensor | None:
+            # Σ' = (1/|S|) Σ_i Σ[i, i]
+            if t is None:
+                return None
+            if k.full_spatial:
+                lead = t.shape[:n_lead]
+                t = _spatial_diagonal(t.reshape(-1, *t.shape[n_lead:]), n_sp)
+                t = t.reshape(*lead, *t.shape[1:])
+            return t.mean(dim=tuple(range(n_lead, t.ndim)))
+
+        return k.replace(
+            nngp=diag_mean(k.nngp, 2),
+            ntk=diag_mean(k.ntk, 2),
+            cov1=diag_mean(k.cov1, 1),
+            cov2=diag_mean(k.cov2, 1),
+            spatial=(),
+            full_spatial=False,
+            channels=k.channels * math.prod(k.spatial),
+        )
+
+
+__all__ = [
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPoolModule",
+    "Flatten",
+    "FlattenModule",
+    "GlobalAvgPool",
+    "GlobalAvgPoolModule",
+]
