@@ -1,0 +1,149 @@
+"""Drifts of the neural covariance SDE and PSD-preserving flows for them.
+
+Conventions (DESIGN.md §7, Li, Nica, Roy 2022, arXiv 2206.02768): for ``m`` inputs the
+state is the ``(m, m)`` penultimate covariance ``Φ^{αβ} = (c/n)⟨φ_s(h_α), φ_s(h_β)⟩``;
+one layer of width ``n`` is a time step ``dt = 1/n`` and ``T = d/n``.  Batched states
+have shape ``(..., m, m)``.
+
+Both drifts were re-derived by expanding ``c·E[φ_s(g_α)φ_s(g_β)] − Φ^{αβ}`` for
+``g ~ N(0, Φ)`` to order ``1/n`` and checked against one-layer Monte Carlo of the exact
+finite-width map (``tests/test_sde_drift.py``):
+
+* shaped ReLU, ``φ_s(x) = s₊ max(x,0) + s₋ min(x,0)``, ``s± = 1 + c±/√n``,
+  ``c = 2/(s₊² + s₋²)``: ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})`` with
+  ``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ) ≥ 0`` (correlations are pushed *up*).
+  Equivalently ``b = κ (K₁(Φ) − Φ)`` with ``κ = (c₊ − c₋)²/2`` and ``K₁`` the
+  normalised arc-cosine kernel map (Cho & Saul 2009, eq. (6)), which is PSD.
+* smooth ``φ_s(x) = s φ(x/s)``, ``s = a√n``, ``c = 1/E[φ_s(g)²]`` for ``g ~ N(0,1)``:
+  ``b^{αβ} = φ''(0)²/(4a²)[Φ^{αα}Φ^{ββ} + Φ^{αβ}(2Φ^{αβ} − 3)]
+  + φ'''(0)/(2a²) Φ^{αβ}(Φ^{αα} + Φ^{ββ} − 2)``; one input: ``b_* Φ(Φ − 1)`` with
+  ``b_* = (¾φ''(0)² + φ'''(0))/a²``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from widelimit.layers.activations import ReLU
+
+__all__ = ["ReLUDrift", "SmoothDrift", "relu_nu", "relu_nu_theta"]
+
+
+def relu_nu_theta(theta: Tensor, strength: float) -> Tensor:
+    """``ν`` as a function of the angle ``θ = arccos ρ``: ``κ/π·(sin θ − θ cos θ)``.
+
+    ``strength`` is ``κ = (c₊ − c₋)²/2``.  Accurate near
+    ``θ = 0`` (series ``θ³/3 − θ⁵/30``) where the difference cancels.
+    Li, Nica, Roy 2022, Thm 3.2 (ReLU-like drift).
+    """
+    small = theta < 1e-3
+    t = torch.where(small, torch.ones_like(theta), theta)
+    direct = torch.sin(t) - t * torch.cos(t)
+    series = theta**3 / 3 - theta**5 / 30
+    return strength / math.pi * torch.where(small, series, direct)
+
+
+def relu_nu(rho: Tensor, c_plus: float, c_minus: float) -> Tensor:
+    """``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ)`` for ``ρ ∈ [-1, 1]`` (any shape)."""
+    strength = (c_plus - c_minus) ** 2 / 2
+    return relu_nu_theta(torch.arccos(rho.clamp(-1.0, 1.0)), strength)
+
+
+def _arccos_kernel_map(phi: Tensor) -> Tensor:
+    """``K₁(Φ) = 2 E[relu(g) relu(g)ᵀ]``, ``g ~ N(0, Φ)`` — a PSD map, ``K₁(Φ)^{αα} = Φ^{αα}``."""
+    d = torch.diagonal(phi, dim1=-2, dim2=-1)
+    q1 = d.unsqueeze(-1).expand_as(phi)
+    q2 = d.unsqueeze(-2).expand_as(phi)
+    k, _ = ReLU().dual(q1, q2, phi, ntk=False)
+    return 2 * k
+
+
+@dataclass(frozen=True)
+class ReLUDrift:
+    """Drift of the shaped-ReLU covariance SDE (Li, Nica, Roy 2022, Thm 3.2).
+
+    ``c_plus``, ``c_minus``: shaping constants of ``s± = 1 + c±/√n``.
+    """
+
+    c_plus: float
+    c_minus: float
+
+    @property
+    def strength(self) -> float:
+        """``κ = (c₊ − c₋)²/2``, with ``b = κ (K₁(Φ) − Φ)``."""
+        return (self.c_plus - self.c_minus) ** 2 / 2
+
+    def nu(self, rho: Tensor) -> Tensor:
+        """``ν(ρ)`` (any shape)."""
+        return relu_nu(rho, self.c_plus, self.c_minus)
+
+    def __call__(self, phi: Tensor) -> Tensor:
+        """``b(Φ)``: ``(..., m, m) -> (..., m, m)``, ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})``."""
+        d = torch.diagonal(phi, dim1=-2, dim2=-1).clamp_min(0)
+        scale = torch.sqrt(d.unsqueeze(-1) * d.unsqueeze(-2))
+        tiny = torch.finfo(phi.dtype).tiny
+        rho = torch.where(scale > tiny, phi / scale.clamp_min(tiny), torch.zeros_like(phi))
+        return scale * self.nu(rho)
+
+    def flow(self, phi: Tensor, h: float) -> Tensor:
+        """PSD-preserving drift step of size ``h ≥ 0``: ``(1−θ)Φ + θK₁(Φ)``, ``θ = 1 − e^{−κh}``.
+
+        A convex combination of two PSD matrices, so PSD for every ``h``; first-order
+        consistent with ``dΦ/dt = κ(K₁(Φ) − Φ) = b(Φ)``.
+        """
+        theta = -math.expm1(-self.strength * h)
+        if theta == 0.0:
+            return phi
+        return (1 - theta) * phi + theta * _arccos_kernel_map(phi)
+
+
+@dataclass(frozen=True)
+class SmoothDrift:
+    """Drift of the smooth-shaped covariance SDE (Li, Nica, Roy 2022, Thm 3.4).
+
+    ``phi2 = φ''(0)``, ``phi3 = φ'''(0)``, ``a``: shaping ``s = a√n``.
+    """
+
+    phi2: float
+    phi3: float
+    a: float
+
+    @property
+    def quad(self) -> float:
+        """Coefficient ``φ''(0)²/(4a²)``."""
+        return self.phi2**2 / (4 * self.a**2)
+
+    @property
+    def cubic(self) -> float:
+        """Coefficient ``φ'''(0)/(2a²)``."""
+        return self.phi3 / (2 * self.a**2)
+
+    @property
+    def b_star(self) -> float:
+        """One-input coefficient ``b_* = (¾φ''(0)² + φ'''(0))/a² = 3·quad + 2·cubic``."""
+        return 3 * self.quad + 2 * self.cubic
+
+    def __call__(self, phi: Tensor) -> Tensor:
+        """``b(Φ)``: ``(..., m, m) -> (..., m, m)``."""
+        d = torch.diagonal(phi, dim1=-2, dim2=-1)
+        dd = d.unsqueeze(-1) * d.unsqueeze(-2)
+        ds = d.unsqueeze(-1) + d.unsqueeze(-2)
+        return self.quad * (dd + phi * (2 * phi - 3)) + self.cubic * phi * (ds - 2)
+
+    def flow(self, phi: Tensor, h: float) -> Tensor:
+        """PSD-preserving drift step: ``e^{−b_* h} EΦE + h·quad·(d dᵀ + 2Φ∘Φ)``.
+
+        ``E = diag(exp(h·cubic·Φ^{αα}))``.  Each term is PSD (a congruence, a rank-one
+        outer product and a Schur product), so the step is PSD for every ``h ≥ 0``;
+        its first-order expansion is ``Φ + h b(Φ)``.
+        """
+        d = torch.diagonal(phi, dim1=-2, dim2=-1)
+        e = torch.exp(h * self.cubic * d)
+        out = math.exp(-self.b_star * h) * (e.unsqueeze(-1) * phi * e.unsqueeze(-2))
+        if self.quad:
+            out = out + h * self.quad * (d.unsqueeze(-1) * d.unsqueeze(-2) + 2 * phi * phi)
+        return out
