@@ -116,17 +116,50 @@ def _levels(qmax: float, scale: float) -> int:
     return max(1, math.ceil(math.log(max(1.0, math.sqrt(qmax) / scale), 4)) + 1)
 
 
-@lru_cache(maxsize=64)
-def _polar_rules(levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Unit arc rule on [0, 1] graded to both ends, radial rule on [0, RMAX].
+@cache
+def _rayleigh(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule for the weight ``r e^{-r²/2}`` on ``[0, ∞)`` (Golub–Welsch).
 
-    The radial weights include the density factor ``r e^{-r²/2}``.
+    Recurrence coefficients by the discretised Stieltjes procedure (Gautschi 2004,
+    §2.2.3) on a fine composite Gauss–Legendre grid of ``[0, 13]`` (mass beyond
+    13 is e^{-84}).
     """
+    r, w = _panels(np.linspace(0.0, 13.0, 66), 30)
+    w = w * r * np.exp(-r * r / 2)
+    alpha, beta = np.zeros(n), np.zeros(n)
+    p_prev, p = np.zeros_like(r), np.ones_like(r)
+    norm = beta[0] = w.sum()
+    for k in range(n):
+        alpha[k] = (w * r * p * p).sum() / norm
+        p_prev, p = p, (r - alpha[k]) * p - (beta[k] if k else 0.0) * p_prev
+        new_norm = (w * p * p).sum()
+        if k + 1 < n:
+            beta[k + 1] = new_norm / norm
+        norm = new_norm
+    off = np.sqrt(beta[1:])
+    nodes, vecs = np.linalg.eigh(np.diag(alpha) + np.diag(off, 1) + np.diag(off, -1))
+    return nodes, beta[0] * vecs[0] ** 2
+
+
+@lru_cache(maxsize=64)
+def _polar_rules(levels: int) -> tuple[np.ndarray, ...]:
+    """Arc rules on [0, 1] for short and long arcs, radial rule with ``r e^{-r²/2}``.
+
+    ``levels = 0`` (variances <= 4, the activation varies on scales >= 1/2):
+    plain Gauss–Legendre on the arcs (12 nodes short, 40 long) and the 48-node
+    Gauss rule of the radial weight.  ``levels >= 1``: composite rules graded
+    geometrically (factor 4, ``levels`` steps) to both arc ends and to ``r = 0``.
+    Returns ``(t_short, w_short, t_long, w_long, r, w_r)``.
+    """
+    if levels == 0:
+        (ts, ws), (tl, wl) = _gauss_legendre(12), _gauss_legendre(40)
+        r, wr = _rayleigh(48)
+        return (ts + 1) / 2, ws / 2, (tl + 1) / 2, wl / 2, r, wr
     half = np.array(_graded_breaks(0.5 * 4.0**-levels, 0.5))
     t, wt = _panels(np.concatenate([half, 1.0 - half[-2::-1]]), _GL_POLAR)
     rb = np.array(_graded_breaks(4.0**-levels, 1.0) + list(np.arange(2.0, _RMAX + 1)))
     r, wr = _panels(rb, _GL_POLAR)
-    return t, wt, r, wr * r * np.exp(-r * r / 2)
+    return t, wt, t, wt, r, wr * r * np.exp(-r * r / 2)
 
 
 @lru_cache(maxsize=8)
@@ -252,32 +285,43 @@ def _horner(
 
 
 def _polar(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    """``E[f(u) f(v)]`` by the graded polar rule (module docstring, step 3); 1-D float64."""
+    """``E[f(u) f(v)]`` by the polar rule (module docstring, step 3); 1-D float64."""
     dev = q1.device
     out = torch.empty_like(q1)
-    # group entries by the grading depth they need (activation scale 1/√q)
-    lev = torch.tensor(
-        [_levels(v, 0.05) for v in torch.maximum(q1, q2).tolist()], device=dev, dtype=torch.long
-    )
-    for lv in torch.unique(lev).tolist():
-        idx = (lev == lv).nonzero().squeeze(1)
-        t, wt, r, wr = (torch.as_tensor(v, device=dev) for v in _polar_rules(lv))
-        step = max(1, _POLAR_BLOCK // (4 * t.numel() * r.numel()))
+    # group entries by the grading depth they need (activation scale 1/√q) and
+    # by the sign of c (which pair of arcs is the short one)
+    qm = torch.maximum(q1, q2).tolist()
+    lev = [0 if v <= 4 else _levels(v, 0.05) for v in qm]
+    key = torch.tensor(lev, device=dev, dtype=torch.long) * 2 + (c < 0).long()
+    h = math.pi / 2
+    for kk in torch.unique(key).tolist():
+        idx = (key == kk).nonzero().squeeze(1)
+        ts, ws, tl, wl, r, wr = (torch.as_tensor(v, device=dev) for v in _polar_rules(kk // 2))
+        # arcs in order: [θ-arc, (π−θ)-arc, θ-arc, (π−θ)-arc]; the short ones get ts
+        arcs = [(ts, ws), (tl, wl)] if kk % 2 == 0 else [(tl, wl), (ts, ws)]
+        arcs = arcs + arcs
+        npts = sum(t.numel() for t, _ in arcs) * r.numel()
+        step = max(1, _POLAR_BLOCK // npts)
         for s in range(0, idx.numel(), step):
             j = idx[s : s + step]
             cc = c[j]
             # θ = arccos c, stable near c = ±1
             th = 2 * torch.atan2((1 - cc).clamp_min(0).sqrt(), (1 + cc).clamp_min(0).sqrt())
-            h = math.pi / 2
-            # four arcs between the rays where u = 0 or v = 0
-            start = torch.stack([-h - th / 2, -h + th / 2, h - th / 2, h + th / 2], 1)
-            length = torch.stack([th, math.pi - th, th, math.pi - th], 1)  # (n, 4)
-            psi = (start[:, :, None] + length[:, :, None] * t).reshape(len(j), -1)  # (n, 4T)
-            wpsi = (length[:, :, None] * wt).reshape(len(j), -1)
+            # the four arcs between the rays where u = 0 or v = 0
+            starts = [-h - th / 2, -h + th / 2, h - th / 2, h + th / 2]
+            lengths = [th, math.pi - th, th, math.pi - th]
+            psi = torch.cat(
+                [
+                    a[:, None] + ln[:, None] * t
+                    for a, ln, (t, _) in zip(starts, lengths, arcs, strict=True)
+                ],
+                1,
+            )
+            wpsi = torch.cat([ln[:, None] * w for ln, (_, w) in zip(lengths, arcs, strict=True)], 1)
             # z1 = r cos(ψ − θ/2), z2 = r cos(ψ + θ/2)
             u = (q1[j].sqrt()[:, None] * torch.cos(psi - th[:, None] / 2))[:, :, None] * r
             v = (q2[j].sqrt()[:, None] * torch.cos(psi + th[:, None] / 2))[:, :, None] * r
-            g = _call(fn, u, name) * _call(fn, v, name)  # (n, 4T, R)
+            g = _call(fn, u, name) * _call(fn, v, name)  # (n, points on arcs, R)
             out[j] = ((g @ wr) * wpsi).sum(1) / (2 * math.pi)
     return out
 
