@@ -61,6 +61,7 @@ Fn = Callable[[Tensor], Tensor]
 _KMAX = 256  # Hermite coefficients per variance
 _LADDER = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Mehler lengths tried per entry
 _BLOCK = 1 << 16  # entries per Horner block
+_HARD_COST = 2000  # cost of an entry left to the polar paths, in Horner terms
 _POLAR_BLOCK = 1 << 21  # quadrature points per polar block
 _ZMAX = 12.0  # |z| cut-off: e^{-z²/4} ≤ 2e-16 beyond (Hermite functions are ≤ O(1))
 _RMAX = 10.0  # radial cut-off of the polar rule: r³ e^{-r²/2} < 2e-19
@@ -234,6 +235,7 @@ class _Coefficients:
             )
         self.values = vals
         self.a = (vals * self.w) @ h
+        self.aT = self.a.T.contiguous()  # (KMAX, U): row k is contiguous
         e2 = (vals * vals) @ self.w
         # T_K = E[f²] − Σ_{k<K} α_k²  (Parseval), relative to E[f²], floored at
         # 1e-14 to cover rounding and quadrature error of the subtraction.
@@ -246,13 +248,19 @@ class _Coefficients:
 
 
 def _horner(
-    c: Tensor, x: Tensor, a: Tensor, b: Tensor, active: list[bool], k: int, out: Tensor
+    c: Tensor,
+    x: Tensor,
+    a: Callable[[int], Tensor],
+    b: Callable[[int], Tensor],
+    active: list[bool],
+    k: int,
+    out: Tensor,
 ) -> Tensor:
-    """``out = Σ_{k'<k, active} c^k' a[k'] b[k']`` as ``P_even(c²) + c P_odd(c²)``.
+    """``out = Σ_{k'<k, active} c^k' a(k') b(k')`` as ``P_even(c²) + c P_odd(c²)``.
 
-    Horner's rule in ``x = c²``.  ``a``/``b`` are ``(KMAX, ...)`` with trailing axes
-    broadcasting against ``c``; terms with ``active[k'] = False`` (zero by
-    symmetry of the function) are skipped.
+    Horner's rule in ``x = c²``.  ``a(j)``/``b(j)`` return the ``j``-th Mehler
+    coefficients, broadcasting against ``c``; terms with ``active[j] = False``
+    (zero by symmetry of the function) are skipped.
     """
     first = True
     for parity in (0, 1):
@@ -260,15 +268,11 @@ def _horner(
         if not ks:
             continue
         r = out if first else torch.empty_like(out)
-        top = ks[-1]
-        if torch.broadcast_shapes(a.shape[1:], b.shape[1:]) == r.shape:
-            torch.mul(a[top], b[top], out=r)
-        else:
-            r.copy_(a[top] * b[top])
+        r.copy_(a(ks[-1]) * b(ks[-1]))
         for j in range(ks[-1] - 2, -1, -2):
             r.mul_(x)
             if active[j]:
-                r.addcmul_(a[j], b[j])
+                r.addcmul_(a(j), b(j))
         if parity:
             r.mul_(c)
         if not first:
@@ -324,6 +328,80 @@ def _polar(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
             g = _call(fn, u, name) * _call(fn, v, name)  # (n, points on arcs, R)
             out[j] = ((g @ wr) * wpsi).sum(1) / (2 * math.pi)
     return out
+
+
+def _cheb_nodes(lo: float, hi: float, n: int) -> Tensor:
+    """Chebyshev points of the second kind on ``[lo, hi]`` (one point if ``lo == hi``)."""
+    if hi <= lo or n == 1:
+        return torch.tensor([lo], dtype=torch.float64)
+    x = torch.cos(torch.arange(n, dtype=torch.float64) * math.pi / (n - 1))
+    return (lo + hi) / 2 + (hi - lo) / 2 * x
+
+
+def _barycentric(x: Tensor, nodes: Tensor) -> Tensor:
+    """``(len(x), len(nodes))`` Lagrange basis at ``x`` (Berrut & Trefethen 2004, §5)."""
+    n = nodes.numel()
+    if n == 1:
+        return torch.ones(x.numel(), 1, dtype=x.dtype, device=x.device)
+    w = torch.ones(n, dtype=x.dtype, device=x.device)
+    w[1::2] = -1
+    w[0] /= 2
+    w[-1] /= 2
+    diff = x[:, None] - nodes[None, :]
+    hit = diff == 0
+    t = w / torch.where(hit, 1.0, diff)
+    basis = t / t.sum(1, keepdim=True)
+    rows = hit.any(1)
+    return torch.where(rows[:, None], hit.to(x.dtype), basis)
+
+
+def _polar_many(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    """Polar rule for many entries: tensor Chebyshev interpolation in
+    ``(θ, log q1, log q2)`` from the polar rule at the nodes, checked against the
+    direct rule on a random sample (falls back to the direct rule if the sample
+    is off by more than 1e-11 of the largest tabulated value).  1-D float64."""
+    out = torch.empty_like(q1)
+    th = 2 * torch.atan2((1 - c).clamp_min(0).sqrt(), (1 + c).clamp_min(0).sqrt())
+    x1, x2 = q1.log(), q2.log()
+    for group in (c >= 0, c < 0):
+        idx = group.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        out[idx] = _interpolated(fn, name, th[idx], x1[idx], x2[idx], q1[idx], q2[idx], c[idx])
+    return out
+
+
+def _interpolated(fn, name, th, x1, x2, q1, q2, c) -> Tensor:
+    n = th.numel()
+    spans = [(float(v.min()), float(v.max())) for v in (th, x1, x2)]
+    for base in (8, 16, 32):  # node counts grow until the sample check passes
+        sizes = [base + 1] + [
+            1 if hi <= lo else min(base + 1 + math.ceil(base * (hi - lo) / 2), 65)
+            for lo, hi in spans[1:]
+        ]
+        if math.prod(sizes) * 4 > n or n < 2000:
+            break
+        nodes = [
+            _cheb_nodes(lo, hi, k).to(th.device) for (lo, hi), k in zip(spans, sizes, strict=True)
+        ]
+        gt, g1, g2 = torch.meshgrid(*nodes, indexing="ij")
+        table = _polar(fn, name, g1.exp().reshape(-1), g2.exp().reshape(-1), gt.cos().reshape(-1))
+        table = table.reshape(sizes)
+        res = torch.empty_like(th)
+        step = max(1, _POLAR_BLOCK // (sizes[1] * sizes[2]))
+        for s in range(0, n, step):
+            j = slice(s, s + step)
+            y = _barycentric(th[j], nodes[0]) @ table.reshape(sizes[0], -1)
+            y = (y.reshape(-1, sizes[1], sizes[2]) * _barycentric(x1[j], nodes[1])[:, :, None]).sum(
+                1
+            )
+            res[j] = (y * _barycentric(x2[j], nodes[2])).sum(1)
+        gen = torch.Generator(device=th.device).manual_seed(n)
+        probe = torch.randperm(n, generator=gen, device=th.device)[:24]
+        direct = _polar(fn, name, q1[probe], q2[probe], c[probe])
+        if float((direct - res[probe]).abs().max()) <= 1e-11 * float(table.abs().max()):
+            return res
+    return _polar(fn, name, q1, q2, c)
 
 
 # --------------------------------------------------------------------------
@@ -452,6 +530,7 @@ def gaussian_dual(
         return t.reshape(t.shape[0], -1, t.shape[-1]).amax(1)
 
     tmax1, tmax2 = [along_d(t) for t in tail1], [along_d(t) for t in tail2]
+    ladder = torch.tensor(_LADDER, dtype=torch.float64, device=dev)
     hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]
     for s in range(0, shape[d], step):
         n = min(step, shape[d] - s)
@@ -473,8 +552,7 @@ def gaussian_dual(
         c.clamp_(-1, 1)
         absc.clamp_(max=1)
         x = c * c
-        probe = absc.reshape(-1)[:: max(1, absc.numel() // 2048)]
-        c98 = float(probe.kthvalue(max(1, int(0.98 * probe.numel())))[0])
+        probe = absc.reshape(-1)[:: max(1, absc.numel() // 2048)].double().sort().values
         for m in range(len(fns)):
             # conservative block bound |c|^K max τ1 max τ2 <= rtol (Cauchy–Schwarz)
             t12 = (cut(tmax1[m], dim=0).amax(0) * cut(tmax2[m], dim=0).amax(0)).tolist()
@@ -482,12 +560,27 @@ def gaussian_dual(
                 2.0 if t <= rtol else (rtol / t) ** (1.0 / k)
                 for t, k in zip(t12, _LADDER, strict=True)
             ]
-            j = next((i for i, t in enumerate(thr) if t >= c98), len(_LADDER) - 1)
+            # Mehler length of the dense pass: minimise K + (fraction left over) · cost
+            # of a left-over entry (≈ _HARD_COST terms), estimated on a probe
+            # Mehler length K of the dense pass: minimise K + the cost of the entries
+            # it leaves over (gathered Mehler ≈ 4 K' for the K' they need, or
+            # ≈ _HARD_COST for the polar paths), estimated on a sorted probe of |c|
+            thr_t = torch.tensor(thr, dtype=torch.float64, device=probe.device).cummax(0).values
+            need = torch.searchsorted(thr_t, probe)  # ladder index each entry needs
+            each = torch.where(
+                need < len(_LADDER),
+                4.0 * ladder[need.clamp_max(len(_LADDER) - 1)],
+                float(_HARD_COST),
+            )
+            left = torch.bincount(need, weights=each, minlength=len(_LADDER) + 1)
+            left = left.flip(0).cumsum(0).flip(0)[1:] / need.numel()  # cost of need > j
+            cost = (ladder + left).tolist()
+            j = min(range(len(_LADDER)), key=cost.__getitem__)
             _horner(
                 c,
                 x,
-                cut(a1[m], dim=d + 1),
-                cut(a2[m], dim=d + 1),
+                cut(a1[m], dim=d + 1).__getitem__,
+                cut(a2[m], dim=d + 1).__getitem__,
                 active[m],
                 _LADDER[j],
                 cut(out[m]),
@@ -543,9 +636,15 @@ def _hard_entries(
         for s in range(0, idx.numel(), _BLOCK):
             jj = idx[s : s + _BLOCK]
             cc = c[jj]
-            res[jj] = _horner(
-                cc, cc * cc, co1.a[i1[jj]].T, co2.a[i2[jj]].T, active, k, torch.empty_like(cc)
-            )
+            j1, j2 = i1[jj], i2[jj]
+
+            def a(t: int, j1: Tensor = j1) -> Tensor:
+                return co1.aT[t].index_select(0, j1)
+
+            def b(t: int, j2: Tensor = j2) -> Tensor:
+                return co2.aT[t].index_select(0, j2)
+
+            res[jj] = _horner(cc, cc * cc, a, b, active, k, torch.empty_like(cc))
     rest = (cls < 0).nonzero().squeeze(1)
     # |c| == 1: E[f(√q1 z) f(±√q2 z)] on the (symmetric) line rule
     edge = rest[absc[rest] >= 1.0]
@@ -557,5 +656,5 @@ def _hard_entries(
         res[jj] = (co1.values[i1[jj]] * v2) @ co1.w
     poly = rest[absc[rest] < 1.0]
     if poly.numel():
-        res[poly] = _polar(fn, name, u1[i1[poly]], u2[i2[poly]], c[poly])
+        res[poly] = _polar_many(fn, name, u1[i1[poly]], u2[i2[poly]], c[poly])
     return res
