@@ -6,11 +6,11 @@
 * :func:`integrate_covariance` — ``m`` inputs, any drift with a PSD-preserving
   ``flow(Φ, h)`` (:class:`~widelimit.sde.ReLUDrift`, :class:`~widelimit.sde.SmoothDrift`,
   or ``None`` for zero drift).  Lie splitting: drift flow, then the noise step
-  ``Φ ← e^{−(m+1)h/2} Φ^{1/2} exp(dM) Φ^{1/2}``, ``dM = √h (G + Gᵀ)/√2``.  The noise step
-  is a congruence of a positive definite matrix, so Φ stays symmetric PSD for *every*
-  step size; ``e^{−(m+1)h/2}`` cancels ``E[exp(dM)] = I + (m+1)h/2 I + O(h²)`` so the
-  mean increment is the drift, and the increment covariance is ``Σ(Φ)h`` (weak order 1).
-  For ``m = 1`` the noise step is the exact geometric Brownian motion.
+  ``Φ ← Φ^{1/2} E Φ^{1/2}`` with ``E ≈ e^{−(m+1)h/2} exp(dM)``, ``dM = √h (G + Gᵀ)/√2``,
+  written as ``(LF)(LF)ᵀ``: a Gram matrix, so Φ stays symmetric PSD for *every* step
+  size.  The factor ``e^{−(m+1)h/2}`` cancels ``E[exp(dM)] = (1 + (m+1)h/2) I + O(h²)``,
+  so the mean increment is the drift and the increment covariance is ``Σ(Φ)h``
+  (weak order 1).  For ``m = 1`` the noise step is the exact geometric Brownian motion.
 * :func:`integrate_correlation` — the ReLU correlation SDE
   ``dρ = [ν(ρ) − ½ρ(1 − ρ²)] dt + (1 − ρ²) dW`` (Itô, unit norms), Euler–Maruyama on
   ``u = artanh ρ``: ``du = [ν(ρ)/(1 − ρ²) + ρ/2] dt + dW``, so ``ρ ∈ (−1, 1)`` always.
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.sde.drift import ReLUDrift, relu_nu_theta
+from widelimit.sde.finite import gram_factor
 
 __all__ = [
     "PSDDrift",
@@ -48,7 +49,9 @@ class PSDDrift(Protocol):
     def flow(self, phi: Tensor, h: float) -> Tensor: ...
 
 
-def time_grid(times: float | Sequence[float], dt: float) -> tuple[tuple[float, ...], int, list[int]]:
+def time_grid(
+    times: float | Sequence[float], dt: float
+) -> tuple[tuple[float, ...], int, list[int]]:
     """Validate record ``times`` and ``dt``; return ``(times, n_steps, step index per time)``.
 
     Each time is rounded to the nearest multiple of ``dt`` (error ``≤ dt/2``).
@@ -65,19 +68,27 @@ def time_grid(times: float | Sequence[float], dt: float) -> tuple[tuple[float, .
     return tuple(float(t) for t in ts), max(idx), idx
 
 
-def _sym_sqrt(phi: Tensor) -> Tensor:
-    evals, evecs = torch.linalg.eigh(phi)
-    return (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)) @ evecs.transpose(-1, -2)
-
-
 def _noise_step(phi: Tensor, h: float, generator: torch.Generator | None) -> Tensor:
-    """``e^{−(m+1)h/2} Φ^{1/2} exp(dM) Φ^{1/2}`` written as ``F Fᵀ`` (exactly symmetric PSD)."""
+    """One noise step ``Φ ← (L F)(L F)ᵀ`` with ``L Lᵀ = Φ`` — symmetric PSD for every ``h``.
+
+    ``dM = √h (G + Gᵀ)/√2`` (GOE, ``E[dM_ij dM_kl] = h(δ_ik δ_jl + δ_il δ_jk)``).  For
+    ``m = 1``, ``F = exp(dM/2 − h/2)`` (exact GBM).  For ``m ≥ 2``,
+    ``F = e^{−(m+1)h/4}(I + dM/2 + dM²/8)``, so ``F² = e^{−(m+1)h/2}(I + dM + dM²/2) + O(h^{3/2})``
+    with a zero-mean ``O(h^{3/2})`` term: the increment has mean ``O(h²)`` and covariance
+    ``Σ(Φ)h + O(h²)`` (weak order 1).  ``F = (I + dM/4)² + dM²/16`` is positive definite.
+    Because the GOE law is orthogonally invariant, ``L dM Lᵀ`` has the law of
+    ``Φ^{1/2} dM Φ^{1/2}`` for any factor ``L`` (Cholesky here, eigh where it fails).
+    """
     m = phi.shape[-1]
     g = torch.randn(phi.shape, generator=generator, dtype=phi.dtype, device=phi.device)
     dm = math.sqrt(h / 2) * (g + g.transpose(-1, -2))
-    lam, v = torch.linalg.eigh(dm)
-    f = _sym_sqrt(phi) @ (v * torch.exp(0.5 * lam - (m + 1) * h / 4).unsqueeze(-2))
-    return f @ f.transpose(-1, -2)
+    if m == 1:
+        f = torch.exp(0.5 * dm - 0.5 * h)
+    else:
+        f = torch.eye(m, dtype=phi.dtype, device=phi.device) + 0.5 * dm + 0.125 * (dm @ dm)
+        f = math.exp(-(m + 1) * h / 4) * f
+    lf = gram_factor(phi) @ f
+    return lf @ lf.transpose(-1, -2)
 
 
 def integrate_covariance(

@@ -16,6 +16,7 @@ marked ``inf`` from then on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -132,7 +133,7 @@ class ShapedMLP(nn.Module):
         self.depth = check_positive_int("depth", depth)
         dims = [n0] + [self.width] * self.depth + [check_positive_int("out_features", out_features)]
         self.linears = nn.ModuleList(
-            nn.Linear(i, o, bias=False, dtype=dtype) for i, o in zip(dims[:-1], dims[1:])
+            nn.Linear(i, o, bias=False, dtype=dtype) for i, o in itertools.pairwise(dims)
         )
         with torch.no_grad():
             for lin in self.linears:
