@@ -105,14 +105,16 @@ def axis_window(layer: str, axis: str, size: int, k: int, stride: int, padding: 
     return AxisWindow(size, k, stride, before, after, out)
 
 
-def window_mean(t: Tensor, dims: Sequence[int], win: AxisWindow, circular: bool) -> Tensor:
-    """Window mean along one spatial axis, applied with the same shift to every dim in ``dims``.
+def window_sum(t: Tensor, dims: Sequence[int], win: AxisWindow, circular: bool) -> Tensor:
+    """Window *sum* along one spatial axis, with the same shift on every dim in ``dims``.
 
-    ``out[.., i, .., i', ..] = (1/k) Σ_a t[.., p_a(i), .., p_a(i'), ..]`` with
-    ``p_a(i) = s·i + a − before``.  With one dim this is the diagonal-layout
-    rule; with the pair of dims ``(d, d+1)`` of a full layout it sums the
-    shifted pairs ``(i + a, j + a)`` (Novak et al. 2019, eq. (7)).  Entries
-    outside the input are zero, or wrap around when ``circular``.
+    ``out[.., i, .., i', ..] = Σ_a t[.., p_a(i), .., p_a(i'), ..]`` with
+    ``p_a(i) = s·i + a − before`` (divide by ``k`` for the mean).  With one dim
+    this is the diagonal-layout rule; with the pair of dims ``(d, d+1)`` of a
+    full layout it sums the shifted pairs ``(i + a, j + a)`` (Novak et al.
+    2019, eq. (7)).  Entries outside the input are zero (each shift is added
+    only into the output rows it reaches, no padded copy), or wrap around when
+    ``circular``.
     """
     k, s, before, n_out = win.k, win.stride, win.before, win.out
     if circular and (win.before or win.after):
@@ -122,10 +124,7 @@ def window_mean(t: Tensor, dims: Sequence[int], win: AxisWindow, circular: bool)
             t = t.index_select(d, idx)
         before = 0
     size = t.shape[dims[0]]
-    shape = list(t.shape)
-    for d in dims:
-        shape[d] = n_out
-    out = t.new_zeros(shape)
+    pieces = []  # (lo, hi, source view) per shift a
     for a in range(k):
         # output rows i with 0 <= s·i + a − before < size
         lo = max(0, -(-(before - a) // s))
@@ -134,12 +133,24 @@ def window_mean(t: Tensor, dims: Sequence[int], win: AxisWindow, circular: bool)
             continue
         p0 = s * lo + a - before
         src = [slice(None)] * t.ndim
-        dst = [slice(None)] * t.ndim
         for d in dims:
             src[d] = slice(p0, p0 + s * (hi - lo - 1) + 1, s)
+        pieces.append((lo, hi, t[tuple(src)]))
+    # start from a shift that covers every output (the centre one for "same"), else zeros
+    first = next((i for i, (lo, hi, _) in enumerate(pieces) if lo == 0 and hi == n_out), None)
+    if first is not None:
+        out = pieces.pop(first)[2].clone()
+    else:
+        shape = list(t.shape)
+        for d in dims:
+            shape[d] = n_out
+        out = t.new_zeros(shape)
+    for lo, hi, view in pieces:
+        dst = [slice(None)] * t.ndim
+        for d in dims:
             dst[d] = slice(lo, hi)
-        out[tuple(dst)] += t[tuple(src)]
-    return out / k
+        out[tuple(dst)] += view
+    return out
 
 
 def spatial_dims(n_lead: int, axis: int, full: bool) -> tuple[int, ...]:
@@ -320,9 +331,9 @@ class _Conv(WidthLayer):
         )
 
     def _window_op(self, t: Tensor, n_lead: int, full: bool, wins) -> Tensor:
-        """``A(t)`` for a kernel tensor with ``n_lead`` example axes (module docstring)."""
+        """``|window|·A(t)`` for a kernel tensor with ``n_lead`` example axes (module docstring)."""
         for axis, win in enumerate(wins):
-            t = window_mean(t, spatial_dims(n_lead, axis, full), win, self.padding == "circular")
+            t = window_sum(t, spatial_dims(n_lead, axis, full), win, self.padding == "circular")
         return t
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
@@ -331,19 +342,22 @@ class _Conv(WidthLayer):
         wins = self.windows(k.spatial)
         full = k.full_spatial
         w2, b2 = self.w_std**2, self.b_std**2
-        a_nngp = self._window_op(k.nngp, 2, full, wins)
-        nngp = w2 * a_nngp + b2  # Σ' = σw² A(Σ) + σb²
+        size = math.prod(self.kernel_size)
+        s_nngp = self._window_op(k.nngp, 2, full, wins)  # |window|·A(Σ)
+        nngp = (w2 / size) * s_nngp + b2  # Σ' = σw² A(Σ) + σb²
         ntk = None
         if k.ntk is not None:
-            a_ntk = self._window_op(k.ntk, 2, full, wins)
+            s_ntk = self._window_op(k.ntk, 2, full, wins)
             if self.parameterization == "ntk":
-                ntk = nngp + w2 * a_ntk  # Θ' = Σ' + σw² A(Θ)
+                ntk = nngp + (w2 / size) * s_ntk  # Θ' = Σ' + σw² A(Θ)
             else:
                 # Θ' = n A(Σ) + 1[σb>0] + σw² A(Θ), n = C·|window| (∂h/∂W[o,c,a] = x̃[c, s·i+a])
-                fan_in = k.channels * math.prod(self.kernel_size)
-                ntk = fan_in * a_nngp + (1.0 if self.b_std > 0 else 0.0) + w2 * a_ntk
-        cov1 = w2 * self._window_op(k.cov1, 1, full, wins) + b2
-        cov2 = None if k.cov2 is None else w2 * self._window_op(k.cov2, 1, full, wins) + b2
+                ntk = k.channels * s_nngp + (1.0 if self.b_std > 0 else 0.0)
+                ntk = ntk + (w2 / size) * s_ntk
+        cov1 = (w2 / size) * self._window_op(k.cov1, 1, full, wins) + b2
+        cov2 = None
+        if k.cov2 is not None:
+            cov2 = (w2 / size) * self._window_op(k.cov2, 1, full, wins) + b2
         return k.replace(
             nngp=nngp,
             ntk=ntk,
@@ -389,4 +403,4 @@ class Conv2d(_Conv):
     n_spatial: ClassVar[int] = 2
 
 
-__all__ = ["PADDINGS", "AxisWindow", "Conv1d", "Conv2d", "ConvModule", "axis_window", "window_mean"]
+__all__ = ["PADDINGS", "AxisWindow", "Conv1d", "Conv2d", "ConvModule", "axis_window", "window_sum"]

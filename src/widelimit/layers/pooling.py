@@ -40,7 +40,7 @@ from widelimit.layers.conv import (
     check_padding,
     check_spatial_rank,
     spatial_dims,
-    window_mean,
+    window_sum,
 )
 
 
@@ -131,8 +131,8 @@ class _AvgPool(Layer):
         for axis, win in enumerate(wins):
             d1, d2 = spatial_dims(n_lead, axis, True)
             # windows on both sides independently: P Σ Pᵀ along this axis
-            t = window_mean(window_mean(t, (d1,), win, circ), (d2,), win, circ)
-        return t
+            t = window_sum(window_sum(t, (d1,), win, circ), (d2,), win, circ)
+        return t / math.prod(self.window) ** 2
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
         k = single_kernel(self, k)
