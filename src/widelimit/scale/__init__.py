@@ -1,0 +1,28 @@
+"""Scale: tiled, resumable kernels on Dask with Zarr storage, and large-N inference.
+
+* :func:`compute_kernel` — NNGP/NTK in tiles into a Zarr store; resumes after a kill.
+* :func:`load_kernel` — open a store; ``.nngp[r0:r1, c0:c1]`` reads blocks.
+* :func:`posterior_mean` — GP posterior mean from a stored kernel without loading
+  it whole (preconditioned conjugate gradients over row blocks).
+"""
+
+from widelimit.scale.compute import MemoryEstimate, RunStats, compute_kernel, estimate_memory
+from widelimit.scale.read import KernelArray, StoredKernel, StoreInfo, load_kernel
+from widelimit.scale.store import StoreCorruptError, StoreMismatchError
+from widelimit.scale.tiles import Tile, TilePlan, tile_plan
+
+__all__ = [
+    "KernelArray",
+    "MemoryEstimate",
+    "RunStats",
+    "StoreCorruptError",
+    "StoreInfo",
+    "StoreMismatchError",
+    "StoredKernel",
+    "Tile",
+    "TilePlan",
+    "compute_kernel",
+    "estimate_memory",
+    "load_kernel",
+    "tile_plan",
+]

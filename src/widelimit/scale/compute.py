@@ -1,0 +1,491 @@
+"""Tiled, resumable kernel computation on Dask with a Zarr store (DESIGN.md §8).
+
+A tile is a pure function of the spec and two input slices::
+
+    K[rows, cols] = net.kernel(x1[rows], x2[cols])      (off-diagonal tiles)
+    K[rows, rows] = net.kernel(x1[rows])                 (diagonal tiles, symmetric)
+
+because entry ``(i, j)`` of an NNGP/NTK depends only on inputs ``i`` and ``j``
+(every layer rule acts entrywise on the pair, given the per-input variances
+that travel with the tile's own inputs in ``cov1``/``cov2``).  Tiles run on Dask:
+local threads by default (``dask.threaded``, no server), or a
+``dask.distributed`` cluster given its address or a ``Client``.  With local
+threads each task writes its own chunk and record; on a cluster workers only
+compute (they need the spec and their data slices, no shared disk) and the
+client writes tiles as they arrive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
+from widelimit.layers.base import Layer, _check_get
+from widelimit.scale.read import StoredKernel
+from widelimit.scale.store import (
+    KernelStore,
+    StoreCorruptError,
+    StoreMetadata,
+    data_fingerprint,
+    describe_spec,
+)
+from widelimit.scale.tiles import Tile, tile_plan
+
+__all__ = ["MemoryEstimate", "RunStats", "compute_kernel", "compute_tile", "estimate_memory"]
+
+_console = Console(stderr=True)
+
+#: Live (tile × tile × per-pair) tensors while one tile's kernel is computed:
+#: NNGP and NTK of the current and the previous layer, the activation's
+#: temporaries (q1·q2, correlation, angle, ...) and the numpy copy written out.
+#: Measured peak for a depth-3 ReLU FC net with NTK: ~10 (see benchmarks/scale.py);
+#: 12 leaves headroom.
+_LIVE_TENSORS = 12
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak memory of a tiled job (bytes)."""
+
+    per_tile: int
+    concurrent_tiles: int
+    total: int
+    store_bytes: int
+    per_pair: int  # kernel entries tracked per pair of inputs (spatial layout)
+
+    def describe(self) -> str:
+        return (
+            f"memory estimate: {_fmt(self.per_tile)} per tile × {self.concurrent_tiles} "
+            f"concurrent = {_fmt(self.total)} per process; store on disk {_fmt(self.store_bytes)}"
+        )
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What one :func:`compute_kernel` call did."""
+
+    tiles_total: int
+    tiles_skipped: int
+    tiles_computed: int
+    seconds: float
+    entries_per_second: float
+    memory: MemoryEstimate
+    scheduler: str
+
+
+def _fmt(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.3g} TiB"  # pragma: no cover
+
+
+def _parse_bytes(name: str, value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            return int(parse_bytes(value))
+        except ValueError as err:
+            raise ValueError(f"`{name}` must be bytes or a size like '8GB'; got {value!r}") from err
+    return check_positive_int(name, value)
+
+
+def estimate_memory(
+    net: Layer,
+    input_shape: Sequence[int],
+    *,
+    tile: int,
+    n1: int,
+    n2: int,
+    itemsize: int,
+    n_kernels: int,
+    concurrent: int,
+    symmetric: bool,
+) -> MemoryEstimate:
+    """Peak memory of one tile: ``_LIVE_TENSORS · tile² · per_pair · itemsize`` + inputs.
+
+    ``per_pair`` is the number of covariance entries a pair of inputs carries
+    in the largest layout along the net: ``∏ spatial`` (diagonal layout) or
+    ``(∏ spatial)²`` (full layout, when a layer mixes positions, e.g. pooling);
+    1 for dense inputs.  Layers never enlarge the spatial extent, so the
+    input layout is the largest.
+    """
+    spatial = tuple(input_shape[1:])
+    per_pair = math.prod(spatial) if spatial else 1
+    if spatial and net.needs_full_spatial():
+        per_pair *= per_pair
+    live = _LIVE_TENSORS if n_kernels > 1 else _LIVE_TENSORS // 2
+    per_tile = (
+        live * tile * tile * per_pair * itemsize + 2 * tile * math.prod(input_shape) * itemsize
+    )
+    plan_entries = tile_plan(n1, n2, tile, symmetric=symmetric).entries
+    return MemoryEstimate(
+        per_tile=int(per_tile),
+        concurrent_tiles=concurrent,
+        total=int(per_tile * concurrent),
+        store_bytes=int(plan_entries * itemsize * n_kernels),
+        per_pair=per_pair,
+    )
+
+
+def compute_tile(
+    net: Layer, xa: np.ndarray, xb: np.ndarray | None, get: tuple[str, ...], device: str
+) -> dict[str, np.ndarray]:
+    """One tile: ``net.kernel(xa, xb)`` as numpy ``(len(xa), len(xb or xa))`` arrays per kernel.
+
+    A pure function of its arguments (what a Dask worker runs).
+    """
+    ta = torch.from_numpy(xa).to(device)
+    tb = None if xb is None else torch.from_numpy(xb).to(device)
+    k = net.kernel(ta, tb, get=get)
+    return {g: getattr(k, g).detach().cpu().numpy() for g in get}
+
+
+def _auto_tile(n: int, per_entry_bytes: int, budget: int | None, concurrent: int) -> int:
+    target = 512 * 2**20 if budget is None else min(512 * 2**20, budget // max(concurrent, 1))
+    side = int(math.sqrt(max(target, 1) / per_entry_bytes))
+    side = max(64, side - side % 64)
+    return min(side, n)
+
+
+def compute_kernel(
+    net: Layer,
+    x1: torch.Tensor | np.ndarray,
+    x2: torch.Tensor | np.ndarray | None = None,
+    *,
+    store: str | os.PathLike,
+    tile: int | None = None,
+    get: str | Sequence[str] = ("nngp", "ntk"),
+    scheduler: Any = None,
+    memory_budget: int | str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    verify: bool = True,
+    repair: bool = False,
+) -> StoredKernel:
+    """Compute ``net``'s NNGP/NTK in tiles into a Zarr store, resuming finished tiles.
+
+    Args:
+        net: network spec (any :class:`~widelimit.layers.base.Layer`) whose output
+            kernel is ``(N1, N2)`` (dense readout, e.g. ``... -> GlobalAvgPool() -> Dense(1)``).
+        x1: ``(N1, *input_shape)`` inputs (tensor or array; CPU or CUDA tensor —
+            tiles run on its device).
+        x2: ``(N2, *input_shape)`` or ``None`` for the symmetric kernel of ``x1``
+            (only upper-triangle tiles are computed; the lower is filled on read).
+        store: directory of the Zarr store; created if missing, resumed if it
+            holds the same job, refused (:class:`~widelimit.scale.store.StoreMismatchError`)
+            if it holds another.
+        tile: tile side (rows = columns); default: the largest multiple of 64
+            whose estimate fits 512 MiB (or the budget).  Need not divide N.
+        get: ``"nngp"``, ``"ntk"`` or both.
+        scheduler: ``None``/``"threads"`` for local Dask threads, ``"sync"`` for
+            the calling thread, a ``"tcp://host:port"`` address or a
+            ``distributed.Client`` for a cluster.
+        memory_budget: bytes (or ``"8GB"``) one process may use; refuse to start
+            when the tiles running at once in one process would exceed it.
+        num_workers: local threads (default: number of CPUs); ignored on a cluster.
+        progress: show the memory estimate and a progress bar (stderr).
+        overwrite: discard an existing store at ``store`` first.
+        verify: on resume, re-hash finished tiles against their records.
+        repair: on resume, drop corrupt tiles and recompute them instead of raising.
+    Returns:
+        :class:`~widelimit.scale.read.StoredKernel` with ``.nngp``/``.ntk`` block
+        views; its ``run`` attribute holds :class:`RunStats`.
+    """
+    if not isinstance(net, Layer):
+        raise TypeError(f"`net` must be a widelimit Layer (network spec); got {type(net).__name__}")
+    gets = _check_get(get)
+    t1 = as_float_tensor("x1", x1, min_ndim=2, max_ndim=4)
+    t2 = None if x2 is None else as_float_tensor("x2", x2, min_ndim=2, max_ndim=4)
+    if t2 is not None:
+        check_same_dtype_device("x1", t1, "x2", t2)
+        if t1.shape[1:] != t2.shape[1:]:
+            raise ValueError(
+                "`x1` and `x2` must have the same per-example shape; got "
+                f"{tuple(t1.shape[1:])} and {tuple(t2.shape[1:])}"
+            )
+    budget = _parse_bytes("memory_budget", memory_budget)
+    if num_workers is not None:
+        num_workers = check_positive_int("num_workers", num_workers)
+
+    # Probe a 2×2 kernel: validates the architecture and the output layout early.
+    probe = net.kernel(t1[:2], None if t2 is None else t2[:2], get=gets)
+    if probe.nngp.ndim != 2:
+        raise ValueError(
+            f"compute_kernel needs a network whose output kernel is (N1, N2); this one ends "
+            f"in layout {tuple(probe.nngp.shape)} (spatial {probe.spatial}). End the net "
+            "with a readout, e.g. Flatten() or GlobalAvgPool() followed by Dense(1)"
+        )
+
+    device = str(t1.device)
+    a1 = t1.detach().cpu().numpy()
+    a2 = None if t2 is None else t2.detach().cpu().numpy()
+    symmetric = a2 is None
+    n1, n2 = len(a1), len(a1) if a2 is None else len(a2)
+    itemsize = a1.dtype.itemsize
+
+    client, close_client = _client(scheduler)
+    try:
+        concurrent = _concurrency(client, num_workers)
+        sched_name = _scheduler_name(scheduler, client, concurrent)
+        estimate = partial(
+            estimate_memory, net, tuple(a1.shape[1:]), n1=n1, n2=n2, itemsize=itemsize,
+            n_kernels=len(gets), concurrent=concurrent, symmetric=symmetric,
+        )  # fmt: skip
+        if tile is None:
+            per_entry = estimate(tile=1).per_tile
+            tile = _auto_tile(max(n1, n2), per_entry, budget, concurrent)
+        tile = min(check_positive_int("tile", tile), max(n1, n2))
+        mem = estimate(tile=tile)
+        if budget is not None and mem.total > budget:
+            raise ValueError(
+                f"tiles do not fit memory_budget={_fmt(budget)}: {mem.describe()}. "
+                f"Use a smaller `tile` (about {int(tile * math.sqrt(budget / mem.total))}) "
+                "or fewer workers"
+            )
+
+        meta = StoreMetadata(
+            spec=describe_spec(net),
+            x1=data_fingerprint(a1),
+            x2=None if a2 is None else data_fingerprint(a2),
+            n1=n1,
+            n2=n2,
+            input_shape=tuple(a1.shape[1:]),
+            dtype=a1.dtype.name,
+            tile=tile,
+            get=gets,
+        )
+        kstore, done = _open_store(store, meta, overwrite=overwrite, verify=verify, repair=repair)
+        plan = kstore.plan
+        todo = [t for t in plan.tiles() if (t.i, t.j) not in done]
+        if progress:
+            _console.print(
+                f"[bold]widelimit.scale[/]: {n1}×{n2} {'/'.join(gets)} ({meta.dtype}), "
+                f"tile {tile}, {len(plan)} tiles ({len(done)} done), {sched_name}"
+            )
+            _console.print(mem.describe())
+
+        t0 = time.perf_counter()
+        with _ProgressBar(len(plan), len(done), tile, progress) as bar:
+            if client is None:
+                _run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, num_workers)
+            else:
+                _run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
+        seconds = time.perf_counter() - t0
+    finally:
+        if close_client:
+            client.close()
+
+    result = StoredKernel(kstore)
+    entries = sum(t.entries for t in todo)
+    result.run = RunStats(
+        tiles_total=len(plan),
+        tiles_skipped=len(done),
+        tiles_computed=len(todo),
+        seconds=seconds,
+        entries_per_second=entries / seconds if seconds > 0 else float("nan"),
+        memory=mem,
+        scheduler=sched_name,
+    )
+    return result
+
+
+def _open_store(
+    path: str | os.PathLike, meta: StoreMetadata, *, overwrite: bool, verify: bool, repair: bool
+) -> tuple[KernelStore, set[tuple[int, int]]]:
+    p = Path(path)
+    if p.exists() and overwrite:
+        if not (p / "zarr.json").exists() and any(p.iterdir()):
+            raise ValueError(f"refusing to overwrite {str(p)!r}: it is not a kernel store")
+        shutil.rmtree(p)
+    if not p.exists():
+        return KernelStore.create(p, meta), set()
+    if not (p / "zarr.json").exists():
+        raise ValueError(f"`store` {str(p)!r} exists but is not a kernel store; pass a new path")
+    kstore = KernelStore.open(p, mode="r+")
+    kstore.check_matches(meta)
+    try:
+        done = kstore.done_tiles(verify_data=verify)
+    except StoreCorruptError:
+        if not repair:
+            raise
+        kstore.drop_bad_records()
+        done = kstore.done_tiles(verify_data=verify)
+    return kstore, done
+
+
+# ------------------------------------------------------------------ schedulers
+def _client(scheduler: Any) -> tuple[Any, bool]:
+    if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
+        return None, False
+    try:
+        from distributed import Client
+    except ImportError as err:  # pragma: no cover - distributed is a dependency
+        raise ValueError("a cluster scheduler needs the `distributed` package") from err
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    if isinstance(scheduler, str):
+        return Client(scheduler), True
+    raise TypeError(
+        "`scheduler` must be None, 'threads', 'sync', a 'tcp://host:port' address or a "
+        f"distributed.Client; got {type(scheduler).__name__}"
+    )
+
+
+def _concurrency(client: Any, num_workers: int | None) -> int:
+    if client is None:
+        return num_workers or os.cpu_count() or 1
+    workers = client.scheduler_info().get("workers", {})
+    threads = [w.get("nthreads", 1) for w in workers.values()]
+    return max(threads) if threads else 1
+
+
+def _scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
+    if client is None:
+        if scheduler in ("sync", "synchronous"):
+            return "sync (calling thread)"
+        return f"local threads ({concurrent})"
+    n = len(client.scheduler_info().get("workers", {}))
+    return f"dask.distributed {client.scheduler.address} ({n} workers)"
+
+
+class _ProgressBar:
+    """Rich progress bar: tiles done/total and throughput in tiles/s and entries/s."""
+
+    def __init__(self, total: int, done: int, tile: int, enabled: bool):
+        self.total, self.done, self.enabled = total, done, enabled
+        self.entries = 0
+        self.t0 = time.perf_counter()
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            self.bar = Progress(
+                TextColumn("kernel tiles"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=_console,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("tiles", total=self.total, completed=self.done, rate="")
+        return self
+
+    def advance(self, tile: Tile) -> None:
+        if not self.enabled:
+            return
+        self.entries += tile.entries
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=1, rate=f"{self.entries / dt:.3g} entries/s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+def _slice_b(a1: np.ndarray, a2: np.ndarray | None, t: Tile) -> np.ndarray | None:
+    """Column inputs of a tile; ``None`` for a diagonal tile of a symmetric kernel."""
+    if a2 is None:
+        return None if t.i == t.j else a1[t.cols]
+    return a2[t.cols]
+
+
+def _local_task(
+    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    kstore: KernelStore, bar: _ProgressBar, t: Tile,
+) -> int:  # fmt: skip
+    out = compute_tile(net, a1[t.rows], _slice_b(a1, a2, t), gets, device)
+    kstore.write_tile(t, out)
+    bar.advance(t)
+    return t.entries
+
+
+def _run_local(
+    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    kstore: KernelStore, todo: list[Tile], bar: _ProgressBar, scheduler: Any,
+    num_workers: int | None,
+) -> None:  # fmt: skip
+    import dask.local
+    import dask.threaded
+
+    dsk = {
+        f"widelimit-tile-{t.key}": (
+            partial(_local_task, net, a1, a2, gets, device, kstore, bar, t),
+        )
+        for t in todo
+    }
+    if not dsk:
+        return
+    if scheduler in ("sync", "synchronous"):
+        dask.local.get_sync(dsk, list(dsk))
+    else:
+        dask.threaded.get(dsk, list(dsk), num_workers=num_workers)
+
+
+def _run_distributed(
+    client: Any, net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...],
+    device: str, kstore: KernelStore, todo: list[Tile], bar: _ProgressBar,
+) -> None:  # fmt: skip
+    from distributed import as_completed
+
+    if not todo:
+        return
+    plan = kstore.plan
+    # Ship each row block once; tiles reference the scattered blocks.
+    rows = sorted({t.i for t in todo})
+    cols = sorted({t.j for t in todo})
+    blocks1 = dict(
+        zip(rows, client.scatter([a1[plan.tile_at(i, 0).rows] for i in rows]), strict=True)
+    )
+    src2 = a1 if a2 is None else a2
+    blocks2 = dict(
+        zip(cols, client.scatter([src2[plan.tile_at(0, j).cols] for j in cols]), strict=True)
+    )
+    total_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+    window = max(2 * total_threads, 2)
+    pending = list(reversed(todo))
+    futures = {}
+
+    def submit(t: Tile) -> Any:
+        xb = None if (a2 is None and t.i == t.j) else blocks2[t.j]
+        fut = client.submit(
+            compute_tile, net, blocks1[t.i], xb, gets, device,
+            key=f"widelimit-tile-{kstore.store_id[:8]}-{t.key}", pure=False,
+        )  # fmt: skip
+        futures[fut.key] = t
+        return fut
+
+    ac = as_completed([submit(pending.pop()) for _ in range(min(window, len(pending)))])
+    for fut in ac:
+        t = futures.pop(fut.key)
+        kstore.write_tile(t, fut.result())
+        fut.release()
+        bar.advance(t)
+        if pending:
+            ac.add(submit(pending.pop()))

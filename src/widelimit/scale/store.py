@@ -1,0 +1,323 @@
+"""Zarr store of a tiled kernel: chunked arrays, metadata fingerprint, per-tile records.
+
+Layout of a store directory ``path.zarr``::
+
+    zarr.json              Zarr v3 group; attrs["widelimit"] = metadata (below)
+    nngp/, ntk/            (N1, N2) arrays, chunks (tile, tile) = one chunk per tile
+    tiles/r{I}_c{J}.json   completion record of tile (I, J), written atomically
+                           *after* its chunks, holding their checksums
+
+The metadata fingerprints everything a tile depends on: the network spec
+(a canonical description of the layer tree, functions included by code
+hash), the data (BLAKE2 of the bytes, shape and dtype of ``x1`` and ``x2``),
+the dtype, the tile size and the requested kernels.  Re-opening a store with
+anything different is refused with :class:`StoreMismatchError`; records that
+cannot be parsed, do not match the plan, or whose checksum disagrees with the
+stored chunk raise :class:`StoreCorruptError`.  A tile is "done" only when its
+record exists, so a job killed mid-write recomputes that tile on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from widelimit.scale.tiles import Tile, TilePlan, tile_plan
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KernelStore",
+    "StoreCorruptError",
+    "StoreMetadata",
+    "StoreMismatchError",
+    "data_fingerprint",
+    "describe_spec",
+]
+
+FORMAT_VERSION = 1
+_ATTR = "widelimit"
+
+
+class StoreMismatchError(ValueError):
+    """The store was made for another net, data, dtype, tile size or ``get``."""
+
+
+class StoreCorruptError(ValueError):
+    """A completion record or a tile's data in the store is damaged."""
+
+
+# ---------------------------------------------------------------- fingerprints
+def describe_spec(obj: Any) -> str:
+    """Canonical text of a network spec (dataclass tree), stable across processes.
+
+    Functions (e.g. the ``fn`` of ``Activation``) are described by module,
+    qualified name and a hash of their bytecode and constants, so two
+    different lambdas do not collide and no memory address leaks in.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        inner = ", ".join(
+            f"{f.name}={describe_spec(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
+        )
+        return f"{type(obj).__qualname__}({inner})"
+    if isinstance(obj, list | tuple):
+        return "(" + ", ".join(describe_spec(v) for v in obj) + ")"
+    if callable(obj) and hasattr(obj, "__qualname__"):
+        name = f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+        code = getattr(obj, "__code__", None)
+        if code is not None:
+            blob = code.co_code + repr(code.co_consts).encode()
+            name += "#" + hashlib.blake2b(blob, digest_size=8).hexdigest()
+        return f"<fn {name}>"
+    return repr(obj)
+
+
+def data_fingerprint(x: np.ndarray) -> str:
+    """BLAKE2 digest of an array's dtype, shape and bytes (C order)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{x.dtype.str}|{x.shape}|".encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
+def _checksum(a: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreMetadata:
+    """What a stored kernel was computed from (compared field by field on re-open)."""
+
+    spec: str
+    x1: str
+    x2: str | None  # None: symmetric (x2 is x1)
+    n1: int
+    n2: int
+    input_shape: tuple[int, ...]
+    dtype: str
+    tile: int
+    get: tuple[str, ...]
+    version: int = FORMAT_VERSION
+
+    @property
+    def symmetric(self) -> bool:
+        return self.x2 is None
+
+    @property
+    def spec_digest(self) -> str:
+        return hashlib.blake2b(self.spec.encode(), digest_size=16).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["get"] = list(self.get)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StoreMetadata:
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        d["get"] = tuple(d["get"])
+        return cls(**d)
+
+    def plan(self) -> TilePlan:
+        return tile_plan(self.n1, self.n2, self.tile, symmetric=self.symmetric)
+
+
+_FIELD_TEXT = {
+    "spec": "network spec",
+    "x1": "data x1 (hash of its bytes)",
+    "x2": "data x2 (hash of its bytes; None = symmetric x2 = x1)",
+    "n1": "number of rows N1",
+    "n2": "number of columns N2",
+    "input_shape": "per-example input shape",
+    "dtype": "dtype",
+    "tile": "tile size",
+    "get": "requested kernels (get)",
+    "version": "store format version",
+}
+
+
+def _short(v: object, n: int = 120) -> str:
+    s = str(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# ---------------------------------------------------------------------- store
+class KernelStore:
+    """A kernel store on disk (see module docstring); open with :meth:`open`/:meth:`create`."""
+
+    def __init__(self, path: Path, group: zarr.Group, meta: StoreMetadata, store_id: str):
+        self.path = path
+        self.group = group
+        self.meta = meta
+        self.store_id = store_id
+        self.plan = meta.plan()
+
+    # ............................................................. opening
+    @classmethod
+    def create(cls, path: str | os.PathLike, meta: StoreMetadata) -> KernelStore:
+        """Create a new, empty store at ``path`` (which must not exist)."""
+        p = Path(path)
+        if p.exists():
+            raise FileExistsError(f"store {str(p)!r} already exists")
+        group = zarr.open_group(str(p), mode="w")
+        chunk = (meta.tile, meta.tile)
+        for name in meta.get:
+            group.create_array(
+                name,
+                shape=(meta.n1, meta.n2),
+                chunks=chunk,
+                dtype=meta.dtype,
+                compressors=None,  # kernels barely compress; raw chunks are fastest
+                fill_value=np.nan,  # a tile never written reads as NaN, never as a number
+            )
+        store_id = uuid.uuid4().hex
+        group.attrs[_ATTR] = {"meta": meta.to_json(), "store_id": store_id}
+        (p / "tiles").mkdir()
+        return cls(p, group, meta, store_id)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, mode: str = "r") -> KernelStore:
+        """Open an existing store (``mode`` "r" or "r+")."""
+        p = Path(path)
+        if not (p / "zarr.json").exists():
+            raise FileNotFoundError(f"{str(p)!r} is not a widelimit kernel store (no zarr.json)")
+        try:
+            group = zarr.open_group(str(p), mode=mode)
+            info = dict(group.attrs)[_ATTR]
+            meta = StoreMetadata.from_json(info["meta"])
+            store_id = str(info["store_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreCorruptError(
+                f"store {str(p)!r} has no readable widelimit metadata ({err!r}); it was not "
+                "written by widelimit.scale.compute_kernel or is damaged: use a new path"
+            ) from err
+        if meta.version != FORMAT_VERSION:
+            raise StoreMismatchError(
+                f"store {str(p)!r} has format version {meta.version}; this widelimit reads "
+                f"version {FORMAT_VERSION}: recompute into a new path"
+            )
+        missing = [g for g in meta.get if g not in group]
+        if missing or not (p / "tiles").is_dir():
+            raise StoreCorruptError(
+                f"store {str(p)!r} is missing {missing or 'its tiles/ directory'}: it is damaged"
+            )
+        return cls(p, group, meta, store_id)
+
+    def check_matches(self, meta: StoreMetadata) -> None:
+        """Raise :class:`StoreMismatchError` naming every field that differs from ``meta``."""
+        diffs = [
+            f"  {_FIELD_TEXT[f.name]}: stored {_short(getattr(self.meta, f.name))} "
+            f"!= given {_short(getattr(meta, f.name))}"
+            for f in dataclasses.fields(StoreMetadata)
+            if getattr(self.meta, f.name) != getattr(meta, f.name)
+        ]
+        if diffs:
+            raise StoreMismatchError(
+                f"store {str(self.path)!r} holds a different kernel; refusing to mix results:\n"
+                + "\n".join(diffs)
+                + "\nuse a new store path, or pass overwrite=True to discard the stored tiles"
+            )
+
+    # ............................................................. records
+    def _record_path(self, tile: Tile) -> Path:
+        return self.path / "tiles" / f"{tile.key}.json"
+
+    def _check_record(
+        self, f: Path, planned: dict[tuple[int, int], Tile], verify_data: bool
+    ) -> tuple[tuple[int, int] | None, list[str]]:
+        """Validate one record file; return its tile index (or None) and its problems."""
+        try:
+            rec = json.loads(f.read_text())
+            ij = (int(rec["i"]), int(rec["j"]))
+            tile = planned.get(ij)
+            ok = (
+                tile is not None
+                and rec["store_id"] == self.store_id
+                and [rec["r0"], rec["r1"], rec["c0"], rec["c1"]]
+                == [tile.r0, tile.r1, tile.c0, tile.c1]
+                and f.name == f"{tile.key}.json"
+                and set(rec["checksums"]) == set(self.meta.get)
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            return None, [f"{f.name}: unreadable record ({type(err).__name__}: {err})"]
+        if not ok:
+            return None, [f"{f.name}: record does not match this store's tile plan"]
+        problems = []
+        if verify_data:
+            for name, digest in rec["checksums"].items():
+                if _checksum(self.group[name][tile.rows, tile.cols]) != digest:
+                    problems.append(f"{f.name}: stored {name} data does not match its checksum")
+        return (None if problems else ij), problems
+
+    def done_tiles(self, *, verify_data: bool = False) -> set[tuple[int, int]]:
+        """Tiles with a valid completion record; raises :class:`StoreCorruptError` otherwise.
+
+        ``verify_data`` also re-hashes each finished tile's chunks against the
+        checksums in its record (reads the whole store once).
+        """
+        planned = {(t.i, t.j): t for t in self.plan.tiles()}
+        done: set[tuple[int, int]] = set()
+        bad: list[str] = []
+        for f in sorted((self.path / "tiles").glob("*.json")):
+            ij, problems = self._check_record(f, planned, verify_data)
+            bad += problems
+            if ij is not None:
+                done.add(ij)
+        if bad:
+            raise StoreCorruptError(
+                f"store {str(self.path)!r} is corrupt ({len(bad)} problem(s)):\n  "
+                + "\n  ".join(bad[:10])
+                + "\nrerun with repair=True to drop these tiles and recompute them, "
+                "or use a new store path"
+            )
+        return done
+
+    def drop_bad_records(self) -> list[str]:
+        """Delete records that fail the checks of :meth:`done_tiles` (data included)."""
+        planned = {(t.i, t.j): t for t in self.plan.tiles()}
+        dropped = []
+        for f in sorted((self.path / "tiles").glob("*.json")):
+            _, problems = self._check_record(f, planned, verify_data=True)
+            if problems:
+                f.unlink()
+                dropped.append(f.name)
+        return dropped
+
+    # ............................................................. writing
+    def write_tile(self, tile: Tile, arrays: dict[str, np.ndarray]) -> None:
+        """Write a tile's chunks, then (atomically) its completion record."""
+        checksums = {}
+        for name in self.meta.get:
+            a = np.ascontiguousarray(arrays[name], dtype=self.meta.dtype)
+            if a.shape != tile.shape:
+                raise ValueError(f"tile {tile.key} {name}: shape {a.shape}, expected {tile.shape}")
+            self.group[name][tile.rows, tile.cols] = a
+            checksums[name] = _checksum(a)
+        rec = {
+            "i": tile.i,
+            "j": tile.j,
+            "r0": tile.r0,
+            "r1": tile.r1,
+            "c0": tile.c0,
+            "c1": tile.c1,
+            "store_id": self.store_id,
+            "checksums": checksums,
+        }
+        final = self._record_path(tile)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(rec, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
