@@ -1,0 +1,557 @@
+"""Inference with infinite-width kernels: GP posterior and gradient-flow predictions.
+
+Conventions (DESIGN.md §1, identical to Neural Tangents' ``predict`` module so
+numbers can be compared one for one):
+
+* **Time.** ``t`` is the continuous time of gradient flow with learning rate
+  ``learning_rate`` on the loss ``½·mean over all training targets (f − y)²``.
+  With ``n_targets = N_train × n_outputs`` (``y_train.numel()``) the linearised
+  training outputs obey ``df/dt = −lr·Θ (f − y) / n_targets``, i.e.
+  ``f_t − y = exp(−Θ·lr·t / n_targets) (f_0 − y)``.  Full-batch gradient
+  descent with step size ``η`` on that loss after ``k`` steps therefore
+  compares with ``t = k`` and ``learning_rate = η`` (or ``t = k·η`` with the
+  default ``learning_rate = 1``).
+* **Regularisation.** ``diag_reg`` is relative to the mean of the kernel
+  diagonal: ``K + diag_reg·mean(diag K)·I``; ``diag_reg_absolute=True`` adds
+  ``diag_reg·I`` instead.
+* **Shapes.** Kernels are ``(N, N)`` / ``(M, N)`` / ``(M, M)`` tensors (output
+  channels traced out: the same kernel acts on every output column).  Targets
+  ``y_train`` are ``(N,)`` or ``(N, k)``; predictions have the same trailing
+  shape, preceded by the shape of ``t`` when ``t`` is an array.
+* **Numerics.** All linear algebra is done in float64 through one symmetric
+  eigendecomposition of the (regularised) train-train kernel, never an
+  explicit inverse.  The condition number is returned in a
+  :class:`Conditioning` record; above :data:`COND_WARNING` an
+  :class:`IllConditionedWarning` is issued, and a kernel that is singular to
+  float64 precision gets a visible, escalating jitter instead of NaNs.
+  Results are cast back to the dtype/device of ``k_train_train``.
+
+Formulas: Lee et al. 2019 ("Wide networks of any depth evolve as linear
+models"), eqs. (9)–(16); GP posterior: Rasmussen & Williams 2006, eqs. (2.25)–(2.26).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from widelimit._validation import as_float_tensor, check_nonnegative
+
+__all__ = [
+    "COND_WARNING",
+    "Conditioning",
+    "EnsemblePrediction",
+    "EnsemblePredictor",
+    "FlowPrediction",
+    "GPPosterior",
+    "GradientFlow",
+    "IllConditionedWarning",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+]
+
+COND_WARNING = 1e10
+"""Condition number above which an :class:`IllConditionedWarning` is issued."""
+_COND_MAX = 1e12  # above this, escalate jitter (float64 keeps ~4 significant digits)
+
+
+class IllConditionedWarning(UserWarning):
+    """The train-train kernel is ill-conditioned or needed jitter."""
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Spectrum summary of the regularised train-train kernel actually used.
+
+    Attributes:
+        cond: ``λ_max / λ_min`` of ``K + (reg + jitter)·I`` (float64).
+        min_eig, max_eig: extreme eigenvalues of ``K`` itself (before reg/jitter).
+        reg: absolute regularisation added (``diag_reg`` resolved).
+        jitter: extra absolute jitter added because ``K + reg·I`` was singular (0 if none).
+    """
+
+    cond: float
+    min_eig: float
+    max_eig: float
+    reg: float
+    jitter: float
+
+
+@dataclass(frozen=True)
+class GPPosterior:
+    """GP posterior on test points: ``mean (M, *y_shape)``, ``cov (M, M)`` or ``None``."""
+
+    mean: Tensor
+    cov: Tensor | None
+    conditioning: Conditioning
+
+
+@dataclass(frozen=True)
+class FlowPrediction:
+    """Outputs of gradient flow at times ``t`` (``t_shape`` = shape of ``t``).
+
+    ``train``: ``(*t_shape, N, *y_shape)``; ``test``: ``(*t_shape, M, *y_shape)`` or ``None``.
+    """
+
+    train: Tensor
+    test: Tensor | None
+    t: Tensor
+
+
+@dataclass(frozen=True)
+class EnsemblePrediction:
+    """Mean and covariance over initialisations, at times ``t``.
+
+    ``mean``: ``(*t_shape, M, *y_shape)``; ``cov``: ``(*t_shape, M, M)`` (the same
+    for every output column) or ``None``; ``get``: ``"nngp"`` or ``"ntk"``.
+    """
+
+    mean: Tensor
+    cov: Tensor | None
+    t: Tensor
+    get: str
+    conditioning: Conditioning
+
+
+# --------------------------------------------------------------------------- checks
+def _check_square(name: str, k: object) -> Tensor:
+    k = as_float_tensor(name, k, min_ndim=2, max_ndim=2)
+    if k.shape[0] != k.shape[1]:
+        raise ValueError(f"`{name}` must be a square (N, N) kernel; got shape {tuple(k.shape)}")
+    return k
+
+
+def _check_targets(y: object, n: int) -> Tensor:
+    y = as_float_tensor("y_train", y, min_ndim=1, max_ndim=2)
+    if y.shape[0] != n:
+        raise ValueError(
+            f"`y_train` has {y.shape[0]} rows but the train-train kernel is {n}×{n}; "
+            "targets and kernel must describe the same training points"
+        )
+    return y
+
+
+def _check_cross(name: str, k: object, n_train: int, n_test: int | None = None) -> Tensor:
+    k = as_float_tensor(name, k, min_ndim=2, max_ndim=2)
+    if k.shape[1] != n_train:
+        raise ValueError(
+            f"`{name}` must be (M, N) with N = {n_train} training points; got {tuple(k.shape)}"
+        )
+    if n_test is not None and k.shape[0] != n_test:
+        raise ValueError(f"`{name}` has {k.shape[0]} rows; expected {n_test} test points")
+    return k
+
+
+def _resolve_reg(k: Tensor, diag_reg: float, absolute: bool) -> float:
+    reg = check_nonnegative("diag_reg", diag_reg)
+    if not absolute:
+        reg *= float(k.diagonal().mean())  # relative to mean(diag K) (DESIGN.md §1)
+    return reg
+
+
+# --------------------------------------------------------------------------- eigen
+@dataclass(frozen=True)
+class _Eigen:
+    """``K + (reg + jitter) I = V diag(λ) Vᵀ`` in float64."""
+
+    evals: Tensor  # (N,)
+    evecs: Tensor  # (N, N)
+    conditioning: Conditioning
+
+
+def _eigen(name: str, k: Tensor, reg: float) -> _Eigen:
+    """Symmetric eigendecomposition with PSD check, conditioning and jitter (float64)."""
+    n = k.shape[0]
+    eps_in = torch.finfo(k.dtype).eps
+    k64 = k.detach().to(torch.float64)
+    scale = float(k64.abs().max())
+    if scale == 0.0 and reg == 0.0:
+        raise ValueError(f"`{name}` is identically zero; pass a nonzero kernel or diag_reg > 0")
+    asym = float((k64 - k64.T).abs().max())
+    if asym > 100 * eps_in * max(scale, 1e-300):
+        raise ValueError(
+            f"`{name}` is not symmetric (max |K − Kᵀ| = {asym:.3g}, max |K| = {scale:.3g}); "
+            "pass the kernel of the training inputs with themselves"
+        )
+    k64 = 0.5 * (k64 + k64.T)
+    evals, evecs = torch.linalg.eigh(k64)
+    lo, hi = float(evals[0]), float(evals[-1])
+    tol = max(1e-10, 10 * math.sqrt(n) * eps_in) * max(hi, 0.0)
+    if lo < -tol:
+        raise ValueError(
+            f"`{name}` is not positive semi-definite: smallest eigenvalue {lo:.3g} "
+            f"(largest {hi:.3g}); a covariance/NTK matrix must be PSD — check how it was built"
+        )
+    lam = evals + reg
+    jitter = 0.0
+    top = float(lam[-1])
+    if float(lam[0]) * _COND_MAX < top:
+        # Singular to float64 precision: escalate jitter by decades, visibly.
+        base = float(k64.diagonal().mean()) or top
+        jitter = base * 1e-12
+        while float(lam[0]) + jitter <= (top + jitter) / _COND_MAX:
+            jitter *= 10
+        warnings.warn(
+            f"`{name}` + diag_reg·I is singular to float64 precision (eigenvalues in "
+            f"[{float(lam[0]):.3g}, {top:.3g}]); added jitter {jitter:.3g}·I "
+            f"(= {jitter / base:.1g} × mean diagonal). Pass diag_reg > 0 to regularise explicitly.",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
+        lam = lam + jitter
+    cond = float(lam[-1] / lam[0])
+    if cond > COND_WARNING and jitter == 0.0:
+        warnings.warn(
+            f"`{name}` (+ diag_reg·I) is ill-conditioned (condition number {cond:.3g}); "
+            f"predictions may lose up to {math.log10(cond):.0f} digits. Consider diag_reg > 0.",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
+    return _Eigen(lam, evecs, Conditioning(cond, lo, hi, reg, jitter))
+
+
+def _times(t: object, learning_rate: float) -> tuple[tuple[int, ...], Tensor]:
+    """``t`` (None/inf, scalar or array) -> (shape of t, flat float64 absolute times)."""
+    if t is None:
+        t = math.inf
+    tt = torch.as_tensor(t, dtype=torch.float64)
+    if tt.is_complex() or torch.isnan(tt).any() or (tt < 0).any():
+        raise ValueError(f"`t` must be >= 0 (or None/inf for t = ∞); got {t!r}")
+    return tuple(tt.shape), (tt * learning_rate).reshape(-1)
+
+
+def _inv_expm1(lam: Tensor, t: Tensor, n_targets: int, factor: float = 1.0) -> Tensor:
+    """``(1 − exp(−factor·λt/n)) / λ`` as ``(T, N)``; ``factor·t/n`` at λ = 0, ``1/λ`` at t=∞."""
+    lam = lam.clamp_min(0.0)[None, :]
+    tn = t[:, None] / n_targets
+    x = factor * lam * tn
+    small = lam * torch.where(torch.isinf(tn), torch.ones_like(tn), tn) < 1e-300
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    out = torch.where(torch.isinf(x), 1.0 / safe, -torch.expm1(-x) / safe)
+    return torch.where(small, factor * tn.expand_as(out), out)
+
+
+# --------------------------------------------------------------------------- GP
+def gp_inference(
+    k_train_train: Tensor,
+    y_train: Tensor,
+    k_test_train: Tensor,
+    k_test_test: Tensor | None = None,
+    *,
+    diag_reg: float = 0.0,
+    diag_reg_absolute: bool = False,
+) -> GPPosterior:
+    """Exact GP posterior (NNGP or NTK used as a GP kernel).
+
+    ``mean = K*x (Kxx + σ²I)⁻¹ y`` and ``cov = K** − K*x (Kxx + σ²I)⁻¹ Kx*``
+    (Rasmussen & Williams 2006, eqs. 2.25–2.26), with ``σ² = diag_reg·mean(diag Kxx)``
+    (or ``diag_reg`` when ``diag_reg_absolute``).
+
+    Args:
+        k_train_train: ``(N, N)``; y_train: ``(N,)`` or ``(N, k)``;
+        k_test_train: ``(M, N)``; k_test_test: ``(M, M)`` or ``None`` (no covariance).
+    Returns:
+        :class:`GPPosterior` with ``mean (M, *y_shape)``, ``cov (M, M)`` or ``None``.
+    """
+    kxx = _check_square("k_train_train", k_train_train)
+    n = kxx.shape[0]
+    y = _check_targets(y_train, n)
+    ktx = _check_cross("k_test_train", k_test_train, n)
+    if k_test_test is not None:
+        ktt = _check_square("k_test_test", k_test_test)
+        if ktt.shape[0] != ktx.shape[0]:
+            raise ValueError(
+                f"`k_test_test` is {tuple(ktt.shape)} but `k_test_train` has {ktx.shape[0]} rows"
+            )
+    eig = _eigen("k_train_train", kxx, _resolve_reg(kxx, diag_reg, diag_reg_absolute))
+    v, lam = eig.evecs, eig.evals
+    p = ktx.to(torch.float64) @ v  # (M, N) = K*x V
+    y64 = y.to(torch.float64)
+    mean = p @ ((v.T @ y64) / (lam[:, None] if y64.ndim == 2 else lam))
+    cov = None
+    if k_test_test is not None:
+        cov = ktt.to(torch.float64) - (p / lam) @ p.T
+        cov = 0.5 * (cov + cov.T)
+    like = {"device": kxx.device, "dtype": kxx.dtype}
+    return GPPosterior(mean.to(**like), None if cov is None else cov.to(**like), eig.conditioning)
+
+
+# --------------------------------------------------------------------------- flow
+class GradientFlow:
+    """Linearised gradient-flow predictor returned by :func:`gradient_descent_mse`.
+
+    Call it as ``flow(t, f0_train=0.0, f0_test=None, k_test_train=None)``.
+    The eigendecomposition is computed once, at construction.
+    """
+
+    def __init__(
+        self, k_train_train: Tensor, y_train: Tensor, learning_rate: float, reg: float
+    ) -> None:
+        self._k = k_train_train
+        self._y = y_train
+        self._lr = learning_rate
+        self._eig = _eigen("k_train_train", k_train_train, reg)
+        self._vty = self._eig.evecs.T @ y_train.to(torch.float64).reshape(len(y_train), -1)
+
+    @property
+    def conditioning(self) -> Conditioning:
+        return self._eig.conditioning
+
+    @property
+    def n_targets(self) -> int:
+        """``N_train × n_outputs``: the normalisation of time (DESIGN.md §1)."""
+        return self._y.numel()
+
+    def __call__(
+        self,
+        t: float | Tensor | None = None,
+        f0_train: float | Tensor = 0.0,
+        f0_test: Tensor | None = None,
+        k_test_train: Tensor | None = None,
+    ) -> FlowPrediction:
+        """Train/test outputs at time(s) ``t`` (``None`` or ``inf`` = end of training).
+
+        ``f_train(t) = y + exp(−Θ t/n)(f0_train − y)`` and
+        ``f_test(t) = f0_test + Θ*x Θ⁻¹ (I − exp(−Θ t/n)) (y − f0_train)``
+        (Lee et al. 2019, eqs. 10–11), with ``Θ`` the regularised train-train kernel.
+
+        Args:
+            t: scalar, array of any shape, or ``None``/``inf``.
+            f0_train: ``(N, *y_shape)`` outputs at initialisation, or a scalar.
+            f0_test: ``(M, *y_shape)`` test outputs at initialisation, or ``None``
+                (no test prediction); requires ``k_test_train (M, N)``.
+        """
+        y = self._y
+        n = y.shape[0]
+        t_shape, ts = _times(t, self._lr)
+        f0 = torch.as_tensor(f0_train, dtype=torch.float64, device=y.device)
+        check = as_float_tensor("f0_train", f0, min_ndim=0)
+        if check.ndim and tuple(check.shape) != tuple(y.shape):
+            raise ValueError(
+                f"`f0_train` must be a scalar or {tuple(y.shape)}; got {tuple(check.shape)}"
+            )
+        f0 = torch.broadcast_to(f0, y.shape).reshape(n, -1)
+        y64 = y.to(torch.float64).reshape(n, -1)
+        v, lam = self._eig.evecs, self._eig.evals
+        r = v.T @ (f0 - y64)  # eigen-coordinates of f0 − y
+        decay = torch.exp(-lam.clamp_min(0.0)[None, :] * ts[:, None] / self.n_targets)  # (T, N)
+        train = y64 + torch.einsum("ji,ti,ik->tjk", v, decay, r)
+        test = None
+        if f0_test is not None or k_test_train is not None:
+            if k_test_train is None or f0_test is None:
+                raise ValueError("test predictions need both `f0_test` and `k_test_train`")
+            ktx = _check_cross("k_test_train", k_test_train, n)
+            m = ktx.shape[0]
+            f0t = as_float_tensor("f0_test", f0_test, min_ndim=0).to(torch.float64)
+            f0t = torch.broadcast_to(f0t, (m, *y.shape[1:])).reshape(m, -1)
+            g = _inv_expm1(lam, ts, self.n_targets)  # (T, N)
+            p = ktx.to(torch.float64) @ v
+            test = f0t - torch.einsum("mi,ti,ik->tmk", p, g, r)
+            test = test.reshape(*t_shape, m, *y.shape[1:]).to(self._k.dtype)
+        train = train.reshape(*t_shape, n, *y.shape[1:]).to(self._k.dtype)
+        return FlowPrediction(train, test, ts.reshape(t_shape))
+
+
+def gradient_descent_mse(
+    k_train_train: Tensor,
+    y_train: Tensor,
+    *,
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute: bool = False,
+) -> GradientFlow:
+    """Closed-form gradient flow on MSE for a network linearised around its init.
+
+    Time convention: ``f_t − y = exp(−Θ·lr·t / n_targets)(f_0 − y)``,
+    ``n_targets = y_train.numel()`` (module docstring; equals Neural Tangents).
+
+    Args:
+        k_train_train: ``(N, N)`` NTK (or NNGP, for last-layer-only training).
+        y_train: ``(N,)`` or ``(N, k)`` targets.
+        learning_rate: ``t`` is measured in steps of this size.
+        diag_reg: regularisation, relative to ``mean(diag K)`` unless ``diag_reg_absolute``.
+    Returns:
+        a :class:`GradientFlow`, callable on times.
+    """
+    k = _check_square("k_train_train", k_train_train)
+    y = _check_targets(y_train, k.shape[0])
+    lr = check_nonnegative("learning_rate", learning_rate)
+    if lr == 0:
+        raise ValueError("`learning_rate` must be > 0")
+    return GradientFlow(k, y, lr, _resolve_reg(k, diag_reg, diag_reg_absolute))
+
+
+# --------------------------------------------------------------------------- ensemble
+KernelFn = Callable[..., object]
+
+
+class EnsemblePredictor:
+    """Mean/covariance of infinitely many infinite-width nets trained by gradient flow.
+
+    Returned by :func:`gradient_descent_mse_ensemble`; call it as
+    ``pred(x_test=None, t=None, *, get="ntk", compute_cov=True)``.
+    """
+
+    def __init__(
+        self,
+        kernel_fn: KernelFn,
+        x_train: Tensor,
+        y_train: Tensor,
+        lr: float,
+        diag_reg: float,
+        absolute: bool,
+    ) -> None:
+        self._kernel_fn = kernel_fn
+        self._x = x_train
+        self._y = y_train
+        self._lr = lr
+        self._diag_reg, self._absolute = diag_reg, absolute
+        kxx = self._kernel(x_train, None, ("nngp", "ntk"))
+        if kxx["nngp"].shape[0] != y_train.shape[0]:
+            raise ValueError(
+                f"`y_train` has {y_train.shape[0]} rows but `x_train` has {kxx['nngp'].shape[0]}"
+            )
+        self.k_train_train = kxx
+        self._eig: dict[str, _Eigen] = {}
+
+    def _kernel(self, x1: Tensor, x2: Tensor | None, get: tuple[str, ...]) -> dict[str, Tensor]:
+        k = self._kernel_fn(x1, x2, get=get)
+        out = {}
+        for g in get:
+            mat = getattr(k, g, None) if not isinstance(k, dict) else k.get(g)
+            if mat is None:
+                raise ValueError(f"the kernel function returned no {g!r} kernel")
+            if mat.ndim != 2:
+                raise ValueError(
+                    f"the network's {g} kernel has shape {tuple(mat.shape)}; inference needs "
+                    "(N1, N2) kernels — end the net with a dense readout (add Flatten or "
+                    "GlobalAvgPool before it)"
+                )
+            out[g] = mat
+        return out
+
+    def eigen(self, get: str) -> _Eigen:
+        if get not in self._eig:
+            k = self.k_train_train[get]
+            self._eig[get] = _eigen(
+                f"{get} train-train kernel", k, _resolve_reg(k, self._diag_reg, self._absolute)
+            )
+        return self._eig[get]
+
+    def __call__(
+        self,
+        x_test: Tensor | None = None,
+        t: float | Tensor | None = None,
+        *,
+        get: Literal["nngp", "ntk"] = "ntk",
+        compute_cov: bool = True,
+    ) -> EnsemblePrediction:
+        """Ensemble mean/cov on ``x_test`` (``None`` = training inputs) at time(s) ``t``.
+
+        ``get="ntk"`` (all layers trained, Lee et al. 2019 eqs. 15–16):
+        ``μ_t = Θ*x Θ⁻¹ A_t y``,
+        ``Σ_t = K** + Θ*x Θ⁻¹ A_t K A_t Θ⁻¹ Θx* − (Θ*x Θ⁻¹ A_t Kx* + transpose)``,
+        ``A_t = I − exp(−Θ t / n_targets)``.  ``get="nngp"`` (readout only, Θ = K):
+        ``Σ_t = K** − K*x K⁻¹ (I − exp(−2 K t/n)) Kx*``; at ``t = ∞`` the NNGP posterior.
+        On the training inputs: ``μ = A_t y``, ``Σ = e^{−Θt/n} K e^{−Θt/n}`` (ntk) or
+        ``K e^{−2Kt/n}`` (nngp).
+        Shapes: ``mean (*t_shape, M, *y_shape)``, ``cov (*t_shape, M, M)``.
+        """
+        if get not in ("nngp", "ntk"):
+            raise ValueError(f"`get` must be 'nngp' or 'ntk'; got {get!r}")
+        y = self._y
+        n, n_targets = y.shape[0], y.numel()
+        t_shape, ts = _times(t, self._lr)
+        eig = self.eigen(get)
+        v, lam = eig.evecs, eig.evals
+        y64 = y.to(torch.float64).reshape(n, -1)
+        vty = v.T @ y64
+        k_nngp = self.k_train_train["nngp"].to(torch.float64)
+        dtype, device = k_nngp.dtype, k_nngp.device
+        out_dtype = self.k_train_train["nngp"].dtype
+        cov = None
+        if x_test is None:
+            a = -torch.expm1(-lam.clamp_min(0)[None, :] * ts[:, None] / n_targets)  # (T, N)
+            mean = torch.einsum("ji,ti,ik->tjk", v, a, vty)
+            m = n
+            if compute_cov:
+                if get == "ntk":
+                    e = torch.einsum("ji,ti,ki->tjk", v, 1 - a, v)
+                    cov = e @ k_nngp @ e.transpose(1, 2)
+                else:
+                    lp = lam.clamp_min(0)[None, :]
+                    w = lp * torch.exp(-2 * lp * ts[:, None] / n_targets)
+                    w = torch.where(torch.isnan(w), torch.zeros_like(w), w)
+                    cov = torch.einsum("ji,ti,ki->tjk", v, w, v)
+        else:
+            gets = ("nngp", "ntk") if get == "ntk" else ("nngp",)
+            ktx = self._kernel(x_test, self._x, gets)
+            m = ktx["nngp"].shape[0]
+            p = ktx[get].to(dtype) @ v  # (M, N)
+            g = _inv_expm1(lam, ts, n_targets)  # (T, N)
+            mean = torch.einsum("mi,ti,ik->tmk", p, g, vty)
+            if compute_cov:
+                ktt = self._kernel(x_test, None, ("nngp",))["nngp"].to(dtype)
+                if get == "nngp":
+                    h = _inv_expm1(lam, ts, n_targets, factor=2.0)
+                    cov = ktt - torch.einsum("mi,ti,li->tml", p, h, p)
+                else:
+                    q = v.T @ k_nngp @ v  # Vᵀ K V
+                    r = v.T @ ktx["nngp"].to(dtype).T  # Vᵀ Kx*
+                    pg = p[None] * g[:, None, :]  # (T, M, N) = Θ*x V diag(g)
+                    cross = pg @ r  # Θ*x Θ⁻¹ A_t Kx*
+                    cov = ktt + pg @ q @ pg.transpose(1, 2) - cross - cross.transpose(1, 2)
+        if cov is not None:
+            cov = 0.5 * (cov + cov.transpose(-1, -2))
+            cov = cov.reshape(*t_shape, m, m).to(device=device, dtype=out_dtype)
+        mean = mean.reshape(*t_shape, m, *y.shape[1:]).to(device=device, dtype=out_dtype)
+        return EnsemblePrediction(mean, cov, ts.reshape(t_shape), get, eig.conditioning)
+
+
+def gradient_descent_mse_ensemble(
+    net_or_kernel_fn: object,
+    x_train: Tensor,
+    y_train: Tensor,
+    *,
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute: bool = False,
+) -> EnsemblePredictor:
+    """Gaussian over outputs of an infinite ensemble of infinite-width nets trained on MSE.
+
+    Args:
+        net_or_kernel_fn: a network spec (:class:`widelimit.layers.base.Layer`, its
+            ``kernel`` method is used) or a callable ``kernel_fn(x1, x2, get=(...))``
+            returning an object (or dict) with ``nngp``/``ntk`` ``(N1, N2)`` tensors.
+        x_train: ``(N, *in_shape)``; y_train: ``(N,)`` or ``(N, k)``.
+        learning_rate, diag_reg, diag_reg_absolute: as in :func:`gradient_descent_mse`.
+    Returns:
+        an :class:`EnsemblePredictor`; the train-train kernels are computed now.
+    """
+    from widelimit.layers.base import Layer
+
+    if isinstance(net_or_kernel_fn, Layer):
+        kernel_fn = net_or_kernel_fn.kernel
+    elif callable(net_or_kernel_fn):
+        kernel_fn = net_or_kernel_fn
+    else:
+        raise TypeError(
+            "`net_or_kernel_fn` must be a network spec (Layer) or a callable "
+            f"kernel_fn(x1, x2, get=...); got {type(net_or_kernel_fn).__name__}"
+        )
+    x = as_float_tensor("x_train", x_train, min_ndim=2)
+    y = as_float_tensor("y_train", y_train, min_ndim=1, max_ndim=2)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"`y_train` has {y.shape[0]} rows but `x_train` has {x.shape[0]}")
+    lr = check_nonnegative("learning_rate", learning_rate)
+    if lr == 0:
+        raise ValueError("`learning_rate` must be > 0")
+    check_nonnegative("diag_reg", diag_reg)
+    return EnsemblePredictor(kernel_fn, x, y, lr, diag_reg, diag_reg_absolute)
