@@ -179,7 +179,7 @@ def test_bad_inputs():
         gp_inference(k, y, ktx[:, :-1])
     ynan = y.clone()
     ynan[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="y_train.*non-finite"):
+    with pytest.raises(ValueError, match=r"y_train.*non-finite"):
         gp_inference(k, ynan, ktx)
     with pytest.raises(ValueError, match="diag_reg"):
         gradient_descent_mse(k, y, diag_reg=-1e-3)
