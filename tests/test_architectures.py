@@ -57,8 +57,9 @@ def test_residual_mlp_two_blocks() -> None:
 
 def test_residual_cnn_with_gap() -> None:
     def branch():
-        return serial(ReLU(), Conv2d(8, 3, padding="same", w_std=1.4, b_std=0.1), ReLU(),
-                      Conv2d(8, 3, padding="same", w_std=1.2))  # fmt: skip
+        # even 2x2 windows: "same" pads 0 before and 1 after
+        return serial(ReLU(), Conv2d(8, 2, padding="same", w_std=1.4, b_std=0.1), ReLU(),
+                      Conv2d(8, 2, padding="same", w_std=1.2))  # fmt: skip
 
     def make(out):
         return serial(

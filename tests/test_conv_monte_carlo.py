@@ -19,8 +19,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widelimit.layers import Dense, Erf, ReLU, serial
+from widelimit.layers import Dense, Erf, ReLU, Tanh, serial
 from widelimit.layers.conv import Conv1d, Conv2d
+from widelimit.layers.dense import input_kernel
 from widelimit.layers.pooling import AvgPool1d, AvgPool2d, Flatten, GlobalAvgPool
 from widelimit.monte_carlo import monte_carlo_kernel
 
@@ -148,3 +149,30 @@ def test_deeper_cnn_gap_wide(padding: str) -> None:
         )  # fmt: skip
 
     check_against_mc(make, _images(h=5, w=5), hidden=3, width=256, seed=6)
+
+
+def test_full_layout_cross_position_covariances() -> None:
+    """Every entry Σ[x, x'][i, i', j, j'] of the full layout (through ReLU, Tanh, pooling)
+    against the sample covariance between positions of finite nets (forward passes only)."""
+    x = _images(h=5, w=4)
+    net = serial(
+        Conv2d(8, 3, padding="same", w_std=1.4, b_std=0.2), Tanh(),
+        AvgPool2d(2, 1, padding="same"), Conv2d(8, (2, 3), stride=(2, 1), padding="circular"),
+        ReLU(), Conv2d(32, 2, padding="valid", w_std=1.3),
+    )  # fmt: skip
+    k0 = input_kernel(x, None, full_spatial=True, ntk=False)
+    k = net.with_width(WIDTH).transform_kernel(k0)
+    samples = []
+    gen = torch.Generator().manual_seed(21)
+    spec = net.with_width(WIDTH)
+    with torch.no_grad():
+        for _ in range(NNGP_SAMPLES):
+            f = spec.make_module(tuple(x.shape[1:]), generator=gen, dtype=x.dtype)(x)
+            # (N, C, H, W) -> (N, N, H, H', W, W') averaged over the C output channels
+            samples.append(torch.einsum("nchw,mcgv->nmhgwv", f, f) / f.shape[1])
+    s = torch.stack(samples)
+    mc, sem = s.mean(0), s.std(0) / NNGP_SAMPLES**0.5
+    assert k.nngp.shape == mc.shape
+    bias = BIAS_C * float(k.nngp.abs().max()) / WIDTH  # two hidden nonlinearities
+    ratio = float(((k.nngp - mc).abs() / (Z * sem + bias)).max())
+    assert ratio <= 1.0, f"max |err|/allowed = {ratio:.3g}"
