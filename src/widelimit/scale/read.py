@@ -11,7 +11,7 @@ the whole matrix.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,9 +128,14 @@ class KernelArray:
 
     def stored_tiles(self) -> Iterator[tuple[Tile, np.ndarray]]:
         """Yield ``(tile, data)`` for every stored tile (upper triangle when symmetric)."""
+        return self.stored_tiles_where(lambda t: True)
+
+    def stored_tiles_where(self, keep: Callable[[Tile], bool]) -> Iterator[tuple[Tile, np.ndarray]]:
+        """Yield ``(tile, data)`` for the stored tiles with ``keep(tile)`` true."""
         for tile in self._plan.tiles():
-            self._need(tile.i, tile.j)
-            yield tile, self._arr[tile.rows, tile.cols]
+            if keep(tile):
+                self._need(tile.i, tile.j)
+                yield tile, self._arr[tile.rows, tile.cols]
 
 
 class StoredKernel:

@@ -1,0 +1,87 @@
+"""Posterior mean from a stored kernel (PCG) against a dense Cholesky solve of the loaded kernel.
+
+Error model: PCG stops at relative residual ``tol``; the solution error is at
+most ``cond(K + σ²I) · tol`` relative, so we compare predictions at
+``cond · tol`` (computed from the eigenvalues) plus rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+import torch
+
+from widelimit.layers import Dense, Erf, ReLU, serial
+from widelimit.scale import compute_kernel
+from widelimit.scale.solve import posterior_mean
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("solve")
+    g = torch.Generator().manual_seed(0)
+    xtr = torch.randn(230, 5, generator=g, dtype=torch.float64)
+    xte = torch.randn(37, 5, generator=g, dtype=torch.float64)
+    net = serial(Dense(64, 1.5, 0.1), ReLU(), Dense(64, 1.5, 0.1), Erf(), Dense(1))
+    train = compute_kernel(net, xtr, store=tmp / "tr.zarr", tile=80, progress=False)
+    test = compute_kernel(net, xte, xtr, store=tmp / "te.zarr", tile=80, progress=False)
+    y = np.stack([np.sin(xtr[:, 0].numpy()), xtr[:, 1].numpy() ** 2], axis=1)
+    return train, test, y
+
+
+def _dense(train, test, y, kernel, noise):
+    k = np.asarray(train[kernel])
+    a = k + noise * np.eye(len(k))
+    alpha = sla.cho_solve(sla.cho_factor(a), y)
+    ev = np.linalg.eigvalsh(a)
+    return np.asarray(test[kernel]) @ alpha, ev[-1] / ev[0]
+
+
+@pytest.mark.parametrize("precond", ["nystrom", "jacobi", "none"])
+def test_pcg_matches_dense_cholesky(stores, precond) -> None:
+    train, test, y = stores
+    tol = 1e-10
+    out = posterior_mean(
+        train, y, test=test, diag_reg=1e-2, tol=tol, preconditioner=precond, rank=60, maxiter=3000
+    )
+    ref, cond = _dense(train, test, y, "nngp", out.noise)
+    assert out.converged and out.mean.shape == (37, 2)
+    np.testing.assert_allclose(out.noise, 1e-2 * np.diag(np.asarray(train.nngp)).mean())
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(out.mean, ref, rtol=0, atol=10 * cond * tol * scale + 1e-12)
+
+
+def test_nystrom_needs_fewer_iterations_than_plain_cg(stores) -> None:
+    train, _, y = stores
+    plain = posterior_mean(train, y, diag_reg=1e-2, tol=1e-8, preconditioner="none", maxiter=5000)
+    nys = posterior_mean(train, y, diag_reg=1e-2, tol=1e-8, preconditioner="nystrom", rank=100)
+    assert nys.converged and plain.converged
+    assert nys.iterations < plain.iterations / 2
+
+
+def test_ntk_and_array_test_kernel(stores) -> None:
+    train, test, y = stores
+    out = posterior_mean(
+        train, y[:, 0], test=np.asarray(test.ntk), kernel="ntk", diag_reg=1e-5,
+        diag_reg_absolute=True, tol=1e-11, rank=150, maxiter=5000,
+    )  # fmt: skip
+    ref, cond = _dense(train, test, y[:, :1], "ntk", 1e-5)
+    assert out.noise == 1e-5 and out.mean.shape == (37, 1)
+    np.testing.assert_allclose(out.mean, ref, atol=10 * cond * 1e-11 * np.abs(ref).max() + 1e-10)
+
+
+def test_solve_errors(stores) -> None:
+    train, test, y = stores
+    with pytest.raises(ValueError, match="`y` must be"):
+        posterior_mean(train, y[:10])
+    with pytest.raises(ValueError, match="symmetric store"):
+        posterior_mean(test, np.zeros(37))
+    with pytest.raises(ValueError, match="`preconditioner`"):
+        posterior_mean(train, y, preconditioner="ilu")
+    with pytest.raises(ValueError, match="test-train kernel"):
+        posterior_mean(train, y, test=np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="compute_kernel\\(net, x_test, x_train\\)"):
+        posterior_mean(train, y, test=train)
