@@ -1,0 +1,158 @@
+"""``widelimit propagate``: q/c trajectories, fixed points, critical line, finite-width checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from widelimit._cli.common import console, print_json, table
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers; got {text!r}", param_hint=option
+        ) from err
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"expected comma-separated integers; got {text!r}", param_hint=option
+        ) from err
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("propagate")
+    def propagate_cmd(
+        activation: Annotated[
+            str, typer.Option(help="Activation name, e.g. tanh, relu, erf.")
+        ] = "tanh",
+        sigma_w: Annotated[float, typer.Option(help="Weight std σw.")] = 1.5,
+        sigma_b: Annotated[float, typer.Option(help="Bias std σb.")] = 0.3,
+        depth: Annotated[int, typer.Option(help="Dense layers of the trajectory.")] = 10,
+        q0: Annotated[float, typer.Option(help="Input variance Σ⁰(x,x).")] = 1.0,
+        c0: Annotated[float, typer.Option(help="Input correlation of the two inputs.")] = 0.5,
+        widths: Annotated[
+            str, typer.Option(help="Finite widths, comma-separated ('' skips the finite check).")
+        ] = "64,256,1024",
+        finite_depth: Annotated[int, typer.Option(help="Dense layers of the finite nets.")] = 3,
+        seeds: Annotated[int, typer.Option(help="Finite nets per width.")] = 16,
+        sigma_b2: Annotated[
+            str, typer.Option("--sigma-b2", help="σb² values for the critical-line table.")
+        ] = "0,0.05,0.5",
+        phase: Annotated[bool, typer.Option(help="Compute the phase diagram (χ₁ grid).")] = True,
+        seed: Annotated[int, typer.Option(help="Base seed of the finite nets.")] = 0,
+        out: Annotated[Path | None, typer.Option(help="Directory for the plots (PNG).")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+    ) -> None:
+        """Signal propagation: q/c maps, fixed points, χ₁, critical line, finite-width checks."""
+        from widelimit.layers.activations import activation_from_name
+        from widelimit.propagation import (
+            critical_line,
+            finite_width_study,
+            fixed_point,
+            phase_diagram,
+            trajectory,
+        )
+        from widelimit.propagation.finite import default_inputs
+
+        try:
+            act = activation_from_name(activation)
+        except (ValueError, TypeError) as err:
+            raise typer.BadParameter(str(err), param_hint="--activation") from err
+        b2 = _floats(sigma_b2, "--sigma-b2")
+        ws = _ints(widths, "--widths")
+        progress = not json_out
+        try:
+            traj = trajectory(act, sigma_w, sigma_b, depth, q0=q0, c0=c0)
+            fp = fixed_point(act, sigma_w, sigma_b, q0=q0)
+            line = critical_line(act, b2, progress=progress)
+            pd = phase_diagram(act, progress=progress) if phase else None
+            study = None
+            if ws:
+                x = default_inputs(q0=q0, c0=c0)
+                study = finite_width_study(
+                    act,
+                    sigma_w,
+                    sigma_b,
+                    finite_depth,
+                    ws,
+                    n_seeds=seeds,
+                    x=x,
+                    seed=seed,
+                    progress=progress,
+                )
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        files: list[str] = []
+        if out is not None:
+            from widelimit.propagation import plots
+
+            files.append(str(plots.plot_trajectories(traj, out / "trajectories.png")))
+            if pd is not None:
+                files.append(str(plots.plot_phase_diagram(pd, out / "phase_diagram.png")))
+            if study is not None:
+                files.append(str(plots.plot_histograms(study, out / "histograms.png")))
+                files.append(str(plots.plot_distances(study, out / "distances.png")))
+        if json_out:
+            summary = {"trajectory": traj, "fixed_point": fp, "critical_line": line, "files": files}
+            if pd is not None:
+                summary["phase_diagram"] = pd
+            if study is not None:
+                summary["finite"] = {
+                    k: getattr(study, k)
+                    for k in (
+                        "widths",
+                        "n_seeds",
+                        "q_theory",
+                        "q_bias",
+                        "stats",
+                        "stats_se",
+                        "slopes",
+                        "slopes_se",
+                        "layer_slopes",
+                    )
+                }
+            print_json(summary)
+            return
+        title = f"propagate {traj.activation}, σw={sigma_w:g}, σb={sigma_b:g}"
+        rows = [[int(l), float(traj.q[l - 1, 0]), float(traj.c[l - 1, 0, 1])] for l in traj.layers]
+        console.print(table(f"{title}: trajectory", ["layer", "q^l", "c^l"], rows))
+        console.print(
+            table(
+                "fixed point",
+                ["q*", "χ_q", "ξ_q", "χ₁", "c*", "χ_c", "ξ_c", "phase"],
+                [[fp.q_star, fp.chi_q, fp.xi_q, fp.chi1, fp.c_star, fp.chi_c, fp.xi_c, fp.phase]],
+            )
+        )
+        console.print(
+            table(
+                "critical line (χ₁ = 1)",
+                ["σb²", "σw²", "q*", "χ₁ − 1"],
+                [
+                    [float(b), float(w), float(q), float(c - 1)]
+                    for b, w, q, c in zip(
+                        line.sigma_b2, line.sigma_w2, line.q_star, line.chi1, strict=True
+                    )
+                ],
+            )
+        )
+        if study is not None:
+            rows = []
+            for k, s in study.slopes.items():
+                y = study.stats[k]
+                y = y.mean(1) if y.ndim == 2 else y
+                rows.append([k, *[float(v) for v in y], s, study.slopes_se[k]])
+            cols = ["statistic", *[f"n={n}" for n in study.widths], "slope", "± se"]
+            console.print(
+                table(f"finite width ({study.n_seeds} seeds; theory slope −0.5)", cols, rows)
+            )
+        if files:
+            console.print("wrote " + ", ".join(files))
