@@ -131,7 +131,8 @@ def _check_against_reference(name: str, qpairs, cs) -> None:
     assert not bad, f"{name}: {len(bad)} entries off, first {bad[:3]}"
 
 
-CS_FAST = [-1.0, -(1 - 1e-12), -0.6, 0.0, 0.3, 0.9, 1 - 1e-6, 1.0]
+# c = ±1 exactly: see test_c_plus_minus_one_and_zero_variance (and the full grid)
+CS_FAST = [-(1 - 1e-12), -0.6, 0.0, 0.3, 0.9, 1 - 1e-6, 1 - 1e-12]
 CS_FULL = [-1.0, -(1 - 1e-12), -0.999, -0.9, -0.6, -0.3, 0.0, 0.1, 0.5, 0.8, 0.95, 0.99]
 CS_FULL += [0.9999, 1 - 1e-6, 1 - 1e-9, 1 - 1e-12, 1.0]
 Q_FAST = [(1.0, 1.0), (1e4, 1e4), (1e-4, 1e4)]
@@ -266,6 +267,12 @@ def test_broadcasting_shapes_match_elementwise_results() -> None:
     assert d0 is None and f0.shape == (1,)
     fe, _ = gaussian_dual(fn, dfn, q[:0], q[:0], q[:0], ntk=False)
     assert fe.shape == (0,)
+    # wide second axis: blocks run along it; q given per entry (full size)
+    q2 = 0.5 + torch.rand(1, 70000, generator=g, dtype=F64)
+    s12 = 0.3 * torch.sqrt(q[:2, None] * q2)
+    fw, _ = gaussian_dual(fn, None, q[:2, None], q2, s12, ntk=False)
+    few, _ = gaussian_dual(fn, None, q[:2, None].expand(2, 5), q2[:, -5:], s12[:, -5:], ntk=False)
+    torch.testing.assert_close(fw[:, -5:], few, rtol=1e-10, atol=1e-13)
 
 
 def test_large_kernel_blocks_and_hard_entries() -> None:
@@ -293,6 +300,30 @@ def test_large_kernel_blocks_and_hard_entries() -> None:
             assert abs(float(val) - ref) <= 1e-8 * abs(ref) + 1e-11 * scale(
                 "softplus", deriv, a, b
             ), (i, j, deriv, float(val), ref)
+
+
+def test_many_highly_correlated_entries_use_accurate_interpolation() -> None:
+    """10⁴ entries with c in (0.95, 1) for ELU (kinked: most need the polar rule,
+    which then interpolates a table in (θ, log q1, log q2)): compare with the
+    nested-quad reference at a few entries and with the symmetric formula."""
+    g = torch.Generator().manual_seed(6)
+    centre = torch.randn(1, 30, generator=g, dtype=F64)
+    x = centre + 0.05 * torch.randn(100, 30, generator=g, dtype=F64)
+    x = x * (1 + 0.3 * torch.rand(100, 1, generator=g, dtype=F64))
+    k, q = x @ x.T / 30, (x * x).mean(1)
+    c = k / torch.sqrt(q[:, None] * q[None, :])
+    assert float(c.min()) > 0.95
+    _, _, fn, dfn = ACTS["elu"]
+    f, d = gaussian_dual(fn, dfn, q[:, None], q[None, :], k, ntk=True)
+    # the result is symmetric although the two sides take different code paths
+    torch.testing.assert_close(f, f.T, rtol=1e-11, atol=0)
+    torch.testing.assert_close(d, d.T, rtol=1e-11, atol=0)
+    for i, j in [(0, 1), (7, 93), (50, 51), (99, 3)]:
+        a, b = float(q[i]), float(q[j])
+        cc = min(1.0, float(c[i, j]))
+        for deriv, val in ((False, f[i, j]), (True, d[i, j])):
+            ref = reference("elu", deriv, a, b, cc)
+            assert abs(float(val) - ref) <= 1e-8 * abs(ref) + 1e-11 * scale("elu", deriv, a, b)
 
 
 # ------------------------------------------------------------------ float32
@@ -368,5 +399,11 @@ def test_errors_name_the_argument() -> None:
         gaussian_dual(fn, None, q, torch.ones(4, dtype=F64), q, ntk=False)
     with pytest.raises(ValueError, match=r"`fn`.*elementwise"):
         gaussian_dual(lambda x: x.sum(), None, q, q, q, ntk=False)
+    with pytest.raises(ValueError, match=r"`s12`.*valid covariance"):
+        gaussian_dual(fn, None, 0 * q, q, 0.1 * q, ntk=False)
+    with pytest.raises(TypeError, match=r"`q1`.*float32/float64"):
+        gaussian_dual(fn, None, q.half(), q.half(), q.half(), ntk=False)
+    with pytest.raises(ValueError, match=r"`rtol`"):
+        gaussian_dual(fn, None, q, q, q, ntk=False, rtol=0.0)
     with pytest.raises(ValueError, match=r"`dfn`.*finite"):
         gaussian_dual(fn, lambda x: 1 / x.abs().clamp_max(0), q, q, q, ntk=True)

@@ -16,32 +16,45 @@ Method.  Write ``c = s12/√(q1 q2)``, ``u = √q1 z1``, ``v = √q2 z2``, corr(
 
        E[φ(u) φ(v)] = Σ_k c^k α_k(q1) α_k(q2)            (Mehler 1866; O'Donnell 2014, §11.2)
 
-   The ``α_k`` are 1-D integrals, computed once per distinct variance with a
-   composite Gauss–Legendre rule graded towards the kink at 0.  By Cauchy–Schwarz
-   the tail after ``K`` terms is bounded by ``|c|^K √(T_K(q1) T_K(q2))`` with
-   ``T_K(q) = E[φ(√q z)²] − Σ_{k<K} α_k(q)²`` (Parseval), a *certified* per-entry
-   error bound.  The series is summed by Horner's rule in ``c`` for every entry
-   whose bound meets the tolerance with ``K ≤ 128`` terms.
-2. ``|c| = 1`` exactly: ``E[φ(√q1 z) φ(±√q2 z)]``, a 1-D integral on the same rule.
-3. Remaining entries (|c| close to 1 with a kinked or steep activation): polar
-   coordinates.  With ``θ = arccos c``, ``z1 = r cos(ψ − θ/2)``, ``z2 = r cos(ψ + θ/2)``
-   the kinks ``u = 0`` and ``v = 0`` lie on four rays ``ψ = ±θ/2 ± π/2``; the four
-   arcs between them and the radius are integrated with composite Gauss–Legendre
-   rules graded geometrically towards the arc ends and towards ``r = 0`` (to
-   resolve the activation scale ``1/√q``), so the integrand is analytic on every
-   panel.  Expensive (~10⁴–10⁵ nodes an entry) but only used for those entries.
+   The ``α_k`` (k < 256) are 1-D integrals, computed once per distinct variance
+   with a composite Gauss–Legendre rule graded towards the kink at 0.  By
+   Cauchy–Schwarz the tail after ``K`` terms is at most ``|c|^K √(T_K(q1) T_K(q2))``
+   with ``T_K(q) = E[φ(√q z)²] − Σ_{k<K} α_k(q)²`` (Parseval): a *certified*
+   per-entry bound, required to be ``<= rtol·√(E[φ(u)²] E[φ(v)²])``.  The sum is
+   done by Horner's rule in ``c²`` (even and odd parts; terms vanishing by
+   symmetry, e.g. all even ones for tanh, are skipped) on blocks of entries, with
+   one length for the block chosen by a cost model; entries the block's length
+   does not certify are redone with their own length (≤ 256).
+2. ``|c| = 1`` (within 4 ulps): ``E[φ(√q1 z) φ(±√q2 z)]``, a 1-D integral.
+3. Entries no Mehler length certifies (|c| near 1 with a kinked or steep
+   activation): polar coordinates.  With ``θ = arccos c``, ``z1 = r cos(ψ − θ/2)``,
+   ``z2 = r cos(ψ + θ/2)``, the kinks ``u = 0`` and ``v = 0`` lie on the rays
+   ``ψ = ±θ/2 ± π/2``; the four arcs between them and the radius get Gauss rules
+   (Gauss–Legendre on the arcs, the Gauss rule of ``r e^{-r²/2}`` radially) — for
+   variances > 4 composite rules graded towards the arc ends and ``r = 0`` to
+   resolve the activation scale ``1/√q`` — so the integrand is analytic on every
+   panel.  ~5·10³ (q ≤ 4) to ~10⁵ (q = 10⁴) points an entry.  When there are
+   many such entries, the polar rule is tabulated on a tensor Chebyshev grid in
+   ``(θ, log q1, log q2)`` and interpolated (barycentric formula); the
+   interpolant is checked against the direct rule on 24 random entries and
+   refined, or abandoned for the direct rule, if it is off by > 1e-11 of the
+   table's largest value.
 
-Accuracy (float64, measured against nested ``scipy.integrate.quad`` in
-``tests/test_quadrature.py``): ≤1e-9 relative for tanh, softplus, SiLU, ELU and
-sigmoid over variances 1e-4…1e4 and all correlations, ``c = ±1`` included.
-float32 inputs: coefficients and the polar rule are computed in float64, the
-Horner sum in float32 (~1e-6 relative).
+Accuracy, float64, against nested ``scipy.integrate.quad`` (tests/test_quadrature.py,
+grid q1, q2 ∈ {1e-4, 1e-2, 1, 30, 1e4}, 17 correlations from −1 to 1 including
+±(1 − 1e-12)): worst relative error 4.4e-11 over tanh, softplus, SiLU, ELU,
+sigmoid, for both ``E[φφ]`` and ``E[φ'φ']``.  float32 inputs: coefficients and
+polar rules in float64, the Horner sum in float32 (rtol 1e-7; ~1e-6 relative).
 
-Memory: the Horner step works on blocks of ``_BLOCK`` (2^16) entries and holds
-~6 block-sized temporaries besides the two outputs; the polar rule works on at
-most ``_POLAR_BLOCK`` (2^21) quadrature points at a time; coefficient tables
-are ``(#distinct variances, 128)``.  Peak extra memory is therefore a few MB
-beyond the outputs, whatever the input size.
+Cost: one 4000×4000 tanh layer (NNGP and NTK factors) costs about as much as the
+ReLU arc-cosine closed form (``benchmarks/quadrature.py``).  Values are
+computed under ``torch.no_grad``.
+
+Memory: blocks of ``_BLOCK`` (2^16) entries with ~6 block-sized temporaries
+besides the outputs; polar rules on at most ``_POLAR_BLOCK`` (2^21) points at a
+time; coefficient tables ``(256, #distinct variances)`` and, for q tensors of at
+most 2^15 entries, ``(256, *q.shape)``.  So a few tens of MB beyond the outputs
+for a 4000×4000 kernel, independent of the input size otherwise.
 """
 
 from __future__ import annotations
@@ -61,6 +74,7 @@ Fn = Callable[[Tensor], Tensor]
 _KMAX = 256  # Hermite coefficients per variance
 _LADDER = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Mehler lengths tried per entry
 _BLOCK = 1 << 16  # entries per Horner block
+_SMALL = 1 << 15  # q tensors up to this size get precomputed coefficient tables
 _HARD_COST = 2000  # cost of an entry left to the polar paths, in Horner terms
 _POLAR_BLOCK = 1 << 21  # quadrature points per polar block
 _ZMAX = 12.0  # |z| cut-off: e^{-z²/4} ≤ 2e-16 beyond (Hermite functions are ≤ O(1))
@@ -414,7 +428,7 @@ def _check_inputs(q1: object, q2: object, s12: object) -> tuple[Tensor, Tensor, 
     for name, t in (("q1", q1), ("q2", q2), ("s12", s12)):
         if not isinstance(t, Tensor):
             raise TypeError(f"`{name}` must be a torch.Tensor; got {type(t).__name__}")
-        if not t.is_floating_point():
+        if t.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`{name}` must be a float32/float64 tensor; got dtype {t.dtype}")
         ts.append(t)
     for name, t in (("q2", ts[1]), ("s12", ts[2])):
@@ -469,7 +483,8 @@ def gaussian_dual(
             ``√(E[φ(u)²] E[φ(v)²])`` (default 1e-11 in float64, 1e-7 in float32).
 
     Returns:
-        Tensors of the broadcast shape, dtype and device of the inputs.
+        Tensors of the broadcast shape, dtype and device of the inputs (computed
+        without autograd: not differentiable with respect to ``q1, q2, s12``).
 
     Raises:
         TypeError: non-tensor/non-float inputs, mixed dtypes/devices, non-callable fn.
@@ -481,14 +496,21 @@ def gaussian_dual(
     if dfn is not None and not callable(dfn):
         raise TypeError(f"`dfn` must be callable or None; got {type(dfn).__name__}")
     q1, q2, s12 = _check_inputs(q1, q2, s12)
+    if rtol is not None and not 0 < rtol < 1:
+        raise ValueError(f"`rtol` must be in (0, 1); got {rtol!r}")
+    with torch.no_grad():
+        return _dual(fn, dfn, q1, q2, s12, ntk, rtol)
+
+
+def _dual(
+    fn: Fn, dfn: Fn | None, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, rtol: float | None
+) -> tuple[Tensor, Tensor | None]:
     dtype, dev = q1.dtype, q1.device
     if rtol is None:
         rtol = 1e-11 if dtype == torch.float64 else 1e-7
     shape = torch.broadcast_shapes(q1.shape, q2.shape, s12.shape)
     if len(shape) == 0:  # scalars: compute as one-element vectors
-        f, g = gaussian_dual(
-            fn, dfn, q1.reshape(1), q2.reshape(1), s12.reshape(1), ntk=ntk, rtol=rtol
-        )
+        f, g = _dual(fn, dfn, q1.reshape(1), q2.reshape(1), s12.reshape(1), ntk, rtol)
         return f.reshape(()), (None if g is None else g.reshape(()))
     fns, names = [fn], ["fn"]
     if ntk:
@@ -511,12 +533,14 @@ def gaussian_dual(
     active = [
         (torch.maximum(a.size, b.size) > 1e-14).tolist() for a, b in zip(co1, co2, strict=True)
     ]
-    # per-entry tables: tails (..., len(LADDER)); coefficients (KMAX, ...) so that
-    # the k-th slice is contiguous and broadcasts like q1 / q2
-    tail1 = [co.tail[inv1] for co in co1]
-    tail2 = [co.tail[inv2] for co in co2]
-    a1 = [co.a.T.to(dtype)[:, inv1] for co in co1]
-    a2 = [co.a.T.to(dtype)[:, inv2] for co in co2]
+
+    # Coefficient tables (KMAX, *q.shape) broadcasting like q1 / q2, so that the
+    # k-th slice is contiguous; only for small q tensors (e.g. (N1, 1), (1, N2)).
+    # For q tensors of the full size the k-th slice is gathered term by term.
+    rows1 = [co.aT.to(dtype) for co in co1]
+    rows2 = rows1 if co2 is co1 else [co.aT.to(dtype) for co in co2]
+    a1 = [r[:, inv1] if inv1.numel() <= _SMALL else None for r in rows1]
+    a2 = [r[:, inv2] if inv2.numel() <= _SMALL else None for r in rows2]
     rs1, rs2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
     slack = math.sqrt(torch.finfo(dtype).eps)
     zero_var = bool((q1 == 0).any()) or bool((q2 == 0).any())
@@ -525,11 +549,6 @@ def gaussian_dual(
     d = max(range(nd), key=lambda i: shape[i])
     step = max(1, _BLOCK // (math.prod(shape) // shape[d]))
 
-    def along_d(t: Tensor) -> Tensor:  # max over every axis but d (and the last)
-        t = t.movedim(d, 0)
-        return t.reshape(t.shape[0], -1, t.shape[-1]).amax(1)
-
-    tmax1, tmax2 = [along_d(t) for t in tail1], [along_d(t) for t in tail2]
     ladder = torch.tensor(_LADDER, dtype=torch.float64, device=dev)
     hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]
     for s in range(0, shape[d], step):
@@ -555,7 +574,10 @@ def gaussian_dual(
         probe = absc.reshape(-1)[:: max(1, absc.numel() // 2048)].double().sort().values
         for m in range(len(fns)):
             # conservative block bound |c|^K max τ1 max τ2 <= rtol (Cauchy–Schwarz)
-            t12 = (cut(tmax1[m], dim=0).amax(0) * cut(tmax2[m], dim=0).amax(0)).tolist()
+            t12 = (
+                co1[m].tail.index_select(0, cut(inv1).reshape(-1)).amax(0)
+                * co2[m].tail.index_select(0, cut(inv2).reshape(-1)).amax(0)
+            ).tolist()
             thr = [
                 2.0 if t <= rtol else (rtol / t) ** (1.0 / k)
                 for t, k in zip(t12, _LADDER, strict=True)
@@ -579,8 +601,8 @@ def gaussian_dual(
             _horner(
                 c,
                 x,
-                cut(a1[m], dim=d + 1).__getitem__,
-                cut(a2[m], dim=d + 1).__getitem__,
+                _slices(a1[m], rows1[m], cut(inv1), d, s, n),
+                _slices(a2[m], rows2[m], cut(inv2), d, s, n),
                 active[m],
                 _LADDER[j],
                 cut(out[m]),
@@ -605,6 +627,16 @@ def gaussian_dual(
             )
             out[m][loc] = res.to(dtype)
     return out[0], (out[1] if ntk else None)
+
+
+def _slices(
+    tab: Tensor | None, rows: Tensor, inv: Tensor, d: int, s: int, n: int
+) -> Callable[[int], Tensor]:
+    """``j -> α_j`` on one block: a slice of the precomputed table, or a gather."""
+    if tab is not None:
+        tab = tab if tab.shape[d + 1] == 1 else tab.narrow(d + 1, s, n)
+        return tab.__getitem__
+    return lambda j: rows[j][inv]
 
 
 def _hard_entries(
