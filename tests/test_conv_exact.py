@@ -233,3 +233,15 @@ def test_kernels_symmetric_psd_and_consistent(name: str) -> None:
     assert torch.allclose(big, big.T, atol=TOL)
     ev = torch.linalg.eigvalsh(big)
     assert ev.min() >= -1e-12 * ev.max()
+
+
+def test_float32_inputs_keep_dtype_and_agree_with_float64() -> None:
+    x = _images(n=4, h=5, w=5, seed=7)
+    net = ARCHS["avgpool-circ"]
+    k64, k32 = net.kernel(x), net.kernel(x.float())
+    assert k32.nngp.dtype == torch.float32 and k32.ntk.dtype == torch.float32
+    # float32 round-off through a few layers: relative 1e-5 of the kernel scale
+    for a, b in ((k64.nngp, k32.nngp), (k64.ntk, k32.ntk)):
+        assert (a - b.double()).abs().max() <= 1e-5 * a.abs().max()
+    mod = net.module(8, input_shape=x.shape[1:], seed=0, dtype=torch.float32)
+    assert mod(x.float()).dtype == torch.float32
