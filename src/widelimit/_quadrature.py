@@ -50,7 +50,7 @@ Cost: one 4000×4000 tanh layer (NNGP and NTK factors) costs about as much as th
 ReLU arc-cosine closed form (``benchmarks/quadrature.py``).  Values are
 computed under ``torch.no_grad``.
 
-Memory: blocks of ``_BLOCK`` (2^16) entries with ~6 block-sized temporaries
+Memory: blocks of ``_BLOCK`` (2^17) entries with ~6 block-sized temporaries
 besides the outputs; polar rules on at most ``_POLAR_BLOCK`` (2^21) points at a
 time; coefficient tables ``(256, #distinct variances)`` and, for q tensors of at
 most 2^15 entries, ``(256, *q.shape)``.  So a few tens of MB beyond the outputs
@@ -73,7 +73,7 @@ Fn = Callable[[Tensor], Tensor]
 
 _KMAX = 256  # Hermite coefficients per variance
 _LADDER = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Mehler lengths tried per entry
-_BLOCK = 1 << 16  # entries per Horner block
+_BLOCK = 1 << 17  # entries per Horner block
 _SMALL = 1 << 15  # q tensors up to this size get precomputed coefficient tables
 _HARD_COST = 2000  # cost of an entry left to the polar paths, in Horner terms
 _POLAR_BLOCK = 1 << 21  # quadrature points per polar block
@@ -444,7 +444,7 @@ def _check_inputs(q1: object, q2: object, s12: object) -> tuple[Tensor, Tensor, 
             f"`q1`, `q2`, `s12` must broadcast together; got shapes "
             f"{tuple(ts[0].shape)}, {tuple(ts[1].shape)}, {tuple(ts[2].shape)}"
         ) from err
-    for name, t in zip(("q1", "q2", "s12"), ts, strict=True):
+    for name, t in zip(("q1", "q2"), ts[:2], strict=True):  # s12: checked block by block
         if t.numel() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"`{name}` contains NaN or inf; variances/covariances must be finite")
     for name, t in (("q1", ts[0]), ("q2", ts[1])):
@@ -560,10 +560,12 @@ def _dual(
         bs = cut(s12)
         c = bs * cut(rs1) * cut(rs2)  # c = s12 / √(q1 q2), 0 where q1 q2 = 0
         absc = c.abs()
-        bad = bool((absc > 1 + slack).any())
+        bad = not bool((absc <= 1 + slack).all())  # also catches NaN/inf
         if zero_var and not bad:
             bad = bool(((bs != 0) & (c == 0) & (cut(rs1) * cut(rs2) == 0)).any())
         if bad:
+            if not bool(torch.isfinite(bs).all()):
+                raise ValueError("`s12` contains NaN or inf; covariances must be finite")
             raise ValueError(
                 "`s12` must satisfy |s12| <= sqrt(q1*q2) (a valid covariance); got "
                 f"max |s12|/sqrt(q1 q2) = {float((bs.abs() * cut(rs1) * cut(rs2)).max()):.6g}"
