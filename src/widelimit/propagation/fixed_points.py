@@ -20,7 +20,7 @@ Definitions (Poole et al. 2016; Schoenholz et al. 2017), with
   slope); ``ξ_c = −1/ln χ_c`` (Schoenholz et al. 2017, eq. (9)).
   When ``q* = 0`` the c-map degenerates (identity for φ differentiable at 0)
   and ``c* = 1`` by convention.
-* ``ξ = inf`` when ``χ ≥ 1`` (no exponential approach: critical or unstable).
+* ``ξ = inf`` when ``χ ≥ 1 − 1e-9`` (no exponential approach: critical or unstable).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def _derivative(fun, x: float) -> float:
 def _depth_scale(chi: float) -> float:
     if not math.isfinite(chi):
         return math.nan
-    if chi >= 1.0:
+    if chi >= 1.0 - CRITICAL_TOL:  # critical (to the accuracy of χ) or unstable
         return math.inf
     if chi <= 0.0:
         return 0.0
