@@ -30,7 +30,7 @@ from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.sde.drift import ReLUDrift, relu_nu_theta
-from widelimit.sde.finite import gram_factor
+from widelimit.sde.finite import gram_factor, progress_bar
 
 __all__ = [
     "PSDDrift",
@@ -128,9 +128,7 @@ def integrate_covariance(
     phi = phi0.expand(b, m, m).clone()
     dead = torch.zeros(b, dtype=torch.bool, device=phi0.device)
     eye = torch.eye(m, dtype=phi.dtype, device=phi.device)
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("covariance SDE", total=n_steps)
         for step in range(n_steps + 1):
             if step:
@@ -176,9 +174,7 @@ def integrate_correlation(
     out = torch.empty((len(ts), b), dtype=dtype)
     u = torch.full((b,), math.atanh(r0), dtype=dtype)
     sq = math.sqrt(dt)
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("correlation SDE", total=n_steps)
         for step in range(n_steps + 1):
             if step:
@@ -221,9 +217,7 @@ def integrate_one_input(
     out = torch.empty((len(ts), b), dtype=dtype)
     logphi = torch.full((b,), math.log(p0), dtype=dtype)
     grow = math.exp(bs * dt)
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("one-input SDE", total=n_steps)
         for step in range(n_steps + 1):
             if step:

@@ -27,6 +27,15 @@ from widelimit._validation import as_float_tensor, check_positive_int
 
 __all__ = ["ShapedMLP", "finite_forward_gram", "gram_factor", "sample_gram"]
 
+
+def progress_bar(enabled: bool):
+    """A transient rich progress bar on stderr (stdout stays clean for ``--json``)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(transient=True, disable=not enabled, console=Console(stderr=True))
+
+
 _OVERFLOW = 1e100
 
 
@@ -51,6 +60,7 @@ def sample_gram(
     record: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     chunk: int = 4096,
+    fast_normals: bool = True,
     progress: bool = True,
 ) -> Tensor:
     """Exact layer-by-layer sampler of the penultimate covariances of many finite nets.
@@ -62,6 +72,9 @@ def sample_gram(
         width, depth: ``n`` and ``d`` (``T = d/n``).
         n_nets: number of independent networks.
         record: layers ``l ∈ {1, …, d}`` at which ``Φ_l`` is kept (default ``(d,)``).
+        fast_normals: draw the Gaussians in float32 and promote them (about 6× faster on
+            CPU; a resolution of 2⁻²⁴ is far below any Monte Carlo error).  ``False``
+            draws them in the dtype of ``phi0``.
 
     Returns:
         ``(len(record), n_nets, m, m)`` tensor of ``Φ_l`` (dtype/device of ``phi0``);
@@ -78,10 +91,9 @@ def sample_gram(
     if not layers or any(r < 1 or r > d for r in layers):
         raise ValueError(f"`record` layers must lie in 1..depth={d}; got {record!r}")
     gain = float(activation.gain)
+    zdtype = torch.float32 if fast_normals and phi0.dtype == torch.float64 else phi0.dtype
     out = torch.empty((len(layers), b, m, m), dtype=phi0.dtype, device=phi0.device)
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("finite nets (exact sampler)", total=d * math.ceil(b / chunk))
         for start in range(0, b, chunk):
             nb = min(chunk, b - start)
@@ -89,8 +101,8 @@ def sample_gram(
             dead = torch.zeros(nb, dtype=torch.bool, device=phi0.device)
             for layer in range(1, d + 1):
                 z = torch.randn(
-                    (nb, n, m), generator=generator, dtype=phi0.dtype, device=phi0.device
-                )
+                    (nb, n, m), generator=generator, dtype=zdtype, device=phi0.device
+                ).to(phi0.dtype)
                 h = z @ gram_factor(phi).transpose(-1, -2)  # rows ~ N(0, Φ_{l-1})
                 a = activation(h)
                 phi = (gain / n) * (a.transpose(-1, -2) @ a)
@@ -182,9 +194,7 @@ def finite_forward_gram(
     mult = math.sqrt(gain / n)
     out = torch.empty((b, m, m), dtype=x.dtype, device=x.device)
     kw = {"generator": generator, "dtype": x.dtype, "device": x.device}
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("finite nets (forward pass)", total=math.ceil(b / chunk))
         for start in range(0, b, chunk):
             nb = min(chunk, b - start)

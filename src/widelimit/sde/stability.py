@@ -106,7 +106,7 @@ def demonstrate_stability(
     times: Sequence[float] = (0.5, 1.0),
     n_nets: int = 2000,
     n_paths: int = 20000,
-    threshold: float = 100.0,
+    threshold: float = 10.0,
     generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> StabilityDemo:

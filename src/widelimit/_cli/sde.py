@@ -1,0 +1,176 @@
+"""``widelimit sde``: finite shaped networks vs the neural covariance SDE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from widelimit._cli.common import console, print_json, table
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers; got {text!r}", param_hint=name
+        ) from err
+    if not vals:
+        raise typer.BadParameter("expected at least one number", param_hint=name)
+    return vals
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    vals = _floats(text, name)
+    if any(v != int(v) or v < 1 for v in vals):
+        raise typer.BadParameter(
+            f"expected comma-separated positive integers; got {text!r}", param_hint=name
+        )
+    return tuple(int(v) for v in vals)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sde")
+    def sde_cmd(
+        widths: Annotated[
+            str, typer.Option(help="Widths n of the finite nets, e.g. '64,256'.")
+        ] = "64,256",
+        times: Annotated[str, typer.Option(help="Times T = d/n, e.g. '0.5,1'.")] = "0.5,1",
+        c_plus: Annotated[float, typer.Option(help="Shaped ReLU: s₊ = 1 + c₊/√n.")] = 0.0,
+        c_minus: Annotated[float, typer.Option(help="Shaped ReLU: s₋ = 1 + c₋/√n.")] = -1.0,
+        rho0: Annotated[float, typer.Option(help="Input correlation ρ₀ (unit norms).")] = 0.3,
+        n_nets: Annotated[int, typer.Option(help="Finite nets per width (exact sampler).")] = 5000,
+        n_paths: Annotated[int, typer.Option(help="SDE paths.")] = 100_000,
+        dt: Annotated[float, typer.Option(help="SDE step size.")] = 1 / 512,
+        sde: Annotated[
+            str, typer.Option(help="'correlation' (scalar ρ SDE) or 'covariance' (2×2).")
+        ] = "correlation",
+        stability: Annotated[
+            str, typer.Option(help="Smooth activations for the norm-stability demo ('' to skip).")
+        ] = "tanh,quadratic",
+        a: Annotated[
+            float, typer.Option(help="Smooth shaping s = a√n for the stability demo.")
+        ] = 1.0,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        out: Annotated[Path | None, typer.Option(help="Directory for the ECDF plots.")] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+    ) -> None:
+        """Finite shaped ReLU nets (d = Tn) vs the covariance SDE: ρ_T and log-norm KS
+        distances, quantiles, and the norm-stability verdict b_* checked on finite nets."""
+        import torch
+
+        from widelimit.sde import compare_relu, demonstrate_stability
+
+        ws, ts = _ints(widths, "--widths"), _floats(times, "--times")
+        gen = torch.Generator().manual_seed(seed)
+        try:
+            cmp = compare_relu(
+                c_plus=c_plus,
+                c_minus=c_minus,
+                rho0=rho0,
+                widths=ws,
+                times=ts,
+                n_nets=n_nets,
+                n_paths=n_paths,
+                dt=dt,
+                sde=sde,
+                generator=gen,
+                progress=progress and not json_out,
+            )
+            names = tuple(s.strip() for s in stability.split(",") if s.strip())
+            demo = (
+                demonstrate_stability(
+                    names,
+                    a=a,
+                    width=min(ws),
+                    times=ts,
+                    n_nets=n_nets,
+                    n_paths=n_paths,
+                    generator=gen,
+                    progress=progress and not json_out,
+                )
+                if names
+                else None
+            )
+        except (ValueError, TypeError) as err:
+            raise typer.BadParameter(str(err)) from err
+        rows = [
+            [
+                r.width,
+                r.T,
+                r.depth,
+                r.ks_rho,
+                r.ks_lognorm,
+                r.ks_noise,
+                r.finite_rho.mean,
+                r.sde_rho.mean,
+                r.finite_rho.std,
+                r.sde_rho.std,
+                r.finite_rho.q50,
+                r.sde_rho.q50,
+            ]
+            for r in cmp.rows
+        ]
+        console.print(
+            table(
+                f"shaped ReLU c₊={c_plus}, c₋={c_minus}, ρ₀={rho0}: finite nets vs SDE",
+                [
+                    "n",
+                    "T",
+                    "d",
+                    "KS ρ",
+                    "KS ln Φ",
+                    "KS noise",
+                    "mean ρ fin",
+                    "mean ρ SDE",
+                    "std ρ fin",
+                    "std ρ SDE",
+                    "median fin",
+                    "median SDE",
+                ],
+                rows,
+            )
+        )
+        if demo is not None:
+            console.print(
+                table(
+                    f"norm stability (a={a}): fraction with Φ_T > {demo.threshold:g}",
+                    ["φ", "b_*", "verdict", "n", "T", "finite", "SDE", "± se"],
+                    [
+                        [
+                            r.verdict.name,
+                            r.verdict.b_star,
+                            "stable" if r.verdict.stable else "unstable",
+                            r.width,
+                            r.T,
+                            r.frac_large_finite,
+                            r.frac_large_sde,
+                            r.se_frac,
+                        ]
+                        for r in demo.rows
+                    ],
+                )
+            )
+        files: list[Path] = []
+        if out is not None:
+            from widelimit.sde.plots import plot_comparison, plot_stability
+
+            files += plot_comparison(cmp, out)
+            if demo is not None:
+                files += plot_stability(demo, out)
+            for f in files:
+                console.print(f"wrote {f}")
+        if json_out:
+            print_json(
+                {
+                    "c_plus": cmp.c_plus,
+                    "c_minus": cmp.c_minus,
+                    "rho0": cmp.rho0,
+                    "rows": cmp.rows,
+                    "stability": None if demo is None else demo.rows,
+                    "plots": files,
+                }
+            )
