@@ -206,6 +206,10 @@ def test_input_errors(tmp_path) -> None:
         compute_kernel(serial(Conv2d(4, 3), Erf()), img, store=tmp_path / "b.zarr")
     with pytest.raises(ValueError, match="memory_budget"):
         compute_kernel(_fc(), _x(500), store=tmp_path / "c.zarr", tile=500, memory_budget="1MB")
+    with pytest.raises(ValueError, match="tcp://host:8786"):
+        compute_kernel(_fc(), x, store=tmp_path / "e.zarr", scheduler="processes")
+    with pytest.raises(TypeError, match="`scheduler`"):
+        compute_kernel(_fc(), x, store=tmp_path / "e.zarr", scheduler=3)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a kernel store"):

@@ -58,9 +58,9 @@ _console = Console(stderr=True)
 #: Live (tile × tile × per-pair) tensors while one tile's kernel is computed:
 #: NNGP and NTK of the current and the previous layer, the activation's
 #: temporaries (q1·q2, correlation, angle, ...) and the numpy copy written out.
-#: Measured peak for a depth-3 ReLU FC net with NTK: ~10 (see benchmarks/scale.py);
-#: 12 leaves headroom.
-_LIVE_TENSORS = 12
+#: Measured peak RSS of ``net.kernel`` (NNGP+NTK, float64): ~16 such tensors for
+#: a depth-3 ReLU FC net (N=2500) and for CNN+Flatten/GAP nets; 20 leaves headroom.
+_LIVE_TENSORS = 20
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def estimate_memory(
     per_pair = math.prod(spatial) if spatial else 1
     if spatial and net.needs_full_spatial():
         per_pair *= per_pair
-    live = _LIVE_TENSORS if n_kernels > 1 else _LIVE_TENSORS // 2
+    live = _LIVE_TENSORS if n_kernels > 1 else (_LIVE_TENSORS * 3) // 5
     per_tile = (
         live * tile * tile * per_pair * itemsize + 2 * tile * math.prod(input_shape) * itemsize
     )
@@ -208,7 +208,8 @@ def compute_kernel(
             ``distributed.Client`` for a cluster.
         memory_budget: bytes (or ``"8GB"``) one process may use; refuse to start
             when the tiles running at once in one process would exceed it.
-        num_workers: local threads (default: number of CPUs); ignored on a cluster.
+        num_workers: local Dask threads (default: CPUs // ``torch.get_num_threads()``,
+            so tiles × torch threads fill the cores); ignored on a cluster.
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
         verify: on resume, re-hash finished tiles against their records.
@@ -251,7 +252,7 @@ def compute_kernel(
 
     client, close_client = _client(scheduler)
     try:
-        concurrent = _concurrency(client, num_workers)
+        concurrent = _concurrency(client, num_workers, scheduler)
         sched_name = _scheduler_name(scheduler, client, concurrent)
         estimate = partial(
             estimate_memory, net, tuple(a1.shape[1:]), n1=n1, n2=n2, itemsize=itemsize,
@@ -293,7 +294,7 @@ def compute_kernel(
         t0 = time.perf_counter()
         with _ProgressBar(len(plan), len(done), tile, progress) as bar:
             if client is None:
-                _run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, num_workers)
+                _run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, concurrent)
             else:
                 _run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
         seconds = time.perf_counter() - t0
@@ -350,6 +351,11 @@ def _client(scheduler: Any) -> tuple[Any, bool]:
     if isinstance(scheduler, Client):
         return scheduler, False
     if isinstance(scheduler, str):
+        if "://" not in scheduler:
+            raise ValueError(
+                "`scheduler` must be 'threads', 'sync' or a scheduler address like "
+                f"'tcp://host:8786'; got {scheduler!r}"
+            )
         return Client(scheduler), True
     raise TypeError(
         "`scheduler` must be None, 'threads', 'sync', a 'tcp://host:port' address or a "
@@ -357,9 +363,11 @@ def _client(scheduler: Any) -> tuple[Any, bool]:
     )
 
 
-def _concurrency(client: Any, num_workers: int | None) -> int:
-    if client is None:
-        return num_workers or os.cpu_count() or 1
+def _concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
+    if scheduler in ("sync", "synchronous"):
+        return 1
+    if client is None:  # one Dask thread per group of torch intra-op threads (no oversubscription)
+        return num_workers or max(1, (os.cpu_count() or 1) // torch.get_num_threads())
     workers = client.scheduler_info().get("workers", {})
     threads = [w.get("nthreads", 1) for w in workers.values()]
     return max(threads) if threads else 1
@@ -369,7 +377,7 @@ def _scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
     if client is None:
         if scheduler in ("sync", "synchronous"):
             return "sync (calling thread)"
-        return f"local threads ({concurrent})"
+        return f"local threads ({concurrent} × {torch.get_num_threads()} torch threads)"
     n = len(client.scheduler_info().get("workers", {}))
     return f"dask.distributed {client.scheduler.address} ({n} workers)"
 
