@@ -1,0 +1,429 @@
+"""Finite vs infinite width on real data: the computations behind ``widelimit demo``.
+
+One network spec gives both sides:
+
+* infinite width — NNGP posterior and NTK gradient-flow ensemble
+  (:mod:`widelimit.predict`) over a sweep of times and at ``t = ∞``;
+* finite width — ``net.module(width)`` (NTK parameterization) trained by
+  full-batch gradient descent on ``½·mean over all targets (f − y)²`` with step
+  ``η`` for ``K`` steps, several seeds per width.
+
+Time convention (DESIGN.md §1): the loss is averaged over all ``N·k`` targets,
+exactly the normalisation of :func:`widelimit.predict.gradient_descent_mse`, so
+gradient descent after ``K`` steps of size ``η`` compares with gradient flow at
+``t = K·η`` (learning_rate = 1).  ``η = lr_factor · N·k / λ_max(Θ)`` keeps the
+linearised dynamics stable (``η λ_max / (N·k) < 2``).
+
+Centering (``center=True``, default): each net is trained and evaluated as
+``f(x; θ) − f(x; θ₀)`` (equivalently: targets ``y + f(x_train; θ₀)``), which removes
+the O(1) random function at initialisation (an infinite-width single net keeps
+it: ``f₀ ~ GP(0, K)``).  Its linearisation is then exactly the NTK ensemble mean
+``μ_t`` (with the net's own NTK), so single finite nets approach the infinite-width
+mean prediction.  With ``center=False`` they approach the single-net line
+(GP-distributed ``f₀``), which the report also shows.
+
+Per net we record: test accuracy/MSE; the RMS distance on test outputs between
+the trained net and its own linearisation with the *analytic* NTK and the same
+initial outputs (Lee et al. 2019, Fig. 1: decays like ``width^{-1/2}``); the
+relative distance of its empirical NTK at init to the analytic NTK and the
+relative change of its empirical NTK during training (both shrink with width;
+Jacot et al. 2018).  Empirical NTKs use output channel 0 (channels are i.i.d.,
+so it is an unbiased estimate of the analytic NTK) to keep Jacobians small.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from widelimit.datasets import Dataset, load_digits, load_mnist5k
+from widelimit.empirical import empirical_ntk
+from widelimit.predict import gradient_descent_mse, gradient_descent_mse_ensemble
+
+__all__ = [
+    "DEFAULT_NET",
+    "DemoConfig",
+    "DemoResult",
+    "FiniteRun",
+    "Heatmaps",
+    "InfiniteResult",
+    "SlopeFit",
+    "WidthSummary",
+    "run_demo",
+]
+
+DEFAULT_NET = (
+    "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) -> ReLU "
+    "-> Dense(10, w_std=1.4, b_std=0.1)"
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the demo (``quick()`` gives the < 1 minute variant)."""
+
+    net: str = DEFAULT_NET
+    dataset: str = "digits"
+    n_train: int = 200
+    n_test: int = 300
+    widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
+    seeds: int = 3
+    steps: int = 100
+    lr_factor: float = 1.0
+    n_ntk: int = 16
+    n_heatmap: int = 60
+    n_gp_draws: int = 200
+    data_seed: int = 0
+    center: bool = True
+
+    @classmethod
+    def quick(cls, **changes: object) -> DemoConfig:
+        base = {"n_train": 100, "n_test": 200, "widths": (64, 256, 1024), "seeds": 2}
+        base.update({"steps": 50, "n_ntk": 12, "n_heatmap": 40, "n_gp_draws": 100})
+        base.update(changes)
+        return cls(**base)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class InfiniteResult:
+    """Infinite-width ensembles; ``times`` are gradient-flow times (last = ∞)."""
+
+    times: list[float]
+    nngp_accuracy: list[float]
+    ntk_accuracy: list[float]
+    nngp_mse: list[float]
+    ntk_mse: list[float]
+    t_end: float
+    ntk_accuracy_t_end: float
+    ntk_mse_t_end: float
+    nngp_accuracy_inf: float
+    ntk_accuracy_inf: float
+    single_net_accuracy_t_end: float
+    single_net_accuracy_sd: float
+    single_net_mse_t_end: float
+    cond_nngp: float
+    cond_ntk: float
+
+
+@dataclass(frozen=True)
+class FiniteRun:
+    """One finite network trained by gradient descent."""
+
+    width: int
+    seed: int
+    test_accuracy: float
+    test_mse: float
+    train_mse: float
+    dist_to_ntk: float
+    ntk_init_error: float
+    ntk_change: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WidthSummary:
+    """Mean and standard deviation over seeds at one width."""
+
+    width: int
+    n_seeds: int
+    accuracy_mean: float
+    accuracy_sd: float
+    mse_mean: float
+    mse_sd: float
+    dist_mean: float
+    dist_sd: float
+    ntk_init_error_mean: float
+    ntk_change_mean: float
+
+
+@dataclass(frozen=True)
+class SlopeFit:
+    """Least-squares fit ``log y = intercept + slope · log width``."""
+
+    slope: float
+    stderr: float
+    intercept: float
+    theory: float = -0.5
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """Kernel matrices for plotting (points sorted by label)."""
+
+    labels: list[int]
+    nngp: np.ndarray
+    ntk: np.ndarray
+    ntk_labels: list[int]
+    ntk_analytic: np.ndarray
+    ntk_empirical: dict[int, np.ndarray]  # width -> empirical NTK at init (seed 0)
+
+
+@dataclass
+class DemoResult:
+    """Everything the report shows (``heatmaps`` is left out of results.json)."""
+
+    config: DemoConfig
+    protocol: str
+    net: str
+    learning_rate: float
+    steps: int
+    t_end: float
+    infinite: InfiniteResult
+    runs: list[FiniteRun]
+    widths: list[WidthSummary]
+    dist_slope: SlopeFit
+    ntk_change_slope: SlopeFit
+    seconds: float
+    heatmaps: Heatmaps | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- helpers
+def _accuracy(pred: Tensor, labels: Tensor) -> Tensor:
+    return (pred.argmax(-1) == labels).to(torch.float64).mean(-1)
+
+
+def _mse(pred: Tensor, y: Tensor) -> Tensor:
+    return ((pred - y) ** 2).mean(dim=(-1, -2))
+
+
+def _fit_slope(widths: list[int], values: list[float]) -> SlopeFit:
+    lx, ly = np.log(np.asarray(widths, float)), np.log(np.asarray(values, float))
+    if len(lx) < 3:
+        coef = np.polyfit(lx, ly, 1)
+        return SlopeFit(float(coef[0]), float("nan"), float(coef[1]))
+    coef, cov = np.polyfit(lx, ly, 1, cov=True)
+    return SlopeFit(float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]))
+
+
+class _Channel0(nn.Module):
+    """Output channel 0 of a module (empirical NTK of one i.i.d. output)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)[:, :1]
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+
+
+def load_dataset(cfg: DemoConfig) -> Dataset:
+    loaders = {"digits": load_digits, "mnist5k": load_mnist5k}
+    if cfg.dataset not in loaders:
+        raise ValueError(f"`dataset` must be one of {sorted(loaders)}; got {cfg.dataset!r}")
+    return loaders[cfg.dataset](cfg.n_train, cfg.n_test, seed=cfg.data_seed)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+# --------------------------------------------------------------------------- main
+def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoResult:
+    """Run the finite-vs-infinite comparison described in the module docstring."""
+    from widelimit.spec_text import load_net
+
+    cfg = cfg or DemoConfig()
+    t_start = time.perf_counter()
+    net = load_net(cfg.net)
+    data = load_dataset(cfg)
+    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    ltr, lte = data.labels_train, data.labels_test
+    n_targets = ytr.numel()
+    in_shape = tuple(xtr.shape[1:])
+    out_k = net.output_shape(in_shape)[0]
+    if out_k != data.n_classes:
+        raise ValueError(
+            f"the net has {out_k} outputs but {data.name} has {data.n_classes} classes; "
+            f"end the net with Dense({data.n_classes})"
+        )
+    n_total_nets = len(cfg.widths) * cfg.seeds
+    with _progress(progress) as bar:
+        task_k = bar.add_task("infinite-width kernels", total=4)
+        # ---------------------------------------------------------------- infinite
+        ens = gradient_descent_mse_ensemble(net, xtr, ytr)
+        bar.advance(task_k)
+        theta = ens.k_train_train["ntk"].to(torch.float64)
+        lam_max = float(torch.linalg.eigvalsh(theta)[-1])
+        lr = cfg.lr_factor * n_targets / lam_max
+        t_end = cfg.steps * lr
+        times = torch.tensor([*(t_end * np.logspace(-2, 2, 17)), math.inf], dtype=torch.float64)
+        sweep = {}
+        for g in ("nngp", "ntk"):
+            pred = ens(xte, times, get=g, compute_cov=False)
+            sweep[g] = (_accuracy(pred.mean, lte), _mse(pred.mean, yte), pred.conditioning)
+        bar.advance(task_k)
+        ntk_end = ens(xte, t_end, get="ntk", compute_cov=False).mean
+        k_te = net.kernel(xte, xtr, get=("nngp", "ntk"))
+        k_tt = net.kernel(xte, None, get=("nngp",)).nngp
+        flow = gradient_descent_mse(theta, ytr)
+        # infinite-width *single* nets: f0 ~ GP(0, K) on train ∪ test (Lee et al. 2019)
+        kn = torch.cat(
+            [
+                torch.cat([ens.k_train_train["nngp"], k_te.nngp.T], 1),
+                torch.cat([k_te.nngp, k_tt], 1),
+            ]
+        )
+        ev, vec = torch.linalg.eigh(kn)
+        root = vec * ev.clamp_min(0).sqrt()
+        gen = torch.Generator().manual_seed(12345)
+        z = torch.randn(len(kn), out_k * cfg.n_gp_draws, generator=gen, dtype=torch.float64)
+        f0 = (root @ z).reshape(len(kn), cfg.n_gp_draws, out_k).transpose(0, 1)
+        n = len(xtr)
+        single_acc, single_mse = [], []
+        for d in range(cfg.n_gp_draws):
+            out = flow(t_end, f0[d, :n], f0[d, n:], k_te.ntk)
+            single_acc.append(float(_accuracy(out.test, lte)))
+            single_mse.append(float(_mse(out.test, yte)))
+        bar.advance(task_k)
+        heat_idx = torch.argsort(lte[: cfg.n_heatmap], stable=True)
+        xh = xte[: cfg.n_heatmap][heat_idx]
+        kh = net.kernel(xh, None, get=("nngp", "ntk"))
+        ntk_idx = torch.argsort(ltr[: cfg.n_ntk], stable=True)
+        xn = xtr[: cfg.n_ntk][ntk_idx]
+        theta_n = net.kernel(xn, None, get=("ntk",)).ntk
+        bar.advance(task_k)
+        infinite = InfiniteResult(
+            times=times.tolist(),
+            nngp_accuracy=sweep["nngp"][0].tolist(),
+            ntk_accuracy=sweep["ntk"][0].tolist(),
+            nngp_mse=sweep["nngp"][1].tolist(),
+            ntk_mse=sweep["ntk"][1].tolist(),
+            t_end=t_end,
+            ntk_accuracy_t_end=float(_accuracy(ntk_end, lte)),
+            ntk_mse_t_end=float(_mse(ntk_end, yte)),
+            nngp_accuracy_inf=float(sweep["nngp"][0][-1]),
+            ntk_accuracy_inf=float(sweep["ntk"][0][-1]),
+            single_net_accuracy_t_end=float(np.mean(single_acc)),
+            single_net_accuracy_sd=float(np.std(single_acc)),
+            single_net_mse_t_end=float(np.mean(single_mse)),
+            cond_nngp=sweep["nngp"][2].cond,
+            cond_ntk=sweep["ntk"][2].cond,
+        )
+        # ---------------------------------------------------------------- finite
+        task_f = bar.add_task("finite nets (gradient descent)", total=n_total_nets)
+        runs: list[FiniteRun] = []
+        empirical_init: dict[int, np.ndarray] = {}
+        for width in cfg.widths:
+            for seed in range(cfg.seeds):
+                bar.update(task_f, description=f"finite nets: width {width}, seed {seed}")
+                t0 = time.perf_counter()
+                run, theta0 = _train_one(
+                    net, width, seed, in_shape, xtr, ytr, xte, yte, lte, lr, cfg.steps,
+                    flow, k_te.ntk, xn, theta_n, cfg.center,
+                )  # fmt: skip
+                runs.append(
+                    FiniteRun(width, seed, *run, seconds=time.perf_counter() - t0)  # type: ignore[misc]
+                )
+                if seed == 0:
+                    empirical_init[width] = theta0.numpy()
+                bar.advance(task_f)
+    summaries = []
+    for width in cfg.widths:
+        rs = [r for r in runs if r.width == width]
+        arr = {f: np.array([getattr(r, f) for r in rs]) for f in FiniteRun.__dataclass_fields__}
+        summaries.append(
+            WidthSummary(
+                width,
+                len(rs),
+                float(arr["test_accuracy"].mean()),
+                float(arr["test_accuracy"].std()),
+                float(arr["test_mse"].mean()),
+                float(arr["test_mse"].std()),
+                float(arr["dist_to_ntk"].mean()),
+                float(arr["dist_to_ntk"].std()),
+                float(arr["ntk_init_error"].mean()),
+                float(arr["ntk_change"].mean()),
+            )
+        )
+    ws = [s.width for s in summaries]
+    heat = Heatmaps(
+        labels=lte[: cfg.n_heatmap][heat_idx].tolist(),
+        nngp=kh.nngp.numpy(),
+        ntk=kh.ntk.numpy(),
+        ntk_labels=ltr[: cfg.n_ntk][ntk_idx].tolist(),
+        ntk_analytic=theta_n.numpy(),
+        ntk_empirical=empirical_init,
+    )
+    return DemoResult(
+        config=cfg,
+        protocol=data.protocol,
+        net=repr(net),
+        learning_rate=lr,
+        steps=cfg.steps,
+        t_end=t_end,
+        infinite=infinite,
+        runs=runs,
+        widths=summaries,
+        dist_slope=_fit_slope(ws, [s.dist_mean for s in summaries]),
+        ntk_change_slope=_fit_slope(ws, [s.ntk_change_mean for s in summaries]),
+        seconds=time.perf_counter() - t_start,
+        heatmaps=heat,
+    )
+
+
+def _train_one(
+    net, width, seed, in_shape, xtr, ytr, xte, yte, lte, lr, steps, flow, ntk_te, xn, theta_n,
+    center,
+):  # fmt: skip
+    """Train one finite net; return its metrics and its empirical NTK at init (float64)."""
+    dtype = torch.float32
+    module = net.module(width, input_shape=in_shape, seed=1000 + seed, dtype=dtype)
+    x32, y32, xt32 = xtr.to(dtype), ytr.to(dtype), xte.to(dtype)
+    xn32 = xn.to(dtype)
+    params = [p for p in module.parameters() if p.requires_grad]
+    with torch.no_grad():
+        f0_train, f0_test = module(x32).double(), module(xt32).double()
+    theta0 = empirical_ntk(_Channel0(module), xn32).double()
+    if center:  # train f(θ) − f(θ₀): same as targets y + f(θ₀) on the training set
+        y32 = y32 + f0_train.to(dtype)
+    for _ in range(steps):
+        # ½·mean over all N·k targets: the normalisation of predict.py (t = steps·lr)
+        loss = 0.5 * ((module(x32) - y32) ** 2).mean()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p.sub_(lr * g)
+    with torch.no_grad():
+        f_train, f_test = module(x32).double(), module(xt32).double()
+    if center:
+        f_train, f_test = f_train - f0_train, f_test - f0_test
+        f0_train, f0_test = torch.zeros_like(f0_train), torch.zeros_like(f0_test)
+    theta_t = empirical_ntk(_Channel0(module), xn32).double()
+    lin = flow(steps * lr, f0_train, f0_test, ntk_te).test  # same init, analytic NTK
+    dist = float(((f_test - lin) ** 2).mean().sqrt())
+    metrics = (
+        float(_accuracy(f_test, lte)),
+        float(_mse(f_test, yte)),
+        float(_mse(f_train, ytr.double())),
+        dist,
+        _rel(theta0, theta_n),
+        _rel(theta_t, theta0),
+    )
+    return metrics, theta0
