@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from widelimit.layers.activations import ReLU
 from widelimit.sde import (
     ReLUDrift,
     ShapedReLU,
@@ -69,9 +70,13 @@ def test_nu_closed_form_equals_arccos_kernel_form():
         [torch.stack([torch.ones_like(rho), rho]), torch.stack([rho, torch.ones_like(rho)])]
     )
     phi = phi.permute(2, 0, 1)
-    h = 1e-7
-    via_flow = (drift.flow(phi, h) - phi)[:, 0, 1] / h
-    assert torch.allclose(via_flow, relu_nu(rho, 0.3, -1.2), atol=1e-6)
+    ones = torch.ones_like(rho)
+    k1 = 2 * ReLU().dual(ones, ones, rho, ntk=False)[0]  # Cho & Saul, layers/activations.py
+    assert torch.allclose(drift.strength * (k1 - rho), relu_nu(rho, 0.3, -1.2), atol=1e-12)
+    # the drift flow is the convex combination (1 − θ)Φ + θK₁(Φ)
+    h = 0.3
+    theta = 1 - math.exp(-drift.strength * h)
+    assert torch.allclose(drift.flow(phi, h)[:, 0, 1], (1 - theta) * rho + theta * k1, atol=1e-12)
     # hand values: ν(0) = (c₊−c₋)²/(2π), ν(1) = 0, ν(−1) = (c₊−c₋)²/2
     k = (0.3 + 1.2) ** 2
     assert float(relu_nu(torch.tensor(0.0, dtype=torch.float64), 0.3, -1.2)) == pytest.approx(
@@ -155,3 +160,22 @@ def test_errors():
         ShapedReLU.unshaped().drift()
     with pytest.raises(ValueError, match="`c_minus`"):
         ShapedReLU.shaped(0, float("nan"), 4)
+
+
+def _sigma(phi):
+    # Σ^{αβ,γδ} = Φ^{αγ}Φ^{βδ} + Φ^{αδ}Φ^{βγ} (DESIGN.md §7), written out independently
+    return torch.einsum("ac,bd->abcd", phi, phi) + torch.einsum("ad,bc->abcd", phi, phi)
+
+
+def test_finite_layer_noise_covariance_is_sigma():
+    # one layer: n·Cov(ΔΦ) = Cov_neuron(c φ_s(g)φ_s(g)ᵀ) → Σ(Φ) (+ O(n^{-1/2}) for ReLU)
+    n, samples = 4096, 400_000
+    act = ShapedReLU.shaped(0.0, -1.0, n)
+    chol = torch.linalg.cholesky(PHI)
+    g = torch.randn((samples, 3), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    a = act(g @ chol.T)
+    y = (act.gain * a.unsqueeze(-1) * a.unsqueeze(-2)).reshape(samples, 9)
+    cov = torch.cov(y.T).reshape(3, 3, 3, 3)
+    # sampling error of a 4th-moment estimate: ~ 8 max|Σ| / √samples at 5 s.e.
+    tol = 8 * float(_sigma(PHI).abs().max()) * 5 / math.sqrt(samples) + 4 / math.sqrt(n)
+    assert float((cov - _sigma(PHI)).abs().max()) < tol

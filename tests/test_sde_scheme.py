@@ -151,3 +151,17 @@ def test_time_rounding_and_errors():
         integrate_one_input(0.0, 1.0, times=1.0, dt=0.1, n_paths=3)
     with pytest.raises(ValueError, match="`n_paths`"):
         integrate_one_input(1.0, 1.0, times=1.0, dt=0.1, n_paths=0)
+
+
+def test_one_noise_step_has_mean_zero_and_covariance_sigma_h():
+    phi = torch.tensor([[1.3, 0.4, -0.2], [0.4, 0.8, 0.1], [-0.2, 0.1, 0.6]], dtype=torch.float64)
+    h, b = 1e-3, 200_000
+    out = integrate_covariance(
+        phi, None, times=h, dt=h, n_paths=b, generator=_gen(9), progress=False
+    )
+    inc = (out[0] - phi).reshape(b, 9) / math.sqrt(h)
+    sigma = torch.einsum("ac,bd->abcd", phi, phi) + torch.einsum("ad,bc->abcd", phi, phi)
+    se = 5 * float(sigma.abs().max()) ** 0.5 / math.sqrt(b)
+    assert float(inc.mean(0).abs().max()) < 5 * se  # mean O(h²)/√h ≈ 0
+    cov = torch.cov(inc.T).reshape(3, 3, 3, 3)
+    assert float((cov - sigma).abs().max()) < 8 * float(sigma.abs().max()) * 5 / math.sqrt(b) + 0.05

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from widelimit.layers.activations import ReLU
-
 __all__ = ["ReLUDrift", "SmoothDrift", "relu_nu", "relu_nu_theta"]
 
 
@@ -51,15 +49,6 @@ def relu_nu(rho: Tensor, c_plus: float, c_minus: float) -> Tensor:
     """``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ)`` for ``ρ ∈ [-1, 1]`` (any shape)."""
     strength = (c_plus - c_minus) ** 2 / 2
     return relu_nu_theta(torch.arccos(rho.clamp(-1.0, 1.0)), strength)
-
-
-def _arccos_kernel_map(phi: Tensor) -> Tensor:
-    """``K₁(Φ) = 2 E[relu(g) relu(g)ᵀ]``, ``g ~ N(0, Φ)`` — a PSD map, ``K₁(Φ)^{αα} = Φ^{αα}``."""
-    d = torch.diagonal(phi, dim1=-2, dim2=-1)
-    q1 = d.unsqueeze(-1).expand_as(phi)
-    q2 = d.unsqueeze(-2).expand_as(phi)
-    k, _ = ReLU().dual(q1, q2, phi, ntk=False)
-    return 2 * k
 
 
 @dataclass(frozen=True)
@@ -92,13 +81,14 @@ class ReLUDrift:
     def flow(self, phi: Tensor, h: float) -> Tensor:
         """PSD-preserving drift step of size ``h ≥ 0``: ``(1−θ)Φ + θK₁(Φ)``, ``θ = 1 − e^{−κh}``.
 
-        A convex combination of two PSD matrices, so PSD for every ``h``; first-order
-        consistent with ``dΦ/dt = κ(K₁(Φ) − Φ) = b(Φ)``.
+        ``K₁(Φ) = Φ + b(Φ)/κ`` is the arc-cosine kernel map (PSD), so the step is a convex
+        combination of two PSD matrices, PSD for every ``h``; first-order consistent with
+        ``dΦ/dt = κ(K₁(Φ) − Φ) = b(Φ)``.
         """
         theta = -math.expm1(-self.strength * h)
         if theta == 0.0:
             return phi
-        return (1 - theta) * phi + theta * _arccos_kernel_map(phi)
+        return phi + (theta / self.strength) * self(phi)
 
 
 @dataclass(frozen=True)
