@@ -542,7 +542,7 @@ def _dual(
     a1 = [r[:, inv1] if inv1.numel() <= _SMALL else None for r in rows1]
     a2 = [r[:, inv2] if inv2.numel() <= _SMALL else None for r in rows2]
     rs1, rs2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
-    slack = math.sqrt(torch.finfo(dtype).eps)
+    slack = max(math.sqrt(torch.finfo(dtype).eps), 1e-6)  # rounding of |c| <= 1, not more
     zero_var = bool((q1 == 0).any()) or bool((q2 == 0).any())
 
     # blocks along the largest broadcast dimension (memory bound: see module doc)
@@ -550,7 +550,7 @@ def _dual(
     step = max(1, _BLOCK // (math.prod(shape) // shape[d]))
 
     ladder = torch.tensor(_LADDER, dtype=torch.float64, device=dev)
-    hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]
+    hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]  # (where, s12)
     for s in range(0, shape[d], step):
         n = min(step, shape[d] - s)
 
@@ -614,16 +614,18 @@ def _dual(
                 if sel[0].numel():
                     full = list(sel)
                     full[d] = full[d] + s
-                    hard[m].append((tuple(full), c[sel]))
+                    hard[m].append((tuple(full), bs.expand(c.shape)[sel]))
 
     eps = torch.finfo(dtype).eps
     for m in range(len(fns)):
         if hard[m]:
             loc = tuple(torch.cat([h[0][k] for h in hard[m]]) for k in range(nd))
+            i1, i2 = inv1.expand(shape)[loc], inv2.expand(shape)[loc]
+            # c again, in float64 (these entries are sensitive to 1 − |c|)
             c = torch.cat([h[1] for h in hard[m]]).to(torch.float64)
+            c = (c * u1[i1].rsqrt() * u2[i2].rsqrt()).clamp(-1, 1)
             # |c| within rounding of 1 is ±1: c itself is only known to a few ulps
             c = torch.where(c.abs() >= 1 - 4 * eps, c.sign(), c)
-            i1, i2 = inv1.expand(shape)[loc], inv2.expand(shape)[loc]
             res = _hard_entries(
                 fns[m], names[m], co1[m], co2[m], active[m], u1, u2, i1, i2, c, rtol
             )
