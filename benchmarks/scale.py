@@ -116,6 +116,12 @@ def _overhead(quick: bool, tmp: Path) -> list[dict]:
     return rows
 
 
+def _warm_worker() -> None:
+    import widelimit.scale.compute  # noqa: F401
+
+    torch.set_num_threads(1)
+
+
 def _cluster(quick: bool, tmp: Path) -> list[dict]:
     from distributed import Client, LocalCluster
 
@@ -128,7 +134,7 @@ def _cluster(quick: bool, tmp: Path) -> list[dict]:
                          dashboard_address=None, env={"OMP_NUM_THREADS": "1"}) as cluster,
             Client(cluster) as client,
         ):  # fmt: skip
-            client.run(lambda: torch.set_num_threads(1))
+            client.run(_warm_worker)  # imports and thread setting outside the timing
             t, _, _ = _tiled(net, x, None, tmp, tile, scheduler=client)
         base = base or t
         rows.append(
