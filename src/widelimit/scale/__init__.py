@@ -8,21 +8,25 @@
 
 from widelimit.scale.compute import MemoryEstimate, RunStats, compute_kernel, estimate_memory
 from widelimit.scale.read import KernelArray, StoredKernel, StoreInfo, load_kernel
+from widelimit.scale.solve import PosteriorMean, StoredOperator, posterior_mean
 from widelimit.scale.store import StoreCorruptError, StoreMismatchError
 from widelimit.scale.tiles import Tile, TilePlan, tile_plan
 
 __all__ = [
     "KernelArray",
     "MemoryEstimate",
+    "PosteriorMean",
     "RunStats",
     "StoreCorruptError",
     "StoreInfo",
     "StoreMismatchError",
     "StoredKernel",
+    "StoredOperator",
     "Tile",
     "TilePlan",
     "compute_kernel",
     "estimate_memory",
     "load_kernel",
+    "posterior_mean",
     "tile_plan",
 ]
