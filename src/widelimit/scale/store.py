@@ -170,7 +170,9 @@ class KernelStore:
         p = Path(path)
         if p.exists():
             raise FileExistsError(f"store {str(p)!r} already exists")
-        group = zarr.open_group(str(p), mode="w")
+        # Build in a sibling directory and rename: a kill never leaves a half-made store.
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.creating")
+        group = zarr.open_group(str(tmp), mode="w")
         chunk = (meta.tile, meta.tile)
         for name in meta.get:
             group.create_array(
@@ -183,7 +185,9 @@ class KernelStore:
             )
         store_id = uuid.uuid4().hex
         group.attrs[_ATTR] = {"meta": meta.to_json(), "store_id": store_id}
-        (p / "tiles").mkdir()
+        (tmp / "tiles").mkdir()
+        os.replace(tmp, p)
+        group = zarr.open_group(str(p), mode="r+")
         return cls(p, group, meta, store_id)
 
     @classmethod
@@ -200,7 +204,8 @@ class KernelStore:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreCorruptError(
                 f"store {str(p)!r} has no readable widelimit metadata ({err!r}); it was not "
-                "written by widelimit.scale.compute_kernel or is damaged: use a new path"
+                "written by widelimit.scale.compute_kernel or is damaged: use a new path "
+                "(or overwrite=True)"
             ) from err
         if meta.version != FORMAT_VERSION:
             raise StoreMismatchError(
