@@ -116,5 +116,7 @@ def test_finite_study_errors():
         finite_width_study(Tanh(), 1.0, 0.1, 2, (8, 16), n_seeds=1, progress=False)
     with pytest.raises(TypeError, match="activation"):
         finite_width_study(torch.tanh, 1.0, 0.1, 2, (8, 16), progress=False)
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        finite_width_study(Tanh(), 1.0, 0.1, 2, (8, 16), x=torch.ones(1, 4), progress=False)
     with pytest.raises(ValueError, match="n_inputs"):
         default_inputs(5, 3)

@@ -210,7 +210,7 @@ class FiniteWidthStudy:
     samples: tuple[np.ndarray, ...] = field(repr=False)
 
 
-def _per_seed(h: list[Tensor], q: np.ndarray, c: np.ndarray, chol: Tensor) -> dict:
+def _per_seed(h: list[Tensor], q: np.ndarray, chol: Tensor) -> dict:
     """Statistics of one network: ``h`` = ``L`` tensors ``(P, n)``."""
     qhat, chat, ks, w1 = [], [], [], []
     for layer, hl in enumerate(h):
@@ -261,7 +261,7 @@ def finite_width_study(
         depth: number of dense layers (the last is the output, ``width`` units).
         widths: at least 2 increasing widths.
         n_seeds: independent initialisations per width (>= 2).
-        x: ``(P, d)`` inputs; default :func:`default_inputs` (``P = 3, d = 8``).
+        x: ``(P, d)`` inputs, ``P ≥ 2``; default :func:`default_inputs` (``P = 3, d = 8``).
         seed: base seed; net ``s`` of every width uses ``seed + s``.
         progress: show a progress bar.
     Returns:
@@ -282,8 +282,12 @@ def finite_width_study(
         raise ValueError("`n_seeds` must be >= 2 (spreads are across seeds)")
     xt = default_inputs() if x is None else as_float_tensor("x", x, min_ndim=2, max_ndim=2)
     xt = xt.to(DTYPE)
+    if xt.shape[0] < 2:
+        raise ValueError(
+            f"`x` must hold at least 2 inputs (correlations, joint Gaussianity); got {xt.shape[0]}"
+        )
     traj = trajectory(act, sw, sb, depth, input_cov=xt @ xt.T / xt.shape[1])
-    q, c = traj.q, traj.c
+    q = traj.q
     if (q <= 0).any():
         raise ValueError("some q^l are 0 (e.g. zero inputs with σb = 0): nothing to compare")
     # outputs are compared with the core's NNGP of the same spec (NNGP correspondence)
@@ -300,7 +304,7 @@ def finite_width_study(
                     None, input_shape=xt.shape[1], seed=seed + s, dtype=DTYPE
                 )
                 h = preactivations(net, xt)
-                per.append(_per_seed(h, q, c, chol))
+                per.append(_per_seed(h, q, chol))
                 if s == 0:
                     samples.append(
                         np.stack([(hl[0] / np.sqrt(q[i, 0])).numpy() for i, hl in enumerate(h)])
@@ -342,8 +346,6 @@ def _summarise(act, sw, sb, depth, ws, n_seeds, xt, traj, rows, samples) -> Fini
     for k in STATISTICS:
         y, e = stats_[k], ses[k]
         if y.ndim == 2:
-            if c.shape[1] < 2 and k == "corr_spread":
-                continue
             layer_slopes[k] = np.array(
                 [fit_loglog(ws, y[:, i], e[:, i])[0] for i in range(y.shape[1])]
             )

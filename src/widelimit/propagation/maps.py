@@ -137,15 +137,23 @@ def c_map(act: Elementwise, c: object, q: object, sigma_w: float, sigma_b: float
     return (w2 * cross + b2) / (w2 * diag + b2)
 
 
-def covariance_map(act: Elementwise, cov: Tensor, sigma_w: float, sigma_b: float) -> Tensor:
+def covariance_map(act: Elementwise, cov: object, sigma_w: float, sigma_b: float) -> Tensor:
     """One layer of the NNGP recursion on a ``(P, P)`` pre-activation covariance.
 
     ``Σ' = σw² E[φ(u) φ(v)] + σb²`` entrywise, with ``q1, q2`` the diagonal
     entries (DESIGN.md §2, dense ∘ activation).
     """
+    act = check_activation(act)
+    sw = check_nonnegative("sigma_w", sigma_w)
+    sb = check_nonnegative("sigma_b", sigma_b)
+    cov = _tensor("cov", cov)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"`cov` must be a square (P, P) matrix; got shape {tuple(cov.shape)}")
     d = torch.diagonal(cov)
-    e, _ = check_activation(act).dual(d[:, None], d[None, :], cov, ntk=False)
-    return sigma_w**2 * e + sigma_b**2
+    if bool((d < 0).any()):
+        raise ValueError("`cov` must have a non-negative diagonal (variances)")
+    e, _ = act.dual(d[:, None], d[None, :], cov, ntk=False)
+    return sw**2 * e + sb**2
 
 
 def two_input_covariance(q0: float = 1.0, c0: float = 0.5) -> Tensor:
