@@ -146,7 +146,7 @@ def integrate_flow(
 
     if method is None:
         method = "DOP853"
-    extra = {} if jac is None else {"jac": jac}
+    extra = {"jac": jac} if jac is not None and method in ("BDF", "Radau", "LSODA") else {}
     t0 = time.perf_counter()
     snaps = [theta0.clone()]
     with Progress(transient=True, disable=not progress) as bar:
