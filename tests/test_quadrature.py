@@ -1,7 +1,7 @@
 """Tests of ``widelimit._quadrature.gaussian_dual`` against independent routes.
 
 Routes: nested ``scipy.integrate.quad`` (conditioning on z1, breakpoints at the
-kink and at the activation scale, tolerances 1e-15 abs / 1e-13 rel), 1-D
+kink and at the activation scales, tolerances 1e-15 abs / 1e-12 rel), 1-D
 ``quad`` at ``c = ±1`` and ``q = 0``, and closed forms (ReLU arc-cosine kernel,
 Cho & Saul 2009 eq. (6); erf, Williams 1997) for user callables.
 
@@ -69,7 +69,7 @@ ACTS = {
 }
 
 # ------------------------------------------------------------------ reference
-_KW = {"epsabs": 1e-15, "epsrel": 1e-13, "limit": 400}
+_KW = {"epsabs": 1e-15, "epsrel": 1e-12, "limit": 400}
 
 
 def _inner(f, m: float, s: float) -> float:
@@ -132,7 +132,7 @@ def _check_against_reference(name: str, qpairs, cs) -> None:
 
 
 # c = ±1 exactly: see test_c_plus_minus_one_and_zero_variance (and the full grid)
-CS_FAST = [-(1 - 1e-12), -0.6, 0.0, 0.3, 0.9, 1 - 1e-6, 1 - 1e-12]
+CS_FAST = [-(1 - 1e-12), -0.6, 0.3, 0.9, 1 - 1e-6, 1 - 1e-12]
 CS_FULL = [-1.0, -(1 - 1e-12), -0.999, -0.9, -0.6, -0.3, 0.0, 0.1, 0.5, 0.8, 0.95, 0.99]
 CS_FULL += [0.9999, 1 - 1e-6, 1 - 1e-9, 1 - 1e-12, 1.0]
 Q_FAST = [(1.0, 1.0), (1e4, 1e4), (1e-4, 1e4)]
@@ -268,7 +268,7 @@ def test_broadcasting_shapes_match_elementwise_results() -> None:
     fe, _ = gaussian_dual(fn, dfn, q[:0], q[:0], q[:0], ntk=False)
     assert fe.shape == (0,)
     # wide second axis: blocks run along it; q given per entry (full size)
-    q2 = 0.5 + torch.rand(1, 70000, generator=g, dtype=F64)
+    q2 = 0.5 + torch.randint(0, 40, (1, 70000), generator=g).to(F64) / 40
     s12 = 0.3 * torch.sqrt(q[:2, None] * q2)
     fw, _ = gaussian_dual(fn, None, q[:2, None], q2, s12, ntk=False)
     few, _ = gaussian_dual(fn, None, q[:2, None].expand(2, 5), q2[:, -5:], s12[:, -5:], ntk=False)
