@@ -105,32 +105,15 @@ def register(app: typer.Typer) -> None:
                 r.ks_rho,
                 r.ks_lognorm,
                 r.ks_noise,
-                r.finite_rho.mean,
-                r.sde_rho.mean,
-                r.finite_rho.std,
-                r.sde_rho.std,
-                r.finite_rho.q50,
-                r.sde_rho.q50,
+                f"{r.finite_rho.mean:.4f} / {r.sde_rho.mean:.4f}",
+                f"{r.finite_rho.std:.4f} / {r.sde_rho.std:.4f}",
             ]
             for r in cmp.rows
         ]
         console.print(
             table(
-                f"shaped ReLU c₊={c_plus}, c₋={c_minus}, ρ₀={rho0}: finite nets vs SDE",
-                [
-                    "n",
-                    "T",
-                    "d",
-                    "KS ρ",
-                    "KS ln Φ",
-                    "KS noise",
-                    "mean ρ fin",
-                    "mean ρ SDE",
-                    "std ρ fin",
-                    "std ρ SDE",
-                    "median fin",
-                    "median SDE",
-                ],
+                f"shaped ReLU c₊={c_plus:g}, c₋={c_minus:g}, ρ₀={rho0:g}: finite nets vs SDE",
+                ["n", "T", "d", "KS ρ", "KS ln Φ", "KS noise", "mean ρ fin/SDE", "std ρ fin/SDE"],
                 rows,
             )
         )

@@ -15,9 +15,12 @@ __all__ = ["plot_comparison", "plot_stability"]
 
 
 def _ecdf(ax, x: np.ndarray, **kw) -> None:
-    x = np.sort(np.asarray(x)[np.isfinite(x)])
+    """ECDF over all samples; non-finite ones (exploded nets) keep it below 1."""
+    x = np.asarray(x)
+    total = x.size
+    x = np.sort(x[np.isfinite(x)])
     if x.size:
-        ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", **kw)
+        ax.step(x, np.arange(1, x.size + 1) / total, where="post", **kw)
 
 
 def plot_comparison(cmp: SDEComparison, out_dir: str | Path) -> list[Path]:
@@ -60,7 +63,8 @@ def plot_comparison(cmp: SDEComparison, out_dir: str | Path) -> list[Path]:
 def plot_stability(demo: StabilityDemo, out_dir: str | Path) -> list[Path]:
     """ECDFs of ``ln Φ_T`` for each activation at the last ``T``: finite nets vs SDE.
 
-    Writes ``sde_stability.png``; exploded nets sit at ``+∞`` (the ECDF stops below 1).
+    Writes ``sde_stability.png``; nets past ``Φ = threshold²·e²`` (exploding) are left off
+    the axis, so their ECDF stops below 1.
     """
     import matplotlib
 
@@ -75,9 +79,11 @@ def plot_stability(demo: StabilityDemo, out_dir: str | Path) -> list[Path]:
         row = next(r for r in demo.rows if r.verdict.name == name and r.T == demo.times[-1])
         fin = demo.log_finite[name][-1].numpy()
         sde = demo.log_sde[name][-1].numpy()
-        _ecdf(ax, np.where(np.isfinite(fin), fin, np.inf), label=f"finite n={row.width}")
-        _ecdf(ax, np.where(np.isfinite(sde), sde, np.inf), color="k", label="SDE")
-        ax.axvline(math.log(demo.threshold), ls=":", color="grey")
+        lt = math.log(demo.threshold)
+        _ecdf(ax, np.where(fin > 2 * lt + 2, np.inf, fin), label=f"finite n={row.width}")
+        _ecdf(ax, np.where(sde > 2 * lt + 2, np.inf, sde), color="k", label="SDE")
+        ax.axvline(lt, ls=":", color="grey", label=f"Φ = {demo.threshold:g}")
+        ax.set_xlim(right=2 * lt + 2)
         verdict = "stable" if row.verdict.stable else "unstable"
         ax.set(
             xlabel=f"ln Φ_T (T={row.T})",
