@@ -584,8 +584,6 @@ def _dual(
                 2.0 if t <= rtol else (rtol / t) ** (1.0 / k)
                 for t, k in zip(t12, _LADDER, strict=True)
             ]
-            # Mehler length of the dense pass: minimise K + (fraction left over) · cost
-            # of a left-over entry (≈ _HARD_COST terms), estimated on a probe
             # Mehler length K of the dense pass: minimise K + the cost of the entries
             # it leaves over (gathered Mehler ≈ 4 K' for the K' they need, or
             # ≈ _HARD_COST for the polar paths), estimated on a sorted probe of |c|
