@@ -1,0 +1,141 @@
+"""``widelimit meanfield`` (SGD at several N beside the PDE) and ``widelimit parameterizations``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from widelimit._cli.common import console, print_json, table
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{name}: expected comma-separated integers, got {text!r}"
+        ) from err
+    if not vals or min(vals) <= 0:
+        raise typer.BadParameter(f"{name}: expected positive integers, got {text!r}")
+    return vals
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(f"{name}: expected comma-separated numbers, got {text!r}") from err
+    if not vals:
+        raise typer.BadParameter(f"{name}: expected at least one number")
+    return vals
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("meanfield")
+    def meanfield_cmd(
+        ns: Annotated[
+            str, typer.Option(help="Widths N, comma-separated.")
+        ] = "100,200,400,800,1600",
+        times: Annotated[str, typer.Option(help="Snapshot times t = kε.")] = "0,0.25,0.5,1",
+        d: Annotated[int, typer.Option(help="Input dimension.")] = 40,
+        delta: Annotated[float, typer.Option(help="Δ: class scales 1 ± Δ.")] = 0.8,
+        t1: Annotated[float, typer.Option(help="σ: start of the ramp.")] = 0.5,
+        t2: Annotated[float, typer.Option(help="σ: end of the ramp.")] = 1.5,
+        s1: Annotated[float, typer.Option(help="σ: value below t1.")] = -2.5,
+        s2: Annotated[float, typer.Option(help="σ: value above t2.")] = 7.5,
+        eps: Annotated[float, typer.Option(help="SGD step ε (time per step).")] = 5e-4,
+        batch_size: Annotated[int, typer.Option(help="Samples per SGD step.")] = 128,
+        seeds: Annotated[int, typer.Option(help="Independent nets per N.")] = 2,
+        particles: Annotated[int, typer.Option(help="PDE quantile particles.")] = 2000,
+        out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    ) -> None:
+        """Isotropic Gaussians (MMN 2018): SGD at several N beside the radial PDE."""
+        from widelimit.meanfield import IsotropicGaussians, PiecewiseLinear, compare_with_pde
+
+        torch.set_num_threads(1)
+        try:
+            problem = IsotropicGaussians(
+                d=d, delta=delta, activation=PiecewiseLinear(t1=t1, t2=t2, s1=s1, s2=s2)
+            )
+            comp = compare_with_pde(
+                problem,
+                ns=_ints(ns, "--ns"),
+                times=_floats(times, "--times"),
+                eps=eps,
+                batch_size=batch_size,
+                n_seeds=seeds,
+                n_particles=particles,
+                progress=progress,
+            )
+        except (ValueError, TypeError) as err:
+            raise typer.BadParameter(str(err)) from err
+        rows = [["PDE", *comp.pde_risk]] + [
+            [f"SGD N={n}", *r] for n, r in zip(comp.ns, comp.sgd_risk, strict=True)
+        ]
+        console.print(table("risk R(ρ_t)", ["", *[f"t={t:g}" for t in comp.times]], rows))
+        rows = [[f"N={n}", *w] for n, w in zip(comp.ns, comp.w1, strict=True)]
+        console.print(table("W1(law of ‖w‖, PDE)", ["", *[f"t={t:g}" for t in comp.times]], rows))
+        rows = [
+            [f"t={t:g}", comp.w1_slope[t], comp.risk_gap_slope.get(t, float("nan"))]
+            for t in comp.w1_slope
+        ]
+        console.print(table("fitted slopes vs N", ["time", "W1", "risk gap"], rows))
+        console.print(
+            f"PDE solve {comp.pde_seconds:.2f} s; SGD at N={comp.ns[-1]}: "
+            f"{comp.sgd_seconds[-1]:.2f} s for {comp.n_seeds} seed(s)"
+        )
+        if out is not None:
+            from widelimit.meanfield import plot_comparison
+
+            for p in plot_comparison(comp, out):
+                console.print(f"wrote {p}")
+        if json_out:
+            print_json(comp)
+
+    @app.command("parameterizations")
+    def parameterizations_cmd(
+        widths: Annotated[
+            str, typer.Option(help="Hidden widths.")
+        ] = "64,128,256,512,1024,2048,4096,8192",
+        depth: Annotated[int, typer.Option(help="Hidden layers (1 = two-layer net).")] = 1,
+        steps: Annotated[int, typer.Option(help="GD steps.")] = 3,
+        lr: Annotated[float, typer.Option(help="Base learning rate η.")] = 0.02,
+        seeds: Annotated[int, typer.Option(help="Initialisations per width.")] = 2,
+        out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """SP / NTK / MF / μP across width: weight movement, feature change, coordinate check."""
+        from widelimit.meanfield import width_study
+        from widelimit.meanfield.parameterizations import METRICS
+
+        torch.set_num_threads(1)
+        try:
+            st = width_study(
+                widths=_ints(widths, "--widths"),
+                depth=depth,
+                steps=steps,
+                lr=lr,
+                n_seeds=seeds,
+                progress=progress,
+            )
+        except (ValueError, TypeError) as err:
+            raise typer.BadParameter(str(err)) from err
+        rows = [[r[c] for c in ("param", "width", *METRICS)] for r in st.rows()]
+        console.print(
+            table(f"width study (depth {depth}, {steps} steps)", ["param", "width", *METRICS], rows)
+        )
+        rows = [[p, *[st.slopes[p][m] for m in METRICS]] for p in st.params]
+        console.print(table("log-log slopes vs width", ["param", *METRICS], rows))
+        if out is not None:
+            from widelimit.meanfield import plot_width_study
+
+            for p in plot_width_study(st, out):
+                console.print(f"wrote {p}")
+        if json_out:
+            print_json(st)
