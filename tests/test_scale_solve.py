@@ -54,6 +54,16 @@ def test_pcg_matches_dense_cholesky(stores, precond) -> None:
     np.testing.assert_allclose(out.mean, ref, rtol=0, atol=10 * cond * tol * scale + 1e-12)
 
 
+def test_blocked_cholesky_matches_dense(stores) -> None:
+    train, test, y = stores
+    # tiny noise: dense and blocked Cholesky both backward stable, error ~ cond · eps
+    out = posterior_mean(train, y, test=test, kernel="ntk", diag_reg=1e-8, method="cholesky")
+    ref, cond = _dense(train, test, y, "ntk", out.noise)
+    assert out.iterations == 0 and out.preconditioner == "blocked cholesky"
+    np.testing.assert_allclose(out.mean, ref, atol=100 * cond * 2.2e-16 * np.abs(ref).max())
+    assert not list(train.store.path.parent.glob(".cholesky-*"))  # scratch removed
+
+
 def test_nystrom_needs_fewer_iterations_than_plain_cg(stores) -> None:
     train, _, y = stores
     plain = posterior_mean(train, y, diag_reg=1e-2, tol=1e-8, preconditioner="none", maxiter=5000)
@@ -79,6 +89,8 @@ def test_solve_errors(stores) -> None:
         posterior_mean(train, y[:10])
     with pytest.raises(ValueError, match="symmetric store"):
         posterior_mean(test, np.zeros(37))
+    with pytest.raises(ValueError, match="`method`"):
+        posterior_mean(train, y, method="lu")
     with pytest.raises(ValueError, match="`preconditioner`"):
         posterior_mean(train, y, preconditioner="ilu")
     with pytest.raises(ValueError, match="test-train kernel"):

@@ -140,8 +140,9 @@ def posterior_mean(
     preconditioner: str = "nystrom",
     rank: int = 500,
     seed: int = 0,
+    method: str = "cg",
 ) -> PosteriorMean:
-    """GP posterior mean ``K*x (Kxx + σ²I)⁻¹ y`` by PCG over the stored tiles.
+    """GP posterior mean ``K*x (Kxx + σ²I)⁻¹ y`` by PCG (or blocked Cholesky) over stored tiles.
 
     Args:
         train: symmetric store of the training kernel (``compute_kernel(net, x_train)``).
@@ -157,12 +158,16 @@ def posterior_mean(
         preconditioner: ``"nystrom"`` (rank ``rank``), ``"jacobi"`` (diagonal) or ``"none"``.
         rank: Nyström landmarks.
         seed: landmark choice.
+        method: ``"cg"`` (PCG, ``O(N²)`` per iteration) or ``"cholesky"`` (out-of-core
+            blocked Cholesky, ``N³/3`` flops, exact to rounding; see :mod:`.cholesky`).
     Returns:
         :class:`PosteriorMean` (``mean`` is ``(N*, k)``; ``(N*, 1)`` for 1-D ``y``).
     """
     t0 = time.perf_counter()
     store = train if isinstance(train, StoredKernel) else load_kernel(train)
     k = store[kernel]
+    if method not in ("cg", "cholesky"):
+        raise ValueError(f"`method` must be 'cg' or 'cholesky'; got {method!r}")
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(
             f"`preconditioner` must be one of {PRECONDITIONERS}; got {preconditioner!r}"
@@ -184,9 +189,20 @@ def posterior_mean(
     diag = op.diagonal()
     scale = float(diag.mean())
     noise = reg if diag_reg_absolute else reg * scale
-    if noise <= 0 and preconditioner == "nystrom":
+    if noise <= 0 and preconditioner == "nystrom" and method == "cg":
         raise ValueError("the Nyström preconditioner needs diag_reg > 0; use 'jacobi' or 'none'")
     op.noise = noise
+    if method == "cholesky":
+        from widelimit.scale.cholesky import blocked_cholesky_solve
+
+        x = blocked_cholesky_solve(k, noise, yy)
+        res = np.linalg.norm(yy - op.matmat(x), axis=0) / np.linalg.norm(yy, axis=0).clip(1e-300)
+        return PosteriorMean(
+            mean=None if test is None else _apply_test(test, kernel, x),
+            alpha=x, iterations=0, residual=res, converged=bool(np.isfinite(res).all()),
+            noise=noise, kernel=kernel, preconditioner="blocked cholesky",
+            seconds=time.perf_counter() - t0,
+        )  # fmt: skip
     if preconditioner == "nystrom":
         apply_p = _nystrom(op, check_positive_int("rank", rank), noise, seed, scale)
         pname = f"nystrom(rank={min(rank, op.n)})"
