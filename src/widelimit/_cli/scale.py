@@ -73,10 +73,11 @@ def predict_from_store(
     maxiter: int = 500,
     preconditioner: str = "nystrom",
     rank: int = 500,
+    method: str = "cg",
     json: bool = False,
     out: Path | None = None,
 ) -> dict[str, Any]:
-    """GP posterior mean from stored kernels (PCG, streaming); prints and returns a summary.
+    """GP posterior mean from stored kernels (PCG or blocked Cholesky, streaming tiles).
 
     ``store``: symmetric train-train store; ``test_store``: a store of
     ``compute_kernel(net, x_test, x_train)``; ``y_train``: array or .npy/.csv
@@ -88,7 +89,7 @@ def predict_from_store(
     res = posterior_mean(
         store, y, test=test_store, kernel=kernel, diag_reg=diag_reg,
         diag_reg_absolute=diag_reg_absolute, tol=tol, maxiter=maxiter,
-        preconditioner=preconditioner, rank=rank,
+        preconditioner=preconditioner, rank=rank, method=method,
     )  # fmt: skip
     summary: dict[str, Any] = {
         "store": str(store),
@@ -113,7 +114,8 @@ def predict_from_store(
         print_json(summary | {"mean": None if res.mean is None else res.mean})
     else:
         rows = [[k, v] for k, v in summary.items()]
-        console.print(table("posterior mean from stored kernel (PCG)", ["field", "value"], rows))
+        title = f"posterior mean from stored kernel ({method})"
+        console.print(table(title, ["field", "value"], rows))
     return summary
 
 
