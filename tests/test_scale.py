@@ -113,8 +113,9 @@ def test_cnn_gap_tiled_equals_in_memory(tmp_path) -> None:
 def test_sync_scheduler_and_resume_skips_done_tiles(tmp_path) -> None:
     net, x = _fc(), _x(30)
     a = compute_kernel(net, x, store=tmp_path / "k.zarr", tile=7, scheduler="sync", progress=False)
-    b = compute_kernel(net, x, store=tmp_path / "k.zarr", tile=7, progress=False)
-    assert b.run.tiles_computed == 0 and b.run.tiles_skipped == a.run.tiles_total
+    b = compute_kernel(net, x, store=tmp_path / "k.zarr", progress=False)  # stored tile reused
+    assert b.meta.tile == 7 and b.run.tiles_computed == 0
+    assert b.run.tiles_skipped == a.run.tiles_total
     np.testing.assert_array_equal(np.asarray(a.ntk), np.asarray(b.ntk))
 
 

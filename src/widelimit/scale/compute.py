@@ -200,8 +200,9 @@ def compute_kernel(
         store: directory of the Zarr store; created if missing, resumed if it
             holds the same job, refused (:class:`~widelimit.scale.store.StoreMismatchError`)
             if it holds another.
-        tile: tile side (rows = columns); default: the largest multiple of 64
-            whose estimate fits 512 MiB (or the budget).  Need not divide N.
+        tile: tile side (rows = columns); default: the stored tile when resuming,
+            else the largest multiple of 64 whose estimate fits 512 MiB (or the
+            budget).  Need not divide N.
         get: ``"nngp"``, ``"ntk"`` or both.
         scheduler: ``None``/``"threads"`` for local Dask threads, ``"sync"`` for
             the calling thread, a ``"tcp://host:port"`` address or a
@@ -258,6 +259,8 @@ def compute_kernel(
             estimate_memory, net, tuple(a1.shape[1:]), n1=n1, n2=n2, itemsize=itemsize,
             n_kernels=len(gets), concurrent=concurrent, symmetric=symmetric,
         )  # fmt: skip
+        if tile is None and (Path(store) / "zarr.json").exists() and not overwrite:
+            tile = KernelStore.open(store).meta.tile  # resume with the stored tiling
         if tile is None:
             per_entry = estimate(tile=1).per_tile
             tile = _auto_tile(max(n1, n2), per_entry, budget, concurrent)

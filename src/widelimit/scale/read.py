@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -145,6 +146,7 @@ class StoredKernel:
         self.store = store
         self.meta: StoreMetadata = store.meta
         self.done = store.done_tiles(verify_data=verify)
+        self.run: Any = None  # RunStats of the compute_kernel call that returned this object
         self.nngp = KernelArray(store, "nngp", self.done) if "nngp" in self.meta.get else None
         self.ntk = KernelArray(store, "ntk", self.done) if "ntk" in self.meta.get else None
 
