@@ -154,7 +154,7 @@ class IsotropicGaussians:
         cabs = c.abs()
         far = cabs > c_mehler
         c_off = c.masked_fill(far, 0.0)
-        cmax = float(c_off.abs().max()) if n > 1 else 0.0
+        cmax = float(c_off.detach().abs().max()) if n > 1 else 0.0
         bound = self.activation.bound**2
         K = 2 if cmax == 0 else max(2, math.ceil(math.log(self.tol / bound) / math.log(cmax)))
         feats = [self.activation.hermite_coefficients(a * r, K) for a in self.scales]
