@@ -1,18 +1,37 @@
-"""Elementwise activations: finite module and Gaussian dual side by side.
+"""Elementwise activations: finite function, derivative and Gaussian dual side by side.
 
 Each activation φ defines, once, its *dual* (STYLE.md example 3)::
 
     dual(q1, q2, s12, ntk=...) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)] or None)
 
 with ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])``; ``q1, q2, s12`` are tensors
-that broadcast together.  The kernel rule, the signal-propagation maps and
-the SDE drifts all use it.  The kernel rule (DESIGN.md §2)::
+that broadcast together; the outputs have the broadcast shape, dtype and
+device.  The kernel rule, the signal-propagation maps and the SDE drifts all
+use it.  The kernel rule (DESIGN.md §2)::
 
     Σ' = E[φ(u) φ(v)]        Θ' = Θ · E[φ'(u) φ'(v)]
 
-Closed forms where they exist; :class:`Activation` (and ``Tanh``, ``Softplus``,
-``SiLU``, ``ELU``, ``Sigmoid`` built on it) uses numerical quadrature
-(:mod:`widelimit._quadrature`).
+Notation in the formulas below: ``ρ = √(q1 q2)``, ``c = s12/ρ`` (from
+:func:`correlation`, clamped to [−1, 1]; ``s = ρ c`` is then used for s12),
+``θ = arccos c``.
+
+Closed forms: ``ReLU``, ``LeakyReLU``, ``ABReLU``, ``Abs`` (one piecewise-linear
+formula), ``RectifiedMonomial`` (arc-cosine kernels), ``Erf``, ``GELU``,
+``Sin``, ``Cos``, ``RBF`` (one sinusoid formula), ``Gaussian``, ``Exp``,
+``Sign``, ``Monomial``, ``Hermite`` (one Isserlis/Hermite sum).  Each is
+written so that ``c = ±1``, ``q → 0`` and ``q`` up to 1e4 stay finite (no
+``1 − c²`` or ``P − s²`` differences of large numbers).
+
+Numerical: :class:`Activation` (and ``Tanh``, ``Softplus``, ``SiLU``, ``ELU``,
+``Sigmoid`` built on it) uses Gaussian quadrature (:mod:`widelimit._quadrature`).
+
+Derivatives at kinks: ``derivative`` returns the a.e. derivative, with the
+value at the kink chosen to agree with what autograd gives for ``fn`` (so finite
+networks' empirical NTKs use the same convention).  For jumps (``Sign``,
+``RectifiedMonomial(0)``) the a.e. derivative is 0; see :class:`Sign`.
+
+:data:`ACTIVATIONS` maps lowercase names to constructors and
+:func:`activation_from_name` builds one by name (used by the CLI).
 """
 
 from __future__ import annotations
@@ -20,7 +39,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +51,9 @@ from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 
 Fn = Callable[[Tensor], Tensor]
+Dual = tuple[Tensor, Tensor | None]
+
+_MAX_DEGREE = 32  # largest polynomial degree k accepted (coefficients ~ (k!)² stay in float64)
 
 
 class ElementwiseModule(nn.Module):
@@ -53,6 +78,41 @@ def correlation(q1: Tensor, q2: Tensor, s12: Tensor) -> tuple[Tensor, Tensor]:
     return prod, c.clamp(-1.0, 1.0)
 
 
+def _one_minus_c2(c: Tensor) -> Tensor:
+    """``1 − c²`` as ``(1 − c)(1 + c)`` (accurate near ``|c| = 1``, never negative)."""
+    return ((1 - c) * (1 + c)).clamp_min(0)
+
+
+# --------------------------------------------------------------------------
+# Parameter checks
+# --------------------------------------------------------------------------
+
+
+def _real(cls: str, name: str, value: object, *, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)  # numpy scalars, 0-d tensors
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{cls}: `{name}` must be a real number; got {value!r}") from err
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{cls}: `{name}` must be finite; got {value!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{cls}: `{name}` must be >= {minimum}; got {value!r}")
+    return v
+
+
+def _degree(cls: str, k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        if isinstance(k, float) and k.is_integer():
+            k = int(k)
+        else:
+            raise TypeError(f"{cls}: `k` must be an integer degree >= 0; got {k!r}")
+    if not 0 <= k <= _MAX_DEGREE:
+        raise ValueError(f"{cls}: `k` must be an integer in [0, {_MAX_DEGREE}]; got {k}")
+    return int(k)
+
+
 class Elementwise(Layer):
     """Base class of activation layers (see module docstring).
 
@@ -67,7 +127,7 @@ class Elementwise(Layer):
 
     def dual(
         self, q1: Tensor, q2: Tensor, s12: Tensor, *, ntk: bool = True
-    ) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - abstract
+    ) -> Dual:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -------------------------------------------------------- layer protocol
@@ -99,13 +159,90 @@ class Elementwise(Layer):
 
 
 # --------------------------------------------------------------------------
-# Closed forms
+# Piecewise linear: ReLU, LeakyReLU, ABReLU, Abs (one formula)
 # --------------------------------------------------------------------------
 
 
+# sin x − x cos x = Σ_{n≥1} (−1)^{n+1} 2n x^{2n+1}/(2n+1)!  (Taylor series; used for x < 1)
+_SIN_MINUS_X_COS = tuple((-1) ** (n + 1) * 2 * n / math.factorial(2 * n + 1) for n in range(1, 12))
+
+
+def _sin_minus_x_cos(x: Tensor, sin_x: Tensor, cos_x: Tensor) -> Tensor:
+    """``g(x) = sin x − x cos x`` on ``[0, π]``, accurate to rounding relative to ``g``.
+
+    ``g`` vanishes like ``x³/3`` at 0, where the direct difference cancels; there
+    its Taylor series is used instead.
+    """
+    x2 = x * x
+    series = torch.full_like(x, _SIN_MINUS_X_COS[-1])
+    for a in reversed(_SIN_MINUS_X_COS[:-1]):
+        series = series * x2 + a
+    return torch.where(x < 1, series * x2 * x, sin_x - x * cos_x)
+
+
+def _piecewise_linear_dual(
+    a: float, b: float, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool
+) -> Dual:
+    """Dual of ``φ(x) = a·x (x<0), b·x (x≥0)``.
+
+    Writing ``φ = b·relu(x) − a·relu(−x)`` and using the degree-1 arc-cosine
+    kernel ``E[relu(u) relu(v)] = ρ J_1(θ)/(2π)`` (Cho & Saul 2009, eq. (6)) for
+    the four sign combinations (``E[relu(u) relu(−v)]`` is it at correlation
+    ``−c``, i.e. angle ``π − θ``), with ``g(x) = sin x − x cos x`` so that
+    ``J_1(θ) = g(π − θ)``::
+
+        E[φφ]   = ρ/(2π) [ (a² + b²) g(π − θ) − 2ab g(θ) ]
+                = ρ [ (a²+b²)/2 · c + (a−b)²/(2π) · (sin θ − θ c) ]
+        E[φ'φ'] = (a² + b²)(π − θ)/(2π) + 2ab θ/(2π)
+
+    (derived here; ``a = b = 1`` gives ``s12`` and ``1``, ``a = 0, b = 1`` the
+    ReLU forms of DESIGN.md §2).  The first form is used: ``g ≥ 0`` is
+    evaluated without cancellation, so ReLU keeps full relative accuracy as
+    ``c → −1`` (where its kernel vanishes like ``(π − θ)³``).
+    """
+    prod, c = correlation(q1, q2, s12)
+    theta = torch.arccos(c)
+    alpha = torch.arccos(-c)  # π − θ, accurate near c = −1
+    sin_theta = _one_minus_c2(c).sqrt()
+    g_alpha = _sin_minus_x_cos(alpha, sin_theta, -c)
+    g_theta = _sin_minus_x_cos(theta, sin_theta, c)
+    nngp = prod / (2 * math.pi) * ((a * a + b * b) * g_alpha - 2 * a * b * g_theta)
+    dd = ((a * a + b * b) * alpha + 2 * a * b * theta) / (2 * math.pi) if ntk else None
+    return nngp, dd
+
+
+class _PiecewiseLinear(Elementwise):
+    """``φ(x) = a·x`` for ``x < 0`` and ``b·x`` for ``x ≥ 0``; subclasses give ``slopes``."""
+
+    @property
+    def slopes(self) -> tuple[float, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fn(self, x: Tensor) -> Tensor:
+        a, b = self.slopes
+        return torch.where(x > 0, b * x, a * x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        # at x = 0: a, as autograd gives for torch.where(x > 0, b x, a x)
+        a, b = self.slopes
+        return torch.where(x > 0, torch.full_like(x, b), torch.full_like(x, a))
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        a, b = self.slopes
+        return _piecewise_linear_dual(a, b, q1, q2, s12, ntk)
+
+
 @dataclass(frozen=True)
-class ReLU(Elementwise):
-    """``φ(x) = max(x, 0)`` — arc-cosine kernel of degree 1 (Cho & Saul 2009, eq. (6))."""
+class ReLU(_PiecewiseLinear):
+    """``φ(x) = max(x, 0)`` — arc-cosine kernel of degree 1 (Cho & Saul 2009, eq. (6)).
+
+    ``E[φφ] = ρ/(2π) (sin θ + (π − θ) cos θ)``, ``E[φ'φ'] = (π − θ)/(2π)``;
+    ``φ'(0) = 0``.
+    """
+
+    @property
+    def slopes(self) -> tuple[float, float]:
+        return 0.0, 1.0
 
     def fn(self, x: Tensor) -> Tensor:
         return torch.relu(x)
@@ -113,18 +250,187 @@ class ReLU(Elementwise):
     def derivative(self, x: Tensor) -> Tensor:
         return (x > 0).to(x.dtype)
 
+
+@dataclass(frozen=True)
+class LeakyReLU(_PiecewiseLinear):
+    """``φ(x) = x`` for x ≥ 0, ``slope·x`` otherwise (= ``ABReLU(slope, 1)``).
+
+    Dual: see :func:`_piecewise_linear_dual`.  ``LeakyReLU(1)`` is the identity.
+    """
+
+    slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slope", _real("LeakyReLU", "slope", self.slope))
+
+    @property
+    def slopes(self) -> tuple[float, float]:
+        return self.slope, 1.0
+
+
+@dataclass(frozen=True)
+class ABReLU(_PiecewiseLinear):
+    """``φ(x) = a·x`` for x < 0, ``b·x`` for x ≥ 0.
+
+    ``ABReLU(0, 1)`` is ReLU, ``ABReLU(s, 1)`` LeakyReLU, ``ABReLU(−1, 1)`` Abs.
+    Dual (derived from Cho & Saul 2009, eq. (6); as in Novak et al. 2020's
+    ``ABRelu``)::
+
+        E[φφ]   = ρ [ (a²+b²)/2 · c + (a−b)²/(2π) · (sin θ − θ c) ]
+        E[φ'φ'] = (a²+b²)/2 − (a−b)² θ/(2π)
+    """
+
+    a: float = 0.0
+    b: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a", _real("ABReLU", "a", self.a))
+        object.__setattr__(self, "b", _real("ABReLU", "b", self.b))
+
+    @property
+    def slopes(self) -> tuple[float, float]:
+        return self.a, self.b
+
+
+@dataclass(frozen=True)
+class Abs(_PiecewiseLinear):
+    """``φ(x) = |x|`` (= ``ABReLU(−1, 1)``): ``E[φφ] = (2ρ/π)(sin θ + (π/2 − θ) c)``.
+
+    ``E[φ'φ'] = 1 − 2θ/π``; ``φ'(0) = 0`` (``sign``, as autograd of ``abs``).
+    """
+
+    @property
+    def slopes(self) -> tuple[float, float]:
+        return -1.0, 1.0
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.abs(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+
+# --------------------------------------------------------------------------
+# Rectified monomials: arc-cosine kernels of degree k
+# --------------------------------------------------------------------------
+
+
+_GL_BLOCK = 1 << 16  # entries per block of the Gauss–Legendre evaluation of J_k
+
+
+@cache
+def _gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x, w = np.polynomial.legendre.leggauss(n)
+    return tuple(x.tolist()), tuple(w.tolist())
+
+
+def _arccos_j_integral(k: int, alpha: Tensor) -> Tensor:
+    """``J_k`` from its positive integral form, for ``α = π − θ`` (1-D tensor).
+
+    ``J_k = k! (α/2) ∫_{−1}^{1} [2 sin(α(1+t)/2) sin(α(1−t)/2)]^k dt``: the
+    integrand is a non-negative trigonometric polynomial of frequency ≤ kα in
+    ``t``, integrated to rounding by Gauss–Legendre with ``24 + k`` nodes
+    (checked against 400 nodes for k ≤ 16).  No cancellation, so the relative
+    accuracy holds as ``c → −1`` where the sum of :func:`_arccos_j` cancels.
+    """
+    xs, ws = _gauss_legendre(24 + k)
+    t = torch.tensor(xs, dtype=alpha.dtype, device=alpha.device)
+    w = torch.tensor(ws, dtype=alpha.dtype, device=alpha.device)
+    out = torch.empty_like(alpha)
+    for start in range(0, alpha.numel(), _GL_BLOCK):
+        a = alpha[start : start + _GL_BLOCK, None]
+        f = (2 * torch.sin(a * (1 + t) / 2) * torch.sin(a * (1 - t) / 2)).clamp_min(0) ** k
+        out[start : start + _GL_BLOCK] = (f @ w) * a[:, 0] / 2
+    return float(math.factorial(k)) * out
+
+
+def _arccos_j(k: int, c: Tensor) -> Tensor:
+    """Cho & Saul's ``J_k(θ)``, ``θ = arccos c``, for integer ``k ≥ 0``.
+
+    Derived here from the angular form ``J_k = 2^k k! ∫ cos^k ψ cos^k(ψ − θ) dψ``
+    over the arc where both cosines are positive (Cho & Saul 2009, eqs. (3)-(4)):
+    with ``cos ψ cos(ψ−θ) = (c + cos(2ψ − θ))/2`` and ``α = π − θ``::
+
+        J_k = k! Σ_j C(k, j) c^{k−j} W_j(α),   W_j(α) = ∫_0^α cos^j t dt,
+        W_0 = α, W_1 = sin α, W_j = cos^{j−1}α sin α / j + (j−1)/j · W_{j−2}
+
+    (``cos α = −c``, ``sin α = √(1 − c²)``), so ``J_0 = π − θ``,
+    ``J_1 = sin θ + (π − θ) c``, ``J_2 = 3 sin θ c + (π − θ)(1 + 2c²)``.  For
+    ``c < 0`` the alternating sum cancels catastrophically (J_k ~ α^{2k+1}), and
+    the equivalent positive integral :func:`_arccos_j_integral` is used there.
+    """
+    alpha = torch.arccos(-c)
+    if k == 0:
+        return alpha
+    sin_a = _one_minus_c2(c).sqrt()
+    w = [alpha, sin_a]
+    for j in range(2, k + 1):
+        w.append((-c) ** (j - 1) * sin_a / j + (j - 1) / j * w[j - 2])
+    total = torch.zeros_like(c)
+    for j in range(k + 1):
+        total = total + float(math.comb(k, j)) * c ** (k - j) * w[j]
+    total = float(math.factorial(k)) * total
+    neg = c < 0
+    if bool(neg.any()):
+        total = total.clone()
+        total[neg] = _arccos_j_integral(k, alpha[neg])
+    return total
+
+
+@dataclass(frozen=True)
+class RectifiedMonomial(Elementwise):
+    """``φ(x) = max(x, 0)^k`` — arc-cosine kernel of degree ``k`` (Cho & Saul 2009).
+
+    ``E[φφ] = ρ^k J_k(θ)/(2π)`` (Cho & Saul 2009, eqs. (1)-(4); ``J_k`` in
+    :func:`_arccos_j`) and, as ``φ' = k·max(x, 0)^{k−1}``,
+    ``E[φ'φ'] = k² ρ^{k−1} J_{k−1}(θ)/(2π)``.  ``k = 1`` is ReLU.  ``k = 0`` is
+    the Heaviside step, whose derivative is a delta: as for :class:`Sign`, its
+    a.e. derivative 0 is used (``E[φ'φ'] = 0``).
+    """
+
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", _degree("RectifiedMonomial", self.k))
+
+    def fn(self, x: Tensor) -> Tensor:
+        if self.k == 0:
+            return (x > 0).to(x.dtype)
+        return torch.relu(x) ** self.k
+
+    def derivative(self, x: Tensor) -> Tensor:
+        if self.k == 0:
+            return torch.zeros_like(x)
+        if self.k == 1:
+            return (x > 0).to(x.dtype)
+        return self.k * torch.relu(x) ** (self.k - 1)
+
     def dual(self, q1, q2, s12, *, ntk=True):
         prod, c = correlation(q1, q2, s12)
-        theta = torch.arccos(c)
-        # E[φφ] = √(q1q2)/(2π) (sin θ + (π − θ) cos θ)
-        nngp = prod / (2 * math.pi) * (torch.sqrt((1 - c * c).clamp_min(0)) + (math.pi - theta) * c)
-        dd = (math.pi - theta) / (2 * math.pi) if ntk else None  # E[φ'φ'] = (π − θ)/(2π)
-        return nngp, dd
+        k = self.k
+        nngp = prod**k * _arccos_j(k, c) / (2 * math.pi)
+        if not ntk:
+            return nngp, None
+        if k == 0:
+            return nngp, torch.zeros_like(nngp)
+        return nngp, k * k * prod ** (k - 1) * _arccos_j(k - 1, c) / (2 * math.pi)
+
+
+# --------------------------------------------------------------------------
+# Sigmoid-like: Erf, GELU, Sign
+# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Erf(Elementwise):
-    """``φ(x) = erf(x)`` (Williams 1997)."""
+    """``φ(x) = erf(x)`` (Williams 1997)::
+
+    E[φφ]   = (2/π) arcsin(2 s / √((1 + 2q1)(1 + 2q2)))
+    E[φ'φ'] = (4/π) / √((1 + 2q1)(1 + 2q2) − 4 s²)
+
+    with ``(1+2q1)(1+2q2) − 4s² = 1 + 2q1 + 2q2 + 4ρ²(1 − c²) > 0`` evaluated
+    in that form (no cancellation at ``c = ±1`` or large ``q``).
+    """
 
     def fn(self, x: Tensor) -> Tensor:
         return torch.erf(x)
@@ -133,12 +439,373 @@ class Erf(Elementwise):
         return 2 / math.sqrt(math.pi) * torch.exp(-x * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
         d = (1 + 2 * q1) * (1 + 2 * q2)
-        # E[φφ] = (2/π) arcsin(2Σ12 / √((1 + 2q1)(1 + 2q2)))
-        nngp = 2 / math.pi * torch.arcsin((2 * s12 / d.sqrt()).clamp(-1, 1))
-        # E[φ'φ'] = (4/π) / √((1 + 2q1)(1 + 2q2) − 4Σ12²)
-        dd = 4 / math.pi / (d - 4 * s12 * s12).clamp_min(torch.finfo(d.dtype).tiny).sqrt()
-        return nngp, (dd if ntk else None)
+        nngp = 2 / math.pi * torch.arcsin((2 * prod * c / d.sqrt()).clamp(-1, 1))
+        if not ntk:
+            return nngp, None
+        det = 1 + 2 * q1 + 2 * q2 + 4 * prod * prod * _one_minus_c2(c)
+        return nngp, 4 / math.pi / det.sqrt()
+
+
+@dataclass(frozen=True)
+class GELU(Elementwise):
+    """Exact GELU ``φ(x) = x Φ(x)`` (Φ the standard normal CDF; not the tanh approximation).
+
+    Derived here with Gaussian integration by parts (Stein's lemma) from
+    ``E[Φ(u)Φ(v)] = 1/4 + arcsin(r)/(2π)``, ``r = s/√P``, ``P = (1+q1)(1+q2)``,
+    and ``E[ϕ(u)ϕ(v)] = 1/(2π√D)``, ``D = P − s² = 1 + q1 + q2 + ρ²(1 − c²)``;
+    it agrees with the form in Novak et al. 2020 (Neural Tangents, ``Gelu``)
+    and Tsuchida et al. 2021::
+
+        E[φφ]   = s (1/4 + arcsin(r)/(2π)) + (q1 q2 D + s²) / (2π P √D)
+        E[φ'φ'] = 1/4 + arcsin(r)/(2π) + s (2 + q1 + q2)/(2π P √D) + s/(2π D^{3/2})
+    """
+
+    def fn(self, x: Tensor) -> Tensor:
+        return nn.functional.gelu(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+        return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
+        s = prod * c
+        p = (1 + q1) * (1 + q2)
+        root_p = p.sqrt()
+        d = 1 + q1 + q2 + prod * prod * _one_minus_c2(c)
+        # 1/4 + arcsin(r)/(2π) = arccos(−r)/(2π) = arcsin(√((1 + r)/2))/π, with
+        # √P (1 + r) = √P + s = D/(√P − s) free of cancellation for either sign of s
+        one_plus_r = torch.where(s >= 0, root_p + s, d / (root_p - s)) / root_p
+        both_pos = torch.arcsin((one_plus_r / 2).clamp(0, 1).sqrt()) / math.pi
+        nngp = s * both_pos + (q1 * q2 * d + s * s) / (2 * math.pi * p * d.sqrt())
+        if not ntk:
+            return nngp, None
+        dd = both_pos + s * (2 + q1 + q2) / (2 * math.pi * p * d.sqrt())
+        dd = dd + s / (2 * math.pi * d * d.sqrt())
+        return nngp, dd
+
+
+@dataclass(frozen=True)
+class Sign(Elementwise):
+    """``φ(x) = sign(x)``: ``E[φφ] = (2/π) arcsin c = 1 − 2θ/π`` (e.g. Cho & Saul 2009, J_0).
+
+    NTK convention: ``φ'`` is ``2δ(x)``, and ``E[2δ(u) 2δ(v)] =
+    2/(π√(q1q2 − s²))`` is infinite at ``c = ±1``; no gradient flows through a
+    finite sign network either (autograd gives ``sign' = 0``).  This library
+    uses the a.e. derivative ``φ' = 0``, so ``E[φ'φ'] = 0``: layers below a Sign
+    contribute nothing to the NTK, matching the empirical NTK of finite nets.
+    """
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        _, c = correlation(q1, q2, s12)
+        nngp = 2 / math.pi * torch.arcsin(c)
+        return nngp, (torch.zeros_like(nngp) if ntk else None)
+
+
+# --------------------------------------------------------------------------
+# Sinusoids: Sin, Cos, RBF (one formula)
+# --------------------------------------------------------------------------
+
+
+def _sinusoid_dual(
+    amplitude: float, omega: float, kappa: float, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool
+) -> Dual:
+    """Dual of ``φ(x) = A sin(ωx + p)`` with ``κ = cos 2p``.
+
+    From ``sin x sin y = (cos(x−y) − cos(x+y))/2`` and ``E cos(X + t) =
+    cos t · e^{−Var X/2}`` (Gaussian characteristic function), with
+    ``d∓ = q1 + q2 ∓ 2s``::
+
+        E[φφ]   = A²/2     (e^{−ω² d₋/2} − κ e^{−ω² d₊/2})
+        E[φ'φ'] = A²ω²/2   (e^{−ω² d₋/2} + κ e^{−ω² d₊/2})      (φ' has κ → −κ)
+
+    (for ``κ = 1``: ``A² e^{−ω²(q1+q2)/2} sinh(ω² s)``, Williams 1997's form).
+    Evaluated as ``e^{−ω² min(d∓)/2}`` times a bracket using ``expm1``, with
+    ``d∓ = (√q1 − √q2)² + 2ρ(1 ∓ c)``, so there is no overflow or cancellation.
+    """
+    prod, c = correlation(q1, q2, s12)
+    w2 = omega * omega
+    gap = (q1.clamp_min(0).sqrt() - q2.clamp_min(0).sqrt()) ** 2
+    pos = c >= 0
+    # d_min = min(d₋, d₊) and em = e^{−x} − 1 with x = ω²|d₊ − d₋|/2 = 2ω²ρ|c|, each
+    # branch written without |c| so that autograd is exact at c = 0 as well
+    d_min = torch.where(pos, gap + 2 * prod * (1 - c), gap + 2 * prod * (1 + c))
+    big = torch.exp(-w2 * d_min / 2)
+    em = torch.where(
+        pos,
+        torch.expm1(-2 * w2 * prod * c.clamp_min(0)),
+        torch.expm1(2 * w2 * prod * c.clamp_max(0)),
+    )
+
+    def bracket(k: float) -> Tensor:  # e^{ω² d_min/2} (e^{−ω² d₋/2} − k e^{−ω² d₊/2})
+        return torch.where(pos, (1 - k) - k * em, (1 - k) + em)
+
+    nngp = amplitude**2 / 2 * big * bracket(kappa)
+    dd = amplitude**2 * w2 / 2 * big * bracket(-kappa) if ntk else None
+    return nngp, dd
+
+
+@dataclass(frozen=True)
+class Sin(Elementwise):
+    """``φ(x) = amplitude · sin(frequency · x + phase)``.
+
+    ``E[φφ] = A²/2 (e^{−ω²(q1+q2−2s)/2} − cos(2p) e^{−ω²(q1+q2+2s)/2})`` and
+    ``E[φ'φ'] = A²ω²/2 (… + cos(2p) …)`` (Williams 1997 for ``p = 0``; see
+    :func:`_sinusoid_dual`).  Default: plain ``sin x``, whose dual is
+    ``e^{−(q1+q2)/2} sinh(s)`` and derivative dual ``e^{−(q1+q2)/2} cosh(s)``.
+    """
+
+    amplitude: float = 1.0
+    frequency: float = 1.0
+    phase: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude", "frequency", "phase"):
+            object.__setattr__(self, name, _real(type(self).__name__, name, getattr(self, name)))
+
+    @property
+    def _kappa(self) -> float:
+        return math.cos(2 * self.phase)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.amplitude * torch.sin(self.frequency * x + self.phase)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return self.amplitude * self.frequency * torch.cos(self.frequency * x + self.phase)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        return _sinusoid_dual(self.amplitude, self.frequency, self._kappa, q1, q2, s12, ntk)
+
+
+@dataclass(frozen=True)
+class Cos(Sin):
+    """``φ(x) = amplitude · cos(frequency · x + phase)`` (= Sin with phase + π/2).
+
+    Default ``cos x``: ``E[φφ] = e^{−(q1+q2)/2} cosh(s)``,
+    ``E[φ'φ'] = e^{−(q1+q2)/2} sinh(s)`` (see :func:`_sinusoid_dual`, κ = −cos 2p).
+    """
+
+    @property
+    def _kappa(self) -> float:
+        return -math.cos(2 * self.phase)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.amplitude * torch.cos(self.frequency * x + self.phase)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return -self.amplitude * self.frequency * torch.sin(self.frequency * x + self.phase)
+
+
+@dataclass(frozen=True)
+class RBF(Elementwise):
+    """Random-Fourier-feature activation ``φ(x) = √2 sin(√(2γ) x + π/4)``.
+
+    Its dual is the RBF kernel of the pre-activations (Rahimi & Recht 2007;
+    the ``Rbf`` of Novak et al. 2020)::
+
+        E[φφ]   = exp(−γ (q1 + q2 − 2 s)) = exp(−γ E[(u − v)²])
+        E[φ'φ'] = 2γ exp(−γ (q1 + q2 − 2 s))
+
+    (:func:`_sinusoid_dual` with A = √2, ω = √(2γ), κ = cos(π/2) = 0).  For the
+    activation ``exp(−γ x²)`` itself use :class:`Gaussian`.
+    """
+
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", _real("RBF", "gamma", self.gamma, minimum=0.0))
+
+    def fn(self, x: Tensor) -> Tensor:
+        return math.sqrt(2) * torch.sin(math.sqrt(2 * self.gamma) * x + math.pi / 4)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        w = math.sqrt(2 * self.gamma)
+        return math.sqrt(2) * w * torch.cos(w * x + math.pi / 4)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        return _sinusoid_dual(math.sqrt(2), math.sqrt(2 * self.gamma), 0.0, q1, q2, s12, ntk)
+
+
+# --------------------------------------------------------------------------
+# Gaussian bump and exponential
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gaussian(Elementwise):
+    """Gaussian bump ``φ(x) = exp(−γ x²)`` (γ ≥ 0).
+
+    With ``C`` the covariance of (u, v), ``E[e^{−γ(u²+v²)}] = det(I + 2γC)^{−1/2}``
+    and ``E[u v e^{−γ(u²+v²)}] = s det(I + 2γC)^{−3/2}`` (Gaussian integrals;
+    derived here; cf. Williams 1997 §3 for the Gaussian-bump network)::
+
+        D       = (1 + 2γq1)(1 + 2γq2) − 4γ²s² = 1 + 2γ(q1 + q2) + 4γ²ρ²(1 − c²)
+        E[φφ]   = D^{−1/2}
+        E[φ'φ'] = 4γ² s D^{−3/2}          (φ' = −2γ x e^{−γx²})
+    """
+
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", _real("Gaussian", "gamma", self.gamma, minimum=0.0))
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.exp(-self.gamma * x * x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return -2 * self.gamma * x * torch.exp(-self.gamma * x * x)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
+        g = self.gamma
+        d = 1 + 2 * g * (q1 + q2) + 4 * g * g * prod * prod * _one_minus_c2(c)
+        nngp = d.rsqrt()
+        dd = 4 * g * g * prod * c * nngp / d if ntk else None
+        return nngp, dd
+
+
+@dataclass(frozen=True)
+class Exp(Elementwise):
+    """``φ(x) = exp(x)`` (log-normal moments): ``E[φφ] = E[φ'φ'] = exp((q1 + q2 + 2s)/2)``.
+
+    Overflows to ``inf`` (never NaN) once ``(q1 + q2 + 2s)/2`` exceeds ~709
+    (float64) or ~88 (float32): the true value is not representable.
+    """
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
+        nngp = torch.exp((q1 + q2 + 2 * prod * c) / 2)
+        return nngp, (nngp.clone() if ntk else None)
+
+
+# --------------------------------------------------------------------------
+# Polynomials: Monomial, Hermite (one Isserlis/Hermite sum)
+# --------------------------------------------------------------------------
+
+
+@cache
+def _isserlis_coefficients(k: int) -> tuple[float, ...]:
+    """``b_m = k! / (m!² (k−2m)! 4^m)`` for ``m = 0..⌊k/2⌋`` (exact rationals → float)."""
+    f = math.factorial
+    return tuple(float(Fraction(f(k), f(m) ** 2 * f(k - 2 * m) * 4**m)) for m in range(k // 2 + 1))
+
+
+def _isserlis_sum(k: int, s: Tensor, p: Tensor) -> Tensor:
+    """``S_k(s, p) = Σ_m b_m s^{k−2m} p^m`` (see :func:`_isserlis_coefficients`).
+
+    Derived here from the Hermite scaling theorem ``He_k(γx) = Σ_m γ^{k−2m}
+    (γ² − 1)^m k!/(m!(k−2m)! 2^m) He_{k−2m}(x)`` and
+    ``E[He_i(z1) He_j(z2)] = δ_ij i! c^i`` (Mehler; O'Donnell 2014 §11.2)::
+
+        E[He_k(u) He_k(v)] / k! = S_k(s, (q1 − 1)(q2 − 1))
+        E[u^k v^k]              = k! S_k(s, q1 q2)       (Isserlis' theorem)
+
+    Summed in float64 (then cast back) so that float32 inputs overflow to inf
+    rather than produce ``0·inf``.
+    """
+    s64, p64 = s.double(), p.double()
+    total = torch.zeros(
+        torch.broadcast_shapes(s.shape, p.shape), dtype=torch.float64, device=s.device
+    )
+    for m, b in enumerate(_isserlis_coefficients(k)):
+        total = total + b * s64 ** (k - 2 * m) * p64**m
+    return total.to(torch.promote_types(s.dtype, p.dtype))
+
+
+@dataclass(frozen=True)
+class Monomial(Elementwise):
+    """``φ(x) = x^k`` (integer ``0 ≤ k ≤ 32``).
+
+    ``E[u^k v^k] = k! Σ_m k!/(m!²(k−2m)! 4^m) s^{k−2m} (q1q2)^m`` (Isserlis'
+    theorem via the Hermite expansion, see :func:`_isserlis_sum`; the form of
+    Han et al. 2022's ``Monomial``); ``E[φ'φ'] = k² E[u^{k−1} v^{k−1}]``.
+    Every term has the sign of ``c^k``: no cancellation.  ``Monomial(1)`` is
+    linear (dual ``s12``), ``Monomial(0)`` the constant 1.
+    """
+
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", _degree("Monomial", self.k))
+
+    def fn(self, x: Tensor) -> Tensor:
+        return x**self.k
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return self.k * x ** (self.k - 1) if self.k > 0 else torch.zeros_like(x)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
+        s, p, k = prod * c, prod * prod, self.k
+        nngp = float(math.factorial(k)) * _isserlis_sum(k, s, p)
+        if not ntk:
+            return nngp, None
+        if k == 0:
+            return nngp, torch.zeros_like(nngp)
+        return nngp, k * k * float(math.factorial(k - 1)) * _isserlis_sum(k - 1, s, p)
+
+
+def _hermite(k: int, x: Tensor) -> Tensor:
+    """Probabilists' Hermite polynomial ``He_k(x)`` by ``He_{n+1} = x He_n − n He_{n−1}``."""
+    prev, cur = torch.ones_like(x), x
+    if k == 0:
+        return prev
+    for n in range(1, k):
+        prev, cur = cur, x * cur - n * prev
+    return cur
+
+
+@dataclass(frozen=True)
+class Hermite(Elementwise):
+    """Normalised Hermite feature ``φ(x) = He_k(x)/√k!`` (probabilists' He_k, ``0 ≤ k ≤ 32``).
+
+    At unit variances the dual is ``c^k`` (Mehler 1866; O'Donnell 2014, §11.2),
+    the building block of dual-kernel expansions (Daniely et al. 2016; Han et
+    al. 2022).  Convention for general variances: the *exact* expectation
+    (no renormalisation), see :func:`_isserlis_sum`::
+
+        E[φφ]   = Σ_m k!/(m!²(k−2m)! 4^m) s^{k−2m} ((q1 − 1)(q2 − 1))^m
+        E[φ'φ'] = k · (the same sum at degree k − 1)       (He_k' = k He_{k−1})
+
+    so at ``q1 = q2 = 1`` it is ``s^k`` and ``k s^{k−1}``.
+    """
+
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", _degree("Hermite", self.k))
+
+    def fn(self, x: Tensor) -> Tensor:
+        return _hermite(self.k, x) / math.sqrt(math.factorial(self.k))
+
+    def derivative(self, x: Tensor) -> Tensor:
+        if self.k == 0:
+            return torch.zeros_like(x)
+        return self.k * _hermite(self.k - 1, x) / math.sqrt(math.factorial(self.k))
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
+        s, p, k = prod * c, (q1 - 1) * (q2 - 1), self.k
+        nngp = _isserlis_sum(k, s, p)
+        if not ntk:
+            return nngp, None
+        if k == 0:
+            return nngp, torch.zeros_like(nngp)
+        return nngp, k * _isserlis_sum(k - 1, s, p)
 
 
 # --------------------------------------------------------------------------
@@ -256,18 +923,91 @@ class ELU(NumericalActivation):
         return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp_max(0)))
 
 
+# --------------------------------------------------------------------------
+# Registry (CLI, net descriptions)
+# --------------------------------------------------------------------------
+
+#: Lowercase name -> constructor (keyword parameters as in the class).
+ACTIVATIONS: dict[str, Callable[..., Elementwise]] = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "abrelu": ABReLU,
+    "abs": Abs,
+    "erf": Erf,
+    "gelu": GELU,
+    "sin": Sin,
+    "cos": Cos,
+    "sign": Sign,
+    "rbf": RBF,
+    "gaussian": Gaussian,
+    "exp": Exp,
+    "monomial": Monomial,
+    "rectified_monomial": RectifiedMonomial,
+    "hermite": Hermite,
+    "tanh": Tanh,
+    "softplus": Softplus,
+    "silu": SiLU,
+    "elu": ELU,
+    "sigmoid": Sigmoid,
+}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "").replace("-", "")
+
+
+def activation_from_name(name: str, **params: object) -> Elementwise:
+    """Build a registered activation, e.g. ``activation_from_name("leaky_relu", slope=0.1)``.
+
+    ``name`` is matched case-insensitively, ignoring ``_`` and ``-`` (so
+    ``"LeakyReLU"``, ``"leaky-relu"`` and ``"leaky_relu"`` agree).  Raises
+    ``ValueError`` for an unknown name (listing the known ones) and
+    ``TypeError`` for parameters the activation does not take.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string; got {type(name).__name__}")
+    by_key = {_key(n): n for n in ACTIVATIONS}
+    canonical = by_key.get(_key(name))
+    if canonical is None:
+        raise ValueError(
+            f"unknown activation {name!r}; known activations: {', '.join(sorted(ACTIVATIONS))}"
+        )
+    ctor = ACTIVATIONS[canonical]
+    try:
+        return ctor(**params)
+    except TypeError as err:
+        if "unexpected keyword" in str(err) or "positional argument" in str(err):
+            raise TypeError(f"bad parameters for activation {canonical!r}: {err}") from err
+        raise
+
+
 __all__ = [
+    "ACTIVATIONS",
     "ELU",
+    "GELU",
+    "RBF",
+    "ABReLU",
+    "Abs",
     "Activation",
+    "Cos",
     "Elementwise",
     "ElementwiseModule",
     "Erf",
+    "Exp",
+    "Gaussian",
+    "Hermite",
+    "LeakyReLU",
+    "Monomial",
     "NumericalActivation",
     "ReLU",
+    "RectifiedMonomial",
     "SiLU",
     "Sigmoid",
+    "Sign",
+    "Sin",
     "Softplus",
     "Tanh",
+    "activation_from_name",
     "autograd_derivative",
     "correlation",
 ]
