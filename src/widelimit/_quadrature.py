@@ -257,6 +257,7 @@ class _Coefficients:
         rel = torch.stack([e2 - cum[:, k - 1] for k in _LADDER], 1)
         rel = rel / e2.clamp_min(torch.finfo(e2.dtype).tiny)[:, None]
         self.tail = torch.where(e2[:, None] > 0, rel.clamp_min(0) + 1e-14, 0.0).sqrt()
+        self.logtail = self.tail.clamp_min(1e-300).log().T.contiguous()  # (LADDER, U)
         # |α_k| relative to √E[f²], to skip terms that vanish by symmetry (odd/even f)
         self.size = (self.a.abs() / e2.clamp_min(1e-300).sqrt()[:, None]).amax(0)
 
@@ -658,12 +659,11 @@ def _hard_entries(
     else the ``|c| = 1`` line rule, else the polar rule.  1-D float64 in and out."""
     absc = c.abs()
     # smallest K of the ladder with |c|^K τ1 τ2 <= rtol, per entry
-    t12 = co1.tail[i1] * co2.tail[i2]  # (n, len(LADDER))
-    ks = torch.tensor(_LADDER, dtype=torch.float64, device=c.device)
     logc = torch.log(absc.clamp_min(1e-300))
-    ok = (t12 <= rtol) | (ks * logc[:, None] + torch.log(t12.clamp_min(1e-300)) <= math.log(rtol))
-    ok &= (absc < 1.0)[:, None]
-    cls = torch.where(ok.any(1), ok.to(torch.int8).argmax(1), -1)
+    cls = torch.full_like(i1, -1)
+    for j, k in reversed(list(enumerate(_LADDER))):
+        lt = co1.logtail[j].index_select(0, i1) + co2.logtail[j].index_select(0, i2)
+        cls = torch.where((k * logc + lt <= math.log(rtol)) & (absc < 1.0), j, cls)
     res = torch.empty_like(c)
     for j, k in enumerate(_LADDER):
         idx = (cls == j).nonzero().squeeze(1)
