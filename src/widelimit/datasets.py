@@ -155,7 +155,12 @@ def load_mnist5k(
     here is a random disjoint subset of the same 5,000, not the MNIST test set.
     """
     with gzip.open(mnist5k_path(), "rt") as fh:
-        raw = np.loadtxt(fh, delimiter=",", dtype=np.float64)
+        text = fh.read()
+    n_rows = text.count("\n") + (0 if text.endswith("\n") else 1)
+    values = np.array(text.replace("\n", ",").strip(",").split(","), dtype=np.int64)
+    if values.size % n_rows:
+        raise ValueError(f"{mnist5k_path()}: ragged CSV ({values.size} values, {n_rows} rows)")
+    raw = values.reshape(n_rows, -1).astype(np.float64)
     return _split(
         "mnist5k", raw[:, :-1], raw[:, -1], 255.0, n_train, n_test, seed, preprocess, dtype
     )
