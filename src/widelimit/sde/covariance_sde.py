@@ -91,6 +91,18 @@ def _noise_step(phi: Tensor, h: float, generator: torch.Generator | None) -> Ten
     return lf @ lf.transpose(-1, -2)
 
 
+def _retire_overflow(phi: Tensor, dead: Tensor, eye: Tensor) -> Tensor:
+    """Mark paths with non-finite or huge (``> 1e100``) ``Φ`` in ``dead`` (in place) and
+    park them at ``I`` so the batch keeps running; they are reported as ``inf``."""
+    bad = ~torch.isfinite(phi).all(dim=(-1, -2))
+    bad |= (torch.diagonal(phi, dim1=-2, dim2=-1) > 1e100).any(-1)
+    if bool(bad.any()):
+        dead |= bad
+        phi = phi.clone()
+        phi[bad] = eye
+    return phi
+
+
 def integrate_covariance(
     phi0: Tensor,
     drift: PSDDrift | None,
@@ -133,13 +145,8 @@ def integrate_covariance(
         for step in range(n_steps + 1):
             if step:
                 if drift is not None:
-                    phi = drift.flow(phi, dt)
-                bad = ~torch.isfinite(phi).all(dim=(-1, -2))
-                bad |= (torch.diagonal(phi, dim1=-2, dim2=-1) > 1e100).any(-1)
-                if bool(bad.any()):
-                    dead |= bad
-                    phi[bad] = eye
-                phi = _noise_step(phi, dt, generator)
+                    phi = _retire_overflow(drift.flow(phi, dt), dead, eye)
+                phi = _retire_overflow(_noise_step(phi, dt, generator), dead, eye)
                 bar.advance(task)
             for i, k in enumerate(idx):
                 if k == step:
@@ -224,8 +231,8 @@ def integrate_one_input(
                 if bs:
                     # exact logistic flow dΦ/dt = b_*Φ(Φ−1): 1/Φ ← 1 + (1/Φ − 1) e^{b_* h}
                     inv = 1 + torch.expm1(-logphi) * grow
-                    logphi = torch.where(inv > 0, -torch.log(inv.clamp_min(1e-300)), math.inf)
-                    logphi = torch.where(inv > 0, logphi, torch.full_like(logphi, math.inf))
+                    alive = (inv > 0) & (logphi < math.inf)  # explosions are final
+                    logphi = torch.where(alive, -torch.log(inv.clamp_min(1e-300)), math.inf)
                 noise = torch.randn((b,), generator=generator, dtype=dtype)
                 logphi = logphi + math.sqrt(2 * dt) * noise - dt  # exact GBM step
                 bar.advance(task)
