@@ -55,12 +55,13 @@ __all__ = ["MemoryEstimate", "RunStats", "compute_kernel", "compute_tile", "esti
 
 _console = Console(stderr=True)
 
-#: Live (tile × tile × per-pair) tensors while one tile's kernel is computed:
-#: NNGP and NTK of the current and the previous layer, the activation's
-#: temporaries (q1·q2, correlation, angle, ...) and the numpy copy written out.
-#: Measured peak RSS of ``net.kernel`` (NNGP+NTK, float64): ~16 such tensors for
-#: a depth-3 ReLU FC net (N=2500) and for CNN+Flatten/GAP nets; 20 leaves headroom.
-_LIVE_TENSORS = 20
+#: Live (tile × tile × per-pair) float tensors per running tile: NNGP and NTK of
+#: the current and previous layer, the activation's temporaries (q1·q2,
+#: correlation, angle, ...), the numpy copy written out, and memory the
+#: allocator keeps per thread.  Measured: ``net.kernel`` alone peaks at ~16
+#: (depth-3 ReLU FC at N=2500, CNN+Flatten/GAP); a whole N=20000 run with two
+#: threads and 2000-tiles peaked at 1937 MiB RSS = 2 × 28 × 30.5 MiB + inputs.
+_LIVE_TENSORS = 28
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class MemoryEstimate:
     def describe(self) -> str:
         return (
             f"memory estimate: {_fmt(self.per_tile)} per tile × {self.concurrent_tiles} "
-            f"concurrent = {_fmt(self.total)} per process; store on disk {_fmt(self.store_bytes)}"
+            f"concurrent + data = {_fmt(self.total)} per process; store on disk "
+            f"{_fmt(self.store_bytes)}"
         )
 
 
@@ -126,7 +128,8 @@ def estimate_memory(
     concurrent: int,
     symmetric: bool,
 ) -> MemoryEstimate:
-    """Peak memory of one tile: ``_LIVE_TENSORS · tile² · per_pair · itemsize`` + inputs.
+    """Peak memory: per tile ``_LIVE_TENSORS · tile² · per_pair · itemsize`` + its inputs,
+    times the tiles running at once, plus the data held by the driver.
 
     ``per_pair`` is the number of covariance entries a pair of inputs carries
     in the largest layout along the net: ``∏ spatial`` (diagonal layout) or
@@ -142,11 +145,12 @@ def estimate_memory(
     per_tile = (
         live * tile * tile * per_pair * itemsize + 2 * tile * math.prod(input_shape) * itemsize
     )
+    data = (n1 + (0 if symmetric else n2)) * math.prod(input_shape) * itemsize  # driver's copy
     plan_entries = tile_plan(n1, n2, tile, symmetric=symmetric).entries
     return MemoryEstimate(
         per_tile=int(per_tile),
         concurrent_tiles=concurrent,
-        total=int(per_tile * concurrent),
+        total=int(per_tile * concurrent + data),
         store_bytes=int(plan_entries * itemsize * n_kernels),
         per_pair=per_pair,
     )
