@@ -33,7 +33,7 @@ Method.  Write ``c = s12/√(q1 q2)``, ``u = √q1 z1``, ``v = √q2 z2``, corr(
    (Gauss–Legendre on the arcs, the Gauss rule of ``r e^{-r²/2}`` radially) — for
    variances > 4 composite rules graded towards the arc ends and ``r = 0`` to
    resolve the activation scale ``1/√q`` — so the integrand is analytic on every
-   panel.  ~5·10³ (q ≤ 4) to ~10⁵ (q = 10⁴) points an entry.  When there are
+   panel.  ~5·10³ (q ≤ 4) to ~5·10⁴ (q = 10⁴) points an entry.  When there are
    many such entries, the polar rule is tabulated on a tensor Chebyshev grid in
    ``(θ, log q1, log q2)`` and interpolated (barycentric formula); the
    interpolant is checked against the direct rule on 24 random entries and
@@ -172,7 +172,7 @@ def _polar_rules(levels: int) -> tuple[np.ndarray, ...]:
         return (ts + 1) / 2, ws / 2, (tl + 1) / 2, wl / 2, r, wr
     half = np.array(_graded_breaks(0.5 * 4.0**-levels, 0.5))
     t, wt = _panels(np.concatenate([half, 1.0 - half[-2::-1]]), _GL_POLAR)
-    rb = np.array(_graded_breaks(4.0**-levels, 1.0) + list(np.arange(2.0, _RMAX + 1)))
+    rb = np.array([*_graded_breaks(4.0**-levels, 1.0), 2.0, 3.0, 4.0, 6.0, _RMAX])
     r, wr = _panels(rb, _GL_POLAR)
     return t, wt, t, wt, r, wr * r * np.exp(-r * r / 2)
 
@@ -310,7 +310,7 @@ def _polar(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
     # group entries by the grading depth they need (activation scale 1/√q) and
     # by the sign of c (which pair of arcs is the short one)
     qm = torch.maximum(q1, q2).tolist()
-    lev = [0 if v <= 4 else _levels(v, 0.05) for v in qm]
+    lev = [0 if v <= 4 else _levels(v, 0.5) for v in qm]
     key = torch.tensor(lev, device=dev, dtype=torch.long) * 2 + (c < 0).long()
     h = math.pi / 2
     for kk in torch.unique(key).tolist():
@@ -394,7 +394,7 @@ def _interpolated(fn, name, th, x1, x2, q1, q2, c) -> Tensor:
             1 if hi <= lo else min(base + 1 + math.ceil(base * (hi - lo) / 2), 65)
             for lo, hi in spans[1:]
         ]
-        if math.prod(sizes) * 4 > n or n < 2000:
+        if math.prod(sizes) * 2 > n:  # the table must be cheaper than the direct rule
             break
         nodes = [
             _cheb_nodes(lo, hi, k).to(th.device) for (lo, hi), k in zip(spans, sizes, strict=True)
