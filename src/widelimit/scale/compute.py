@@ -29,19 +29,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
 from widelimit.layers.base import Layer, _check_get
 from widelimit.scale.read import StoredKernel
+from widelimit.scale.runners import (
+    ProgressBar,
+    client_for,
+    compute_tile,
+    concurrency,
+    console,
+    run_distributed,
+    run_local,
+    scheduler_name,
+)
 from widelimit.scale.store import (
     KernelStore,
     StoreCorruptError,
@@ -49,11 +50,9 @@ from widelimit.scale.store import (
     data_fingerprint,
     describe_spec,
 )
-from widelimit.scale.tiles import Tile, tile_plan
+from widelimit.scale.tiles import tile_plan
 
 __all__ = ["MemoryEstimate", "RunStats", "compute_kernel", "compute_tile", "estimate_memory"]
-
-_console = Console(stderr=True)
 
 #: Live (tile × tile × per-pair) float tensors per running tile: NNGP and NTK of
 #: the current and previous layer, the activation's temporaries (q1·q2,
@@ -156,19 +155,6 @@ def estimate_memory(
     )
 
 
-def compute_tile(
-    net: Layer, xa: np.ndarray, xb: np.ndarray | None, get: tuple[str, ...], device: str
-) -> dict[str, np.ndarray]:
-    """One tile: ``net.kernel(xa, xb)`` as numpy ``(len(xa), len(xb or xa))`` arrays per kernel.
-
-    A pure function of its arguments (what a Dask worker runs).
-    """
-    ta = torch.from_numpy(xa).to(device)
-    tb = None if xb is None else torch.from_numpy(xb).to(device)
-    k = net.kernel(ta, tb, get=get)
-    return {g: getattr(k, g).detach().cpu().numpy() for g in get}
-
-
 def _auto_tile(n: int, per_entry_bytes: int, budget: int | None, concurrent: int) -> int:
     target = 512 * 2**20 if budget is None else min(512 * 2**20, budget // max(concurrent, 1))
     side = int(math.sqrt(max(target, 1) / per_entry_bytes))
@@ -255,10 +241,10 @@ def compute_kernel(
     n1, n2 = len(a1), len(a1) if a2 is None else len(a2)
     itemsize = a1.dtype.itemsize
 
-    client, close_client = _client(scheduler)
+    client, close_client = client_for(scheduler)
     try:
-        concurrent = _concurrency(client, num_workers, scheduler)
-        sched_name = _scheduler_name(scheduler, client, concurrent)
+        concurrent = concurrency(client, num_workers, scheduler)
+        sched_name = scheduler_name(scheduler, client, concurrent)
         estimate = partial(
             estimate_memory, net, tuple(a1.shape[1:]), n1=n1, n2=n2, itemsize=itemsize,
             n_kernels=len(gets), concurrent=concurrent, symmetric=symmetric,
@@ -292,18 +278,18 @@ def compute_kernel(
         plan = kstore.plan
         todo = [t for t in plan.tiles() if (t.i, t.j) not in done]
         if progress:
-            _console.print(
+            console.print(
                 f"[bold]widelimit.scale[/]: {n1}×{n2} {'/'.join(gets)} ({meta.dtype}), "
                 f"tile {tile}, {len(plan)} tiles ({len(done)} done), {sched_name}"
             )
-            _console.print(mem.describe())
+            console.print(mem.describe())
 
         t0 = time.perf_counter()
-        with _ProgressBar(len(plan), len(done), tile, progress) as bar:
+        with ProgressBar(len(plan), len(done), tile, progress) as bar:
             if client is None:
-                _run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, concurrent)
+                run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, concurrent)
             else:
-                _run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
+                run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
         seconds = time.perf_counter() - t0
     finally:
         if close_client:
@@ -345,162 +331,3 @@ def _open_store(
         kstore.drop_bad_records()
         done = kstore.done_tiles(verify_data=verify)
     return kstore, done
-
-
-# ------------------------------------------------------------------ schedulers
-def _client(scheduler: Any) -> tuple[Any, bool]:
-    if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
-        return None, False
-    try:
-        from distributed import Client
-    except ImportError as err:  # pragma: no cover - distributed is a dependency
-        raise ValueError("a cluster scheduler needs the `distributed` package") from err
-    if isinstance(scheduler, Client):
-        return scheduler, False
-    if isinstance(scheduler, str):
-        if "://" not in scheduler:
-            raise ValueError(
-                "`scheduler` must be 'threads', 'sync' or a scheduler address like "
-                f"'tcp://host:8786'; got {scheduler!r}"
-            )
-        return Client(scheduler), True
-    raise TypeError(
-        "`scheduler` must be None, 'threads', 'sync', a 'tcp://host:port' address or a "
-        f"distributed.Client; got {type(scheduler).__name__}"
-    )
-
-
-def _concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
-    if scheduler in ("sync", "synchronous"):
-        return 1
-    if client is None:  # one Dask thread per group of torch intra-op threads (no oversubscription)
-        return num_workers or max(1, (os.cpu_count() or 1) // torch.get_num_threads())
-    workers = client.scheduler_info().get("workers", {})
-    threads = [w.get("nthreads", 1) for w in workers.values()]
-    return max(threads) if threads else 1
-
-
-def _scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
-    if client is None:
-        if scheduler in ("sync", "synchronous"):
-            return "sync (calling thread)"
-        return f"local threads ({concurrent} × {torch.get_num_threads()} torch threads)"
-    n = len(client.scheduler_info().get("workers", {}))
-    return f"dask.distributed {client.scheduler.address} ({n} workers)"
-
-
-class _ProgressBar:
-    """Rich progress bar: tiles done/total and throughput in tiles/s and entries/s."""
-
-    def __init__(self, total: int, done: int, tile: int, enabled: bool):
-        self.total, self.done, self.enabled = total, done, enabled
-        self.entries = 0
-        self.t0 = time.perf_counter()
-
-    def __enter__(self) -> _ProgressBar:
-        if self.enabled:
-            self.bar = Progress(
-                TextColumn("kernel tiles"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=_console,
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("tiles", total=self.total, completed=self.done, rate="")
-        return self
-
-    def advance(self, tile: Tile) -> None:
-        if not self.enabled:
-            return
-        self.entries += tile.entries
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, advance=1, rate=f"{self.entries / dt:.3g} entries/s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-
-def _slice_b(a1: np.ndarray, a2: np.ndarray | None, t: Tile) -> np.ndarray | None:
-    """Column inputs of a tile; ``None`` for a diagonal tile of a symmetric kernel."""
-    if a2 is None:
-        return None if t.i == t.j else a1[t.cols]
-    return a2[t.cols]
-
-
-def _local_task(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
-    kstore: KernelStore, bar: _ProgressBar, t: Tile,
-) -> int:  # fmt: skip
-    out = compute_tile(net, a1[t.rows], _slice_b(a1, a2, t), gets, device)
-    kstore.write_tile(t, out)
-    bar.advance(t)
-    return t.entries
-
-
-def _run_local(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
-    kstore: KernelStore, todo: list[Tile], bar: _ProgressBar, scheduler: Any,
-    num_workers: int | None,
-) -> None:  # fmt: skip
-    import dask.local
-    import dask.threaded
-
-    dsk = {
-        f"widelimit-tile-{t.key}": (
-            partial(_local_task, net, a1, a2, gets, device, kstore, bar, t),
-        )
-        for t in todo
-    }
-    if not dsk:
-        return
-    if scheduler in ("sync", "synchronous"):
-        dask.local.get_sync(dsk, list(dsk))
-    else:
-        dask.threaded.get(dsk, list(dsk), num_workers=num_workers)
-
-
-def _run_distributed(
-    client: Any, net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...],
-    device: str, kstore: KernelStore, todo: list[Tile], bar: _ProgressBar,
-) -> None:  # fmt: skip
-    from distributed import as_completed
-
-    if not todo:
-        return
-    plan = kstore.plan
-    # Ship each row block once; tiles reference the scattered blocks.
-    rows = sorted({t.i for t in todo})
-    cols = sorted({t.j for t in todo})
-    blocks1 = dict(
-        zip(rows, client.scatter([a1[plan.tile_at(i, 0).rows] for i in rows]), strict=True)
-    )
-    src2 = a1 if a2 is None else a2
-    blocks2 = dict(
-        zip(cols, client.scatter([src2[plan.tile_at(0, j).cols] for j in cols]), strict=True)
-    )
-    total_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-    window = max(2 * total_threads, 2)
-    pending = list(reversed(todo))
-    futures = {}
-
-    def submit(t: Tile) -> Any:
-        xb = None if (a2 is None and t.i == t.j) else blocks2[t.j]
-        fut = client.submit(
-            compute_tile, net, blocks1[t.i], xb, gets, device,
-            key=f"widelimit-tile-{kstore.store_id[:8]}-{t.key}", pure=False,
-        )  # fmt: skip
-        futures[fut.key] = t
-        return fut
-
-    ac = as_completed([submit(pending.pop()) for _ in range(min(window, len(pending)))])
-    for fut in ac:
-        t = futures.pop(fut.key)
-        kstore.write_tile(t, fut.result())
-        fut.release()
-        bar.advance(t)
-        if pending:
-            ac.add(submit(pending.pop()))
