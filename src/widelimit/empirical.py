@@ -19,10 +19,12 @@ Two strategies, chosen by :func:`plan_empirical_ntk` from a memory estimate
 
 * ``"jacobian"`` — per-example Jacobians of blocks of ``b`` examples, contracted
   block by block and parameter tensor by parameter tensor.
-  Peak extra memory ≈ ``4·b·K·P·s`` (two Jacobian blocks, plus the transient
-  copies made while computing and contracting them — measured in
-  ``benchmarks/inference.py``) + the output.  ``b`` is the largest block with
-  ``4·b·K·P·s ≤ memory_budget``.
+  Peak extra memory ≈ ``8·b·K·P·s`` + the output: two Jacobian blocks, each
+  also held once more as the raw autograd result and once as the flattened
+  copy used by the contraction (measured by ``benchmarks/inference.py``: peak
+  RSS 1111 MB vs ``8·b·K·P·s`` = 1058 MB at b=31, K=1, P=1.07M, float32).
+  ``b`` is the largest block with
+  ``8·b·K·P·s ≤ memory_budget``.
 * ``"ntvp"`` — NTK-vector products: for each ``x2`` example and output entry a
   gradient row ``g = ∂f_c(x')/∂p`` (one vjp) and then ``Θ[:, x', :, c] = J(x1)·g``
   (one jvp over a block of ``x1``).  Peak extra memory ≈ ``3·P·s`` + forward-mode
@@ -105,7 +107,7 @@ def plan_empirical_ntk(
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     out_elems = n1 * n2 * math.prod(spatial) * (1 if trace else k * k)
-    b_fit = memory_budget // max(1, 4 * out_entries * n_params * s)
+    b_fit = memory_budget // max(1, 8 * out_entries * n_params * s)
     if strategy == "auto":
         strategy = "jacobian" if b_fit >= 1 else "ntvp"
     if batch_size is not None:
@@ -115,7 +117,7 @@ def plan_empirical_ntk(
     else:
         b = max(1, min(n1, 256))
     if strategy == "jacobian":
-        est = 4 * b * out_entries * n_params * s
+        est = 8 * b * out_entries * n_params * s
     else:
         est = 3 * n_params * s
     return NTKPlan(strategy, b, n_params, out_entries, s, est, out_elems * s)
