@@ -289,6 +289,7 @@ def solve_particles(
     times: object = None,
     t_max: float | None = None,
     rtol: float = 1e-6,
+    method: str | None = None,
     xi: Xi = 1.0,
     progress: bool = True,
 ) -> PDESolution:
@@ -329,6 +330,7 @@ def solve_particles(
         times=times,
         t_max=t_max,
         rtol=rtol,
+        method=method,
         xi=xi,
         progress=progress,
     )
