@@ -40,17 +40,19 @@ def test_width_study_slopes(depth):
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2])
 def test_width_study_slopes_full_sweep(depth):
-    _check(width_study(depth=depth, progress=False))
+    # depth 2 stops at 4096: an 8192² float64 hidden matrix (and its copies) needs > 2 GB
+    widths = tuple(64 * 2**k for k in range(8 if depth == 1 else 7))
+    _check(width_study(widths=widths, depth=depth, progress=False))
 
 
 def test_two_layer_mf_and_mup_share_dynamics():
     """For one hidden layer MF and μP are the same function dynamics up to a fixed
     rescaling of the input learning rate (1/d): with d = 1 the output changes agree."""
-    a = width_study(widths=(64, 256), params=("mf", "mup"), input_dim=1, n_seeds=1, progress=False)
-    for m, p in zip(
-        a.metrics["mf"]["output_change"], a.metrics["mup"]["output_change"], strict=True
-    ):
-        assert m == pytest.approx(p, rel=1e-10)
+    kw = dict(widths=(64, 256), input_dim=1, n_seeds=1, seed=3, progress=False)
+    mf = width_study(params=("mf",), **kw)  # same seed: same data and same random draws
+    mup = width_study(params=("mup",), **kw)
+    for m in ("output_change", "weight_movement", "coord_check"):
+        assert mf.metrics["mf"][m] == pytest.approx(mup.metrics["mup"][m], rel=1e-10)
 
 
 def test_layer_rules_and_errors():
