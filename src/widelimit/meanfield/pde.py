@@ -114,6 +114,7 @@ def integrate_flow(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     method: str | None = None,
+    step: float = 0.01,
     jacobian: Callable[[Tensor, float], Tensor] | None = None,
     xi: Xi = 1.0,
     progress: bool = True,
@@ -123,8 +124,10 @@ def integrate_flow(
     ``scipy.integrate.solve_ivp`` with local error control ``rtol``/``atol``; default the
     explicit Dormand–Prince ``"DOP853"`` (the flow is not stiff on the built-in problems:
     ``|Ψ''| ≲ 5``).  An implicit ``method`` ("BDF", "Radau", "LSODA") uses ``jacobian(θ, ξ)
-    -> (M·D, M·D)`` when given.  The state lives in torch (any device); scipy
-    sees a flat float64 view.
+    -> (M·D, M·D)`` when given.  ``method="RK4"``: classical fixed-step RK4 with step
+    ``step`` — use it when the velocity field is discontinuous (e.g. ReLU units whose
+    input weights pass through 0), where adaptive error control stalls.  The state lives
+    in torch (any device); scipy sees a flat float64 view.
     """
     ts = _snapshot_grid(times, t_max)
     xi_f = _xi(xi)
@@ -153,10 +156,13 @@ def integrate_flow(
         task = bar.add_task("PDE solve", total=len(ts) - 1)
         y = theta0.reshape(-1).to(torch.float64).cpu().numpy()
         for a, b in itertools.pairwise(ts):
-            out = solve_ivp(rhs, (a, b), y, method=method, rtol=rtol, atol=atol, **extra)
-            if not out.success:
-                raise RuntimeError(f"PDE integration failed on [{a:g}, {b:g}]: {out.message}")
-            y = out.y[:, -1]
+            if method == "RK4":
+                y = _rk4(rhs, a, b, y, step)
+            else:
+                out = solve_ivp(rhs, (a, b), y, method=method, rtol=rtol, atol=atol, **extra)
+                if not out.success:
+                    raise RuntimeError(f"PDE integration failed on [{a:g}, {b:g}]: {out.message}")
+                y = out.y[:, -1]
             snaps.append(torch.as_tensor(y, dtype=dtype, device=device).reshape(shape))
             bar.advance(task)
     seconds = time.perf_counter() - t0
@@ -175,6 +181,20 @@ def integrate_flow(
         solve_seconds=seconds,
         n_evaluations=n_calls[0],
     )
+
+
+def _rk4(rhs: Callable, a: float, b: float, y: np.ndarray, step: float) -> np.ndarray:
+    n = max(1, math.ceil((b - a) / step))
+    h = (b - a) / n
+    t = a
+    for _ in range(n):
+        k1 = rhs(t, y)
+        k2 = rhs(t + h / 2, y + h / 2 * k1)
+        k3 = rhs(t + h / 2, y + h / 2 * k2)
+        k4 = rhs(t + h, y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        t += h
+    return y
 
 
 def solve_radial(
@@ -290,6 +310,7 @@ def solve_particles(
     t_max: float | None = None,
     rtol: float = 1e-6,
     method: str | None = None,
+    step: float = 0.01,
     xi: Xi = 1.0,
     progress: bool = True,
 ) -> PDESolution:
@@ -300,7 +321,8 @@ def solve_particles(
     ``theta0 (M, D)`` (with optional ``weights (M,)``, default uniform) discretises ``ρ₀``:
     random samples give an ``O(M^{-1/2})`` error, quadrature nodes of ``ρ₀`` much less.
     ``U`` must be symmetric (checked on the initial particles); ``r_sharp = E[y²]`` only
-    shifts the reported risk.
+    shifts the reported risk.  ``method``/``step``: see :func:`integrate_flow` (use
+    ``method="RK4"`` for ReLU units, whose velocity field jumps at ``w = 0``).
     """
     th = as_float_tensor("theta0", theta0, min_ndim=2, max_ndim=2)
     m = th.shape[0]
@@ -331,6 +353,7 @@ def solve_particles(
         t_max=t_max,
         rtol=rtol,
         method=method,
+        step=step,
         xi=xi,
         progress=progress,
     )
