@@ -75,3 +75,31 @@ def test_cli_kernel_builtin_and_errors() -> None:
     assert res.exit_code != 0 and "unknown layer" in res.output
     res = runner.invoke(app, ["kernel", "--data", "no_such_file.npy"])
     assert res.exit_code != 0
+
+
+def test_cli_kernel_store_equals_in_memory(tmp_path) -> None:
+    from widelimit.scale import load_kernel
+
+    x = np.random.default_rng(1).normal(size=(11, 3))
+    np.save(tmp_path / "x.npy", x)
+    net = "Dense(8, w_std=1.4, b_std=0.1) -> Erf -> Dense(1)"
+    res = runner.invoke(
+        app,
+        ["kernel", "--net", net, "--data", str(tmp_path / "x.npy"), "--store",
+         str(tmp_path / "k.zarr"), "--tile", "4", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    k = parse_net(net).kernel(torch.as_tensor(x))
+    stored = load_kernel(tmp_path / "k.zarr")
+    np.testing.assert_allclose(np.asarray(stored.nngp), k.nngp.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(stored.ntk), k.ntk.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_cli_kernel_input_shape_reshapes_rows() -> None:
+    res = runner.invoke(
+        app,
+        ["kernel", "--data", "digits", "--n", "4", "--input-shape", "1,8,8", "--json",
+         "--net", "Conv2d(4, 3, padding='same') -> ReLU -> Flatten -> Dense(1)"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["x1_shape"] == [4, 1, 8, 8]

@@ -5,53 +5,40 @@ gives analytic kernels (``net.kernel``), finite modules (``net.module``) and
 Monte Carlo estimates (``monte_carlo_kernel``).
 """
 
-from widelimit.empirical import empirical_ntk
+from widelimit import meanfield, propagation, scale, sde
+from widelimit.empirical import empirical_ntk, empirical_ntk_full
+from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
 from widelimit.kernel import Kernel
-from widelimit.layers import (
-    ELU,
-    Activation,
-    Dense,
-    Elementwise,
-    Erf,
-    FanInSum,
-    FanOut,
-    Identity,
-    Layer,
-    ReLU,
-    SiLU,
-    Sigmoid,
-    Softplus,
-    Tanh,
-    parallel,
-    serial,
-)
+from widelimit.layers import *  # noqa: F403 - re-export every layer
+from widelimit.layers import __all__ as _layers_all
 from widelimit.monte_carlo import MonteCarloKernel, monte_carlo_kernel
+from widelimit.predict import gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble
+from widelimit.scale import compute_kernel, load_kernel
 from widelimit.spec_text import load_net, parse_net
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU",
-    "Activation",
-    "Dense",
-    "Elementwise",
-    "Erf",
-    "FanInSum",
-    "FanOut",
-    "Identity",
+    *_layers_all,
     "Kernel",
-    "Layer",
     "MonteCarloKernel",
-    "ReLU",
-    "SiLU",
-    "Sigmoid",
-    "Softplus",
-    "Tanh",
+    "NNGPClassifier",
+    "NNGPRegressor",
+    "NTKClassifier",
+    "NTKRegressor",
     "__version__",
+    "compute_kernel",
     "empirical_ntk",
+    "empirical_ntk_full",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "load_kernel",
     "load_net",
+    "meanfield",
     "monte_carlo_kernel",
-    "parallel",
     "parse_net",
-    "serial",
+    "propagation",
+    "scale",
+    "sde",
 ]

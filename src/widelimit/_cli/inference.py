@@ -108,9 +108,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_cmd(
-        train: Annotated[Path, typer.Option(help="Training inputs (N, d), .npy or .csv.")],
         targets: Annotated[Path, typer.Option(help="Training targets (N,) or (N, k).")],
-        test: Annotated[Path, typer.Option(help="Test inputs (M, d).")],
+        train: Annotated[
+            Path | None, typer.Option(help="Training inputs (N, d), .npy or .csv.")
+        ] = None,
+        test: Annotated[Path | None, typer.Option(help="Test inputs (M, d).")] = None,
         net: Annotated[str, typer.Option(help="Net description or file.")] = DEFAULT_PREDICT_NET,
         get: Annotated[
             str, typer.Option(help="nngp (GP posterior) or ntk (trained ensemble).")
@@ -120,10 +122,33 @@ def register(app: typer.Typer) -> None:
         cov: Annotated[bool, typer.Option(help="Also compute the covariance.")] = True,
         out: Annotated[Path | None, typer.Option(help="Directory for mean.npy / std.npy.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        store: Annotated[
+            Path | None,
+            typer.Option(help="Stored train-train kernel (widelimit kernel --store): GP mean "
+            "without loading it whole."),
+        ] = None,
+        test_store: Annotated[
+            Path | None, typer.Option(help="Stored test-train kernel for --store.")
+        ] = None,
+        method: Annotated[str, typer.Option(help="With --store: cg or cholesky.")] = "cg",
     ) -> None:
-        """Infinite-width predictions (mean ± std) of a net on data files."""
+        """Infinite-width predictions (mean ± std) of a net on data files or stored kernels."""
         from widelimit.predict import gradient_descent_mse_ensemble
         from widelimit.spec_text import load_net
+
+        if store is not None:
+            from widelimit._cli.scale import predict_from_store
+
+            if t.strip().lower() not in ("inf", "infinity", "none"):
+                raise typer.BadParameter("stored kernels support t=inf only", param_hint="--t")
+            predict_from_store(
+                store, targets, test_store=test_store, kernel=get,
+                diag_reg=diag_reg if diag_reg > 0 else 1e-4, method=method,
+                json=json_out, out=out,
+            )  # fmt: skip
+            return
+        if train is None or test is None:
+            raise typer.BadParameter("--train and --test are required (or give --store)")
 
         try:
             spec = load_net(net)

@@ -65,8 +65,24 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Directory for nngp.npy / ntk.npy (and a heatmap).")
         ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        input_shape: Annotated[
+            str | None,
+            typer.Option(help="Reshape each row to this per-example shape, e.g. 1,8,8 (NCHW)."),
+        ] = None,
+        store: Annotated[
+            Path | None,
+            typer.Option(help="Compute in tiles into this Zarr store (resumable; re-run to resume)."),
+        ] = None,
+        tile: Annotated[int | None, typer.Option(help="Tile size (rows/cols) for --store.")] = None,
+        scheduler: Annotated[
+            str | None, typer.Option(help="Dask scheduler address tcp://host:port for --store.")
+        ] = None,
+        memory_budget: Annotated[
+            str | None, typer.Option(help="Refuse tiles above this memory, e.g. 8GB.")
+        ] = None,
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing --store.")] = False,
     ) -> None:
-        """Compute infinite-width NNGP/NTK kernels of a network on data."""
+        """Compute infinite-width NNGP/NTK kernels of a network on data (or into a store)."""
         from widelimit.spec_text import load_net
 
         try:
@@ -78,7 +94,24 @@ def register(app: typer.Typer) -> None:
         gets = tuple(g.strip() for g in get.split(",") if g.strip())
         arrays = [load_array(data, n=n)] + ([load_array(data2, n=n)] if data2 else [])
         arrays = [_scale(a, scale) for a in arrays]
+        if input_shape is not None:
+            try:
+                shape = tuple(int(v) for v in input_shape.split(","))
+                arrays = [a.reshape(len(a), *shape) for a in arrays]
+            except ValueError as err:
+                raise typer.BadParameter(str(err), param_hint="--input-shape") from err
         xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=device) for a in arrays]
+        if store is not None:
+            from widelimit._cli.scale import kernel_to_store
+
+            try:
+                kernel_to_store(
+                    spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
+                    json_out, memory_budget=memory_budget, overwrite=overwrite,
+                )  # fmt: skip
+            except ValueError as err:
+                raise typer.BadParameter(str(err)) from err
+            return
         t0 = time.perf_counter()
         try:
             k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)

@@ -189,10 +189,15 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool
     for images; ``Θ⁰ = 0``. ``x1: (N1, d | C, *spatial)``."""
     x2_ = x1 if x2 is None else x2
     nngp = _gram(x1, x2_, full_spatial)
+    cov1 = _self_gram(x1, full_spatial)
+    if x2 is None and x1.ndim == 2:
+        # the matmul and the row sums round differently; make the diagonal exactly the
+        # variances so that c = 1 there (arccos amplifies a 1-ulp gap to ~1e-8)
+        nngp.diagonal().copy_(cov1)
     return Kernel(
         nngp=nngp,
         ntk=torch.zeros_like(nngp) if ntk else None,
-        cov1=_self_gram(x1, full_spatial),
+        cov1=cov1,
         cov2=None if x2 is None else _self_gram(x2, full_spatial),
         spatial=tuple(x1.shape[2:]),
         full_spatial=full_spatial and x1.ndim > 2,
