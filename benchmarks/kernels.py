@@ -37,7 +37,7 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     for dtype in (torch.float32, torch.float64):
         x = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=dtype)
-        t_base, m_base, _ = measure(lambda x=x: _baseline(x, depth), repeat=2)
+        t_base, _m_base, _ = measure(lambda x=x: _baseline(x, depth), repeat=2)
         results = {}
         for name, act in (("relu", ReLU()), ("erf", Erf()), ("tanh", Tanh())):
             layers = []

@@ -56,8 +56,16 @@ def test_cli_kernel_json_matches_api(tmp_path) -> None:
     net = "Dense(8, w_std=1.4, b_std=0.1) -> ReLU -> Dense(1)"
     res = runner.invoke(
         app,
-        ["kernel", "--net", net, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"),
-         "--json"],
+        [
+            "kernel",
+            "--net",
+            net,
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)

@@ -124,8 +124,10 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
         store: Annotated[
             Path | None,
-            typer.Option(help="Stored train-train kernel (widelimit kernel --store): GP mean "
-            "without loading it whole."),
+            typer.Option(
+                help="Stored train-train kernel (widelimit kernel --store): GP mean "
+                "without loading it whole."
+            ),
         ] = None,
         test_store: Annotated[
             Path | None, typer.Option(help="Stored test-train kernel for --store.")

@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         store: Annotated[
             Path | None,
-            typer.Option(help="Compute in tiles into this Zarr store (resumable; re-run to resume)."),
+            typer.Option(
+                help="Compute in tiles into this Zarr store (resumable; re-run to resume)."
+            ),
         ] = None,
         tile: Annotated[int | None, typer.Option(help="Tile size (rows/cols) for --store.")] = None,
         scheduler: Annotated[
