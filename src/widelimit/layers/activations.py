@@ -173,11 +173,16 @@ def _sin_minus_x_cos(x: Tensor, sin_x: Tensor, cos_x: Tensor) -> Tensor:
     ``g`` vanishes like ``x³/3`` at 0, where the direct difference cancels; there
     its Taylor series is used instead.
     """
-    x2 = x * x
-    series = torch.full_like(x, _SIN_MINUS_X_COS[-1])
-    for a in reversed(_SIN_MINUS_X_COS[:-1]):
-        series = series * x2 + a
-    return torch.where(x < 1, series * x2 * x, sin_x - x * cos_x)
+    out = sin_x - x * cos_x
+    small = x < 1
+    if bool(small.any()):  # the series only where it is needed (often few entries)
+        xs = x[small]
+        x2 = xs * xs
+        series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
+        for a in reversed(_SIN_MINUS_X_COS[:-1]):
+            series = series * x2 + a
+        out[small] = series * x2 * xs
+    return out
 
 
 def _piecewise_linear_dual(
@@ -201,13 +206,17 @@ def _piecewise_linear_dual(
     ``c → −1`` (where its kernel vanishes like ``(π − θ)³``).
     """
     prod, c = correlation(q1, q2, s12)
-    theta = torch.arccos(c)
     alpha = torch.arccos(-c)  # π − θ, accurate near c = −1
     sin_theta = _one_minus_c2(c).sqrt()
-    g_alpha = _sin_minus_x_cos(alpha, sin_theta, -c)
-    g_theta = _sin_minus_x_cos(theta, sin_theta, c)
-    nngp = prod / (2 * math.pi) * ((a * a + b * b) * g_alpha - 2 * a * b * g_theta)
-    dd = ((a * a + b * b) * alpha + 2 * a * b * theta) / (2 * math.pi) if ntk else None
+    nngp = (a * a + b * b) * _sin_minus_x_cos(alpha, sin_theta, -c)
+    dd = (a * a + b * b) * alpha if ntk else None
+    if a * b != 0:  # ReLU-like slopes (a·b = 0) need no θ-terms: skip their cost
+        theta = torch.arccos(c)
+        nngp = nngp - 2 * a * b * _sin_minus_x_cos(theta, sin_theta, c)
+        if dd is not None:
+            dd = dd + 2 * a * b * theta
+    nngp = prod / (2 * math.pi) * nngp
+    dd = None if dd is None else dd / (2 * math.pi)
     return nngp, dd
 
 
