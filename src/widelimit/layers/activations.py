@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from widelimit._quadrature import gaussian_dual
+from widelimit._quadrature import autograd_derivative, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 
@@ -820,18 +820,6 @@ class Hermite(Elementwise):
 # --------------------------------------------------------------------------
 # Numerical: arbitrary callables
 # --------------------------------------------------------------------------
-
-
-def autograd_derivative(fn: Fn) -> Fn:
-    """Elementwise derivative of an elementwise torch function, by autograd."""
-
-    def dfn(x: Tensor) -> Tensor:
-        with torch.enable_grad():
-            xx = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(fn(xx).sum(), xx)
-        return g
-
-    return dfn
 
 
 class NumericalActivation(Elementwise):
