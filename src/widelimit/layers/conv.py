@@ -51,11 +51,10 @@ from widelimit.layers.base import (
     Shape,
     ShapeLike,
     WidthLayer,
-    randn,
     single_kernel,
     single_shape,
 )
-from widelimit.layers.dense import check_parameterization
+from widelimit.layers.dense import check_parameterization, init_affine
 
 PADDINGS = ("valid", "same", "circular")
 _AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
@@ -234,17 +233,10 @@ class ConvModule(nn.Module):
         self.pad = tuple(p for bef_aft in reversed(pads) for p in bef_aft)
         self.mode = "circular" if circular else "constant"
         fan_in = in_channels * math.prod(kernel_size)
-        kw = {"generator": generator, "dtype": dtype, "device": device}
-        w = randn((out_channels, in_channels, *kernel_size), **kw)
-        b = randn((out_channels,), **kw) if b_std > 0 else None
-        if parameterization == "ntk":
-            self.w_scale, self.b_scale = w_std / math.sqrt(fan_in), b_std
-        else:
-            w = w * (w_std / math.sqrt(fan_in))
-            b = None if b is None else b * b_std
-            self.w_scale, self.b_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w)
-        self.bias = None if b is None else nn.Parameter(b)
+        init_affine(
+            self, (out_channels, in_channels, *kernel_size), fan_in, w_std, b_std,
+            parameterization, generator=generator, dtype=dtype, device=device,
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         nd = len(self.kernel_size)

@@ -48,6 +48,35 @@ def check_parameterization(value: str) -> str:
     return value
 
 
+def init_affine(
+    module: nn.Module,
+    weight_shape: tuple[int, ...],
+    fan_in: int,
+    w_std: float,
+    b_std: float,
+    parameterization: str,
+    *,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+) -> None:
+    """Give an affine module ``weight`` (``weight_shape``), ``bias`` (``(weight_shape[0],)``,
+    ``None`` when ``b_std == 0``) and the scales ``w_scale``/``b_scale`` of its forward pass
+    ``h = w_scale·W·x + b_scale·b``, initialised per ``parameterization`` (module docstring).
+    Shared by dense and convolution layers."""
+    kw = {"generator": generator, "dtype": dtype, "device": device}
+    w = randn(weight_shape, **kw)
+    b = randn((weight_shape[0],), **kw) if b_std > 0 else None
+    if parameterization == "ntk":
+        module.w_scale, module.b_scale = w_std / math.sqrt(fan_in), b_std
+    else:
+        w = w * (w_std / math.sqrt(fan_in))
+        b = None if b is None else b * b_std
+        module.w_scale, module.b_scale = 1.0, 1.0
+    module.weight = nn.Parameter(w)
+    module.bias = None if b is None else nn.Parameter(b)
+
+
 class DenseModule(nn.Module):
     """Finite dense layer acting on axis 1 (features or channels).
 
@@ -70,17 +99,10 @@ class DenseModule(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.parameterization = parameterization
-        kw = {"generator": generator, "dtype": dtype, "device": device}
-        w = randn((out_features, in_features), **kw)
-        b = randn((out_features,), **kw) if b_std > 0 else None
-        if parameterization == "ntk":
-            self.w_scale, self.b_scale = w_std / math.sqrt(in_features), b_std
-        else:
-            w = w * (w_std / math.sqrt(in_features))
-            b = None if b is None else b * b_std
-            self.w_scale, self.b_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w)
-        self.bias = None if b is None else nn.Parameter(b)
+        init_affine(
+            self, (out_features, in_features), in_features, w_std, b_std, parameterization,
+            generator=generator, dtype=dtype, device=device,
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (N, in, *spatial)`` -> ``(N, out, *spatial)``."""
