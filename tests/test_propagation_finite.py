@@ -33,12 +33,12 @@ def test_w1_to_normal_matches_scipy_wasserstein():
 
 def test_fit_loglog_recovers_power_law():
     n = np.array([10.0, 100.0, 1000.0])
-    slope, intercept, se = fit_loglog(n, 3 * n**-0.5, 0.1 * 3 * n**-0.5)
-    assert slope == pytest.approx(-0.5, abs=1e-12)
-    assert intercept == pytest.approx(math.log(3), abs=1e-12)
+    fit = fit_loglog(n, 3 * n**-0.5, 0.1 * 3 * n**-0.5)
+    assert fit.slope == pytest.approx(-0.5, abs=1e-12)
+    assert fit.intercept == pytest.approx(math.log(3), abs=1e-12)
     # σ(log y) = 0.1 at each point: se = 0.1 / √Σ(x − x̄)²
     xc = np.log(n) - np.log(n).mean()
-    assert se == pytest.approx(0.1 / math.sqrt((xc**2).sum()), rel=1e-12)
+    assert fit.stderr == pytest.approx(0.1 / math.sqrt((xc**2).sum()), rel=1e-12)
 
 
 def test_default_inputs_have_exact_input_kernel():

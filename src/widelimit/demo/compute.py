@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from widelimit.datasets import Dataset, load_digits, load_mnist5k
 from widelimit.empirical import empirical_ntk
+from widelimit.fitting import fit_loglog
 from widelimit.predict import gradient_descent_mse, gradient_descent_mse_ensemble
 
 __all__ = [
@@ -194,12 +195,9 @@ def _mse(pred: Tensor, y: Tensor) -> Tensor:
 
 
 def _fit_slope(widths: list[int], values: list[float]) -> SlopeFit:
-    lx, ly = np.log(np.asarray(widths, float)), np.log(np.asarray(values, float))
-    if len(lx) < 3:
-        coef = np.polyfit(lx, ly, 1)
-        return SlopeFit(float(coef[0]), float("nan"), float(coef[1]))
-    coef, cov = np.polyfit(lx, ly, 1, cov=True)
-    return SlopeFit(float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]))
+    """:func:`widelimit.fitting.fit_loglog` (standard error from the residuals)."""
+    fit = fit_loglog(widths, values)
+    return SlopeFit(fit.slope, fit.stderr, fit.intercept)
 
 
 class _Channel0(nn.Module):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from widelimit.fitting import loglog_slope
 from widelimit.meanfield.network import train
 from widelimit.meanfield.pde import solve_radial, wasserstein1_1d
 from widelimit.meanfield.problems import IsotropicGaussians
@@ -57,13 +58,6 @@ class MeanFieldComparison:
     eps: float
     batch_size: int
     n_seeds: int
-
-
-def _slope(ns: list[int], gaps: np.ndarray) -> float:
-    g = np.abs(gaps)
-    if np.any(g <= 0):
-        return float("nan")
-    return float(np.polyfit(np.log(ns), np.log(g), 1)[0])
 
 
 def compare_with_pde(
@@ -115,11 +109,11 @@ def compare_with_pde(
             bar.advance(task)
     t_list = sol.times.tolist()
     w1 = np.asarray(w1s)
-    w1_slope = {t: _slope(list(ns), w1[:, k]) for k, t in enumerate(t_list) if t > 0}
+    w1_slope = {t: loglog_slope(ns, np.abs(w1[:, k])) for k, t in enumerate(t_list) if t > 0}
     gap_slope: dict[float, float] = {}
     if risks:
         gap = np.asarray(risks) - sol.risk.numpy()[None, :]
-        gap_slope = {t: _slope(list(ns), gap[:, k]) for k, t in enumerate(t_list) if t > 0}
+        gap_slope = {t: loglog_slope(ns, np.abs(gap[:, k])) for k, t in enumerate(t_list) if t > 0}
     return MeanFieldComparison(
         times=t_list,
         ns=list(ns),

@@ -41,6 +41,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from widelimit._validation import check_positive_int
+from widelimit.fitting import loglog_slope
 
 __all__ = ["PARAMETERIZATIONS", "WidthStudy", "layer_rules", "width_study"]
 
@@ -200,9 +201,5 @@ def width_study(
                 for m in METRICS:
                     metrics[p][m].append(float(np.mean([r[m] for r in runs])))
                 bar.advance(task)
-    logn = np.log(np.asarray(widths, dtype=float))
-    slopes = {
-        p: {m: float(np.polyfit(logn, np.log(metrics[p][m]), 1)[0]) for m in METRICS}
-        for p in params
-    }
+    slopes = {p: {m: loglog_slope(widths, metrics[p][m]) for m in METRICS} for p in params}
     return WidthStudy(list(widths), list(params), metrics, slopes, depth, steps, lr)

@@ -20,7 +20,8 @@ them, built with ``net.module(...)``), on ``P`` fixed inputs.  For every layer
   Frobenius error of the empirical output covariance ``(1/n) Σ_i h_i h_iᵀ``.
 
 Each statistic is averaged over seeds (with its standard error) and a
-log-log slope is fitted against ``n`` (:func:`fit_loglog`); theory: ``−1/2``.
+log-log slope is fitted against ``n`` (:func:`widelimit.fitting.fit_loglog`, re-exported here
+under its old name); theory: ``−1/2``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from scipy import special, stats
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_nonnegative, check_positive_int
+from widelimit.fitting import fit_loglog, loglog_slope
 from widelimit.layers.activations import Elementwise
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import serial
@@ -143,29 +145,6 @@ def w1_to_normal(z: np.ndarray) -> float:
     below = k * (m - a) - (big_g(m) - big_g(a))
     above = (big_g(b) - big_g(m)) - k * (b - m)
     return float(total + below.sum() + above.sum())
-
-
-def fit_loglog(
-    n: Sequence[float], y: Sequence[float], y_se: Sequence[float] | None = None
-) -> tuple[float, float, float]:
-    """Least-squares slope of ``log y`` against ``log n``: ``(slope, intercept, slope_se)``.
-
-    ``slope_se`` propagates the per-point standard errors (``σ(log y) ≈ se/y``)
-    through the ordinary least-squares weights (``nan`` without ``y_se``).
-    """
-    x = np.log(np.asarray(n, dtype=np.float64))
-    ly = np.log(np.asarray(y, dtype=np.float64))
-    if x.size < 2:
-        raise ValueError("need at least two widths to fit a slope")
-    xc = x - x.mean()
-    sxx = float((xc * xc).sum())
-    slope = float((xc * (ly - ly.mean())).sum() / sxx)
-    intercept = float(ly.mean() - slope * x.mean())
-    se = float("nan")
-    if y_se is not None:
-        sig = np.asarray(y_se, dtype=np.float64) / np.asarray(y, dtype=np.float64)
-        se = float(np.sqrt((xc * xc * sig * sig).sum()) / sxx)
-    return slope, intercept, se
 
 
 @dataclass(frozen=True)
@@ -346,13 +325,12 @@ def _summarise(act, sw, sb, depth, ws, n_seeds, xt, traj, rows, samples) -> Fini
     for k in STATISTICS:
         y, e = stats_[k], ses[k]
         if y.ndim == 2:
-            layer_slopes[k] = np.array(
-                [fit_loglog(ws, y[:, i], e[:, i])[0] for i in range(y.shape[1])]
-            )
+            layer_slopes[k] = np.array([loglog_slope(ws, y[:, i]) for i in range(y.shape[1])])
             # layer average; its SE conservatively as the mean of the layers' SEs
             y, e = y.mean(1), e.mean(1)
         if np.all(y > 0):
-            slopes[k], _, slopes_se[k] = fit_loglog(ws, y, e)
+            fit = fit_loglog(ws, y, e)
+            slopes[k], slopes_se[k] = fit.slope, fit.stderr
     return FiniteWidthStudy(
         activation=activation_label(act),
         sigma_w=sw,
