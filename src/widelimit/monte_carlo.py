@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from widelimit._validation import (
@@ -29,6 +28,7 @@ from widelimit._validation import (
 )
 from widelimit.empirical import empirical_ntk
 from widelimit.layers.base import Layer, _check_get
+from widelimit.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def monte_carlo_kernel(
     n_samples: int,
     seed: int = 0,
     get: str | Sequence[str] = ("nngp", "ntk"),
-    progress: bool = False,
+    progress: bool = True,
 ) -> MonteCarloKernel:
     """Estimate NNGP/NTK by sampling ``n_samples`` networks ``net.module(width)``.
 
@@ -71,7 +71,7 @@ def monte_carlo_kernel(
         n_samples: number of independent initialisations (≥ 2 for a standard error).
         seed: seed of the first network; the draws are reproducible.
         get: ``"nngp"``, ``"ntk"`` or both.
-        progress: show a progress bar.
+        progress: show a progress bar on stderr (default on; ``False`` for none).
     Returns:
         :class:`MonteCarloKernel` with means and standard errors. The networks are
         built in the dtype/device of ``x1``.
@@ -94,7 +94,7 @@ def monte_carlo_kernel(
 
     sums: dict[str, Tensor] = {}
     sq: dict[str, Tensor] = {}
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("sampling networks", total=n_samples)
         for _ in range(n_samples):
             mod = spec.make_module(in_shape, generator=gen, dtype=x1.dtype, device=x1.device)

@@ -45,6 +45,7 @@ from widelimit.datasets import Dataset, load_digits, load_mnist5k
 from widelimit.empirical import empirical_ntk
 from widelimit.fitting import fit_loglog
 from widelimit.predict import gradient_descent_mse, gradient_descent_mse_ensemble
+from widelimit.progress import progress_bar
 
 __all__ = [
     "DEFAULT_NET",
@@ -222,28 +223,6 @@ def load_dataset(cfg: DemoConfig) -> Dataset:
     return loaders[cfg.dataset](cfg.n_train, cfg.n_test, seed=cfg.data_seed)
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 # --------------------------------------------------------------------------- main
 def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoResult:
     """Run the finite-vs-infinite comparison described in the module docstring."""
@@ -264,7 +243,7 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
             f"end the net with Dense({data.n_classes})"
         )
     n_total_nets = len(cfg.widths) * cfg.seeds
-    with _progress(progress) as bar:
+    with progress_bar(progress, transient=False) as bar:
         task_k = bar.add_task("infinite-width kernels", total=4)
         # ---------------------------------------------------------------- infinite
         ens = gradient_descent_mse_ensemble(net, xtr, ytr)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from widelimit.fitting import loglog_slope
 from widelimit.meanfield.network import train
 from widelimit.meanfield.pde import solve_radial, wasserstein1_1d
 from widelimit.meanfield.problems import IsotropicGaussians
+from widelimit.progress import progress_bar
 
 __all__ = ["MeanFieldComparison", "compare_with_pde"]
 
@@ -82,7 +82,7 @@ def compare_with_pde(
     lv = torch.tensor(levels, dtype=torch.float64)
     pde_r = sol.particles[..., 0]
     risks, sds, quants, w1s, secs = [], [], [], [], []
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("SGD over N", total=len(ns))
         for i, n in enumerate(ns):
             t0 = time.perf_counter()

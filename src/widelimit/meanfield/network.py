@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
+from widelimit.progress import progress_bar
 
 __all__ = ["TrainResult", "train"]
 
@@ -105,7 +105,7 @@ def train(
     snaps, train_risk = [], []
     k = 0
     seconds = 0.0
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"SGD N={n}", total=int(steps[-1]))
         for target in steps:
             t0 = time.perf_counter()

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from widelimit._validation import check_positive_int
 from widelimit.fitting import loglog_slope
+from widelimit.progress import progress_bar
 
 __all__ = ["PARAMETERIZATIONS", "WidthStudy", "layer_rules", "width_study"]
 
@@ -193,7 +193,7 @@ def width_study(
     x = x / x.norm(dim=1, keepdim=True) * math.sqrt(input_dim)
     y = torch.sign(x[:, 0])
     metrics: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in params}
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("width study", total=len(params) * len(widths))
         for p in params:
             for n in widths:

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.meanfield.problems import IsotropicGaussians
+from widelimit.progress import progress_bar
 
 __all__ = ["PDESolution", "solve_particles", "solve_radial", "wasserstein1_1d"]
 
@@ -152,7 +152,7 @@ def integrate_flow(
     extra = {"jac": jac} if jac is not None and method in ("BDF", "Radau", "LSODA") else {}
     t0 = time.perf_counter()
     snaps = [theta0.clone()]
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("PDE solve", total=len(ts) - 1)
         y = theta0.reshape(-1).to(torch.float64).cpu().numpy()
         for a, b in itertools.pairwise(ts):

@@ -40,6 +40,7 @@ from widelimit.layers.activations import Elementwise
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import serial
 from widelimit.layers.dense import Dense, DenseModule
+from widelimit.progress import progress_bar
 from widelimit.propagation.maps import DTYPE, activation_label, check_activation, trajectory
 
 __all__ = [
@@ -247,8 +248,6 @@ def finite_width_study(
         A :class:`FiniteWidthStudy`.
     Cost: ``n_seeds · Σ_n (depth − 1) n²`` Gaussian draws (float64).
     """
-    from rich.progress import Progress
-
     act = check_activation(act)
     sw = check_nonnegative("sigma_w", sigma_w)
     sb = check_nonnegative("sigma_b", sigma_b)
@@ -274,7 +273,7 @@ def finite_width_study(
     chol = torch.linalg.cholesky(nngp)
     rows: list[list[dict]] = []
     samples = []
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("finite-width nets", total=len(ws) * n_seeds)
         for n in ws:
             per = []

@@ -17,23 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TextColumn
 
 from widelimit.layers.base import Layer
+from widelimit.progress import progress_bar, stderr_console
 from widelimit.scale.store import KernelStore
 from widelimit.scale.tiles import Tile
 
 __all__ = ["compute_tile"]
 
-console = Console(stderr=True)
+console = stderr_console
 
 
 def compute_tile(
@@ -100,17 +93,13 @@ class ProgressBar:
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
-            self.bar = Progress(
-                TextColumn("kernel tiles"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
+            self.bar = progress_bar(
+                transient=False, extra_columns=[TextColumn("{task.fields[rate]}")]
             )
             self.bar.__enter__()
-            self.task = self.bar.add_task("tiles", total=self.total, completed=self.done, rate="")
+            self.task = self.bar.add_task(
+                "kernel tiles", total=self.total, completed=self.done, rate=""
+            )
         return self
 
     def advance(self, tile: Tile) -> None:

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
+from widelimit.progress import progress_bar
 from widelimit.sde.drift import ReLUDrift, relu_nu_theta
-from widelimit.sde.finite import gram_factor, progress_bar
+from widelimit.sde.finite import gram_factor
 
 __all__ = [
     "PSDDrift",

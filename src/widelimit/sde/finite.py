@@ -24,16 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import as_float_tensor, check_positive_int
+from widelimit.progress import progress_bar
 
 __all__ = ["ShapedMLP", "finite_forward_gram", "gram_factor", "sample_gram"]
-
-
-def progress_bar(enabled: bool):
-    """A transient rich progress bar on stderr (stdout stays clean for ``--json``)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    return Progress(transient=True, disable=not enabled, console=Console(stderr=True))
 
 
 _OVERFLOW = 1e100
