@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from widelimit.demo.compute import DemoResult
+from widelimit.serialization import jsonable
 
 __all__ = ["result_dict", "summary_rows", "write_report"]
 
@@ -19,8 +20,6 @@ SUMMARY_COLUMNS = ["width", "seeds", "acc", "± sd", "MSE", "‖f−f_lin‖", "
 
 def result_dict(res: DemoResult) -> dict:
     """JSON-ready dictionary of the result (kernel heatmaps left out)."""
-    from widelimit._cli.common import jsonable
-
     d = {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.name != "heatmaps"}
     return jsonable(d)
 

@@ -1,0 +1,48 @@
+"""JSON-ready conversion of results: what ``--json`` prints and ``results.json`` stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["jsonable", "print_json"]
+
+
+def jsonable(obj: Any) -> Any:
+    """Convert ``obj`` recursively to JSON types.
+
+    Dataclasses become dicts of their fields, tensors and arrays nested lists, numpy
+    scalars Python scalars, paths/dtypes/devices strings, dict keys strings, tuples
+    lists; non-finite floats become ``None`` (JSON has no NaN/inf).  Other objects are
+    returned unchanged.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.dtype | torch.device):
+        return str(obj)
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Print ``jsonable(obj)`` as indented JSON on stdout (the output of ``--json``)."""
+    print(json.dumps(jsonable(obj), indent=2))
