@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["autograd_derivative", "gaussian_dual"]
+__all__ = ["autograd_derivative", "gauss_legendre", "gaussian_dual"]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -89,14 +89,23 @@ _GL_POLAR = 12  # Gauss–Legendre points per panel (polar rule)
 
 
 @cache
-def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n``-point Gauss–Legendre nodes and weights on ``[-1, 1]`` (float64, cached, read-only).
+
+    Exact for polynomials of degree ``<= 2n − 1``.  The one cached copy of
+    :func:`numpy.polynomial.legendre.leggauss` used by the quadrature rules.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive integer number of nodes; got {n!r}")
     x, w = np.polynomial.legendre.leggauss(n)
+    x.flags.writeable = False
+    w.flags.writeable = False
     return x, w
 
 
 def _panels(breaks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Composite Gauss–Legendre nodes/weights on consecutive ``breaks``."""
-    x, w = _gauss_legendre(n)
+    x, w = gauss_legendre(n)
     a, b = breaks[:-1, None], breaks[1:, None]
     return ((b - a) / 2 * x + (a + b) / 2).ravel(), ((b - a) / 2 * w).ravel()
 
@@ -167,7 +176,7 @@ def _polar_rules(levels: int) -> tuple[np.ndarray, ...]:
     Returns ``(t_short, w_short, t_long, w_long, r, w_r)``.
     """
     if levels == 0:
-        (ts, ws), (tl, wl) = _gauss_legendre(12), _gauss_legendre(40)
+        (ts, ws), (tl, wl) = gauss_legendre(12), gauss_legendre(40)
         r, wr = _rayleigh(48)
         return (ts + 1) / 2, ws / 2, (tl + 1) / 2, wl / 2, r, wr
     half = np.array(_graded_breaks(0.5 * 4.0**-levels, 0.5))
