@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import check_positive_int
+from widelimit.layers.activations import ReLU
 from widelimit.meanfield.piecewise import PiecewiseLinear
 
 __all__ = ["IsotropicGaussians", "TeacherStudent"]
@@ -243,22 +244,28 @@ class IsotropicGaussians:
         return torch.as_tensor(self.init_std * (q / self.d) ** 0.5, dtype=dtype)
 
 
-class _ReLUArcCos(torch.autograd.Function):
-    """``J(c) = √(1 − c²) + (π − arccos c) c`` with the finite derivative ``π − arccos c``.
+_RELU = ReLU()
 
-    (Autograd through ``arccos`` would give ``∞ − ∞`` at ``|c| = 1``.)
+
+class _ReLUArcCos(torch.autograd.Function):
+    """``J(c) = 2π E[relu(u) relu(v)] = √(1 − c²) + (π − arccos c) c`` at unit variances.
+
+    Both ``J`` and its derivative come from the ReLU layer's dual (the one copy of the
+    arc-cosine formulas): ``J'(c) = 2π E[relu'(u) relu'(v)] = π − arccos c`` (Price's
+    theorem), finite at ``|c| = 1`` where autograd through ``arccos`` gives ``∞ − ∞``.
     """
 
     @staticmethod
     def forward(ctx, c: Tensor) -> Tensor:  # type: ignore[override]
-        c = c.clamp(-1.0, 1.0)
-        ctx.save_for_backward(c)
-        return (1 - c * c).clamp_min(0).sqrt() + (math.pi - torch.arccos(c)) * c
+        ones = torch.ones_like(c)
+        j, dj = _RELU.dual(ones, ones, c, ntk=True)
+        ctx.save_for_backward(dj)
+        return 2 * math.pi * j
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (c,) = ctx.saved_tensors
-        return grad * (math.pi - torch.arccos(c))
+        (dj,) = ctx.saved_tensors
+        return grad * (2 * math.pi * dj)
 
 
 def relu_kernel(w1: Tensor, w2: Tensor) -> Tensor:

@@ -13,7 +13,11 @@ finite-width map (``tests/test_sde_drift.py``):
   ``c = 2/(s₊² + s₋²)``: ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})`` with
   ``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ) ≥ 0`` (correlations are pushed *up*).
   Equivalently ``b = κ (K₁(Φ) − Φ)`` with ``κ = (c₊ − c₋)²/2`` and ``K₁`` the
-  normalised arc-cosine kernel map (Cho & Saul 2009, eq. (6)), which is PSD.
+  normalised arc-cosine kernel map (Cho & Saul 2009, eq. (6)), which is PSD.  Since
+  ``E[relu(u) relu(v)] − E[relu(u) relu(−v)] = E[relu(u) v] = Φ^{αβ}/2`` for
+  ``(u, v) ~ N(0, Φ)``, ``b^{αβ} = 2κ E[relu(u) relu(−v)]``: the drift is evaluated with
+  the ReLU layer's dual (:meth:`widelimit.layers.activations.ReLU.dual`, the one copy of
+  the arc-cosine formulas), which keeps full relative accuracy as ``ρ → 1``.
 * smooth ``φ_s(x) = s φ(x/s)``, ``s = a√n``, ``c = 1/E[φ_s(g)²]`` for ``g ~ N(0,1)``:
   ``b^{αβ} = φ''(0)²/(4a²)[Φ^{αα}Φ^{ββ} + Φ^{αβ}(2Φ^{αβ} − 3)]
   + φ'''(0)/(2a²) Φ^{αβ}(Φ^{αα} + Φ^{ββ} − 2)``; one input: ``b_* Φ(Φ − 1)`` with
@@ -28,27 +32,43 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from widelimit.layers.activations import ReLU
+
 __all__ = ["ReLUDrift", "SmoothDrift", "relu_nu", "relu_nu_theta"]
+
+
+_RELU = ReLU()
+
+
+def _relu_anti(q1: Tensor, q2: Tensor, s12: Tensor) -> Tensor:
+    """``E[relu(u) relu(−v)]`` for ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])`` (ReLU dual at −s12).
+
+    ``= √(q1 q2)/(2π)·(sin θ − θ cos θ)``, ``θ = arccos(s12/√(q1 q2))``; ``0`` where
+    ``q1 q2 = 0``.
+    """
+    return _RELU.dual(q1, q2, -s12, ntk=False)[0]
 
 
 def relu_nu_theta(theta: Tensor, strength: float) -> Tensor:
     """``ν`` as a function of the angle ``θ = arccos ρ``: ``κ/π·(sin θ − θ cos θ)``.
 
-    ``strength`` is ``κ = (c₊ − c₋)²/2``.  Accurate near
-    ``θ = 0`` (series ``θ³/3 − θ⁵/30``) where the difference cancels.
-    Li, Nica, Roy 2022, Thm 3.2 (ReLU-like drift).
+    ``strength`` is ``κ = (c₊ − c₋)²/2``.  Li, Nica, Roy 2022, Thm 3.2 (ReLU-like drift).
+    Evaluated as ``2κ E[relu(u) relu(−v)]`` at correlation ``cos θ`` (see the module
+    docstring), so ``θ`` enters through ``cos θ``: relative accuracy ``~ε/θ²`` for tiny
+    ``θ`` (absolute accuracy ``~εθ``).
     """
-    small = theta < 1e-3
-    t = torch.where(small, torch.ones_like(theta), theta)
-    direct = torch.sin(t) - t * torch.cos(t)
-    series = theta**3 / 3 - theta**5 / 30
-    return strength / math.pi * torch.where(small, series, direct)
+    ones = torch.ones_like(theta)
+    return 2 * strength * _relu_anti(ones, ones, torch.cos(theta))
 
 
 def relu_nu(rho: Tensor, c_plus: float, c_minus: float) -> Tensor:
-    """``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ)`` for ``ρ ∈ [-1, 1]`` (any shape)."""
+    """``ν(ρ) = (c₊ − c₋)²/(2π) (√(1−ρ²) − ρ arccos ρ)`` for ``ρ ∈ [-1, 1]`` (any shape).
+
+    ``= 2κ E[relu(u) relu(−v)]`` for unit-variance ``(u, v)`` with correlation ``ρ``.
+    """
     strength = (c_plus - c_minus) ** 2 / 2
-    return relu_nu_theta(torch.arccos(rho.clamp(-1.0, 1.0)), strength)
+    ones = torch.ones_like(rho)
+    return 2 * strength * _relu_anti(ones, ones, rho.clamp(-1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -71,12 +91,13 @@ class ReLUDrift:
         return relu_nu(rho, self.c_plus, self.c_minus)
 
     def __call__(self, phi: Tensor) -> Tensor:
-        """``b(Φ)``: ``(..., m, m) -> (..., m, m)``, ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})``."""
+        """``b(Φ)``: ``(..., m, m) -> (..., m, m)``, ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})``.
+
+        Computed as ``2κ E[relu(u_α) relu(−u_β)]``, ``u ~ N(0, Φ)`` (module docstring);
+        ``0`` where a variance is ``0``.
+        """
         d = torch.diagonal(phi, dim1=-2, dim2=-1).clamp_min(0)
-        scale = torch.sqrt(d.unsqueeze(-1) * d.unsqueeze(-2))
-        tiny = torch.finfo(phi.dtype).tiny
-        rho = torch.where(scale > tiny, phi / scale.clamp_min(tiny), torch.zeros_like(phi))
-        return scale * self.nu(rho)
+        return 2 * self.strength * _relu_anti(d.unsqueeze(-1), d.unsqueeze(-2), phi)
 
     def flow(self, phi: Tensor, h: float) -> Tensor:
         """PSD-preserving drift step of size ``h ≥ 0``: ``(1−θ)Φ + θK₁(Φ)``, ``θ = 1 − e^{−κh}``.
