@@ -130,7 +130,7 @@ def test_teacher_student_formulas():
     _close_mc(prob.population_risk(th), (y - prob.unit(th, x).mean(-1)) ** 2)
     _close_mc(torch.tensor(prob.r_sharp, dtype=F64), y**2)
     # relu_kernel equals the library's ReLU dual (now its source; closed-form check in
-    # tests/test_arccos_single_source.py)
+    # tests/test_shared_formulas.py)
     w = th[:, 1:]
     q = (w * w).sum(-1)
     k_ref, _ = ReLU().dual(q[:, None], q[None, :], w @ w.T, ntk=False)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import check_positive_int
+from widelimit.layers.activations import Elementwise, activation_from_name
 from widelimit.sde.drift import ReLUDrift, SmoothDrift
 
 __all__ = [
@@ -39,27 +40,48 @@ def _quadratic(x: Tensor) -> Tensor:
     return x + 0.5 * x * x
 
 
-SMOOTH_ACTIVATIONS: dict[str, Fn] = {
-    "tanh": torch.tanh,  # φ''(0) = 0, φ'''(0) = -2: b_* = -2/a² (stable)
-    "sin": torch.sin,  # φ'''(0) = -1: b_* = -1/a² (stable)
-    "sinh": torch.sinh,  # φ'''(0) = +1: b_* = +1/a² (unstable)
-    "quadratic": _quadratic,  # x + x²/2: φ''(0) = 1: b_* = ¾/a² (unstable)
-}
-"""Named smooth activations with ``φ(0) = 0``, ``φ'(0) = 1``."""
+# Test-bed functions of the SDE that have no activation layer (so no registry entry) yet;
+# every other name resolves through widelimit.layers.activations.activation_from_name.
+_NOT_IN_REGISTRY: dict[str, Fn] = {"sinh": torch.sinh, "quadratic": _quadratic}
 
 
-def smooth_activation(phi: str | Fn) -> Fn:
-    """Resolve a name of :data:`SMOOTH_ACTIVATIONS` or pass a callable through."""
+def smooth_activation(phi: str | Fn | Elementwise) -> Fn:
+    """The elementwise function ``φ`` of an activation name, layer or callable.
+
+    Names resolve through the one activation registry
+    (:func:`widelimit.layers.activations.activation_from_name`, e.g. ``"tanh"``, ``"sin"``;
+    case-insensitive), plus ``"sinh"`` and ``"quadratic"`` (``x + x²/2``), which have no
+    activation layer.  An activation layer gives its ``fn``; a callable passes through.
+    """
+    if isinstance(phi, Elementwise):
+        return phi.fn
     if callable(phi):
         return phi
-    if isinstance(phi, str) and phi in SMOOTH_ACTIVATIONS:
-        return SMOOTH_ACTIVATIONS[phi]
-    raise ValueError(
-        f"`phi` must be a callable or one of {sorted(SMOOTH_ACTIVATIONS)}; got {phi!r}"
+    if isinstance(phi, str):
+        try:
+            return activation_from_name(phi).fn
+        except ValueError as err:
+            if phi in _NOT_IN_REGISTRY:
+                return _NOT_IN_REGISTRY[phi]
+            raise ValueError(
+                "`phi` must be a callable, an activation layer or an activation name "
+                f"(a registry name, or one of {sorted(_NOT_IN_REGISTRY)}): {err}"
+            ) from err
+    raise TypeError(
+        f"`phi` must be a callable, an activation layer or a name; got {type(phi).__name__}"
     )
 
 
-def derivatives_at_zero(phi: str | Fn) -> tuple[float, float, float, float]:
+SMOOTH_ACTIVATIONS: dict[str, Fn] = {
+    name: smooth_activation(name) for name in ("tanh", "sin", "sinh", "quadratic")
+}
+"""Names of smooth activations with ``φ(0) = 0``, ``φ'(0) = 1`` that shape well, and
+their functions: ``tanh`` (``b_* = −2/a²``, stable), ``sin`` (``−1/a²``, stable),
+``sinh`` (``+1/a²``, unstable), ``quadratic`` ``x + x²/2`` (``¾/a²``, unstable).
+A list of suitable names, not a registry: :func:`smooth_activation` resolves names."""
+
+
+def derivatives_at_zero(phi: str | Fn | Elementwise) -> tuple[float, float, float, float]:
     """``(φ(0), φ'(0), φ''(0), φ'''(0))`` by nested autograd in float64."""
     fn = smooth_activation(phi)
     x = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -136,14 +158,20 @@ class ShapedReLU(nn.Module):
 class SmoothShaped(nn.Module):
     """``φ_s(x) = s φ(x/s)`` with ``s = a√n`` and gain ``c = 1/E[φ_s(g)²]``, ``g ~ N(0,1)``.
 
-    ``phi``: a name in :data:`SMOOTH_ACTIVATIONS` or an elementwise torch callable with
-    ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by autograd).  ``a > 0``, ``width = n``.
+    ``phi``: an activation name (see :func:`smooth_activation`), an activation layer or
+    an elementwise torch callable, with ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by
+    autograd).  ``a > 0``, ``width = n``.
     """
 
-    def __init__(self, phi: str | Fn, a: float, width: int, *, quad_nodes: int = 120) -> None:
+    def __init__(
+        self, phi: str | Fn | Elementwise, a: float, width: int, *, quad_nodes: int = 120
+    ) -> None:
         super().__init__()
         self.phi = smooth_activation(phi)
-        self.name = phi if isinstance(phi, str) else getattr(phi, "__name__", "phi")
+        if isinstance(phi, str | Elementwise):
+            self.name = phi if isinstance(phi, str) else repr(phi)
+        else:
+            self.name = getattr(phi, "__name__", "phi")
         n = check_positive_int("width", width)
         a = float(a)
         if not math.isfinite(a) or a <= 0:

@@ -1,4 +1,4 @@
-"""The SDE drift and the mean-field ReLU kernel use the ReLU layer's dual: checked here
+"""One copy of each formula: the SDE drift and the mean-field ReLU kernel use the ReLU layer's dual
 against the textbook arc-cosine closed form (written out in numpy, Cho & Saul 2009,
 eq. (6)) and, for the gradients at |c| = 1, against hand-derived values."""
 
@@ -70,3 +70,24 @@ def test_relu_kernel_gradient_is_finite_at_parallel_weights(sign):
     (grad,) = torch.autograd.grad(k.sum(), w)
     expected = w.detach() / 2 if sign > 0 else torch.zeros_like(w)
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_sde_activation_names_resolve_through_the_layer_registry():
+    """One activation registry: SmoothShaped takes registry names (any spelling) and
+    activation layers; the two SDE test-bed functions without a layer still work."""
+    from widelimit.layers.activations import Sin, Tanh, activation_from_name
+    from widelimit.sde import SMOOTH_ACTIVATIONS, SmoothShaped
+    from widelimit.sde.shaped import smooth_activation
+
+    x = torch.linspace(-3, 3, 13, dtype=F64)
+    for name in ("tanh", "Tanh", "TANH"):
+        torch.testing.assert_close(smooth_activation(name)(x), activation_from_name(name).fn(x))
+    by_name, by_layer = SmoothShaped("sin", 0.8, 64), SmoothShaped(Sin(), 0.8, 64)
+    assert by_name.gain == by_layer.gain and by_name.drift() == by_layer.drift()
+    assert SmoothShaped(Tanh(), 1.0, 16).drift().phi3 == pytest.approx(-2.0, abs=1e-12)
+    torch.testing.assert_close(SMOOTH_ACTIVATIONS["sinh"](x), torch.sinh(x))
+    torch.testing.assert_close(SMOOTH_ACTIVATIONS["quadratic"](x), x + x * x / 2)
+    with pytest.raises(ValueError, match="known activations"):
+        SmoothShaped("relu6", 1.0, 16)
+    with pytest.raises(TypeError, match="`phi`"):
+        smooth_activation(3)
