@@ -1,6 +1,7 @@
-"""One copy of each formula: the SDE drift and the mean-field ReLU kernel use the ReLU layer's dual
-against the textbook arc-cosine closed form (written out in numpy, Cho & Saul 2009,
-eq. (6)) and, for the gradients at |c| = 1, against hand-derived values."""
+"""One copy of each formula: the SDE drift and the mean-field ReLU kernel use the ReLU
+layer's dual; checked here against the textbook arc-cosine closed form (written out in
+numpy, Cho & Saul 2009, eq. (6)) and, for the gradients at |c| = 1, against hand-derived
+values.  SDE activation names resolve through the one layer registry."""
 
 import math
 
