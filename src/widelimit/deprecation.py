@@ -5,6 +5,7 @@ a deprecation looks and behaves the same everywhere:
 
 * :func:`renamed_kwargs` — a decorator mapping old keyword names to new ones (optionally
   converting the value, e.g. a variance ``sigma_w2`` to a standard deviation ``w_std``);
+* :func:`deprecated_function` — a function kept under its old name (and old semantics);
 * :func:`deprecated_attribute` — a read-only alias of a renamed attribute (e.g. a
   dataclass field), optionally converted;
 * :func:`warn_deprecated` — the one warning they all emit (a :class:`DeprecationWarning`
@@ -26,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "deprecated_attribute",
+    "deprecated_function",
     "renamed_kwargs",
     "sqrt_variance",
     "square_std",
@@ -86,6 +88,25 @@ def renamed_kwargs(**renames: Rename) -> Callable[[F], F]:
         merged = dict(getattr(fn, "__deprecated_kwargs__", {}))
         merged.update({old: new for old, (new, _) in table.items()})
         wrapper.__deprecated_kwargs__ = merged  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def deprecated_function(replacement: str) -> Callable[[F], F]:
+    """Decorator: calling the function warns that it is deprecated in favour of ``replacement``.
+
+    The wrapper carries ``__deprecated__ = replacement`` (so tools and tests can tell a
+    deprecated alias from a current function).
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            warn_deprecated(f"{fn.__name__}()", replacement)
+            return fn(*args, **kwargs)
+
+        wrapper.__deprecated__ = replacement  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
