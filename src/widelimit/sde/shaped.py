@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.sde.drift import ReLUDrift, SmoothDrift
 
 __all__ = [
@@ -48,24 +49,27 @@ SMOOTH_ACTIVATIONS: dict[str, Fn] = {
 """Named smooth activations with ``φ(0) = 0``, ``φ'(0) = 1``."""
 
 
-def smooth_activation(phi: str | Fn) -> Fn:
+@renamed_kwargs(phi="activation")
+def smooth_activation(activation: str | Fn) -> Fn:
     """Resolve a name of :data:`SMOOTH_ACTIVATIONS` or pass a callable through."""
-    if callable(phi):
-        return phi
-    if isinstance(phi, str) and phi in SMOOTH_ACTIVATIONS:
-        return SMOOTH_ACTIVATIONS[phi]
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation in SMOOTH_ACTIVATIONS:
+        return SMOOTH_ACTIVATIONS[activation]
     raise ValueError(
-        f"`phi` must be a callable or one of {sorted(SMOOTH_ACTIVATIONS)}; got {phi!r}"
+        f"`activation` must be a callable or one of {sorted(SMOOTH_ACTIVATIONS)}; "
+        f"got {activation!r}"
     )
 
 
-def derivatives_at_zero(phi: str | Fn) -> tuple[float, float, float, float]:
-    """``(φ(0), φ'(0), φ''(0), φ'''(0))`` by nested autograd in float64."""
-    fn = smooth_activation(phi)
+@renamed_kwargs(phi="activation")
+def derivatives_at_zero(activation: str | Fn) -> tuple[float, float, float, float]:
+    """``(φ(0), φ'(0), φ''(0), φ'''(0))`` of ``activation`` by nested autograd (float64)."""
+    fn = smooth_activation(activation)
     x = torch.zeros((), dtype=torch.float64, requires_grad=True)
     out = [fn(x)]
     if not isinstance(out[0], Tensor) or out[0].shape != ():
-        raise TypeError("`phi` must map a scalar tensor to a scalar tensor (elementwise)")
+        raise TypeError("`activation` must map a scalar tensor to a scalar tensor (elementwise)")
     for _ in range(3):
         prev = out[-1]
         if not prev.requires_grad:  # constant: all further derivatives vanish
@@ -136,14 +140,20 @@ class ShapedReLU(nn.Module):
 class SmoothShaped(nn.Module):
     """``φ_s(x) = s φ(x/s)`` with ``s = a√n`` and gain ``c = 1/E[φ_s(g)²]``, ``g ~ N(0,1)``.
 
-    ``phi``: a name in :data:`SMOOTH_ACTIVATIONS` or an elementwise torch callable with
-    ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by autograd).  ``a > 0``, ``width = n``.
+    ``activation``: a name in :data:`SMOOTH_ACTIVATIONS` or an elementwise torch callable
+    with ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by autograd).  ``a > 0``, ``width = n``.
+    The resolved callable is the attribute ``phi``.  ``phi=`` is deprecated.
     """
 
-    def __init__(self, phi: str | Fn, a: float, width: int, *, quad_nodes: int = 120) -> None:
+    @renamed_kwargs(phi="activation")
+    def __init__(
+        self, activation: str | Fn, a: float, width: int, *, quad_nodes: int = 120
+    ) -> None:
         super().__init__()
-        self.phi = smooth_activation(phi)
-        self.name = phi if isinstance(phi, str) else getattr(phi, "__name__", "phi")
+        self.phi = smooth_activation(activation)
+        self.name = (
+            activation if isinstance(activation, str) else getattr(activation, "__name__", "phi")
+        )
         n = check_positive_int("width", width)
         a = float(a)
         if not math.isfinite(a) or a <= 0:
@@ -151,8 +161,8 @@ class SmoothShaped(nn.Module):
         d0, d1, d2, d3 = derivatives_at_zero(self.phi)
         if abs(d0) > 1e-10 or abs(d1 - 1) > 1e-10:
             raise ValueError(
-                f"`phi` must satisfy φ(0) = 0 and φ'(0) = 1 for shaping; got φ(0) = {d0:.3g}, "
-                f"φ'(0) = {d1:.3g} (rescale/shift it: x ↦ (φ(x) − φ(0))/φ'(0))"
+                f"`activation` must satisfy φ(0) = 0 and φ'(0) = 1 for shaping; "
+                f"got φ(0) = {d0:.3g}, φ'(0) = {d1:.3g} (rescale/shift it: x ↦ (φ(x) − φ(0))/φ'(0))"
             )
         self.a, self.width, self.scale = a, n, a * math.sqrt(n)
         self.phi2, self.phi3 = d2, d3
@@ -161,7 +171,9 @@ class SmoothShaped(nn.Module):
         xt = torch.as_tensor(x, dtype=torch.float64)
         second = float((torch.as_tensor(w) * self.forward(xt) ** 2).sum()) / math.sqrt(2 * math.pi)
         if not math.isfinite(second) or second <= 0:
-            raise ValueError(f"E[φ_s(g)²] is not finite and positive ({second}); check `phi`")
+            raise ValueError(
+                f"E[φ_s(g)²] is not finite and positive ({second}); check `activation`"
+            )
         self.gain = 1.0 / second
 
     def forward(self, x: Tensor) -> Tensor:
