@@ -46,7 +46,7 @@ def test_linear_sampler_matches_chi2_law():
     x = (g[0, :, 0, 0] / 2.0).log().numpy()
     law = linear_log_norm_law(n, d)
     _check_moments(x, law.mean, law.var)
-    ref = sample_linear_log_norm(n, d, 20_000, rng=np.random.default_rng(1))
+    ref = sample_linear_log_norm(n, d, 20_000, seed=np.random.default_rng(1))
     assert stats.ks_2samp(x, ref).statistic < KS_CRIT * math.sqrt(1 / nets + 1 / 20_000)
     # the oracle's closed-form moments vs its own χ² sampler (scipy digamma vs numpy draws)
     _check_moments(ref, law.mean, law.var)
@@ -69,7 +69,7 @@ def test_unshaped_relu_sampler_matches_binomial_chi2_law():
     x = g[0, :, 0, 0].log().numpy()
     law = unshaped_relu_log_norm_law(n, d)
     _check_moments(x, law.mean, law.var)
-    ref = sample_unshaped_relu_log_norm(n, d, 20_000, rng=np.random.default_rng(2))
+    ref = sample_unshaped_relu_log_norm(n, d, 20_000, seed=np.random.default_rng(2))
     assert np.isfinite(ref).all()  # P(K = 0) = 2^-32 per layer
     _check_moments(ref, law.mean, law.var)
     assert stats.ks_2samp(x, ref).statistic < KS_CRIT * math.sqrt(1 / nets + 1 / 20_000)

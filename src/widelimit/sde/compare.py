@@ -85,9 +85,10 @@ class SDEComparison:
     sde_rho: dict[float, np.ndarray] = field(repr=False)
 
 
-def correlations(phi: torch.Tensor) -> torch.Tensor:
-    """``ρ^{12} = Φ^{12}/√(Φ^{11}Φ^{22})`` of ``(..., 2, 2)`` states; shape ``(...)``."""
-    return phi[..., 0, 1] / torch.sqrt(phi[..., 0, 0] * phi[..., 1, 1])
+@renamed_kwargs(phi="cov")
+def correlations(cov: torch.Tensor) -> torch.Tensor:
+    """``ρ^{12} = Φ^{12}/√(Φ^{11}Φ^{22})`` of ``(..., 2, 2)`` states ``cov``; shape ``(...)``."""
+    return cov[..., 0, 1] / torch.sqrt(cov[..., 0, 0] * cov[..., 1, 1])
 
 
 @renamed_kwargs(generator="seed")

@@ -46,9 +46,9 @@ __all__ = [
 class PSDDrift(Protocol):
     """A drift ``b(Φ)`` with a PSD-preserving first-order flow ``flow(Φ, h)``."""
 
-    def __call__(self, phi: Tensor) -> Tensor: ...
+    def __call__(self, cov: Tensor) -> Tensor: ...
 
-    def flow(self, phi: Tensor, h: float) -> Tensor: ...
+    def flow(self, cov: Tensor, h: float) -> Tensor: ...
 
 
 def time_grid(
@@ -139,7 +139,7 @@ def integrate_covariance(
     if float(torch.linalg.eigvalsh(phi0).min()) < -1e-12 * float(phi0.diagonal().abs().max()):
         raise ValueError("`phi0` must be positive semi-definite")
     if drift is not None and not callable(getattr(drift, "flow", None)):
-        raise TypeError("`drift` must have a PSD-preserving `flow(phi, h)` method, or be None")
+        raise TypeError("`drift` must have a PSD-preserving `flow(cov, h)` method, or be None")
     ts, n_steps, idx = time_grid(times, dt)
     b = check_positive_int("n_paths", n_paths)
     out = torch.empty((len(ts), b, m, m), dtype=phi0.dtype, device=phi0.device)

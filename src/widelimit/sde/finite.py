@@ -41,12 +41,14 @@ def progress_bar(enabled: bool):
 _OVERFLOW = 1e100
 
 
-def gram_factor(phi: Tensor) -> Tensor:
-    """A factor ``L`` with ``L Lᵀ = Φ`` for PSD ``(..., m, m)``: Cholesky, eigh fallback."""
-    chol, info = torch.linalg.cholesky_ex(phi)
+@renamed_kwargs(phi="cov")
+def gram_factor(cov: Tensor) -> Tensor:
+    """A factor ``L`` with ``L Lᵀ = Φ`` for PSD ``cov`` Φ ``(..., m, m)``: Cholesky, eigh
+    fallback."""
+    chol, info = torch.linalg.cholesky_ex(cov)
     bad = info != 0
     if bool(bad.any()):
-        evals, evecs = torch.linalg.eigh(phi[bad])
+        evals, evecs = torch.linalg.eigh(cov[bad])
         chol = chol.clone()
         chol[bad] = evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
     return chol
