@@ -53,6 +53,7 @@ __all__ = [
 DTYPE = torch.float64
 
 
+@renamed_kwargs(act="activation")
 def check_activation(activation: object, name: str = "activation") -> Elementwise:
     """Return ``activation`` if it is an activation layer object (e.g. ``Tanh()``), else raise."""
     if isinstance(activation, type) and issubclass(activation, Elementwise):
@@ -69,6 +70,7 @@ def check_activation(activation: object, name: str = "activation") -> Elementwis
     return activation
 
 
+@renamed_kwargs(act="activation")
 def activation_label(activation: Elementwise) -> str:
     """Short human label of an activation (its repr without an empty ``()``)."""
     r = repr(activation)
