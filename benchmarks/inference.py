@@ -28,9 +28,9 @@ def _ensemble_row(n_train: int, n_test: int, dim: int) -> dict:
 
     def run():
         ens = gradient_descent_mse_ensemble(net, x[:n_train], y, diag_reg=1e-4)
-        ens(x[n_train:], None, get="ntk")
+        ens(x[n_train:], None, kernel="ntk")
         ts = torch.logspace(0, 4, 5, dtype=torch.float64)
-        return ens(x[n_train:], ts, get="ntk")
+        return ens(x[n_train:], ts, kernel="ntk")
 
     secs, peak, out = measure(run)
     # dominant arrays (float64): 2 train-train kernels + eigenvectors + Vᵀ K V (4 N²),

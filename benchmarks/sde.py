@@ -35,7 +35,7 @@ def run(quick: bool = False) -> list[dict]:
     act = ShapedReLU.shaped(0.0, -1.0, n)
     x = torch.tensor([[1.0, 0.0], [0.3, 0.954]], dtype=f64)
     phi0 = x @ x.T / 2
-    kw = {"width": n, "depth": n, "n_nets": nets, "generator": gen, "progress": False}
+    kw = {"width": n, "depth": n, "n_nets": nets, "seed": gen, "progress": False}
     for name, fn in (
         ("sampler", lambda: sample_gram(phi0, act, **kw)),
         ("forward", lambda: finite_forward_gram(x, act, **kw)),
@@ -62,7 +62,7 @@ def run(quick: bool = False) -> list[dict]:
                 times=1.0,
                 dt=1 / steps,
                 n_paths=paths,
-                generator=gen,
+                seed=gen,
                 progress=False,
             )
         )
@@ -82,7 +82,7 @@ def run(quick: bool = False) -> list[dict]:
             times=1.0,
             dt=1 / steps,
             n_paths=10 * paths,
-            generator=gen,
+            seed=gen,
             progress=False,
         )
     )
@@ -105,7 +105,7 @@ def run(quick: bool = False) -> list[dict]:
             n_nets=nets,
             n_paths=paths,
             dt=1 / 1024,
-            generator=gen,
+            seed=gen,
             progress=False,
         )
     )

@@ -1,4 +1,4 @@
-"""Residual blocks (MLP and CNN, with branch scaling), LayerNorm, Dropout, Scale; clear errors.
+"""Residual blocks (MLP and CNN, with branch scaling), LayerNorm, Dropout, Multiply; clear errors.
 
 Monte Carlo error model as in ``test_conv_monte_carlo.py``: ``|analytic − MC|
 ≤ Z·sem + bias`` with ``Z = 4.5`` and a finite-width bias allowance
@@ -16,7 +16,7 @@ from test_conv_monte_carlo import _images, check_against_mc
 from widelimit.layers import Dense, FanInSum, FanOut, Identity, ReLU, Tanh, parallel, serial
 from widelimit.layers.conv import Conv1d, Conv2d
 from widelimit.layers.dense import input_kernel
-from widelimit.layers.normalization import Dropout, LayerNorm, Scale
+from widelimit.layers.normalization import Dropout, LayerNorm, Multiply
 from widelimit.layers.pooling import AvgPool2d, Flatten, GlobalAvgPool
 from widelimit.monte_carlo import monte_carlo_kernel
 
@@ -38,7 +38,9 @@ def _vectors(n=4, d=5, seed=1) -> torch.Tensor:
 
 
 def _res_block(make_branch, alpha: float):
-    return serial(FanOut(2), parallel(Identity(), serial(make_branch(), Scale(alpha))), FanInSum())
+    return serial(
+        FanOut(2), parallel(Identity(), serial(make_branch(), Multiply(alpha))), FanInSum()
+    )
 
 
 # ----------------------------------------------------------------- residual
@@ -79,7 +81,7 @@ def test_residual_kernel_is_sum_of_branches() -> None:
     k_stem, k_branch = stem.kernel(x), serial(stem, branch).kernel(x)
     assert torch.allclose(res.nngp, k_stem.nngp + 0.36 * k_branch.nngp, atol=1e-12)
     assert torch.allclose(res.ntk, k_stem.ntk + 0.36 * k_branch.ntk, atol=1e-12)
-    scaled = serial(stem, Scale(-2.0)).kernel(x)  # Σ·α², Θ·α²
+    scaled = serial(stem, Multiply(-2.0)).kernel(x)  # Σ·α², Θ·α²
     assert torch.allclose(scaled.ntk, 4 * k_stem.ntk) and torch.allclose(
         scaled.cov1, 4 * k_stem.cov1
     )
@@ -123,7 +125,7 @@ def test_layernorm_unit_variance_and_correlation() -> None:
         assert kn.nngp.abs().max() <= 1 + 1e-12
 
 
-# ---------------------------------------------------------- Dropout / Scale
+# ------------------------------------------------------- Dropout / Multiply
 def test_dropout_is_identity_in_kernel_and_eval_module() -> None:
     x = _images()
     net = serial(Conv2d(8, 3, padding="same"), ReLU(), Dropout(0.3), Flatten(), Dense(2))
@@ -189,7 +191,7 @@ def test_clear_errors_on_bad_arguments() -> None:
     with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\)"):
         Dropout(1.0)
     with pytest.raises(ValueError, match="`alpha` must be finite"):
-        Scale(float("inf"))
+        Multiply(float("inf"))
     x = _images()
     with pytest.raises(ValueError, match="LayerNorm must follow an affine layer"):
         serial(LayerNorm(), Conv2d(4, 3)).kernel(x)

@@ -94,7 +94,7 @@ def test_isotropic_V_and_U_vs_monte_carlo_on_data():
     prob = IsotropicGaussians(d=12, tol=1e-9)
     g = torch.Generator().manual_seed(1)
     r = torch.tensor([0.4, 1.1, 2.0], dtype=F64)
-    x, y = prob.sample(200_000, generator=g)
+    x, y = prob.sample(200_000, seed=g)
     u = torch.randn(3, prob.d, generator=g, dtype=F64)
     w = r[:, None] * u / u.norm(dim=1, keepdim=True)
     _close_mc(prob.V(w), -(y[:, None] * prob.unit(w, x)).T)
@@ -103,7 +103,7 @@ def test_isotropic_V_and_U_vs_monte_carlo_on_data():
     u1 = torch.randn(n, prob.d, generator=g, dtype=F64)
     u2 = torch.randn(n, prob.d, generator=g, dtype=F64)
     u1, u2 = u1 / u1.norm(dim=1, keepdim=True), u2 / u2.norm(dim=1, keepdim=True)
-    x, _ = prob.sample(n, generator=g)
+    x, _ = prob.sample(n, seed=g)
     ra, rb = 0.9, 1.6
     prod = prob.activation(ra * (u1 * x).sum(1)) * prob.activation(rb * (u2 * x).sum(1))
     ubar = prob.U_radial(torch.tensor([ra], dtype=F64), torch.tensor([rb], dtype=F64))[0, 0]
@@ -113,8 +113,8 @@ def test_isotropic_V_and_U_vs_monte_carlo_on_data():
 def test_isotropic_finite_risk_vs_monte_carlo_and_radial():
     prob = IsotropicGaussians(d=10, tol=1e-9)
     g = torch.Generator().manual_seed(2)
-    w = prob.init_particles(25, generator=g) * 2.0
-    x, y = prob.sample(400_000, generator=g)
+    w = prob.init_particles(25, seed=g) * 2.0
+    x, y = prob.sample(400_000, seed=g)
     loss = (y - prob.unit(w, x).mean(-1)) ** 2
     _close_mc(prob.population_risk(w), loss)
     # the pairwise quadrature U agrees with the Mehler/closed-form risk (independent routes)
@@ -125,8 +125,8 @@ def test_isotropic_finite_risk_vs_monte_carlo_and_radial():
 def test_teacher_student_formulas():
     prob = TeacherStudent(noise_std=0.3)
     g = torch.Generator().manual_seed(4)
-    th = prob.init_particles(6, generator=g)
-    x, y = prob.sample(400_000, generator=g)
+    th = prob.init_particles(6, seed=g)
+    x, y = prob.sample(400_000, seed=g)
     _close_mc(prob.population_risk(th), (y - prob.unit(th, x).mean(-1)) ** 2)
     _close_mc(torch.tensor(prob.r_sharp, dtype=F64), y**2)
     # relu_kernel equals the library's ReLU dual (now its source; closed-form check in
@@ -141,11 +141,11 @@ def test_sgd_direction_matches_pde_velocity():
     """Time convention: E[2(y − ŷ)∇σ*(x; θ_i)] = −2∇Ψ(θ_i; ρ̂) = −N ∂R_N/∂θ_i."""
     for prob in (IsotropicGaussians(d=8, tol=1e-9), TeacherStudent()):
         g = torch.Generator().manual_seed(5)
-        th = prob.init_particles(5, generator=g) * 1.5
+        th = prob.init_particles(5, seed=g) * 1.5
         th_req = th.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(prob.population_risk(th_req), th_req)
         target = -5 * grad  # −N ∂R_N/∂θ_i
-        x, y = prob.sample(300_000, generator=g)
+        x, y = prob.sample(300_000, seed=g)
         resid = y - prob.unit(th, x).mean(-1)
         chunks = torch.stack(
             [2 * prob.sgd_direction(th, x[j::50], resid[j::50]) for j in range(50)], dim=-1

@@ -96,13 +96,13 @@ def test_cli_meanfield_json(tmp_path):
             "0,0.05",
             "--d",
             "20",
-            "--particles",
+            "--n-particles",
             "100",
             "--eps",
             "1e-3",
             "--batch-size",
             "16",
-            "--seeds",
+            "--n-seeds",
             "1",
             "--no-progress",
             "--json",
@@ -123,3 +123,14 @@ def test_cli_bad_input():
     assert res.exit_code != 0
     res = CliRunner().invoke(app, ["meanfield", "--delta", "1.5", "--no-progress"])
     assert res.exit_code != 0 and "delta" in res.output
+
+
+def test_cli_deprecated_seed_flags():
+    """--seeds (old spelling of --n-seeds): same table, one notice on stderr; hidden in --help."""
+    args = ["parameterizations", "--widths", "64,128", "--no-progress", "--json"]
+    old = CliRunner().invoke(app, [*args, "--seeds", "1"])
+    new = CliRunner().invoke(app, [*args, "--n-seeds", "1"])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output
+    assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert "--seeds is deprecated; use --n-seeds" in old.stderr
+    assert "--seeds " not in CliRunner().invoke(app, ["parameterizations", "--help"]).output

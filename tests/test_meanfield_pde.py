@@ -97,7 +97,7 @@ def test_general_solver_teacher_student_monotone():
     """ReLU units: the velocity jumps at w = 0, so fixed-step RK4 (adaptive steps stall)."""
     prob = TeacherStudent()
     g = torch.Generator().manual_seed(0)
-    th = prob.init_particles(80, generator=g)
+    th = prob.init_particles(80, seed=g)
     sol = solve_particles(
         prob.V,
         prob.U,

@@ -64,7 +64,7 @@ def test_gradient_flow_infinite_time_is_kernel_regression():
     g = torch.Generator().manual_seed(3)
     f0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
     f0t = torch.randn(5, 2, generator=g, dtype=torch.float64)
-    flow = gradient_descent_mse(torch.tensor(kxx), y)
+    flow = gradient_descent_mse(torch.tensor(kxx), y, diag_reg=0.0)
     for t in (None, math.inf):
         out = flow(t, f0, f0t, torch.tensor(ktx))
         ref = f0t.numpy() + ktx @ np.linalg.solve(kxx, (y - f0).numpy())
@@ -94,7 +94,7 @@ def test_gradient_flow_small_t_matches_euler_first_order():
     lr = 0.7
     lam_max = np.linalg.eigvalsh(kxx)[-1]
     t = 2.0 * yn.size / (lam_max * lr)  # the fastest mode decays by e^-2
-    flow = gradient_descent_mse(torch.tensor(kxx), y, learning_rate=lr)
+    flow = gradient_descent_mse(torch.tensor(kxx), y, learning_rate=lr, diag_reg=0.0)
     out = flow(t, torch.tensor(f0), torch.tensor(f0t), torch.tensor(ktx))
     errs = []
     for steps in (200, 400):
@@ -112,13 +112,13 @@ def test_time_array_shape_and_n_targets_scaling():
     _, _, _, y, _, kt = _problem(k=3)
     n = y.shape[0]
     kxx = torch.tensor(kt[:n, :n])
-    flow = gradient_descent_mse(kxx, y)
+    flow = gradient_descent_mse(kxx, y, diag_reg=0.0)
     ts = torch.tensor([[0.0, 1.0], [10.0, 100.0]])
     out = flow(ts)
     assert out.train.shape == (2, 2, n, 3)
     np.testing.assert_allclose(out.train[0, 0].numpy(), 0.0, atol=1e-12)  # f0 = 0 at t = 0
     # one column alone has n_targets = N instead of 3N: its time runs 3x faster
-    flow1 = gradient_descent_mse(kxx, y[:, :1])
+    flow1 = gradient_descent_mse(kxx, y[:, :1], diag_reg=0.0)
     np.testing.assert_allclose(
         flow1(10.0 / 3).train[:, 0].numpy(), out.train[1, 0, :, 0].numpy(), rtol=1e-10
     )
@@ -142,14 +142,14 @@ def _ensemble_reference(kn, kt, n, y, t, get):
 def test_ensemble_matches_dense_formula(get):
     net, xtr, xte, y, kn, kt = _problem()
     n = y.shape[0]
-    ens = gradient_descent_mse_ensemble(net, xtr, y)
+    ens = gradient_descent_mse_ensemble(net, xtr, y, diag_reg=0.0)
     for t in (3.0, 40.0):
-        out = ens(xte, t, get=get)
+        out = ens(xte, t, kernel=get)
         mean, cov = _ensemble_reference(kn, kt, n, y.numpy(), t, get)
         np.testing.assert_allclose(out.mean.numpy(), mean, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(out.cov.numpy(), cov, rtol=1e-7, atol=1e-9)
     # t = ∞: NNGP posterior / NTK kernel regression
-    out = ens(xte, None, get=get)
+    out = ens(xte, None, kernel=get)
     kxx, ktx, ktt = kn[:n, :n], kn[n:, :n], kn[n:, n:]
     if get == "nngp":
         np.testing.assert_allclose(
@@ -160,7 +160,7 @@ def test_ensemble_matches_dense_formula(get):
             out.mean.numpy(), kt[n:, :n] @ np.linalg.solve(kt[:n, :n], y.numpy()), rtol=1e-7
         )
     # training inputs: mean A_t y, array of times gives leading axes
-    tr = ens(None, torch.tensor([0.0, 5.0]), get=get)
+    tr = ens(None, torch.tensor([0.0, 5.0]), kernel=get)
     assert tr.mean.shape == (2, n, 2) and tr.cov.shape == (2, n, n)
     np.testing.assert_allclose(tr.cov[0].numpy(), kxx, rtol=1e-8, atol=1e-10)  # prior at t=0
     th = kt[:n, :n] if get == "ntk" else kxx
@@ -203,7 +203,7 @@ def test_singular_kernel_gets_visible_jitter_not_nan():
     k = serial(Dense(8), ReLU(), Dense(1)).kernel(x).nngp
     y = torch.randn(8, dtype=torch.float64)
     with pytest.warns(IllConditionedWarning, match="jitter"):
-        post = gp_inference(k, y, k, k)
+        post = gp_inference(k, y, k, k, diag_reg=0.0)
     assert post.conditioning.jitter > 0
     assert post.conditioning.cond <= 1.0001e12
     assert torch.isfinite(post.mean).all() and torch.isfinite(post.cov).all()
@@ -219,6 +219,6 @@ def test_ill_conditioned_warning_and_float32_roundtrip():
     k = q @ torch.diag(torch.tensor([1.0, 1e-1, 1e-3, 1e-6, 1e-11], dtype=torch.float64)) @ q.T
     y = torch.randn(5, dtype=torch.float64)
     with pytest.warns(IllConditionedWarning, match="ill-conditioned"):
-        gradient_descent_mse(k, y)
+        gradient_descent_mse(k, y, diag_reg=0.0)
     post = gp_inference(k.float(), y.float(), k[:2].float(), diag_reg=1e-3)
     assert post.mean.dtype == torch.float32 and post.mean.shape == (2,)

@@ -63,13 +63,13 @@ def _check(width, n_nets, seed):
     x = torch.randn(n + m, 3, generator=gen, dtype=torch.float64)
     y = torch.randn(n, generator=gen, dtype=torch.float64)
     net = serial(Dense(width, w_std=W1, b_std=B1), ReLU(), Dense(1, w_std=W2, b_std=B2))
-    ens = gradient_descent_mse_ensemble(net, x[:n], y)
+    ens = gradient_descent_mse_ensemble(net, x[:n], y, diag_reg=0.0)
     lam_max = float(torch.linalg.eigvalsh(ens.k_train_train["ntk"])[-1])
     lr = 0.03 * n / lam_max
     steps = 100  # t·λ_max/N = 3: the fastest mode is mostly trained, slow ones are not
     out = _train_nets(x, y, n, width, n_nets, lr, steps, seed + 1)
-    pred_test = ens(x[n:], steps * lr, get="ntk")
-    pred_train = ens(None, steps * lr, get="ntk")
+    pred_test = ens(x[n:], steps * lr, kernel="ntk")
+    pred_train = ens(None, steps * lr, kernel="ntk")
     for sl, pred in ((slice(n, None), pred_test), (slice(0, n), pred_train)):
         samples = out[:, sl]
         mu, cov = pred.mean.numpy(), pred.cov.numpy()

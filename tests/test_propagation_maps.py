@@ -17,7 +17,7 @@ from widelimit.propagation import (
     c_star,
     chi1,
     critical_line,
-    critical_sigma_w2,
+    critical_w_std,
     fixed_point,
     propagation_net,
     q_map,
@@ -138,11 +138,11 @@ def test_relu_critical_at_two_preserves_q_exactly():
     sw = math.sqrt(2.0)
     traj = trajectory(ReLU(), sw, 0.0, 30, q0=1.7, c0=0.3)
     np.testing.assert_allclose(traj.q[:, 0], 2 * 1.7, rtol=1e-13)  # q-map is the identity
-    assert critical_sigma_w2(ReLU(), 0.0)[0] == pytest.approx(2.0, rel=1e-12)
+    assert critical_w_std(ReLU(), 0.0)[0] ** 2 == pytest.approx(2.0, rel=1e-12)
     assert chi1(ReLU(), 1.0, 0.0) == pytest.approx(0.5, rel=1e-14)  # σw²/2 (q → 0⁺)
     # with σb > 0 the q-map has no finite fixed point at χ₁ = 1 (reported as q* = inf)
-    line = critical_line(ReLU(), [0.0, 0.1], progress=False)
-    np.testing.assert_allclose(line.sigma_w2, 2.0, rtol=1e-12)
+    line = critical_line(ReLU(), [0.0, math.sqrt(0.1)], progress=False)  # b_std
+    np.testing.assert_allclose(line.w_std**2, 2.0, rtol=1e-12)
     assert not line.finite_q[1] and math.isinf(line.q_star[1])
 
 
@@ -154,8 +154,8 @@ def test_tanh_critical_at_one_and_erf_at_pi_over_4():
     ~√eps ≈ 1.5e-8 — tolerance 1e-6.  On the ordered side q* = 0 exactly and
     χ₁ = σw² φ'(0)² in closed form.
     """
-    assert critical_sigma_w2(Tanh(), 0.0)[0] == pytest.approx(1.0, abs=1e-6)
-    assert critical_sigma_w2(Erf(), 0.0)[0] == pytest.approx(math.pi / 4, abs=1e-6)
+    assert critical_w_std(Tanh(), 0.0)[0] ** 2 == pytest.approx(1.0, abs=1e-6)
+    assert critical_w_std(Erf(), 0.0)[0] ** 2 == pytest.approx(math.pi / 4, abs=1e-6)
     for w2 in (0.3, 0.7, 0.99):
         assert q_star(Tanh(), math.sqrt(w2), 0.0) == 0.0
         assert chi1(Tanh(), math.sqrt(w2), 0.0) == pytest.approx(w2, rel=1e-10)
@@ -172,8 +172,8 @@ def test_erf_critical_line_matches_parametric_closed_form():
     for qs in (0.05, 0.4, 2.0):
         w2 = 1 / _erf_d(qs)
         b2 = qs - w2 * _erf_v(qs)
-        got, q_got = critical_sigma_w2(Erf(), b2)
-        assert got == pytest.approx(w2, rel=1e-11)
+        got, q_got = critical_w_std(Erf(), math.sqrt(b2))
+        assert got**2 == pytest.approx(w2, rel=1e-11)
         assert q_got == pytest.approx(qs, rel=1e-10)
 
 
@@ -184,8 +184,8 @@ _LINE_B2 = (0.0, 0.05, 0.5, 1.0)
 def lines():
     """Critical lines of tanh (quadrature dual) and erf (closed form), computed once."""
     return {
-        "tanh": (Tanh(), critical_line(Tanh(), _LINE_B2, progress=False)),
-        "erf": (Erf(), critical_line(Erf(), _LINE_B2, progress=False)),
+        "tanh": (Tanh(), critical_line(Tanh(), np.sqrt(_LINE_B2), progress=False)),
+        "erf": (Erf(), critical_line(Erf(), np.sqrt(_LINE_B2), progress=False)),
     }
 
 
@@ -195,10 +195,11 @@ def test_chi1_is_one_along_critical_line(lines, name):
     q-map (independent of the bracketing solver); χ_q < 1 so it converges geometrically."""
     act, line = lines[name]
     np.testing.assert_allclose(line.chi1, 1.0, atol=1e-8)
-    for w2, bb in zip(line.sigma_w2[1:], line.sigma_b2[1:], strict=True):
-        sw, sb = math.sqrt(w2), math.sqrt(bb)
+    for i in range(1, len(line.w_std)):
+        sw, sb = line.w_std[i], line.b_std[i]
+        w2 = sw * sw
         qs = _iterate_q(act, sw, sb)
-        assert qs == pytest.approx(line.q_star[list(line.sigma_w2).index(w2)], rel=1e-10)
+        assert qs == pytest.approx(line.q_star[i], rel=1e-10)
         t = torch.tensor(qs, dtype=torch.float64)
         _, dd = act.dual(t, t, t)
         assert abs(w2 * float(dd) - 1) <= 1e-8
@@ -206,8 +207,8 @@ def test_chi1_is_one_along_critical_line(lines, name):
 
 def test_tanh_critical_line_is_increasing_and_consistent(lines):
     _, line = lines["tanh"]
-    assert line.sigma_w2[0] == pytest.approx(1.0, abs=1e-6)  # σb = 0: see test above
-    assert np.all(np.diff(line.sigma_w2) > 0) and np.all(line.finite_q)
+    assert line.w_std[0] ** 2 == pytest.approx(1.0, abs=1e-6)  # σb = 0: see test above
+    assert np.all(np.diff(line.w_std) > 0) and np.all(line.finite_q)
 
 
 # -------------------------------------------------- fixed points, depth scales
@@ -263,7 +264,7 @@ def test_errors_are_clear():
         q_map("tanh", 1.0, 1.0, 0.0)
     with pytest.raises(TypeError, match=r"Tanh\(\)"):
         q_map(Tanh, 1.0, 1.0, 0.0)
-    with pytest.raises(ValueError, match="sigma_w"):
+    with pytest.raises(ValueError, match="w_std"):
         q_map(Tanh(), 1.0, -1.0, 0.0)
     with pytest.raises(ValueError, match="`q`"):
         q_map(Tanh(), -1.0, 1.0, 0.0)
@@ -273,5 +274,5 @@ def test_errors_are_clear():
         q_map(Tanh(), float("nan"), 1.0, 0.0)
     with pytest.raises(ValueError, match="depth"):
         trajectory(Tanh(), 1.0, 0.0, 0)
-    with pytest.raises(ValueError, match="sigma_b2"):
-        critical_sigma_w2(Tanh(), -0.1)
+    with pytest.raises(ValueError, match="b_std"):
+        critical_w_std(Tanh(), -0.1)

@@ -45,7 +45,14 @@ def test_pcg_matches_dense_cholesky(stores, precond) -> None:
     train, test, y = stores
     tol = 1e-10
     out = posterior_mean(
-        train, y, test=test, diag_reg=1e-2, tol=tol, preconditioner=precond, rank=60, maxiter=3000
+        train,
+        y,
+        test_store=test,
+        diag_reg=1e-2,
+        tol=tol,
+        preconditioner=precond,
+        rank=60,
+        maxiter=3000,
     )
     ref, cond = _dense(train, test, y, "nngp", out.noise)
     assert out.converged and out.mean.shape == (37, 2)
@@ -57,7 +64,7 @@ def test_pcg_matches_dense_cholesky(stores, precond) -> None:
 def test_blocked_cholesky_matches_dense(stores) -> None:
     train, test, y = stores
     # tiny noise: dense and blocked Cholesky both backward stable, error ~ cond · eps
-    out = posterior_mean(train, y, test=test, kernel="ntk", diag_reg=1e-8, method="cholesky")
+    out = posterior_mean(train, y, test_store=test, kernel="ntk", diag_reg=1e-8, method="cholesky")
     ref, cond = _dense(train, test, y, "ntk", out.noise)
     assert out.iterations == 0 and out.preconditioner == "blocked cholesky"
     np.testing.assert_allclose(out.mean, ref, atol=100 * cond * 2.2e-16 * np.abs(ref).max())
@@ -75,7 +82,7 @@ def test_nystrom_needs_fewer_iterations_than_plain_cg(stores) -> None:
 def test_ntk_and_array_test_kernel(stores) -> None:
     train, test, y = stores
     out = posterior_mean(
-        train, y[:, 0], test=np.asarray(test.ntk), kernel="ntk", diag_reg=1e-5,
+        train, y[:, 0], test_store=np.asarray(test.ntk), kernel="ntk", diag_reg=1e-5,
         diag_reg_absolute=True, tol=1e-11, rank=150, maxiter=5000,
     )  # fmt: skip
     ref, cond = _dense(train, test, y[:, :1], "ntk", 1e-5)
@@ -85,7 +92,7 @@ def test_ntk_and_array_test_kernel(stores) -> None:
 
 def test_solve_errors(stores) -> None:
     train, test, y = stores
-    with pytest.raises(ValueError, match="`y` must be"):
+    with pytest.raises(ValueError, match="`y_train` must be"):
         posterior_mean(train, y[:10])
     with pytest.raises(ValueError, match="symmetric store"):
         posterior_mean(test, np.zeros(37))
@@ -94,6 +101,6 @@ def test_solve_errors(stores) -> None:
     with pytest.raises(ValueError, match="`preconditioner`"):
         posterior_mean(train, y, preconditioner="ilu")
     with pytest.raises(ValueError, match="test-train kernel"):
-        posterior_mean(train, y, test=np.zeros((3, 5)))
+        posterior_mean(train, y, test_store=np.zeros((3, 5)))
     with pytest.raises(ValueError, match="compute_kernel\\(net, x_test, x_train\\)"):
-        posterior_mean(train, y, test=train)
+        posterior_mean(train, y, test_store=train)

@@ -16,7 +16,7 @@ SMALL = ["sde", "--widths", "8,16", "--times", "0.5", "--n-nets", "300", "--n-pa
 
 def test_sde_json_and_plots(tmp_path) -> None:
     res = runner.invoke(
-        app, [*SMALL, "--stability", "tanh,quadratic", "--json", "--out", str(tmp_path)]
+        app, [*SMALL, "--activations", "tanh,quadratic", "--json", "--out", str(tmp_path)]
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
@@ -32,9 +32,20 @@ def test_sde_json_and_plots(tmp_path) -> None:
 
 
 def test_sde_bad_input() -> None:
-    res = runner.invoke(app, [*SMALL, "--rho0", "1.5", "--stability", ""])
+    res = runner.invoke(app, [*SMALL, "--rho0", "1.5", "--activations", ""])
     assert res.exit_code != 0 and "rho0" in res.output
     res = runner.invoke(app, [*SMALL, "--widths", "8,x"])
     assert res.exit_code != 0 and "--widths" in res.output
     res = runner.invoke(app, [*SMALL, "--sde", "ito"])
     assert res.exit_code != 0 and "sde" in res.output
+
+
+def test_sde_deprecated_stability_flag() -> None:
+    """--stability is the hidden old spelling of --activations: same rows, a notice on stderr."""
+    args = [*SMALL, "--widths", "8", "--n-nets", "100", "--n-paths", "500", "--json"]
+    old = runner.invoke(app, [*args, "--stability", "tanh"])
+    new = runner.invoke(app, [*args, "--activations", "tanh"])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output
+    assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert "--stability is deprecated; use --activations" in old.stderr
+    assert "--stability" not in runner.invoke(app, ["sde", "--help"]).output

@@ -148,7 +148,7 @@ def test_smooth_gain_normalises_unit_variance():
 def test_errors():
     with pytest.raises(ValueError, match="φ'\\(0\\) = 1"):
         SmoothShaped(torch.sigmoid, 1.0, 16)
-    with pytest.raises(ValueError, match="`phi`"):
+    with pytest.raises(ValueError, match="`activation`"):
         SmoothShaped("relu6", 1.0, 16)
     with pytest.raises(ValueError, match="`a`"):
         SmoothShaped("tanh", -1.0, 16)

@@ -42,13 +42,11 @@ def test_linear_sampler_matches_chi2_law():
     n, d, nets = 32, 32, 4000
     identity = ShapedReLU.shaped(0.0, 0.0, n)  # s± = 1, gain 1: the linear net
     phi0 = torch.tensor([[2.0]], dtype=torch.float64)
-    g = sample_gram(
-        phi0, identity, width=n, depth=d, n_nets=nets, generator=_gen(1), progress=False
-    )
+    g = sample_gram(phi0, identity, width=n, depth=d, n_nets=nets, seed=_gen(1), progress=False)
     x = (g[0, :, 0, 0] / 2.0).log().numpy()
     law = linear_log_norm_law(n, d)
     _check_moments(x, law.mean, law.var)
-    ref = sample_linear_log_norm(n, d, 20_000, rng=np.random.default_rng(1))
+    ref = sample_linear_log_norm(n, d, 20_000, seed=np.random.default_rng(1))
     assert stats.ks_2samp(x, ref).statistic < KS_CRIT * math.sqrt(1 / nets + 1 / 20_000)
     # the oracle's closed-form moments vs its own χ² sampler (scipy digamma vs numpy draws)
     _check_moments(ref, law.mean, law.var)
@@ -65,13 +63,13 @@ def test_unshaped_relu_sampler_matches_binomial_chi2_law():
         width=n,
         depth=d,
         n_nets=nets,
-        generator=_gen(2),
+        seed=_gen(2),
         progress=False,
     )
     x = g[0, :, 0, 0].log().numpy()
     law = unshaped_relu_log_norm_law(n, d)
     _check_moments(x, law.mean, law.var)
-    ref = sample_unshaped_relu_log_norm(n, d, 20_000, rng=np.random.default_rng(2))
+    ref = sample_unshaped_relu_log_norm(n, d, 20_000, seed=np.random.default_rng(2))
     assert np.isfinite(ref).all()  # P(K = 0) = 2^-32 per layer
     _check_moments(ref, law.mean, law.var)
     assert stats.ks_2samp(x, ref).statistic < KS_CRIT * math.sqrt(1 / nets + 1 / 20_000)
@@ -89,7 +87,7 @@ def test_forward_pass_linear_net_matches_chi2_law():
         width=n,
         depth=d,
         n_nets=nets,
-        generator=_gen(4),
+        seed=_gen(4),
         progress=False,
     )
     law = linear_log_norm_law(n, d)
@@ -101,10 +99,8 @@ def test_forward_pass_and_sampler_have_the_same_law():
     act = ShapedReLU.shaped(0.0, -2.0, n)
     x = torch.tensor([[1.0, 0.0, 0.5], [0.2, 1.0, -0.4]], dtype=torch.float64)
     phi0 = x @ x.T / 3
-    f = finite_forward_gram(
-        x, act, width=n, depth=d, n_nets=nets, generator=_gen(5), progress=False
-    )
-    s = sample_gram(phi0, act, width=n, depth=d, n_nets=nets, generator=_gen(6), progress=False)[0]
+    f = finite_forward_gram(x, act, width=n, depth=d, n_nets=nets, seed=_gen(5), progress=False)
+    s = sample_gram(phi0, act, width=n, depth=d, n_nets=nets, seed=_gen(6), progress=False)[0]
     crit = KS_CRIT * math.sqrt(2 / nets)
     assert stats.ks_2samp(correlations(f).numpy(), correlations(s).numpy()).statistic < crit
     for a in range(2):
@@ -114,7 +110,7 @@ def test_forward_pass_and_sampler_have_the_same_law():
 def test_shaped_mlp_module():
     n, d, m = 16, 6, 4
     x = torch.randn(m, 10, generator=_gen(7), dtype=torch.float64)
-    net = ShapedMLP(10, n, d, ShapedReLU.shaped(0.0, -1.0, n), out_features=3, generator=_gen(8))
+    net = ShapedMLP(10, n, d, ShapedReLU.shaped(0.0, -1.0, n), out_features=3, seed=_gen(8))
     assert net(x).shape == (m, 3)
     with torch.no_grad():
         phi = net.penultimate_gram(x)
@@ -125,7 +121,7 @@ def test_shaped_mlp_module():
     outs, phis = [], []
     for k in range(600):
         net = ShapedMLP(
-            10, n, d, ShapedReLU.shaped(0.0, -1.0, n), out_features=4, generator=_gen(100 + k)
+            10, n, d, ShapedReLU.shaped(0.0, -1.0, n), out_features=4, seed=_gen(100 + k)
         )
         with torch.no_grad():
             outs.append(net(x[:1])[0] ** 2)
@@ -147,7 +143,7 @@ def test_unshaped_relu_correlation_collapses_as_predicted():
         depth=n,
         n_nets=nets,
         record=[8, n],
-        generator=_gen(9),
+        seed=_gen(9),
         progress=False,
     )
     rho = correlations(g)
@@ -168,7 +164,7 @@ def test_unshaped_relu_correlation_collapses_as_predicted():
         width=n,
         depth=n,
         n_nets=nets,
-        generator=_gen(10),
+        seed=_gen(10),
         progress=False,
     )
     assert float(correlations(shaped[0]).std()) > 0.4
@@ -184,7 +180,7 @@ def test_exploding_nets_are_marked_inf_and_errors():
         width=16,
         depth=64,
         n_nets=200,
-        generator=_gen(11),
+        seed=_gen(11),
         progress=False,
     )
     assert bool(torch.isinf(g).any()) and not bool(torch.isnan(g).any())

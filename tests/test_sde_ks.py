@@ -29,7 +29,7 @@ def test_shaped_relu_matches_sde_cheap():
         n_nets=n_nets,
         n_paths=n_paths,
         dt=1 / 256,
-        generator=torch.Generator().manual_seed(0),
+        seed=torch.Generator().manual_seed(0),
         progress=False,
     )
     tol = KS_CRIT * math.sqrt(1 / n_nets + 1 / n_paths) + 0.02
@@ -60,7 +60,7 @@ def test_shaped_relu_matches_sde_n256_headline():
         n_nets=20_000,
         n_paths=100_000,
         dt=1 / 512,
-        generator=torch.Generator().manual_seed(1),
+        seed=torch.Generator().manual_seed(1),
         progress=False,
     )
     for row in cmp.rows:

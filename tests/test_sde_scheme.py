@@ -38,7 +38,7 @@ def test_scheme_keeps_phi_symmetric_psd_over_10k_paths(drift, dt):
     v = torch.tensor([[1.0, 0.2], [0.5, -0.7], [0.3, 0.9]], dtype=torch.float64)
     phi0 = v @ v.T
     out = integrate_covariance(
-        phi0, drift, times=[dt, 1.0], dt=dt, n_paths=10_000, generator=_gen(1), progress=False
+        phi0, drift, times=[dt, 1.0], dt=dt, n_paths=10_000, seed=_gen(1), progress=False
     )
     ok = torch.isfinite(out).all(dim=(-1, -2))
     assert ok.float().mean() > 0.95  # only the unstable drift may overflow a few paths
@@ -51,9 +51,7 @@ def test_scheme_keeps_phi_symmetric_psd_over_10k_paths(drift, dt):
 
 def test_zero_drift_one_input_log_norm_is_normal():
     t, phi0, n = 1.5, 2.0, 20_000
-    x = integrate_one_input(
-        phi0, 0.0, times=t, dt=0.05, n_paths=n, generator=_gen(2), progress=False
-    )
+    x = integrate_one_input(phi0, 0.0, times=t, dt=0.05, n_paths=n, seed=_gen(2), progress=False)
     x = x[0].numpy()
     law = stats.norm(math.log(phi0) - t, math.sqrt(2 * t))
     assert stats.kstest(x, law.cdf).statistic < KS_CRIT / math.sqrt(n)
@@ -66,7 +64,7 @@ def test_zero_drift_matrix_scheme_diagonal_is_normal():
     t, n = 1.0, 20_000
     phi0 = torch.tensor([[0.5]], dtype=torch.float64)
     out = integrate_covariance(
-        phi0, None, times=t, dt=0.25, n_paths=n, generator=_gen(3), progress=False
+        phi0, None, times=t, dt=0.25, n_paths=n, seed=_gen(3), progress=False
     )
     x = out[0, :, 0, 0].log().numpy()
     law = stats.norm(math.log(0.5) - t, math.sqrt(2 * t))
@@ -74,9 +72,7 @@ def test_zero_drift_matrix_scheme_diagonal_is_normal():
     # m = 3: each diagonal entry is marginally the same GBM; weak error O(dt) allowed
     phi3 = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 1.0]], dtype=torch.float64)
     n, dt = 5_000, 1 / 100
-    out = integrate_covariance(
-        phi3, None, times=t, dt=dt, n_paths=n, generator=_gen(4), progress=False
-    )
+    out = integrate_covariance(phi3, None, times=t, dt=dt, n_paths=n, seed=_gen(4), progress=False)
     law = stats.norm(-t, math.sqrt(2 * t))
     for a in range(3):
         x = out[0, :, a, a].log().numpy()
@@ -88,12 +84,12 @@ def test_correlation_sde_matches_covariance_sde():
     drift = ReLUDrift(0.0, -1.5)
     n, dt = 8_000, 1 / 100
     r_scalar = integrate_correlation(
-        0.3, drift, times=[0.5, 1.0], dt=dt, n_paths=n, generator=_gen(5), progress=False
+        0.3, drift, times=[0.5, 1.0], dt=dt, n_paths=n, seed=_gen(5), progress=False
     )
     phi0 = torch.tensor([[1.0, 0.3], [0.3, 1.0]], dtype=torch.float64)
     r_matrix = correlations(
         integrate_covariance(
-            phi0, drift, times=[0.5, 1.0], dt=dt, n_paths=n, generator=_gen(6), progress=False
+            phi0, drift, times=[0.5, 1.0], dt=dt, n_paths=n, seed=_gen(6), progress=False
         )
     )
     for i in range(2):
@@ -106,7 +102,7 @@ def test_one_input_sde_matches_matrix_scheme_with_smooth_drift():
     act = SmoothShaped("sinh", 1.0, 64)  # b_* = 1: unstable, some paths explode
     n, t = 10_000, 0.75
     x1 = integrate_one_input(
-        1.0, act.drift().b_star, times=t, dt=1 / 256, n_paths=n, generator=_gen(7), progress=False
+        1.0, act.drift().b_star, times=t, dt=1 / 256, n_paths=n, seed=_gen(7), progress=False
     )[0]
     x2 = integrate_covariance(
         torch.ones(1, 1, dtype=torch.float64),
@@ -114,7 +110,7 @@ def test_one_input_sde_matches_matrix_scheme_with_smooth_drift():
         times=t,
         dt=1 / 256,
         n_paths=n,
-        generator=_gen(8),
+        seed=_gen(8),
         progress=False,
     )[0, :, 0, 0].log()
     # exploded paths are +inf in both; KS on the extended line
@@ -156,9 +152,7 @@ def test_time_rounding_and_errors():
 def test_one_noise_step_has_mean_zero_and_covariance_sigma_h():
     phi = torch.tensor([[1.3, 0.4, -0.2], [0.4, 0.8, 0.1], [-0.2, 0.1, 0.6]], dtype=torch.float64)
     h, b = 1e-3, 200_000
-    out = integrate_covariance(
-        phi, None, times=h, dt=h, n_paths=b, generator=_gen(9), progress=False
-    )
+    out = integrate_covariance(phi, None, times=h, dt=h, n_paths=b, seed=_gen(9), progress=False)
     inc = (out[0] - phi).reshape(b, 9) / math.sqrt(h)
     sigma = torch.einsum("ac,bd->abcd", phi, phi) + torch.einsum("ad,bc->abcd", phi, phi)
     se = 5 * float(sigma.abs().max()) ** 0.5 / math.sqrt(b)

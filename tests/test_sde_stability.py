@@ -35,7 +35,7 @@ def test_tanh_stable_and_quadratic_unstable_by_simulation():
         n_nets=2000,
         n_paths=20_000,
         threshold=10.0,
-        generator=torch.Generator().manual_seed(0),
+        seed=torch.Generator().manual_seed(0),
         progress=False,
     )
     rows = {r.verdict.name: r for r in demo.rows}

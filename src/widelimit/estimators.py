@@ -1,14 +1,15 @@
 """scikit-learn estimators backed by infinite-width kernels.
 
 * :class:`NNGPRegressor` — Bayesian posterior of the infinite-width network
-  (NNGP), ``get="nngp"``, ``t = ∞`` by default;
+  (NNGP), ``kernel="nngp"``, ``t = ∞`` by default;
 * :class:`NTKRegressor` — mean (and covariance) of an infinite ensemble of
-  infinite-width networks trained by gradient flow on MSE, ``get="ntk"``;
+  infinite-width networks trained by gradient flow on MSE, ``kernel="ntk"``;
 * :class:`NNGPClassifier`, :class:`NTKClassifier` — one-hot regression
   (targets one-hot minus ``1/n_classes``), class = ``argmax`` of the mean.
 
 Conventions are those of :mod:`widelimit.predict` (time ``t`` of gradient flow
-with loss ``½·mean (f − y)²``; ``diag_reg`` relative to ``mean(diag K)``).  The
+with loss ``½·mean (f − y)²``; ``diag_reg`` relative to ``mean(diag K)``, default
+:data:`~widelimit.predict.DIAG_REG`).  The
 network is a spec (:class:`~widelimit.layers.base.Layer`) or a text description
 (``"Dense(512, w_std=1.5) -> ReLU -> Dense(1)"``); inputs are used as given (no
 hidden rescaling; the input kernel is ``x·x'/d``).
@@ -25,7 +26,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from widelimit.predict import gradient_descent_mse_ensemble
+from widelimit.predict import DIAG_REG, gradient_descent_mse_ensemble
 
 __all__ = ["DEFAULT_NET", "NNGPClassifier", "NNGPRegressor", "NTKClassifier", "NTKRegressor"]
 
@@ -49,14 +50,14 @@ def _resolve_net(net: object):
 
 
 class _KernelBase(BaseEstimator):
-    _get = "ntk"
+    _kernel = "ntk"
 
     def __init__(
         self,
         net: object = None,
         *,
         t: float | None = None,
-        diag_reg: float = 1e-4,
+        diag_reg: float = DIAG_REG,
         diag_reg_absolute: bool = False,
     ) -> None:
         self.net = net
@@ -80,7 +81,7 @@ class _KernelBase(BaseEstimator):
         check_is_fitted(self, "predictor_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         t = math.inf if self.t is None else float(self.t)
-        out = self.predictor_(torch.tensor(np.array(X)), t, get=self._get, compute_cov=cov)
+        out = self.predictor_(torch.tensor(np.array(X)), t, kernel=self._kernel, compute_cov=cov)
         return out.mean.numpy(), None if out.cov is None else out.cov.numpy()
 
 
@@ -125,7 +126,7 @@ class NNGPRegressor(_RegressorBase):
         diag_reg_absolute: interpret ``diag_reg`` as an absolute variance.
     """
 
-    _get = "nngp"
+    _kernel = "nngp"
 
 
 class NTKRegressor(_RegressorBase):
@@ -134,7 +135,7 @@ class NTKRegressor(_RegressorBase):
     Args as :class:`NNGPRegressor`; ``t`` is the training time (``None`` = ∞).
     """
 
-    _get = "ntk"
+    _kernel = "ntk"
 
 
 class _ClassifierBase(ClassifierMixin, _KernelBase):
@@ -168,10 +169,10 @@ class _ClassifierBase(ClassifierMixin, _KernelBase):
 class NNGPClassifier(_ClassifierBase):
     """Classification by NNGP regression on one-hot targets (Lee et al. 2018)."""
 
-    _get = "nngp"
+    _kernel = "nngp"
 
 
 class NTKClassifier(_ClassifierBase):
     """Classification by NTK gradient-flow regression on one-hot targets."""
 
-    _get = "ntk"
+    _kernel = "ntk"

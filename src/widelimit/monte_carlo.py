@@ -29,6 +29,7 @@ from widelimit._validation import (
 from widelimit.empirical import empirical_ntk
 from widelimit.layers.base import Layer, _check_get
 from widelimit.progress import progress_bar
+from widelimit.seeding import Seed, as_generator
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def monte_carlo_kernel(
     *,
     width: int | None,
     n_samples: int,
-    seed: int = 0,
+    seed: Seed = 0,
     get: str | Sequence[str] = ("nngp", "ntk"),
     progress: bool = True,
 ) -> MonteCarloKernel:
@@ -69,7 +70,8 @@ def monte_carlo_kernel(
         x1: ``(N1, *in_shape)``; x2: ``(N2, *in_shape)`` or ``None``.
         width: hidden width (``None``: widths as in the spec).
         n_samples: number of independent initialisations (≥ 2 for a standard error).
-        seed: seed of the first network; the draws are reproducible.
+        seed: ``int`` (reproducible draws), ``torch.Generator`` (one stream shared with the
+            caller) or ``None`` (torch's global RNG).
         get: ``"nngp"``, ``"ntk"`` or both.
         progress: show a progress bar on stderr (default on; ``False`` for none).
     Returns:
@@ -87,8 +89,7 @@ def monte_carlo_kernel(
     spec = net if width is None else net.with_width(width)
     in_shape = tuple(x1.shape[1:])
     spec.out_shape(in_shape)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    gen = as_generator(seed)
     n1 = x1.shape[0]
     xs = x1 if x2 is None else torch.cat([x1, x2])
 

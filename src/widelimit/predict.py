@@ -13,7 +13,9 @@ numbers can be compared one for one):
   default ``learning_rate = 1``).
 * **Regularisation.** ``diag_reg`` is relative to the mean of the kernel
   diagonal: ``K + diag_reg·mean(diag K)·I``; ``diag_reg_absolute=True`` adds
-  ``diag_reg·I`` instead.
+  ``diag_reg·I`` instead.  The default is :data:`DIAG_REG` (``1e-4``) everywhere
+  (these functions, the estimators, :func:`widelimit.scale.posterior_mean`, the CLI);
+  pass ``diag_reg=0.0`` for the unregularised kernel.
 * **Shapes.** Kernels are ``(N, N)`` / ``(M, N)`` / ``(M, M)`` tensors (output
   channels traced out: the same kernel acts on every output column).  Targets
   ``y_train`` are ``(N,)`` or ``(N, k)``; predictions have the same trailing
@@ -43,9 +45,11 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_nonnegative
+from widelimit.deprecation import deprecated_attribute, renamed_kwargs
 
 __all__ = [
     "COND_WARNING",
+    "DIAG_REG",
     "Conditioning",
     "EnsemblePrediction",
     "EnsemblePredictor",
@@ -57,6 +61,10 @@ __all__ = [
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
 ]
+
+DIAG_REG = 1e-4
+"""Default ``diag_reg`` of every inference function: ``1e-4 × mean(diag K)``
+(docs/conventions.md)."""
 
 COND_WARNING = 1e10
 """Condition number above which an :class:`IllConditionedWarning` is issued."""
@@ -111,14 +119,16 @@ class EnsemblePrediction:
     """Mean and covariance over initialisations, at times ``t``.
 
     ``mean``: ``(*t_shape, M, *y_shape)``; ``cov``: ``(*t_shape, M, M)`` (the same
-    for every output column) or ``None``; ``get``: ``"nngp"`` or ``"ntk"``.
+    for every output column) or ``None``; ``kernel``: the kernel used, ``"nngp"`` or ``"ntk"``.
     """
 
     mean: Tensor
     cov: Tensor | None
     t: Tensor
-    get: str
+    kernel: str
     conditioning: Conditioning
+
+    get = deprecated_attribute("kernel")
 
 
 # --------------------------------------------------------------------------- checks
@@ -246,7 +256,7 @@ def gp_inference(
     k_test_train: Tensor,
     k_test_test: Tensor | None = None,
     *,
-    diag_reg: float = 0.0,
+    diag_reg: float = DIAG_REG,
     diag_reg_absolute: bool = False,
 ) -> GPPosterior:
     """Exact GP posterior (NNGP or NTK used as a GP kernel).
@@ -365,7 +375,7 @@ def gradient_descent_mse(
     y_train: Tensor,
     *,
     learning_rate: float = 1.0,
-    diag_reg: float = 0.0,
+    diag_reg: float = DIAG_REG,
     diag_reg_absolute: bool = False,
 ) -> GradientFlow:
     """Closed-form gradient flow on MSE for a network linearised around its init.
@@ -397,7 +407,7 @@ class EnsemblePredictor:
     """Mean/covariance of infinitely many infinite-width nets trained by gradient flow.
 
     Returned by :func:`gradient_descent_mse_ensemble`; call it as
-    ``pred(x_test=None, t=None, *, get="ntk", compute_cov=True)``.
+    ``pred(x_test=None, t=None, *, kernel="ntk", compute_cov=True)``.
     """
 
     def __init__(
@@ -447,39 +457,44 @@ class EnsemblePredictor:
         new._eig = {}
         return new
 
-    def eigen(self, get: str) -> _Eigen:
-        if get not in self._eig:
-            k = self.k_train_train[get]
-            self._eig[get] = _eigen(
-                f"{get} train-train kernel", k, _resolve_reg(k, self._diag_reg, self._absolute)
+    @renamed_kwargs(get="kernel")
+    def eigen(self, kernel: str) -> _Eigen:
+        """Eigendecomposition of the regularised ``kernel`` (``"nngp"``/``"ntk"``) train-train
+        matrix (cached)."""
+        if kernel not in self._eig:
+            k = self.k_train_train[kernel]
+            self._eig[kernel] = _eigen(
+                f"{kernel} train-train kernel", k, _resolve_reg(k, self._diag_reg, self._absolute)
             )
-        return self._eig[get]
+        return self._eig[kernel]
 
+    @renamed_kwargs(get="kernel")
     def __call__(
         self,
         x_test: Tensor | None = None,
         t: float | Tensor | None = None,
         *,
-        get: Literal["nngp", "ntk"] = "ntk",
+        kernel: Literal["nngp", "ntk"] = "ntk",
         compute_cov: bool = True,
     ) -> EnsemblePrediction:
         """Ensemble mean/cov on ``x_test`` (``None`` = training inputs) at time(s) ``t``.
 
-        ``get="ntk"`` (all layers trained, Lee et al. 2019 eqs. 15–16):
+        ``kernel="ntk"`` (all layers trained, Lee et al. 2019 eqs. 15–16):
         ``μ_t = Θ*x Θ⁻¹ A_t y``,
         ``Σ_t = K** + Θ*x Θ⁻¹ A_t K A_t Θ⁻¹ Θx* − (Θ*x Θ⁻¹ A_t Kx* + transpose)``,
-        ``A_t = I − exp(−Θ t / n_targets)``.  ``get="nngp"`` (readout only, Θ = K):
+        ``A_t = I − exp(−Θ t / n_targets)``.  ``kernel="nngp"`` (readout only, Θ = K):
         ``Σ_t = K** − K*x K⁻¹ (I − exp(−2 K t/n)) Kx*``; at ``t = ∞`` the NNGP posterior.
         On the training inputs: ``μ = A_t y``, ``Σ = e^{−Θt/n} K e^{−Θt/n}`` (ntk) or
         ``K e^{−2Kt/n}`` (nngp).
         Shapes: ``mean (*t_shape, M, *y_shape)``, ``cov (*t_shape, M, M)``.
+        (``get=`` is the deprecated spelling of ``kernel=``.)
         """
-        if get not in ("nngp", "ntk"):
-            raise ValueError(f"`get` must be 'nngp' or 'ntk'; got {get!r}")
+        if kernel not in ("nngp", "ntk"):
+            raise ValueError(f"`kernel` must be 'nngp' or 'ntk'; got {kernel!r}")
         y = self._y
         n, n_targets = y.shape[0], y.numel()
         t_shape, ts = _times(t, self._lr)
-        eig = self.eigen(get)
+        eig = self.eigen(kernel)
         v, lam = eig.evecs, eig.evals
         y64 = y.to(torch.float64).reshape(n, -1)
         vty = v.T @ y64
@@ -492,7 +507,7 @@ class EnsemblePredictor:
             mean = torch.einsum("ji,ti,ik->tjk", v, a, vty)
             m = n
             if compute_cov:
-                if get == "ntk":
+                if kernel == "ntk":
                     e = torch.einsum("ji,ti,ki->tjk", v, 1 - a, v)
                     cov = e @ k_nngp @ e.transpose(1, 2)
                 else:
@@ -501,15 +516,15 @@ class EnsemblePredictor:
                     w = torch.where(torch.isnan(w), torch.zeros_like(w), w)
                     cov = torch.einsum("ji,ti,ki->tjk", v, w, v)
         else:
-            gets = ("nngp", "ntk") if get == "ntk" else ("nngp",)
+            gets = ("nngp", "ntk") if kernel == "ntk" else ("nngp",)
             ktx = self._kernel(x_test, self._x, gets)
             m = ktx["nngp"].shape[0]
-            p = ktx[get].to(dtype) @ v  # (M, N)
+            p = ktx[kernel].to(dtype) @ v  # (M, N)
             g = _inv_expm1(lam, ts, n_targets)  # (T, N)
             mean = torch.einsum("mi,ti,ik->tmk", p, g, vty)
             if compute_cov:
                 ktt = self._kernel(x_test, None, ("nngp",))["nngp"].to(dtype)
-                if get == "nngp":
+                if kernel == "nngp":
                     h = _inv_expm1(lam, ts, n_targets, factor=2.0)
                     cov = ktt - torch.einsum("mi,ti,li->tml", p, h, p)
                 else:
@@ -522,7 +537,7 @@ class EnsemblePredictor:
             cov = 0.5 * (cov + cov.transpose(-1, -2))
             cov = cov.reshape(*t_shape, m, m).to(device=device, dtype=out_dtype)
         mean = mean.reshape(*t_shape, m, *y.shape[1:]).to(device=device, dtype=out_dtype)
-        return EnsemblePrediction(mean, cov, ts.reshape(t_shape), get, eig.conditioning)
+        return EnsemblePrediction(mean, cov, ts.reshape(t_shape), kernel, eig.conditioning)
 
 
 def gradient_descent_mse_ensemble(
@@ -531,7 +546,7 @@ def gradient_descent_mse_ensemble(
     y_train: Tensor,
     *,
     learning_rate: float = 1.0,
-    diag_reg: float = 0.0,
+    diag_reg: float = DIAG_REG,
     diag_reg_absolute: bool = False,
 ) -> EnsemblePredictor:
     """Gaussian over outputs of an infinite ensemble of infinite-width nets trained on MSE.

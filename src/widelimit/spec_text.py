@@ -20,7 +20,16 @@ from pathlib import Path
 
 from widelimit.layers.base import Layer
 
-_NOT_BUILDABLE = {"Layer", "Elementwise", "NumericalActivation", "Activation", "WidthLayer"}
+_NOT_BUILDABLE = {
+    "Layer",
+    "Elementwise",
+    "NumericalActivation",
+    "Activation",
+    "WidthLayer",
+    "Serial",  # written serial(...) or with "->"
+    "Parallel",  # written parallel(...)
+}
+_DEPRECATED = {"Scale"}  # still accepted (warns on construction), not listed by known_layers
 
 
 def _registry() -> dict[str, object]:
@@ -43,8 +52,9 @@ def _registry() -> dict[str, object]:
 
 
 def known_layers() -> list[str]:
-    """Names accepted by :func:`parse_net`."""
-    return sorted(_registry())
+    """Names accepted by :func:`parse_net` (deprecated spellings such as ``Scale`` are
+    accepted too but not listed)."""
+    return sorted(set(_registry()) - _DEPRECATED)
 
 
 def _literal(node: ast.AST, text: str) -> object:

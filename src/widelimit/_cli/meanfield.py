@@ -9,6 +9,7 @@ import torch
 import typer
 
 from widelimit._cli.common import console, print_json, table
+from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -48,15 +49,20 @@ def register(app: typer.Typer) -> None:
         s2: Annotated[float, typer.Option(help="σ: value above t2.")] = 7.5,
         eps: Annotated[float, typer.Option(help="SGD step ε (time per step).")] = 5e-4,
         batch_size: Annotated[int, typer.Option(help="Samples per SGD step.")] = 128,
-        seeds: Annotated[int, typer.Option(help="Independent nets per N.")] = 2,
-        particles: Annotated[int, typer.Option(help="PDE quantile particles.")] = 2000,
+        n_seeds: Annotated[int, typer.Option(help="Independent nets per N.")] = 2,
+        n_particles: Annotated[int, typer.Option(help="PDE quantile particles.")] = 2000,
+        seed: Annotated[int, typer.Option(help="Seed (width ns[i] uses seed + i).")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        seeds: Annotated[int | None, deprecated_option("--seeds", "--n-seeds")] = None,
+        particles: Annotated[int | None, deprecated_option("--particles", "--n-particles")] = None,
     ) -> None:
         """Isotropic Gaussians (MMN 2018): SGD at several N beside the radial PDE."""
         from widelimit.meanfield import IsotropicGaussians, PiecewiseLinear, compare_with_pde
 
+        n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
+        n_particles = resolve_alias(n_particles, particles, old="--particles", new="--n-particles")
         torch.set_num_threads(1)
         try:
             problem = IsotropicGaussians(
@@ -68,8 +74,9 @@ def register(app: typer.Typer) -> None:
                 times=_floats(times, "--times"),
                 eps=eps,
                 batch_size=batch_size,
-                n_seeds=seeds,
-                n_particles=particles,
+                n_seeds=n_seeds,
+                n_particles=n_particles,
+                seed=seed,
                 progress=progress,
             )
         except (ValueError, TypeError) as err:
@@ -105,15 +112,18 @@ def register(app: typer.Typer) -> None:
         depth: Annotated[int, typer.Option(help="Hidden layers (1 = two-layer net).")] = 1,
         steps: Annotated[int, typer.Option(help="GD steps.")] = 3,
         lr: Annotated[float, typer.Option(help="Base learning rate η.")] = 0.02,
-        seeds: Annotated[int, typer.Option(help="Initialisations per width.")] = 2,
+        n_seeds: Annotated[int, typer.Option(help="Initialisations per width.")] = 2,
+        seed: Annotated[int, typer.Option(help="Seed of the data and initialisations.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        seeds: Annotated[int | None, deprecated_option("--seeds", "--n-seeds")] = None,
     ) -> None:
         """SP / NTK / MF / μP across width: weight movement, feature change, coordinate check."""
         from widelimit.meanfield import width_study
         from widelimit.meanfield.parameterizations import METRICS
 
+        n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
         torch.set_num_threads(1)
         try:
             st = width_study(
@@ -121,7 +131,8 @@ def register(app: typer.Typer) -> None:
                 depth=depth,
                 steps=steps,
                 lr=lr,
-                n_seeds=seeds,
+                n_seeds=n_seeds,
+                seed=seed,
                 progress=progress,
             )
         except (ValueError, TypeError) as err:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from widelimit._cli.common import console, print_json, table
+from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -34,8 +35,8 @@ def register(app: typer.Typer) -> None:
         activation: Annotated[
             str, typer.Option(help="Activation name, e.g. tanh, relu, erf.")
         ] = "tanh",
-        sigma_w: Annotated[float, typer.Option(help="Weight std σw.")] = 1.5,
-        sigma_b: Annotated[float, typer.Option(help="Bias std σb.")] = 0.3,
+        w_std: Annotated[float, typer.Option(help="Weight standard deviation σw.")] = 1.5,
+        b_std: Annotated[float, typer.Option(help="Bias standard deviation σb.")] = 0.3,
         depth: Annotated[int, typer.Option(help="Dense layers of the trajectory.")] = 10,
         q0: Annotated[float, typer.Option(help="Input variance Σ⁰(x,x).")] = 1.0,
         c0: Annotated[float, typer.Option(help="Input correlation of the two inputs.")] = 0.5,
@@ -43,16 +44,26 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Finite widths, comma-separated ('' skips the finite check).")
         ] = "64,256,1024",
         finite_depth: Annotated[int, typer.Option(help="Dense layers of the finite nets.")] = 3,
-        seeds: Annotated[int, typer.Option(help="Finite nets per width.")] = 16,
-        sigma_b2: Annotated[
-            str, typer.Option("--sigma-b2", help="σb² values for the critical-line table.")
-        ] = "0,0.05,0.5",
+        n_seeds: Annotated[int, typer.Option(help="Finite nets per width.")] = 16,
+        line_b_std: Annotated[
+            str, typer.Option(help="σb values (standard deviations) for the critical-line table.")
+        ] = "0,0.2,0.7",
         phase: Annotated[bool, typer.Option(help="Compute the phase diagram (χ₁ grid).")] = True,
         seed: Annotated[int, typer.Option(help="Base seed of the finite nets.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for the plots (PNG).")] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars (stderr).")] = True,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        sigma_w: Annotated[float | None, deprecated_option("--sigma-w", "--w-std")] = None,
+        sigma_b: Annotated[float | None, deprecated_option("--sigma-b", "--b-std")] = None,
+        sigma_b2: Annotated[str | None, deprecated_option("--sigma-b2", "--line-b-std")] = None,
+        seeds: Annotated[int | None, deprecated_option("--seeds", "--n-seeds")] = None,
     ) -> None:
-        """Signal propagation: q/c maps, fixed points, χ₁, critical line, finite-width checks."""
+        """Signal propagation: q/c maps, fixed points, χ₁, critical line, finite-width checks.
+
+        σ are standard deviations (--w-std, --b-std, --line-b-std); tables also show σ².
+        """
+        import numpy as np
+
         from widelimit.layers.activations import activation_from_name
         from widelimit.propagation import (
             critical_line,
@@ -63,28 +74,39 @@ def register(app: typer.Typer) -> None:
         )
         from widelimit.propagation.finite import default_inputs
 
+        w_std = resolve_alias(w_std, sigma_w, old="--sigma-w", new="--w-std")
+        b_std = resolve_alias(b_std, sigma_b, old="--sigma-b", new="--b-std")
+        n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
         try:
             act = activation_from_name(activation)
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err), param_hint="--activation") from err
-        b2 = _floats(sigma_b2, "--sigma-b2")
+        if sigma_b2 is not None:
+            b2 = _floats(sigma_b2, "--sigma-b2")
+            if any(not v >= 0 for v in b2):
+                raise typer.BadParameter("variances must be >= 0", param_hint="--sigma-b2")
+            line_b = resolve_alias(
+                [], b2, old="--sigma-b2", new="--line-b-std (σb, not σb²)", convert=np.sqrt
+            )
+        else:
+            line_b = _floats(line_b_std, "--line-b-std")
         ws = _ints(widths, "--widths")
-        progress = not json_out
+        progress = progress and not json_out
         try:
-            traj = trajectory(act, sigma_w, sigma_b, depth, q0=q0, c0=c0)
-            fp = fixed_point(act, sigma_w, sigma_b, q0=q0)
-            line = critical_line(act, b2, progress=progress)
+            traj = trajectory(act, w_std, b_std, depth, q0=q0, c0=c0)
+            fp = fixed_point(act, w_std, b_std, q0=q0)
+            line = critical_line(act, line_b, progress=progress)
             pd = phase_diagram(act, progress=progress) if phase else None
             study = None
             if ws:
                 x = default_inputs(q0=q0, c0=c0)
                 study = finite_width_study(
                     act,
-                    sigma_w,
-                    sigma_b,
+                    w_std,
+                    b_std,
                     finite_depth,
                     ws,
-                    n_seeds=seeds,
+                    n_seeds=n_seeds,
                     x=x,
                     seed=seed,
                     progress=progress,
@@ -122,7 +144,7 @@ def register(app: typer.Typer) -> None:
                 }
             print_json(summary)
             return
-        title = f"propagate {traj.activation}, σw={sigma_w:g}, σb={sigma_b:g}"
+        title = f"propagate {traj.activation}, σw={w_std:g}, σb={b_std:g}"
         rows = [[int(l), float(traj.q[l - 1, 0]), float(traj.c[l - 1, 0, 1])] for l in traj.layers]
         console.print(table(f"{title}: trajectory", ["layer", "q^l", "c^l"], rows))
         console.print(
@@ -135,11 +157,11 @@ def register(app: typer.Typer) -> None:
         console.print(
             table(
                 "critical line (χ₁ = 1)",
-                ["σb²", "σw²", "q*", "χ₁ − 1"],
+                ["σb", "σw", "σb²", "σw²", "q*", "χ₁ − 1"],
                 [
-                    [float(b), float(w), float(q), float(c - 1)]
+                    [float(b), float(w), float(b * b), float(w * w), float(q), float(c - 1)]
                     for b, w, q, c in zip(
-                        line.sigma_b2, line.sigma_w2, line.q_star, line.chi1, strict=True
+                        line.b_std, line.w_std, line.q_star, line.chi1, strict=True
                     )
                 ],
             )

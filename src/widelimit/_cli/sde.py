@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from widelimit._cli.common import console, print_json, table
+from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -47,7 +48,7 @@ def register(app: typer.Typer) -> None:
         sde: Annotated[
             str, typer.Option(help="'correlation' (scalar ρ SDE) or 'covariance' (2×2).")
         ] = "correlation",
-        stability: Annotated[
+        activations: Annotated[
             str, typer.Option(help="Smooth activations for the norm-stability demo ('' to skip).")
         ] = "tanh,quadratic",
         a: Annotated[
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Directory for the ECDF plots.")] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        stability: Annotated[str | None, deprecated_option("--stability", "--activations")] = None,
     ) -> None:
         """Finite shaped ReLU nets (d = Tn) vs the covariance SDE: ρ_T and log-norm KS
         distances, quantiles, and the norm-stability verdict b_* checked on finite nets."""
@@ -64,8 +66,9 @@ def register(app: typer.Typer) -> None:
 
         from widelimit.sde import compare_relu, demonstrate_stability
 
+        activations = resolve_alias(activations, stability, old="--stability", new="--activations")
         ws, ts = _ints(widths, "--widths"), _floats(times, "--times")
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # one stream for both experiments
         try:
             cmp = compare_relu(
                 c_plus=c_plus,
@@ -77,10 +80,10 @@ def register(app: typer.Typer) -> None:
                 n_paths=n_paths,
                 dt=dt,
                 sde=sde,
-                generator=gen,
+                seed=gen,
                 progress=progress and not json_out,
             )
-            names = tuple(s.strip() for s in stability.split(",") if s.strip())
+            names = tuple(s.strip() for s in activations.split(",") if s.strip())
             demo = (
                 demonstrate_stability(
                     names,
@@ -89,7 +92,7 @@ def register(app: typer.Typer) -> None:
                     times=ts,
                     n_nets=n_nets,
                     n_paths=n_paths,
-                    generator=gen,
+                    seed=gen,
                     progress=progress and not json_out,
                 )
                 if names

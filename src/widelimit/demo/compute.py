@@ -246,7 +246,8 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
     with progress_bar(progress, transient=False) as bar:
         task_k = bar.add_task("infinite-width kernels", total=4)
         # ---------------------------------------------------------------- infinite
-        ens = gradient_descent_mse_ensemble(net, xtr, ytr)
+        # the finite nets are trained without regularisation: compare with diag_reg = 0
+        ens = gradient_descent_mse_ensemble(net, xtr, ytr, diag_reg=0.0)
         bar.advance(task_k)
         theta = ens.k_train_train["ntk"].to(torch.float64)
         lam_max = float(torch.linalg.eigvalsh(theta)[-1])
@@ -255,13 +256,13 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
         times = torch.tensor([*(t_end * np.logspace(-2, 2, 17)), math.inf], dtype=torch.float64)
         sweep = {}
         for g in ("nngp", "ntk"):
-            pred = ens(xte, times, get=g, compute_cov=False)
+            pred = ens(xte, times, kernel=g, compute_cov=False)
             sweep[g] = (_accuracy(pred.mean, lte), _mse(pred.mean, yte), pred.conditioning)
         bar.advance(task_k)
-        ntk_end = ens(xte, t_end, get="ntk", compute_cov=False).mean
+        ntk_end = ens(xte, t_end, kernel="ntk", compute_cov=False).mean
         k_te = net.kernel(xte, xtr, get=("nngp", "ntk"))
         k_tt = net.kernel(xte, None, get=("nngp",)).nngp
-        flow = gradient_descent_mse(theta, ytr)
+        flow = gradient_descent_mse(theta, ytr, diag_reg=0.0)
         # infinite-width *single* nets: f0 ~ GP(0, K) on train ∪ test (Lee et al. 2019)
         kn = torch.cat(
             [

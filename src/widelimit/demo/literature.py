@@ -69,13 +69,13 @@ def mnist_vs_published(
     ens_val = gradient_descent_mse_ensemble(net, xtr[n_val:], ytr[n_val:])
     val = {}
     for reg in grid:
-        pred = ens_val.with_diag_reg(reg)(xtr[:n_val], None, get="nngp", compute_cov=False).mean
+        pred = ens_val.with_diag_reg(reg)(xtr[:n_val], None, kernel="nngp", compute_cov=False).mean
         val[str(reg)] = float((pred.argmax(-1) == ltr[:n_val]).double().mean())
     best = max(grid, key=lambda r: (val[str(r)], -r))
     ens = gradient_descent_mse_ensemble(net, xtr, ytr, diag_reg=best)
     acc = {}
     for g in ("nngp", "ntk"):
-        pred = ens(data.x_test, None, get=g, compute_cov=False).mean
+        pred = ens(data.x_test, None, kernel=g, compute_cov=False).mean
         acc[g] = float((pred.argmax(-1) == data.labels_test).double().mean())
     protocol = (
         f"{data.protocol}; ReLU depth 20, σw²=1.45, σb²=0.28 (Lee et al.'s best ReLU NNGP); "

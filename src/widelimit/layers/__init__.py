@@ -4,86 +4,26 @@
 * ``activations.py``: elementwise activations (closed-form and numerical duals);
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
-* ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Scale``;
+* ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
 * ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
+
+The public names are exactly the submodules' ``__all__`` lists (no second list here);
+``Layer`` comes from ``base.py``.
 """
 
-from widelimit.layers.activations import (
-    ACTIVATIONS,
-    ELU,
-    GELU,
-    RBF,
-    ABReLU,
-    Abs,
-    Activation,
-    Cos,
-    Elementwise,
-    Erf,
-    Exp,
-    Gaussian,
-    Hermite,
-    LeakyReLU,
-    Monomial,
-    NumericalActivation,
-    RectifiedMonomial,
-    ReLU,
-    Sigmoid,
-    Sign,
-    SiLU,
-    Sin,
-    Softplus,
-    Tanh,
-    activation_from_name,
-    correlation,
-)
+from widelimit.layers import activations, combinators, conv, dense, normalization, pooling
+from widelimit.layers.activations import *  # noqa: F403
 from widelimit.layers.base import Layer
-from widelimit.layers.combinators import FanInSum, FanOut, Identity, parallel, serial
-from widelimit.layers.conv import Conv1d, Conv2d
-from widelimit.layers.dense import Dense
-from widelimit.layers.normalization import Dropout, LayerNorm, Scale
-from widelimit.layers.pooling import AvgPool1d, AvgPool2d, Flatten, GlobalAvgPool
+from widelimit.layers.combinators import *  # noqa: F403
+from widelimit.layers.conv import *  # noqa: F403
+from widelimit.layers.dense import *  # noqa: F403
+from widelimit.layers.normalization import *  # noqa: F403
+from widelimit.layers.pooling import *  # noqa: F403
 
-__all__ = [
-    "ACTIVATIONS",
-    "ELU",
-    "GELU",
-    "RBF",
-    "ABReLU",
-    "Abs",
-    "Activation",
-    "AvgPool1d",
-    "AvgPool2d",
-    "Conv1d",
-    "Conv2d",
-    "Cos",
-    "Dense",
-    "Dropout",
-    "Elementwise",
-    "Erf",
-    "Exp",
-    "FanInSum",
-    "FanOut",
-    "Flatten",
-    "Gaussian",
-    "GlobalAvgPool",
-    "Hermite",
-    "Identity",
-    "Layer",
-    "LayerNorm",
-    "LeakyReLU",
-    "Monomial",
-    "NumericalActivation",
-    "ReLU",
-    "RectifiedMonomial",
-    "Scale",
-    "SiLU",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Softplus",
-    "Tanh",
-    "activation_from_name",
-    "correlation",
-    "parallel",
-    "serial",
-]
+__all__ = ["Layer"]
+__all__ += activations.__all__
+__all__ += combinators.__all__
+__all__ += conv.__all__
+__all__ += dense.__all__
+__all__ += normalization.__all__
+__all__ += pooling.__all__

@@ -1,4 +1,4 @@
-"""Normalization and rescaling: ``LayerNorm``, ``Dropout``, ``Scale``.
+"""Normalization and rescaling: ``LayerNorm``, ``Dropout``, ``Multiply``.
 
 ``LayerNorm`` (over features, or over channels at each position): finite
 ``y = (x − mean_c x) / √(var_c x + eps)``.  On zero-mean Gaussian inputs (the
@@ -19,8 +19,9 @@ evaluation time, when dropout is off.  The finite module is built in eval
 mode (the identity, matching the kernel); call ``.train()`` on the network to
 drop units with probability ``rate`` and rescale by ``1/(1 − rate)``.
 
-``Scale(alpha)``: multiply by a constant (e.g. to scale residual branches):
-``Σ' = α² Σ``, ``Θ' = α² Θ``.
+``Multiply(alpha)``: multiply by a constant (e.g. to scale residual branches):
+``Σ' = α² Σ``, ``Θ' = α² Θ``.  ``Scale`` is its deprecated old name (it clashed with the
+subpackage :mod:`widelimit.scale`; docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import check_nonnegative
+from widelimit.deprecation import warn_deprecated
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 
@@ -139,11 +141,11 @@ class Dropout(Layer):
 
 
 # --------------------------------------------------------------------------
-# Scale
+# Multiply
 # --------------------------------------------------------------------------
 
 
-class ScaleModule(nn.Module):
+class MultiplyModule(nn.Module):
     def __init__(self, alpha: float) -> None:
         super().__init__()
         self.alpha = alpha
@@ -156,12 +158,12 @@ class ScaleModule(nn.Module):
 
 
 @dataclass(frozen=True)
-class Scale(Layer):
+class Multiply(Layer):
     """Multiply by a constant ``alpha``: ``Σ' = α² Σ``, ``Θ' = α² Θ``.
 
     Typical use: scaled residual branches, e.g.
     ``serial(FanOut(2), parallel(Identity(), serial(Conv2d(...), ReLU(), Conv2d(...),
-    Scale(0.5))), FanInSum())``.
+    Multiply(0.5))), FanInSum())``; ``Multiply(0.5)`` in a net description.
     """
 
     alpha: float = 1.0
@@ -180,7 +182,7 @@ class Scale(Layer):
 
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         single_shape(self, in_shape)
-        return ScaleModule(self.alpha)
+        return MultiplyModule(self.alpha)
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
         k = single_kernel(self, k)
@@ -192,4 +194,15 @@ class Scale(Layer):
         return k.replace(nngp=s(k.nngp), ntk=s(k.ntk), cov1=s(k.cov1), cov2=s(k.cov2))
 
 
-__all__ = ["Dropout", "LayerNorm", "LayerNormModule", "Scale", "ScaleModule"]
+@dataclass(frozen=True)
+class Scale(Multiply):
+    """Deprecated name of :class:`Multiply` (kept for one release; warns on construction)."""
+
+    def __post_init__(self) -> None:
+        warn_deprecated("the layer `Scale`", "`Multiply` (same arguments)", stacklevel=4)
+        super().__post_init__()
+
+
+ScaleModule = MultiplyModule  # deprecated name of the finite module (not exported)
+
+__all__ = ["Dropout", "LayerNorm", "LayerNormModule", "Multiply", "MultiplyModule", "Scale"]

@@ -22,6 +22,7 @@ from widelimit.meanfield.network import train
 from widelimit.meanfield.pde import solve_radial, wasserstein1_1d
 from widelimit.meanfield.problems import IsotropicGaussians
 from widelimit.progress import progress_bar
+from widelimit.seeding import Seed
 
 __all__ = ["MeanFieldComparison", "compare_with_pde"]
 
@@ -70,10 +71,14 @@ def compare_with_pde(
     n_seeds: int = 2,
     n_particles: int = 2000,
     compute_risk: bool = True,
-    seed: int = 0,
+    seed: Seed = 0,
     progress: bool = True,
 ) -> MeanFieldComparison:
-    """Solve the radial PDE once and train ``n_seeds`` nets at each ``N`` in ``ns``."""
+    """Solve the radial PDE once and train ``n_seeds`` nets at each ``N`` in ``ns``.
+
+    ``seed``: an ``int`` seeds width ``ns[i]`` with ``seed + i``; a ``torch.Generator`` is
+    one stream for all widths; ``None`` uses the global RNG.
+    """
     problem = IsotropicGaussians() if problem is None else problem
     if len(ns) < 2:
         raise ValueError("`ns` needs at least two widths to fit a gap slope")
@@ -93,7 +98,7 @@ def compare_with_pde(
                 eps=eps,
                 batch_size=batch_size,
                 n_seeds=n_seeds,
-                seed=seed + i,
+                seed=seed + i if isinstance(seed, int | np.integer) else seed,
                 compute_risk=compute_risk,
                 progress=progress,
             )

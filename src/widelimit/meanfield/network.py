@@ -25,6 +25,7 @@ from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.progress import progress_bar
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["TrainResult", "train"]
 
@@ -71,7 +72,7 @@ def train(
     batch_size: int = 1,
     n_seeds: int = 1,
     data: tuple[Tensor, Tensor] | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
     compute_risk: bool = True,
@@ -84,6 +85,8 @@ def train(
     ``data = (x (n, d), y (n,))`` the nets do full-batch GD on that data set (one data
     set shared by the seeds, which differ by their initialisation); otherwise online SGD
     on fresh samples, ``batch_size`` per step.  Runs on ``device`` (e.g. ``"cuda"``).
+    ``seed``: ``int``, ``torch.Generator`` (one stream for the initialisation and the
+    samples) or ``None`` (global RNG).
     """
     n = check_positive_int("n_units", n_units)
     b = check_positive_int("batch_size", batch_size)
@@ -92,8 +95,8 @@ def train(
         raise ValueError(f"`eps` must be a positive number; got {eps!r}")
     xi_f = xi if callable(xi) else (lambda t, v=float(xi): v)
     steps = _check_times(times, eps)
-    gen = torch.Generator(device=device or "cpu").manual_seed(seed)
-    theta = problem.init_particles(n, (s,), generator=gen, dtype=dtype, device=device)
+    gen = as_generator(seed, device)
+    theta = problem.init_particles(n, (s,), seed=gen, dtype=dtype, device=device)
     if data is not None:
         x_all = as_float_tensor("data[0]", data[0], min_ndim=2, max_ndim=2).to(theta)
         y_all = as_float_tensor("data[1]", data[1], min_ndim=1, max_ndim=1).to(theta)
@@ -111,7 +114,7 @@ def train(
             t0 = time.perf_counter()
             while k < target:
                 if data is None:
-                    x, y = problem.sample(b, (s,), generator=gen, dtype=dtype, device=device)
+                    x, y = problem.sample(b, (s,), seed=gen, dtype=dtype, device=device)
                 else:
                     x, y = x_all, y_all
                 resid = y - problem.unit(theta, x).mean(-1)  # (S, B)

@@ -42,6 +42,7 @@ from torch import Tensor
 from widelimit._validation import check_positive_int
 from widelimit.fitting import loglog_slope
 from widelimit.progress import progress_bar
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["PARAMETERIZATIONS", "WidthStudy", "layer_rules", "width_study"]
 
@@ -169,7 +170,7 @@ def width_study(
     steps: int = 3,
     lr: float = 0.02,
     n_seeds: int = 2,
-    seed: int = 0,
+    seed: Seed = 0,
     dtype: torch.dtype = torch.float64,
     progress: bool = True,
 ) -> WidthStudy:
@@ -178,6 +179,8 @@ def width_study(
     Data: ``n_inputs`` Gaussian inputs in ``R^input_dim`` (rows scaled to norm ``√input_dim``),
     targets ``sign(x_1)``; one data set for all runs, ``n_seeds`` initialisations per width.
     Returns per-width metrics (mean over seeds) and their log-log slopes against width.
+    ``seed``: ``int``, ``torch.Generator`` (one stream for data and initialisations) or
+    ``None`` (global RNG).
     """
     depth = check_positive_int("depth", depth)
     steps = check_positive_int("steps", steps)
@@ -188,7 +191,7 @@ def width_study(
     for p in params:
         if p not in PARAMETERIZATIONS:
             raise ValueError(f"`params` entries must be in {PARAMETERIZATIONS}; got {p!r}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = as_generator(seed)
     x = torch.randn(n_inputs, input_dim, generator=gen, dtype=dtype)
     x = x / x.norm(dim=1, keepdim=True) * math.sqrt(input_dim)
     y = torch.sign(x[:, 0])

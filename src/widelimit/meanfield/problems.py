@@ -5,8 +5,10 @@ A *problem* fixes the data law and the unit ``σ*(x; θ)`` of the mean-field net
 Every problem exposes the same interface, used by :mod:`.network` and :mod:`.pde`:
 
 - ``dim``: dimension ``D`` of one particle ``θ``; ``r_sharp``: ``R# = E[y²]``;
-- ``init_particles(n, batch_shape, generator)`` → ``(*batch, n, D)`` samples of ``ρ₀``;
-- ``sample(n, batch_shape, generator)`` → ``x (*batch, n, d)``, ``y (*batch, n)``;
+- ``init_particles(n, batch_shape, seed=...)`` → ``(*batch, n, D)`` samples of ``ρ₀``;
+- ``sample(n, batch_shape, seed=...)`` → ``x (*batch, n, d)``, ``y (*batch, n)``
+  (``seed``: ``int``, ``torch.Generator`` — pass one generator to draw a stream — or
+  ``None``; ``generator=`` is deprecated);
 - ``unit(theta, x)`` → ``(*batch, B, N)`` values ``σ*(x_b; θ_i)``;
 - ``sgd_direction(theta, x, resid)`` → ``(*batch, N, D)`` = ``mean_b resid_b ∇θσ*(x_b; θ_i)``;
 - ``V(theta)`` → ``(…, M)`` and ``U(theta1, theta2)`` → ``(…, M1, M2)`` pairwise, with
@@ -25,7 +27,9 @@ from torch import Tensor
 
 from widelimit._validation import check_positive_int
 from widelimit.layers.activations import ReLU
+from widelimit.deprecation import renamed_kwargs
 from widelimit.meanfield.piecewise import PiecewiseLinear
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["IsotropicGaussians", "TeacherStudent"]
 
@@ -89,29 +93,33 @@ class IsotropicGaussians:
         """Class standard deviations ``(1 + Δ, 1 − Δ)`` for ``y = +1, −1``."""
         return (1.0 + self.delta, 1.0 - self.delta)
 
+    @renamed_kwargs(generator="seed")
     def init_particles(
         self,
         n: int,
         batch_shape: tuple[int, ...] = (),
         *,
-        generator=None,
+        seed: Seed = None,
         dtype=torch.float64,
         device=None,
     ) -> Tensor:
+        generator = as_generator(seed, device)
         std = self.init_std / math.sqrt(self.d)
         return std * torch.randn(
             *batch_shape, n, self.d, generator=generator, dtype=dtype, device=device
         )
 
+    @renamed_kwargs(generator="seed")
     def sample(
         self,
         n: int,
         batch_shape: tuple[int, ...] = (),
         *,
-        generator=None,
+        seed: Seed = None,
         dtype=torch.float64,
         device=None,
     ) -> tuple[Tensor, Tensor]:
+        generator = as_generator(seed, device)
         y = 2.0 * (torch.rand(*batch_shape, n, generator=generator, device=device) < 0.5) - 1.0
         y = y.to(dtype)
         z = torch.randn(*batch_shape, n, self.d, generator=generator, dtype=dtype, device=device)
@@ -332,29 +340,33 @@ class TeacherStudent:
         w, a = self._teacher(torch.float64, None)
         return float(a @ relu_kernel(w, w) @ a) / len(a) ** 2 + self.noise_std**2
 
+    @renamed_kwargs(generator="seed")
     def init_particles(
         self,
         n: int,
         batch_shape: tuple[int, ...] = (),
         *,
-        generator=None,
+        seed: Seed = None,
         dtype=torch.float64,
         device=None,
     ) -> Tensor:
+        generator = as_generator(seed, device)
         z = torch.randn(*batch_shape, n, self.dim, generator=generator, dtype=dtype, device=device)
         scale = torch.full((self.dim,), self.init_w / math.sqrt(self.d), dtype=dtype, device=device)
         scale[0] = self.init_a
         return z * scale
 
+    @renamed_kwargs(generator="seed")
     def sample(
         self,
         n: int,
         batch_shape: tuple[int, ...] = (),
         *,
-        generator=None,
+        seed: Seed = None,
         dtype=torch.float64,
         device=None,
     ) -> tuple[Tensor, Tensor]:
+        generator = as_generator(seed, device)
         x = torch.randn(*batch_shape, n, self.d, generator=generator, dtype=dtype, device=device)
         w, a = self._teacher(dtype, device)
         y = torch.relu(x @ w.T) @ a / len(a)

@@ -34,6 +34,7 @@ from widelimit.propagation.phase import (
     chi1_grid,
     critical_line,
     critical_sigma_w2,
+    critical_w_std,
     phase_diagram,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "covariance_map",
     "critical_line",
     "critical_sigma_w2",
+    "critical_w_std",
     "default_inputs",
     "finite_width_study",
     "fit_loglog",

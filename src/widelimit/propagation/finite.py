@@ -35,6 +35,7 @@ from scipy import special, stats
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_nonnegative, check_positive_int
+from widelimit.deprecation import deprecated_attribute, renamed_kwargs
 from widelimit.fitting import fit_loglog, loglog_slope
 from widelimit.layers.activations import Elementwise
 from widelimit.layers.base import Layer
@@ -64,21 +65,22 @@ STATISTICS = (
 )
 
 
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
 def propagation_net(
-    act: Elementwise, sigma_w: float, sigma_b: float, depth: int, width: int = 1
+    activation: Elementwise, w_std: float, b_std: float, depth: int, width: int = 1
 ) -> Layer:
     """``Dense(width) → φ → … → Dense(width)`` with ``depth`` dense layers (σw, σb each).
 
     The output layer has ``width`` units too, so that its joint Gaussianity can
     be checked across units.
     """
-    act = check_activation(act)
+    activation = check_activation(activation)
     depth = check_positive_int("depth", depth)
     layers: list[Layer] = []
     for i in range(depth):
         if i:
-            layers.append(act)
-        layers.append(Dense(width, w_std=sigma_w, b_std=sigma_b))
+            layers.append(activation)
+        layers.append(Dense(width, w_std=w_std, b_std=b_std))
     return serial(*layers)
 
 
@@ -155,7 +157,7 @@ class FiniteWidthStudy:
     Shapes: ``W`` widths, ``L = depth`` layers, ``P`` inputs.
 
     Attributes:
-        activation, sigma_w, sigma_b, depth: the network.
+        activation, w_std, b_std, depth: the network.
         widths: ``(W,)``.
         n_seeds: networks per width.
         inputs: ``(P, d)``.
@@ -173,8 +175,8 @@ class FiniteWidthStudy:
     """
 
     activation: str
-    sigma_w: float
-    sigma_b: float
+    w_std: float
+    b_std: float
     depth: int
     widths: np.ndarray
     n_seeds: int
@@ -188,6 +190,9 @@ class FiniteWidthStudy:
     slopes_se: dict[str, float]
     layer_slopes: dict[str, np.ndarray]
     samples: tuple[np.ndarray, ...] = field(repr=False)
+
+    sigma_w = deprecated_attribute("w_std")
+    sigma_b = deprecated_attribute("b_std")
 
 
 def _per_seed(h: list[Tensor], q: np.ndarray, chol: Tensor) -> dict:
@@ -221,10 +226,11 @@ def _per_seed(h: list[Tensor], q: np.ndarray, chol: Tensor) -> dict:
     }
 
 
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
 def finite_width_study(
-    act: Elementwise,
-    sigma_w: float,
-    sigma_b: float,
+    activation: Elementwise,
+    w_std: float,
+    b_std: float,
     depth: int,
     widths: Sequence[int] = (64, 256, 1024, 4096),
     *,
@@ -236,8 +242,8 @@ def finite_width_study(
     """Sample ``n_seeds`` nets per width and compare them with the infinite-width limit.
 
     Args:
-        act: activation layer.
-        sigma_w, sigma_b: σw, σb of every dense layer.
+        activation: activation layer.
+        w_std, b_std: σw, σb of every dense layer.
         depth: number of dense layers (the last is the output, ``width`` units).
         widths: at least 2 increasing widths.
         n_seeds: independent initialisations per width (>= 2).
@@ -248,9 +254,9 @@ def finite_width_study(
         A :class:`FiniteWidthStudy`.
     Cost: ``n_seeds · Σ_n (depth − 1) n²`` Gaussian draws (float64).
     """
-    act = check_activation(act)
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
+    activation = check_activation(activation)
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
     depth = check_positive_int("depth", depth)
     ws = [check_positive_int("widths", w) for w in widths]
     if len(ws) < 2 or sorted(set(ws)) != ws:
@@ -264,12 +270,12 @@ def finite_width_study(
         raise ValueError(
             f"`x` must hold at least 2 inputs (correlations, joint Gaussianity); got {xt.shape[0]}"
         )
-    traj = trajectory(act, sw, sb, depth, input_cov=xt @ xt.T / xt.shape[1])
+    traj = trajectory(activation, sw, sb, depth, input_cov=xt @ xt.T / xt.shape[1])
     q = traj.q
     if (q <= 0).any():
         raise ValueError("some q^l are 0 (e.g. zero inputs with σb = 0): nothing to compare")
     # outputs are compared with the core's NNGP of the same spec (NNGP correspondence)
-    nngp = propagation_net(act, sw, sb, depth).kernel(xt, get="nngp").nngp
+    nngp = propagation_net(activation, sw, sb, depth).kernel(xt, get="nngp").nngp
     chol = torch.linalg.cholesky(nngp)
     rows: list[list[dict]] = []
     samples = []
@@ -278,7 +284,7 @@ def finite_width_study(
         for n in ws:
             per = []
             for s in range(n_seeds):
-                net = propagation_net(act, sw, sb, depth, width=n).module(
+                net = propagation_net(activation, sw, sb, depth, width=n).module(
                     None, input_shape=xt.shape[1], seed=seed + s, dtype=DTYPE
                 )
                 h = preactivations(net, xt)
@@ -289,10 +295,10 @@ def finite_width_study(
                     )
                 bar.advance(task)
             rows.append(per)
-    return _summarise(act, sw, sb, depth, ws, n_seeds, xt, traj, rows, tuple(samples))
+    return _summarise(activation, sw, sb, depth, ws, n_seeds, xt, traj, rows, tuple(samples))
 
 
-def _summarise(act, sw, sb, depth, ws, n_seeds, xt, traj, rows, samples) -> FiniteWidthStudy:
+def _summarise(activation, sw, sb, depth, ws, n_seeds, xt, traj, rows, samples) -> FiniteWidthStudy:
     q, c = traj.q, traj.c
     p = q.shape[1]
     off = ~np.eye(p, dtype=bool)
@@ -331,9 +337,9 @@ def _summarise(act, sw, sb, depth, ws, n_seeds, xt, traj, rows, samples) -> Fini
             fit = fit_loglog(ws, y, e)
             slopes[k], slopes_se[k] = fit.slope, fit.stderr
     return FiniteWidthStudy(
-        activation=activation_label(act),
-        sigma_w=sw,
-        sigma_b=sb,
+        activation=activation_label(activation),
+        w_std=sw,
+        b_std=sb,
         depth=depth,
         widths=np.array(ws),
         n_seeds=n_seeds,

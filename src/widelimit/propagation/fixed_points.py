@@ -32,10 +32,19 @@ import numpy as np
 import torch
 
 from widelimit._validation import check_nonnegative
+from widelimit.deprecation import deprecated_attribute, renamed_kwargs, sqrt_variance
 from widelimit.layers.activations import Elementwise
 from widelimit.propagation.maps import DTYPE, activation_label, check_activation
 
-__all__ = ["FixedPoint", "c_star", "chi1", "fixed_point", "q_star", "q_star_many"]
+__all__ = [
+    "FixedPoint",
+    "c_star",
+    "chi1",
+    "fixed_point",
+    "mean_sq_derivative",
+    "q_star",
+    "q_star_many",
+]
 
 Q_FLOOR = 1e-150  # evaluation point of the q -> 0+ limit
 Q_CAP = 1e10  # iterations beyond this variance are treated as diverging
@@ -45,39 +54,40 @@ _C_TOL = 1e-13  # c-map residuals below this are rounding, not a sign change
 _TABLE: dict[object, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _dual(act: Elementwise, q: np.ndarray, s: np.ndarray | None = None, ntk: bool = False):
+def _dual(activation: Elementwise, q: np.ndarray, s: np.ndarray | None = None, ntk: bool = False):
     qt = torch.as_tensor(np.asarray(q, dtype=np.float64), dtype=DTYPE)
     st = qt if s is None else torch.as_tensor(np.asarray(s, dtype=np.float64), dtype=DTYPE)
     qt, st = torch.broadcast_tensors(qt, st)
-    e, d = act.dual(qt, qt, st, ntk=ntk)
+    e, d = activation.dual(qt, qt, st, ntk=ntk)
     return e.numpy(), (None if d is None else d.numpy())
 
 
-def _v(act: Elementwise, q: np.ndarray) -> np.ndarray:
+def _v(activation: Elementwise, q: np.ndarray) -> np.ndarray:
     """``V(q) = E[φ(√q z)²]``."""
-    return _dual(act, q)[0]
+    return _dual(activation, q)[0]
 
 
-def _d(act: Elementwise, q: np.ndarray) -> np.ndarray:
-    """``D(q) = E[φ'(√q z)²]`` with the q → 0⁺ / ∞ limits (module docstring)."""
+def mean_sq_derivative(activation: Elementwise, q: np.ndarray) -> np.ndarray:
+    """``D(q) = E[φ'(√q z)²]`` (``q`` any shape, float64) with the q → 0⁺ / ∞ limits
+    (module docstring); ``χ₁ = σw² D(q*)``."""
     q = np.clip(np.asarray(q, dtype=np.float64), Q_FLOOR, Q_CAP)
-    return _dual(act, q, ntk=True)[1]
+    return _dual(activation, q, ntk=True)[1]
 
 
-def _table(act: Elementwise) -> tuple[np.ndarray, np.ndarray]:
+def _table(activation: Elementwise) -> tuple[np.ndarray, np.ndarray]:
     """Variance grid ``0, 1e-12 … 1e10`` and ``V`` on it (only to bracket roots)."""
     try:
-        hit = _TABLE.get(act)
+        hit = _TABLE.get(activation)
     except TypeError:  # unhashable user activation
         hit = None
     if hit is not None:
         return hit
     grid = np.concatenate([[0.0], np.logspace(-12, 10, 661)])
-    out = (grid, _v(act, grid))
+    out = (grid, _v(activation, grid))
     try:
         if len(_TABLE) > 64:
             _TABLE.clear()
-        _TABLE[act] = out
+        _TABLE[activation] = out
     except TypeError:
         pass
     return out
@@ -113,10 +123,16 @@ def _illinois(f, a, b, fa, fb) -> np.ndarray:
     return x
 
 
+@renamed_kwargs(
+    act="activation",
+    sigma_w2=("w_std", sqrt_variance),
+    sigma_b2=("b_std", sqrt_variance),
+)
 def q_star_many(
-    act: Elementwise, sigma_w2: np.ndarray, sigma_b2: np.ndarray, q0: float = 1.0
+    activation: Elementwise, w_std: np.ndarray, b_std: np.ndarray, q0: float = 1.0
 ) -> np.ndarray:
-    """``q*`` for many ``(σw², σb²)`` at once (float64 arrays of one shape).
+    """``q*`` for many ``(σw, σb)`` at once (standard deviations; arrays that broadcast,
+    float64 result of the broadcast shape).
 
     The fixed point reached by the q-map iteration from ``q0``: the q-map is
     increasing for the usual activations, so the iteration moves towards the
@@ -124,17 +140,29 @@ def q_star_many(
     ``g(q0)``.  The root is bracketed on a log grid and refined by Illinois
     iterations on the exact dual to relative accuracy ~1e-15.
     Returns ``inf`` where no root lies below ``1e10`` (divergence).
+    The old keywords ``sigma_w2``/``sigma_b2`` (variances) are deprecated.
     """
-    act = check_activation(act)
+    w = np.asarray(w_std, dtype=np.float64)
+    b = np.asarray(b_std, dtype=np.float64)
+    if not (np.isfinite(w).all() and np.isfinite(b).all() and (w >= 0).all() and (b >= 0).all()):
+        raise ValueError("`w_std` and `b_std` must be finite standard deviations >= 0")
+    return _q_star_var(activation, w * w, b * b, q0)
+
+
+def _q_star_var(
+    activation: Elementwise, sigma_w2: np.ndarray, sigma_b2: np.ndarray, q0: float = 1.0
+) -> np.ndarray:
+    """:func:`q_star_many` on variances ``σw², σb²`` (float64 arrays of one shape)."""
+    activation = check_activation(activation)
     sw2 = np.atleast_1d(np.asarray(sigma_w2, dtype=np.float64))
     sb2 = np.atleast_1d(np.asarray(sigma_b2, dtype=np.float64))
     sw2, sb2 = np.broadcast_arrays(sw2, sb2)
     shape = sw2.shape
     sw2, sb2 = sw2.ravel().copy(), sb2.ravel().copy()
     q0 = check_nonnegative("q0", q0)
-    grid, vgrid = _table(act)
+    grid, vgrid = _table(activation)
     g = sw2[:, None] * vgrid[None, :] + sb2[:, None] - grid[None, :]  # (M, G)
-    g0 = sw2 * _v(act, np.array([q0]))[0] + sb2 - q0
+    g0 = sw2 * _v(activation, np.array([q0]))[0] + sb2 - q0
     m = sw2.size
     lo, hi = np.zeros(m), np.zeros(m)
     out = np.full(m, np.nan)
@@ -162,27 +190,29 @@ def q_star_many(
     if todo.size:
 
         def f(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-            return sw2[todo][idx] * _v(act, x) + sb2[todo][idx] - x
+            return sw2[todo][idx] * _v(activation, x) + sb2[todo][idx] - x
 
         a, b = lo[todo], hi[todo]
-        fa = sw2[todo] * _v(act, a) + sb2[todo] - a
-        fb = sw2[todo] * _v(act, b) + sb2[todo] - b
+        fa = sw2[todo] * _v(activation, a) + sb2[todo] - a
+        fb = sw2[todo] * _v(activation, b) + sb2[todo] - b
         out[todo] = _illinois(f, a, b, fa, fb)
     return out.reshape(shape)
 
 
-def q_star(act: Elementwise, sigma_w: float, sigma_b: float, *, q0: float = 1.0) -> float:
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
+def q_star(activation: Elementwise, w_std: float, b_std: float, *, q0: float = 1.0) -> float:
     """Fixed point ``q*`` of the q-map reached from ``q0`` (``inf`` if it diverges)."""
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
-    return float(q_star_many(act, np.array([sw * sw]), np.array([sb * sb]), q0=q0)[0])
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
+    return float(_q_star_var(activation, np.array([sw * sw]), np.array([sb * sb]), q0=q0)[0])
 
 
-def chi1(act: Elementwise, sigma_w: float, sigma_b: float, *, q0: float = 1.0) -> float:
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
+def chi1(activation: Elementwise, w_std: float, b_std: float, *, q0: float = 1.0) -> float:
     """``χ₁ = σw² E[φ'(√q* z)²] = σw² · dual(q*, q*, q*)[1]`` (Poole et al. 2016, eq. (7))."""
-    act = check_activation(act)
-    qs = q_star(act, sigma_w, sigma_b, q0=q0)
-    return float(sigma_w**2 * _d(act, np.array([qs]))[0])
+    activation = check_activation(activation)
+    qs = q_star(activation, w_std, b_std, q0=q0)
+    return float(w_std**2 * mean_sq_derivative(activation, np.array([qs]))[0])
 
 
 def _derivative(fun, x: float) -> float:
@@ -207,8 +237,9 @@ def _depth_scale(chi: float) -> float:
     return -1.0 / math.log(chi)  # Schoenholz et al. 2017, eqs. (6), (9)
 
 
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
 def c_star(
-    act: Elementwise, sigma_w: float, sigma_b: float, *, q: float | None = None, c0: float = 0.5
+    activation: Elementwise, w_std: float, b_std: float, *, q: float | None = None, c0: float = 0.5
 ) -> float:
     """Fixed point ``c*`` of the c-map at ``q`` (default ``q*``) reached from ``c0``.
 
@@ -217,23 +248,23 @@ def c_star(
     direction of ``c_map(c0) − c0``; bracketed on a grid (dense near ±1) and
     refined by Illinois iterations.
     """
-    act = check_activation(act)
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
+    activation = check_activation(activation)
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
     c0 = float(c0)
     if not -1.0 <= c0 <= 1.0:
         raise ValueError(f"`c0` must be a correlation in [-1, 1]; got {c0!r}")
-    qs = q_star(act, sw, sb) if q is None else float(q)
+    qs = q_star(activation, sw, sb) if q is None else float(q)
     if not qs >= 0:  # NaN or negative
         raise ValueError(f"`q` must be a variance >= 0 (inf allowed: q -> ∞ limit); got {q!r}")
     if qs == 0.0:
         return 1.0  # degenerate c-map at q* = 0 (module docstring)
     qe = min(qs, Q_CAP)
     w2, b2 = sw * sw, sb * sb
-    denom = w2 * _v(act, np.array([qe]))[0] + b2
+    denom = w2 * _v(activation, np.array([qe]))[0] + b2
 
     def gfun(c: np.ndarray) -> np.ndarray:
-        e, _ = _dual(act, np.full_like(c, qe), c * qe)
+        e, _ = _dual(activation, np.full_like(c, qe), c * qe)
         return (w2 * e + b2) / denom - c  # Poole et al. 2016, eq. (5)
 
     edge = np.logspace(-12, -2, 41)
@@ -263,7 +294,7 @@ class FixedPoint:
     """Fixed points, stability and depth scales at one ``(σw, σb)`` (module docstring).
 
     Attributes:
-        activation, sigma_w, sigma_b: the setting.
+        activation, w_std, b_std: the setting.
         q_star: fixed point of the q-map (``inf``: diverges).
         chi_q: slope of the q-map at ``q*`` (``nan`` if ``q* = inf``); stable if < 1.
         xi_q: ``−1/ln χ_q``.
@@ -275,8 +306,8 @@ class FixedPoint:
     """
 
     activation: str
-    sigma_w: float
-    sigma_b: float
+    w_std: float
+    b_std: float
     q_star: float
     chi_q: float
     xi_q: float
@@ -286,33 +317,37 @@ class FixedPoint:
     xi_c: float
     phase: str
 
+    sigma_w = deprecated_attribute("w_std")
+    sigma_b = deprecated_attribute("b_std")
 
+
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
 def fixed_point(
-    act: Elementwise, sigma_w: float, sigma_b: float, *, q0: float = 1.0, c0: float = 0.5
+    activation: Elementwise, w_std: float, b_std: float, *, q0: float = 1.0, c0: float = 0.5
 ) -> FixedPoint:
     """Compute ``q*, χ_q, ξ_q, χ₁, c*, χ_c, ξ_c`` and the phase (module docstring)."""
-    act = check_activation(act)
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
+    activation = check_activation(activation)
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
     w2 = sw * sw
-    qs = q_star(act, sw, sb, q0=q0)
-    x1 = float(w2 * _d(act, np.array([qs]))[0])
+    qs = q_star(activation, sw, sb, q0=q0)
+    x1 = float(w2 * mean_sq_derivative(activation, np.array([qs]))[0])
     if math.isfinite(qs):
-        chi_q = w2 * _derivative(lambda q: _v(act, q), qs)  # σw² V'(q*), Schoenholz eq. (6)
+        chi_q = w2 * _derivative(lambda q: _v(activation, q), qs)  # σw² V'(q*), Schoenholz eq. (6)
     else:
         chi_q = math.nan
-    cs = c_star(act, sw, sb, q=qs, c0=c0)
+    cs = c_star(activation, sw, sb, q=qs, c0=c0)
     qe = min(max(qs, Q_FLOOR), Q_CAP)
-    _, dd = _dual(act, np.array([qe]), np.array([cs * qe]), ntk=True)
+    _, dd = _dual(activation, np.array([qe]), np.array([cs * qe]), ntk=True)
     chi_c = float(w2 * dd[0])  # σw² E[φ'(u)φ'(v)] at (q*, c*)
     if abs(x1 - 1) <= CRITICAL_TOL:
         phase = "critical"
     else:
         phase = "ordered" if x1 < 1 else "chaotic"
     return FixedPoint(
-        activation=activation_label(act),
-        sigma_w=sw,
-        sigma_b=sb,
+        activation=activation_label(activation),
+        w_std=sw,
+        b_std=sb,
         q_star=qs,
         chi_q=chi_q,
         xi_q=_depth_scale(chi_q),

@@ -36,6 +36,7 @@ from widelimit._validation import (
     check_nonnegative,
     check_positive_int,
 )
+from widelimit.deprecation import deprecated_attribute, renamed_kwargs
 from widelimit.layers.activations import Elementwise
 
 __all__ = [
@@ -52,25 +53,27 @@ __all__ = [
 DTYPE = torch.float64
 
 
-def check_activation(act: object, name: str = "act") -> Elementwise:
-    """Return ``act`` if it is an activation layer object (e.g. ``Tanh()``), else raise."""
-    if isinstance(act, type) and issubclass(act, Elementwise):
+@renamed_kwargs(act="activation")
+def check_activation(activation: object, name: str = "activation") -> Elementwise:
+    """Return ``activation`` if it is an activation layer object (e.g. ``Tanh()``), else raise."""
+    if isinstance(activation, type) and issubclass(activation, Elementwise):
         raise TypeError(
-            f"`{name}` must be an activation layer instance; got the class {act.__name__} "
-            f"(add parentheses: {act.__name__}())"
+            f"`{name}` must be an activation layer instance; got the class {activation.__name__} "
+            f"(add parentheses: {activation.__name__}())"
         )
-    if not isinstance(act, Elementwise):
+    if not isinstance(activation, Elementwise):
         raise TypeError(
             f"`{name}` must be a widelimit activation layer (an Elementwise such as ReLU(), "
-            f"Erf(), Tanh() or Activation(fn)); got {type(act).__name__}. For a name use "
+            f"Erf(), Tanh() or Activation(fn)); got {type(activation).__name__}. For a name use "
             "widelimit.layers.activations.activation_from_name"
         )
-    return act
+    return activation
 
 
-def activation_label(act: Elementwise) -> str:
+@renamed_kwargs(act="activation")
+def activation_label(activation: Elementwise) -> str:
     """Short human label of an activation (its repr without an empty ``()``)."""
-    r = repr(act)
+    r = repr(activation)
     return r[:-2] if r.endswith("()") else r
 
 
@@ -88,41 +91,43 @@ def _nonneg_tensor(name: str, x: object) -> Tensor:
     return t
 
 
-def q_map(act: Elementwise, q: object, sigma_w: float, sigma_b: float) -> Tensor:
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
+def q_map(activation: Elementwise, q: object, w_std: float, b_std: float) -> Tensor:
     """The length (q-) map ``q ↦ σw² E_z[φ(√q z)²] + σb²`` (Poole et al. 2016, eq. (3)).
 
     Args:
-        act: activation layer, e.g. ``Tanh()``.
+        activation: activation layer, e.g. ``Tanh()``.
         q: pre-activation variance(s) ``q^l ≥ 0``, any shape (float, array or tensor).
-        sigma_w, sigma_b: weight and bias standard deviations (σw, σb ≥ 0).
+        w_std, b_std: weight and bias standard deviations (σw, σb ≥ 0).
     Returns:
         ``q^{l+1}`` with the shape of ``q`` (float64 tensor).
     """
-    act = check_activation(act)
-    w2 = check_nonnegative("sigma_w", sigma_w) ** 2
-    b2 = check_nonnegative("sigma_b", sigma_b) ** 2
+    activation = check_activation(activation)
+    w2 = check_nonnegative("w_std", w_std) ** 2
+    b2 = check_nonnegative("b_std", b_std) ** 2
     q = _nonneg_tensor("q", q)
-    v, _ = act.dual(q, q, q, ntk=False)  # E[φ(√q z)²]
+    v, _ = activation.dual(q, q, q, ntk=False)  # E[φ(√q z)²]
     return w2 * v + b2
 
 
-def c_map(act: Elementwise, c: object, q: object, sigma_w: float, sigma_b: float) -> Tensor:
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
+def c_map(activation: Elementwise, c: object, q: object, w_std: float, b_std: float) -> Tensor:
     """The correlation (c-) map for two inputs of equal variance ``q`` (Poole et al. 2016, eq. (5)).
 
     ``c ↦ (σw² E[φ(u)φ(v)] + σb²) / q_map(q)`` with ``(u, v)`` of variances ``q`` and
     covariance ``c q``.  At a fixed point ``q = q*`` the denominator is ``q*``.
 
     Args:
-        act: activation layer.
+        activation: activation layer.
         c: correlations in ``[-1, 1]``, any shape.
         q: variance(s) ``> 0`` broadcasting with ``c``.
-        sigma_w, sigma_b: σw, σb ≥ 0.
+        w_std, b_std: σw, σb ≥ 0.
     Returns:
         ``c^{l+1}``, the broadcast shape of ``c`` and ``q`` (float64 tensor).
     """
-    act = check_activation(act)
-    w2 = check_nonnegative("sigma_w", sigma_w) ** 2
-    b2 = check_nonnegative("sigma_b", sigma_b) ** 2
+    activation = check_activation(activation)
+    w2 = check_nonnegative("w_std", w_std) ** 2
+    b2 = check_nonnegative("b_std", b_std) ** 2
     c = _tensor("c", c)
     if bool((c.abs() > 1).any()):
         raise ValueError(
@@ -132,27 +137,28 @@ def c_map(act: Elementwise, c: object, q: object, sigma_w: float, sigma_b: float
     if bool((q == 0).any()):
         raise ValueError("`q` must be > 0 for the c-map (the correlation is undefined at q = 0)")
     c, q = torch.broadcast_tensors(c, q)
-    cross, _ = act.dual(q, q, c * q, ntk=False)
-    diag, _ = act.dual(q, q, q, ntk=False)
+    cross, _ = activation.dual(q, q, c * q, ntk=False)
+    diag, _ = activation.dual(q, q, q, ntk=False)
     return (w2 * cross + b2) / (w2 * diag + b2)
 
 
-def covariance_map(act: Elementwise, cov: object, sigma_w: float, sigma_b: float) -> Tensor:
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
+def covariance_map(activation: Elementwise, cov: object, w_std: float, b_std: float) -> Tensor:
     """One layer of the NNGP recursion on a ``(P, P)`` pre-activation covariance.
 
     ``Σ' = σw² E[φ(u) φ(v)] + σb²`` entrywise, with ``q1, q2`` the diagonal
     entries (DESIGN.md §2, dense ∘ activation).
     """
-    act = check_activation(act)
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
+    activation = check_activation(activation)
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
     cov = _tensor("cov", cov)
     if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
         raise ValueError(f"`cov` must be a square (P, P) matrix; got shape {tuple(cov.shape)}")
     d = torch.diagonal(cov)
     if bool((d < 0).any()):
         raise ValueError("`cov` must have a non-negative diagonal (variances)")
-    e, _ = act.dual(d[:, None], d[None, :], cov, ntk=False)
+    e, _ = activation.dual(d[:, None], d[None, :], cov, ntk=False)
     return sw**2 * e + sb**2
 
 
@@ -171,7 +177,7 @@ class Trajectory:
 
     Attributes:
         activation: label of φ.
-        sigma_w, sigma_b: σw, σb.
+        w_std, b_std: σw, σb.
         input_cov: ``(P, P)`` input kernel ``Σ⁰ = x·x'/d``.
         cov: ``(depth, P, P)``; ``cov[l-1]`` is the pre-activation covariance
             ``Σ^l`` of layer ``l = 1..depth`` (= the NNGP of a net of ``l`` dense layers).
@@ -180,12 +186,15 @@ class Trajectory:
     """
 
     activation: str
-    sigma_w: float
-    sigma_b: float
+    w_std: float
+    b_std: float
     input_cov: np.ndarray
     cov: np.ndarray
     q: np.ndarray
     c: np.ndarray
+
+    sigma_w = deprecated_attribute("w_std")
+    sigma_b = deprecated_attribute("b_std")
 
     @property
     def depth(self) -> int:
@@ -197,10 +206,11 @@ class Trajectory:
         return np.arange(1, self.depth + 1)
 
 
+@renamed_kwargs(act="activation", sigma_w="w_std", sigma_b="b_std")
 def trajectory(
-    act: Elementwise,
-    sigma_w: float,
-    sigma_b: float,
+    activation: Elementwise,
+    w_std: float,
+    b_std: float,
     depth: int,
     *,
     input_cov: object | None = None,
@@ -210,8 +220,8 @@ def trajectory(
     """Iterate the covariance map through ``depth`` dense layers (module docstring).
 
     Args:
-        act: activation layer.
-        sigma_w, sigma_b: σw, σb ≥ 0 (the same for every layer).
+        activation: activation layer.
+        w_std, b_std: σw, σb ≥ 0 (the same for every layer).
         depth: number of dense layers (``q^1 .. q^depth``).
         input_cov: ``(P, P)`` input kernel ``Σ⁰`` (e.g. ``x @ x.T / d``); default
             two inputs with ``Σ⁰ = [[q0, c0 q0], [c0 q0, q0]]``.
@@ -219,9 +229,9 @@ def trajectory(
     Returns:
         A :class:`Trajectory`.
     """
-    act = check_activation(act)
-    sw = check_nonnegative("sigma_w", sigma_w)
-    sb = check_nonnegative("sigma_b", sigma_b)
+    activation = check_activation(activation)
+    sw = check_nonnegative("w_std", w_std)
+    sb = check_nonnegative("b_std", b_std)
     depth = check_positive_int("depth", depth)
     if input_cov is None:
         k0 = two_input_covariance(q0, c0)
@@ -237,7 +247,7 @@ def trajectory(
     k = sw**2 * k0 + sb**2  # Σ¹ = σw² Σ⁰ + σb² (DESIGN.md §2)
     covs.append(k)
     for _ in range(depth - 1):
-        k = covariance_map(act, k, sw, sb)  # Poole et al. 2016, eqs. (3), (5)
+        k = covariance_map(activation, k, sw, sb)  # Poole et al. 2016, eqs. (3), (5)
         covs.append(k)
     cov = torch.stack(covs)
     q = torch.diagonal(cov, dim1=1, dim2=2)
@@ -245,9 +255,9 @@ def trajectory(
     c = torch.where(norm > 0, cov / norm.clamp_min(1e-300), torch.zeros_like(cov))
     c = c.clamp(-1.0, 1.0)
     return Trajectory(
-        activation=activation_label(act),
-        sigma_w=sw,
-        sigma_b=sb,
+        activation=activation_label(activation),
+        w_std=sw,
+        b_std=sb,
         input_cov=k0.numpy(),
         cov=cov.numpy(),
         q=q.numpy().copy(),

@@ -1,4 +1,8 @@
-"""The order/chaos phase diagram in the ``(σw², σb²)`` plane and its critical line.
+"""The order/chaos phase diagram and its critical line.
+
+Arguments and results are standard deviations ``w_std`` (σw) and ``b_std`` (σb), as
+everywhere in widelimit (docs/conventions.md); the maps themselves depend on the
+variances σw², σb², which the root finding uses internally and the plots show.
 
 The critical line (edge of chaos) is ``χ₁(σw², σb²) = 1`` with
 ``χ₁ = σw² E[φ'(√q* z)²]`` and ``q*`` solved self-consistently from
@@ -9,7 +13,7 @@ The critical line (edge of chaos) is ``χ₁(σw², σb²) = 1`` with
 of χ₁ values is only for the picture.
 
 For scale-invariant φ (ReLU) with ``σb > 0`` the q-map has no finite fixed
-point at ``χ₁ = 1``: the root ``σw² = 2`` is returned with ``q* = inf`` and
+point at ``χ₁ = 1``: the root ``σw = √2`` is returned with ``q* = inf`` and
 ``finite_q=False`` (only ``σb = 0`` is a genuine critical point, where every
 ``q`` is preserved).
 """
@@ -23,8 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
+from widelimit.deprecation import (
+    deprecated_attribute,
+    deprecated_function,
+    renamed_kwargs,
+    sqrt_variance,
+    square_std,
+)
 from widelimit.layers.activations import Elementwise
-from widelimit.propagation.fixed_points import _d, q_star_many
+from widelimit.propagation.fixed_points import mean_sq_derivative, q_star_many
 from widelimit.propagation.maps import activation_label, check_activation
 
 __all__ = [
@@ -33,6 +44,7 @@ __all__ = [
     "chi1_grid",
     "critical_line",
     "critical_sigma_w2",
+    "critical_w_std",
     "phase_diagram",
 ]
 
@@ -40,38 +52,30 @@ _SW2_MIN, _SW2_MAX = 1e-8, 1e6
 
 
 def _chi1(
-    act: Elementwise, sw2: np.ndarray, sb2: np.ndarray, q0: float
+    activation: Elementwise, sw2: np.ndarray, sb2: np.ndarray, q0: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(χ₁, q*)`` for arrays of ``σw², σb²``."""
-    qs = q_star_many(act, sw2, sb2, q0=q0)
-    return np.asarray(sw2) * _d(act, qs), qs
+    """``(χ₁, q*)`` for arrays of variances ``σw², σb²``."""
+    qs = q_star_many(activation, np.sqrt(sw2), np.sqrt(sb2), q0=q0)
+    return np.asarray(sw2) * mean_sq_derivative(activation, qs), qs
 
 
-def _check_sb2(value: object) -> float:
+def _check_scale(name: str, value: object, what: str) -> float:
     try:
-        v = float(value)
+        v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as err:
-        raise TypeError(f"`sigma_b2` values must be real numbers; got {value!r}") from err
+        raise TypeError(f"`{name}` values must be real numbers; got {value!r}") from err
     if not math.isfinite(v) or v < 0:
-        raise ValueError(f"`sigma_b2` values must be finite and >= 0 (a variance); got {value!r}")
+        raise ValueError(f"`{name}` values must be finite and >= 0 ({what}); got {value!r}")
     return v
 
 
-def critical_sigma_w2(
-    act: Elementwise, sigma_b2: float, *, q0: float = 1.0, xtol: float = 1e-14
+def _critical_w2(
+    activation: Elementwise, sb2: float, q0: float, xtol: float
 ) -> tuple[float, float]:
-    """``σw²`` on the critical line at bias variance ``σb²``, and ``q*`` there.
-
-    Brackets the root of ``χ₁(σw²) − 1`` by doubling ``σw²`` from 1 (down to
-    1e-8, up to 1e6), then :func:`scipy.optimize.brentq` with ``xtol`` and
-    ``rtol = 4 eps``.  Raises ``ValueError`` if ``χ₁ − 1`` has no sign change
-    in ``[1e-8, 1e6]``.
-    """
-    act = check_activation(act)
-    sb2 = _check_sb2(sigma_b2)
+    """Root ``σw²`` of ``χ₁(σw², σb²) − 1`` and ``q*`` there (see :func:`critical_w_std`)."""
 
     def f(sw2: float) -> float:
-        x1, _ = _chi1(act, np.array([sw2]), np.array([sb2]), q0)
+        x1, _ = _chi1(activation, np.array([sw2]), np.array([sb2]), q0)
         return float(x1[0]) - 1.0
 
     lo, hi = 1.0, 1.0
@@ -86,8 +90,8 @@ def critical_sigma_w2(
         f_hi = f(hi)
     if f_lo > 0 or f_hi < 0:
         raise ValueError(
-            f"no critical point for {activation_label(act)} at sigma_b2={sb2}: χ₁ − 1 does "
-            f"not change sign for σw² in [{_SW2_MIN}, {_SW2_MAX}]"
+            f"no critical point for {activation_label(activation)} at σb² = {sb2}: χ₁ − 1 "
+            f"does not change sign for σw² in [{_SW2_MIN}, {_SW2_MAX}]"
         )
     if f_lo == 0:
         root = lo
@@ -95,8 +99,37 @@ def critical_sigma_w2(
         root = hi
     else:
         root = brentq(f, lo, hi, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=200)
-    qs = float(q_star_many(act, np.array([root]), np.array([sb2]), q0=q0)[0])
+    qs = float(q_star_many(activation, np.sqrt([root]), np.sqrt([sb2]), q0=q0)[0])
     return float(root), qs
+
+
+@renamed_kwargs(act="activation")
+def critical_w_std(
+    activation: Elementwise, b_std: float, *, q0: float = 1.0, xtol: float = 1e-14
+) -> tuple[float, float]:
+    """``w_std`` (σw) on the critical line at bias standard deviation ``b_std``, and ``q*``.
+
+    Brackets the root of ``χ₁(σw²) − 1`` by doubling ``σw²`` from 1 (down to 1e-8, up
+    to 1e6), then :func:`scipy.optimize.brentq` in ``σw²`` with ``xtol`` (in σw² units)
+    and ``rtol = 4 eps``; returns ``(√root, q*)``.  Raises ``ValueError`` if ``χ₁ − 1``
+    has no sign change in ``σw² ∈ [1e-8, 1e6]``.
+    """
+    activation = check_activation(activation)
+    sb = _check_scale("b_std", b_std, "a standard deviation")
+    w2, qs = _critical_w2(activation, sb * sb, q0, xtol)
+    return math.sqrt(w2), qs
+
+
+@deprecated_function("critical_w_std(activation, b_std), which takes and returns σ, not σ²")
+def critical_sigma_w2(
+    act: Elementwise, sigma_b2: float, *, q0: float = 1.0, xtol: float = 1e-14
+) -> tuple[float, float]:
+    """Deprecated: ``(σw², q*)`` on the critical line at bias *variance* ``sigma_b2``.
+
+    Use :func:`critical_w_std` (standard deviations in and out).
+    """
+    act = check_activation(act)
+    return _critical_w2(act, _check_scale("sigma_b2", sigma_b2, "a variance"), q0, xtol)
 
 
 @dataclass(frozen=True)
@@ -105,62 +138,78 @@ class CriticalLine:
 
     Attributes:
         activation: label of φ.
-        sigma_b2: ``(K,)`` bias variances σb².
-        sigma_w2: ``(K,)`` critical weight variances σw².
+        b_std: ``(K,)`` bias standard deviations σb.
+        w_std: ``(K,)`` critical weight standard deviations σw.
         q_star: ``(K,)`` ``q*`` on the line (``inf``: no finite fixed point).
         chi1: ``(K,)`` χ₁ re-evaluated at the root (equals 1 to the root tolerance).
         finite_q: ``(K,)`` whether ``q*`` is finite.
     """
 
     activation: str
-    sigma_b2: np.ndarray
-    sigma_w2: np.ndarray
+    b_std: np.ndarray
+    w_std: np.ndarray
     q_star: np.ndarray
     chi1: np.ndarray
     finite_q: np.ndarray
 
+    sigma_b2 = deprecated_attribute("b_std", square_std)
+    sigma_w2 = deprecated_attribute("w_std", square_std)
 
+
+@renamed_kwargs(act="activation", sigma_b2=("b_std", sqrt_variance))
 def critical_line(
-    act: Elementwise,
-    sigma_b2: Sequence[float] | np.ndarray,
+    activation: Elementwise,
+    b_std: Sequence[float] | np.ndarray,
     *,
     q0: float = 1.0,
     progress: bool = True,
 ) -> CriticalLine:
-    """Critical ``σw²`` for every ``σb²`` in ``sigma_b2`` (see :func:`critical_sigma_w2`)."""
+    """Critical ``w_std`` for every ``b_std`` (standard deviations; see :func:`critical_w_std`).
+
+    The old keyword ``sigma_b2=`` (variances) is deprecated and converted.
+    """
     from rich.progress import Progress
 
-    act = check_activation(act)
-    sb2 = np.array([_check_sb2(v) for v in np.atleast_1d(np.asarray(sigma_b2, dtype=object))])
-    sw2 = np.empty_like(sb2)
-    qs = np.empty_like(sb2)
+    activation = check_activation(activation)
+    sb = np.array(
+        [
+            _check_scale("b_std", v, "a standard deviation")
+            for v in np.atleast_1d(np.asarray(b_std, dtype=object))
+        ],
+        dtype=np.float64,
+    )
+    sw2 = np.empty_like(sb)
+    qs = np.empty_like(sb)
     with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("critical line", total=sb2.size)
-        for i, b in enumerate(sb2):
-            sw2[i], qs[i] = critical_sigma_w2(act, b, q0=q0)
+        task = bar.add_task("critical line", total=sb.size)
+        for i, b in enumerate(sb):
+            sw2[i], qs[i] = _critical_w2(activation, b * b, q0, 1e-14)
             bar.advance(task)
-    x1 = sw2 * _d(act, qs)
+    x1 = sw2 * mean_sq_derivative(activation, qs)
     return CriticalLine(
-        activation=activation_label(act),
-        sigma_b2=sb2,
-        sigma_w2=sw2,
+        activation=activation_label(activation),
+        b_std=sb,
+        w_std=np.sqrt(sw2),
         q_star=qs,
         chi1=x1,
         finite_q=np.isfinite(qs),
     )
 
 
+@renamed_kwargs(
+    act="activation", sigma_w2=("w_std", sqrt_variance), sigma_b2=("b_std", sqrt_variance)
+)
 def chi1_grid(
-    act: Elementwise, sigma_w2: np.ndarray, sigma_b2: np.ndarray, *, q0: float = 1.0
+    activation: Elementwise, w_std: np.ndarray, b_std: np.ndarray, *, q0: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(χ₁, q*)`` on the grid ``σb² × σw²``: both ``(len(sigma_b2), len(sigma_w2))``."""
-    act = check_activation(act)
-    w = np.asarray(sigma_w2, dtype=np.float64).ravel()
-    b = np.asarray(sigma_b2, dtype=np.float64).ravel()
+    """``(χ₁, q*)`` on the grid ``b_std × w_std``: both ``(len(b_std), len(w_std))``."""
+    activation = check_activation(activation)
+    w = np.asarray(w_std, dtype=np.float64).ravel()
+    b = np.asarray(b_std, dtype=np.float64).ravel()
     if (w < 0).any() or (b < 0).any() or not (np.isfinite(w).all() and np.isfinite(b).all()):
-        raise ValueError("`sigma_w2` and `sigma_b2` must be finite variances >= 0")
+        raise ValueError("`w_std` and `b_std` must be finite standard deviations >= 0")
     ww, bb = np.meshgrid(w, b)
-    x1, qs = _chi1(act, ww, bb, q0)
+    x1, qs = _chi1(activation, ww * ww, bb * bb, q0)
     return x1.reshape(ww.shape), qs.reshape(ww.shape)
 
 
@@ -170,43 +219,56 @@ class PhaseDiagram:
 
     Attributes:
         activation: label of φ.
-        sigma_w2: ``(W,)`` grid of σw².
-        sigma_b2: ``(B,)`` grid of σb².
+        w_std: ``(W,)`` grid of σw.
+        b_std: ``(B,)`` grid of σb.
         chi1: ``(B, W)`` χ₁ at each grid point.
         q_star: ``(B, W)`` q* at each grid point.
-        line: :class:`CriticalLine` at ``line_sigma_b2``.
+        line: :class:`CriticalLine` at ``line_b_std``.
     """
 
     activation: str
-    sigma_w2: np.ndarray
-    sigma_b2: np.ndarray
+    w_std: np.ndarray
+    b_std: np.ndarray
     chi1: np.ndarray
     q_star: np.ndarray
     line: CriticalLine
 
+    sigma_w2 = deprecated_attribute("w_std", square_std)
+    sigma_b2 = deprecated_attribute("b_std", square_std)
 
+
+@renamed_kwargs(
+    act="activation",
+    sigma_w2=("w_std", sqrt_variance),
+    sigma_b2=("b_std", sqrt_variance),
+    line_sigma_b2=("line_b_std", sqrt_variance),
+)
 def phase_diagram(
-    act: Elementwise,
+    activation: Elementwise,
     *,
-    sigma_w2: Sequence[float] | np.ndarray | None = None,
-    sigma_b2: Sequence[float] | np.ndarray | None = None,
-    line_sigma_b2: Sequence[float] | np.ndarray | None = None,
+    w_std: Sequence[float] | np.ndarray | None = None,
+    b_std: Sequence[float] | np.ndarray | None = None,
+    line_b_std: Sequence[float] | np.ndarray | None = None,
     q0: float = 1.0,
     progress: bool = True,
 ) -> PhaseDiagram:
-    """χ₁ on a ``σb² × σw²`` grid (default ``[0.05, 4] × [0, 1]``, 40 × 30) and the
-    critical line at ``line_sigma_b2`` (default 12 values spanning the σb² grid,
-    denser at small σb²); the dashed grid contour χ₁ = 1 in the plot is only a cross-check."""
-    act = check_activation(act)
-    w = np.linspace(0.05, 4.0, 40) if sigma_w2 is None else np.asarray(sigma_w2, dtype=float)
-    b = np.linspace(0.0, 1.0, 30) if sigma_b2 is None else np.asarray(sigma_b2, dtype=float)
-    if line_sigma_b2 is None:
-        # quadratic spacing: the line bends most at small σb²
-        line_sigma_b2 = (
-            float(b.min()) + (float(b.max()) - float(b.min())) * np.linspace(0, 1, 12) ** 2
-        )
-    x1, qs = chi1_grid(act, w, b, q0=q0)
-    line = critical_line(act, line_sigma_b2, q0=q0, progress=progress)
+    """χ₁ on a ``b_std × w_std`` grid and the critical line at ``line_b_std``.
+
+    Defaults: the grid is uniform in the variances, ``σw² ∈ [0.05, 4]`` (40 points) ×
+    ``σb² ∈ [0, 1]`` (30 points), given as standard deviations ``√σ²``; the line has 12
+    points spanning the σb² grid, quadratically spaced in σb² (denser at small σb², where
+    it bends most).  The dashed grid contour χ₁ = 1 in the plot is only a cross-check.
+    The old keywords ``sigma_w2``, ``sigma_b2``, ``line_sigma_b2`` (variances) are
+    deprecated and converted.
+    """
+    activation = check_activation(activation)
+    w = np.sqrt(np.linspace(0.05, 4.0, 40)) if w_std is None else np.asarray(w_std, dtype=float)
+    b = np.sqrt(np.linspace(0.0, 1.0, 30)) if b_std is None else np.asarray(b_std, dtype=float)
+    if line_b_std is None:
+        b2_lo, b2_hi = float(b.min()) ** 2, float(b.max()) ** 2
+        line_b_std = np.sqrt(b2_lo + (b2_hi - b2_lo) * np.linspace(0, 1, 12) ** 2)
+    x1, qs = chi1_grid(activation, w, b, q0=q0)
+    line = critical_line(activation, line_b_std, q0=q0, progress=progress)
     return PhaseDiagram(
-        activation=activation_label(act), sigma_w2=w, sigma_b2=b, chi1=x1, q_star=qs, line=line
+        activation=activation_label(activation), w_std=w, b_std=b, chi1=x1, q_star=qs, line=line
     )

@@ -47,7 +47,7 @@ def plot_trajectories(traj: Trajectory, path: str | Path) -> Path:
     for i in range(p):
         for j in range(i + 1, p):
             b.plot(traj.layers, traj.c[:, i, j], marker="o", ms=3, label=f"c(x{i + 1}, x{j + 1})")
-    b.set(xlabel="layer l", ylabel="c^l", title=f"σw={traj.sigma_w:.3g}, σb={traj.sigma_b:.3g}")
+    b.set(xlabel="layer l", ylabel="c^l", title=f"σw={traj.w_std:.3g}, σb={traj.b_std:.3g}")
     for ax in (a, b):
         if ax.lines:
             ax.legend(fontsize=7)
@@ -55,38 +55,38 @@ def plot_trajectories(traj: Trajectory, path: str | Path) -> Path:
 
 
 def plot_phase_diagram(pd: PhaseDiagram, path: str | Path) -> Path:
-    """``log χ₁`` over ``(σw², σb²)`` with the root-found critical line (χ₁ = 1)."""
+    """``log χ₁`` over ``(σw², σb²)`` with the root-found critical line (χ₁ = 1).
+
+    The axes are the variances σw² = ``w_std²`` and σb² = ``b_std²`` (labelled so).
+    """
     plt = _plt()
+    w2, b2 = pd.w_std**2, pd.b_std**2
+    line_w2, line_b2 = pd.line.w_std**2, pd.line.b_std**2
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     lg = np.log(np.clip(pd.chi1, 1e-12, None))
     lim = min(float(np.max(np.abs(lg))), 0.5) or 0.5  # colour range focused near χ₁ = 1
-    mesh = ax.pcolormesh(
-        pd.sigma_w2, pd.sigma_b2, lg, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto"
-    )
+    mesh = ax.pcolormesh(w2, b2, lg, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
     fig.colorbar(mesh, ax=ax, label="ln χ₁  (<0 ordered, >0 chaotic)", extend="both")
     if pd.chi1.min() < 1 < pd.chi1.max():
         ax.contour(
-            pd.sigma_w2,
-            pd.sigma_b2,
+            w2,
+            b2,
             pd.chi1,
             levels=[1.0],
             colors="0.4",
             linewidths=0.8,
             linestyles="dashed",
         )
-    line = pd.line
-    fin = line.finite_q
-    ax.plot(
-        line.sigma_w2[fin], line.sigma_b2[fin], "k-o", ms=3, label="critical line (root finding)"
-    )
+    fin = pd.line.finite_q
+    ax.plot(line_w2[fin], line_b2[fin], "k-o", ms=3, label="critical line (root finding)")
     if (~fin).any():
-        ax.plot(line.sigma_w2[~fin], line.sigma_b2[~fin], "kx", label="χ₁ = 1 with q* = ∞")
+        ax.plot(line_w2[~fin], line_b2[~fin], "kx", label="χ₁ = 1 with q* = ∞")
     ax.set(
-        xlabel="σw²",
-        ylabel="σb²",
+        xlabel="σw² (weight variance, w_std²)",
+        ylabel="σb² (bias variance, b_std²)",
         title=f"order/chaos: {pd.activation}",
-        xlim=(pd.sigma_w2.min(), pd.sigma_w2.max()),
-        ylim=(pd.sigma_b2.min(), pd.sigma_b2.max()),
+        xlim=(w2.min(), w2.max()),
+        ylim=(b2.min(), b2.max()),
     )
     ax.text(0.05, 0.9, "ordered", transform=ax.transAxes, color="w")
     ax.text(0.75, 0.1, "chaotic", transform=ax.transAxes)

@@ -30,6 +30,8 @@ import numpy as np
 import scipy.linalg as sla
 
 from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit.deprecation import renamed_kwargs
+from widelimit.predict import DIAG_REG
 from widelimit.scale.read import KernelArray, StoredKernel, load_kernel
 
 __all__ = ["PosteriorMean", "StoredOperator", "posterior_mean"]
@@ -42,7 +44,7 @@ class PosteriorMean:
     """Result of :func:`posterior_mean`.
 
     Attributes:
-        mean: ``(N*, k)`` posterior mean at the test points, or ``None`` without ``test``.
+        mean: ``(N*, k)`` posterior mean at the test points, or ``None`` without ``test_store``.
         alpha: ``(N, k)`` weights ``(K + σ²I)⁻¹ y``.
         iterations: PCG iterations run.
         residual: ``(k,)`` final relative residuals ``‖y − (K + σ²I)α‖ / ‖y‖``.
@@ -127,13 +129,14 @@ def _nystrom(op: StoredOperator, rank: int, noise: float, seed: int, scale: floa
     return apply
 
 
+@renamed_kwargs(train="store", y="y_train", test="test_store")
 def posterior_mean(
-    train: StoredKernel | str | os.PathLike,
-    y: np.ndarray,
+    store: StoredKernel | str | os.PathLike,
+    y_train: np.ndarray,
     *,
-    test: StoredKernel | str | os.PathLike | np.ndarray | None = None,
+    test_store: StoredKernel | str | os.PathLike | np.ndarray | None = None,
     kernel: str = "nngp",
-    diag_reg: float = 1e-4,
+    diag_reg: float = DIAG_REG,
     diag_reg_absolute: bool = False,
     tol: float = 1e-8,
     maxiter: int = 500,
@@ -145,13 +148,17 @@ def posterior_mean(
     """GP posterior mean ``K*x (Kxx + σ²I)⁻¹ y`` by PCG (or blocked Cholesky) over stored tiles.
 
     Args:
-        train: symmetric store of the training kernel (``compute_kernel(net, x_train)``).
-        y: ``(N,)`` or ``(N, k)`` training targets.
-        test: ``(N*, N)`` test-train kernel: a store made with
-            ``compute_kernel(net, x_test, x_train)``, or an array; ``None`` returns only ``alpha``.
-        kernel: ``"nngp"`` (GP posterior) or ``"ntk"`` (infinite-time NTK mean).
-        diag_reg: ``σ²`` relative to ``mean(diag K)`` (or absolute, see below); > 0 needed
-            for the preconditioner.
+        store: symmetric store of the training kernel (``compute_kernel(net, x_train)``), or
+            its path.
+        y_train: ``(N,)`` or ``(N, k)`` training targets.
+        test_store: ``(N*, N)`` test-train kernel: a store made with
+            ``compute_kernel(net, x_test, x_train)`` (or its path), or an array; ``None``
+            returns only ``alpha``.
+        kernel: the kernel to use, ``"nngp"`` (GP posterior) or ``"ntk"`` (infinite-time NTK
+            mean).
+        diag_reg: ``σ²`` relative to ``mean(diag K)`` (or absolute, see below); default
+            :data:`~widelimit.predict.DIAG_REG` as everywhere; > 0 needed for the Nyström
+            preconditioner.
         diag_reg_absolute: take ``diag_reg`` as the absolute ``σ²``.
         tol: stop when every column's relative residual is below ``tol``.
         maxiter: iteration cap (``converged`` tells whether ``tol`` was reached).
@@ -161,11 +168,12 @@ def posterior_mean(
         method: ``"cg"`` (PCG, ``O(N²)`` per iteration) or ``"cholesky"`` (out-of-core
             blocked Cholesky, ``N³/3`` flops, exact to rounding; see :mod:`.cholesky`).
     Returns:
-        :class:`PosteriorMean` (``mean`` is ``(N*, k)``; ``(N*, 1)`` for 1-D ``y``).
+        :class:`PosteriorMean` (``mean`` is ``(N*, k)``; ``(N*, 1)`` for 1-D ``y_train``).
+        The old keywords ``train=``, ``y=``, ``test=`` still work (deprecated).
     """
     t0 = time.perf_counter()
-    store = train if isinstance(train, StoredKernel) else load_kernel(train)
-    k = store[kernel]
+    train = store if isinstance(store, StoredKernel) else load_kernel(store)
+    k = train[kernel]
     if method not in ("cg", "cholesky"):
         raise ValueError(f"`method` must be 'cg' or 'cholesky'; got {method!r}")
     if preconditioner not in PRECONDITIONERS:
@@ -175,17 +183,17 @@ def posterior_mean(
     maxiter = check_positive_int("maxiter", maxiter)
     tol = check_nonnegative("tol", tol)
     reg = check_nonnegative("diag_reg", diag_reg)
-    yy = np.asarray(y, dtype=np.float64)
+    yy = np.asarray(y_train, dtype=np.float64)
     if yy.ndim == 1:
         yy = yy[:, None]
     if yy.ndim != 2 or yy.shape[0] != k.shape[0] or not np.isfinite(yy).all():
         raise ValueError(
-            f"`y` must be finite with shape ({k.shape[0]},) or ({k.shape[0]}, k) to match the "
-            f"training kernel; got shape {np.shape(y)}"
+            f"`y_train` must be finite with shape ({k.shape[0]},) or ({k.shape[0]}, k) to match "
+            f"the training kernel; got shape {np.shape(y_train)}"
         )
     op = StoredOperator(k)
-    if test is not None:  # check the test kernel's shape before the (long) solve
-        _apply_test(test, kernel, np.zeros((op.n, 0)))
+    if test_store is not None:  # check the test kernel's shape before the (long) solve
+        _apply_test(test_store, kernel, np.zeros((op.n, 0)))
     diag = op.diagonal()
     scale = float(diag.mean())
     noise = reg if diag_reg_absolute else reg * scale
@@ -198,7 +206,7 @@ def posterior_mean(
         x = blocked_cholesky_solve(k, noise, yy)
         res = np.linalg.norm(yy - op.matmat(x), axis=0) / np.linalg.norm(yy, axis=0).clip(1e-300)
         return PosteriorMean(
-            mean=None if test is None else _apply_test(test, kernel, x),
+            mean=None if test_store is None else _apply_test(test_store, kernel, x),
             alpha=x, iterations=0, residual=res, converged=bool(np.isfinite(res).all()),
             noise=noise, kernel=kernel, preconditioner="blocked cholesky",
             seconds=time.perf_counter() - t0,
@@ -240,7 +248,7 @@ def posterior_mean(
         rz = rz_new
     # true residual (guards against drift of the recursive one)
     res = np.linalg.norm(yy - op.matmat(x), axis=0) / ynorm
-    mean = None if test is None else _apply_test(test, kernel, x)
+    mean = None if test_store is None else _apply_test(test_store, kernel, x)
     return PosteriorMean(
         mean=mean,
         alpha=x,
@@ -259,14 +267,15 @@ def _apply_test(test: object, kernel: str, alpha: np.ndarray) -> np.ndarray:
     if isinstance(test, np.ndarray):
         if test.ndim != 2 or test.shape[1] != alpha.shape[0]:
             raise ValueError(
-                f"`test` must be the (N*, {alpha.shape[0]}) test-train kernel; got {test.shape}"
+                f"`test_store` must be the (N*, {alpha.shape[0]}) test-train kernel; "
+                f"got {test.shape}"
             )
         return test @ alpha
     store = test if isinstance(test, StoredKernel) else load_kernel(test)  # type: ignore[arg-type]
     kt = store[kernel]
     if store.symmetric or kt.shape[1] != alpha.shape[0]:
         raise ValueError(
-            f"`test` must be a store of compute_kernel(net, x_test, x_train) with "
+            f"`test_store` must be a store of compute_kernel(net, x_test, x_train) with "
             f"{alpha.shape[0]} columns; got shape {kt.shape} (symmetric={store.symmetric})"
         )
     out = np.zeros((kt.shape[0], alpha.shape[1]))

@@ -25,10 +25,12 @@ import torch
 from scipy import stats
 
 from widelimit._validation import check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.sde.covariance_sde import integrate_correlation, integrate_covariance
 from widelimit.sde.drift import ReLUDrift
 from widelimit.sde.finite import sample_gram
 from widelimit.sde.shaped import ShapedReLU
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["ComparisonRow", "SDEComparison", "Summary", "compare_relu", "correlations"]
 
@@ -83,11 +85,13 @@ class SDEComparison:
     sde_rho: dict[float, np.ndarray] = field(repr=False)
 
 
-def correlations(phi: torch.Tensor) -> torch.Tensor:
-    """``ρ^{12} = Φ^{12}/√(Φ^{11}Φ^{22})`` of ``(..., 2, 2)`` states; shape ``(...)``."""
-    return phi[..., 0, 1] / torch.sqrt(phi[..., 0, 0] * phi[..., 1, 1])
+@renamed_kwargs(phi="cov")
+def correlations(cov: torch.Tensor) -> torch.Tensor:
+    """``ρ^{12} = Φ^{12}/√(Φ^{11}Φ^{22})`` of ``(..., 2, 2)`` states ``cov``; shape ``(...)``."""
+    return cov[..., 0, 1] / torch.sqrt(cov[..., 0, 0] * cov[..., 1, 1])
 
 
+@renamed_kwargs(generator="seed")
 def compare_relu(
     *,
     c_plus: float = 0.0,
@@ -99,10 +103,14 @@ def compare_relu(
     n_paths: int = 100_000,
     dt: float = 1 / 1024,
     sde: str = "correlation",
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     progress: bool = True,
 ) -> SDEComparison:
-    """Compare finite shaped-ReLU nets (``d = Tn``) with the SDE; see the module docstring."""
+    """Compare finite shaped-ReLU nets (``d = Tn``) with the SDE; see the module docstring.
+
+    ``seed``: ``int``, ``torch.Generator`` or ``None``; one stream feeds the SDE paths and
+    the finite nets (``generator=`` is deprecated).
+    """
     if not -1 < float(rho0) < 1:
         raise ValueError(f"`rho0` must lie strictly between -1 and 1; got {rho0!r}")
     if sde not in ("correlation", "covariance"):
@@ -116,10 +124,11 @@ def compare_relu(
     n_nets = check_positive_int("n_nets", n_nets)
     n_paths = check_positive_int("n_paths", n_paths)
     phi0 = torch.tensor([[1.0, rho0], [rho0, 1.0]], dtype=torch.float64)
+    generator = as_generator(seed)
     drift = ReLUDrift(float(c_plus), float(c_minus))
     if sde == "correlation":
         paths = integrate_correlation(
-            rho0, drift, times=ts, dt=dt, n_paths=n_paths, generator=generator, progress=progress
+            rho0, drift, times=ts, dt=dt, n_paths=n_paths, seed=generator, progress=progress
         )
     else:
         paths = correlations(
@@ -129,7 +138,7 @@ def compare_relu(
                 times=ts,
                 dt=dt,
                 n_paths=n_paths,
-                generator=generator,
+                seed=generator,
                 progress=progress,
             )
         )
@@ -145,7 +154,7 @@ def compare_relu(
             depth=max(layers),
             n_nets=n_nets,
             record=layers,
-            generator=generator,
+            seed=generator,
             progress=progress,
         )
         for i, t in enumerate(ts):

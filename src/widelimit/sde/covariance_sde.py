@@ -29,9 +29,11 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.progress import progress_bar
 from widelimit.sde.drift import ReLUDrift, relu_nu_theta
 from widelimit.sde.finite import gram_factor
+from widelimit.seeding import Seed, as_generator
 
 __all__ = [
     "PSDDrift",
@@ -45,9 +47,9 @@ __all__ = [
 class PSDDrift(Protocol):
     """A drift ``b(Φ)`` with a PSD-preserving first-order flow ``flow(Φ, h)``."""
 
-    def __call__(self, phi: Tensor) -> Tensor: ...
+    def __call__(self, cov: Tensor) -> Tensor: ...
 
-    def flow(self, phi: Tensor, h: float) -> Tensor: ...
+    def flow(self, cov: Tensor, h: float) -> Tensor: ...
 
 
 def time_grid(
@@ -104,6 +106,7 @@ def _retire_overflow(phi: Tensor, dead: Tensor, eye: Tensor) -> Tensor:
     return phi
 
 
+@renamed_kwargs(generator="seed")
 def integrate_covariance(
     phi0: Tensor,
     drift: PSDDrift | None,
@@ -111,7 +114,7 @@ def integrate_covariance(
     times: float | Sequence[float],
     dt: float,
     n_paths: int,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     progress: bool = True,
 ) -> Tensor:
     """Paths of the covariance SDE for ``m`` inputs.
@@ -123,18 +126,21 @@ def integrate_covariance(
         times: record times ``T`` (rounded to multiples of ``dt``).
         dt: step size (any ``> 0``; Φ stays PSD).
         n_paths: number of independent paths.
+        seed: ``int``, ``torch.Generator`` or ``None`` (global RNG); ``generator=`` is
+            deprecated.
 
     Returns:
         ``(len(times), n_paths, m, m)``; paths that overflow (unstable drifts) hold ``inf``.
     """
     phi0 = as_float_tensor("phi0", phi0, min_ndim=2, max_ndim=2)
+    generator = as_generator(seed, phi0.device)
     m = phi0.shape[0]
     if phi0.shape != (m, m) or not torch.allclose(phi0, phi0.T):
         raise ValueError(f"`phi0` must be a symmetric (m, m) matrix; got shape {tuple(phi0.shape)}")
     if float(torch.linalg.eigvalsh(phi0).min()) < -1e-12 * float(phi0.diagonal().abs().max()):
         raise ValueError("`phi0` must be positive semi-definite")
     if drift is not None and not callable(getattr(drift, "flow", None)):
-        raise TypeError("`drift` must have a PSD-preserving `flow(phi, h)` method, or be None")
+        raise TypeError("`drift` must have a PSD-preserving `flow(cov, h)` method, or be None")
     ts, n_steps, idx = time_grid(times, dt)
     b = check_positive_int("n_paths", n_paths)
     out = torch.empty((len(ts), b, m, m), dtype=phi0.dtype, device=phi0.device)
@@ -156,6 +162,7 @@ def integrate_covariance(
     return out
 
 
+@renamed_kwargs(generator="seed")
 def integrate_correlation(
     rho0: float,
     drift: ReLUDrift,
@@ -163,7 +170,7 @@ def integrate_correlation(
     times: float | Sequence[float],
     dt: float,
     n_paths: int,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     dtype: torch.dtype = torch.float64,
     progress: bool = True,
 ) -> Tensor:
@@ -174,6 +181,7 @@ def integrate_correlation(
     """
     if not isinstance(drift, ReLUDrift):
         raise TypeError("`drift` must be a ReLUDrift (e.g. ShapedReLU.shaped(...).drift())")
+    generator = as_generator(seed)
     r0 = float(rho0)
     if not -1 < r0 < 1:
         raise ValueError(f"`rho0` must lie strictly between -1 and 1; got {rho0!r}")
@@ -198,6 +206,7 @@ def integrate_correlation(
     return out
 
 
+@renamed_kwargs(generator="seed")
 def integrate_one_input(
     phi0: float,
     b_star: float,
@@ -205,7 +214,7 @@ def integrate_one_input(
     times: float | Sequence[float],
     dt: float,
     n_paths: int,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     dtype: torch.dtype = torch.float64,
     progress: bool = True,
 ) -> Tensor:
@@ -220,6 +229,7 @@ def integrate_one_input(
     bs = float(b_star)
     if not math.isfinite(bs):
         raise ValueError(f"`b_star` must be finite; got {b_star!r}")
+    generator = as_generator(seed)
     ts, n_steps, idx = time_grid(times, dt)
     b = check_positive_int("n_paths", n_paths)
     out = torch.empty((len(ts), b), dtype=dtype)

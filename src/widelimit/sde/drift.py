@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from widelimit.deprecation import renamed_kwargs
 from widelimit.layers.activations import ReLU
 
 __all__ = ["ReLUDrift", "SmoothDrift", "relu_nu", "relu_nu_theta"]
@@ -90,16 +91,18 @@ class ReLUDrift:
         """``ν(ρ)`` (any shape)."""
         return relu_nu(rho, self.c_plus, self.c_minus)
 
-    def __call__(self, phi: Tensor) -> Tensor:
+    @renamed_kwargs(phi="cov")
+    def __call__(self, cov: Tensor) -> Tensor:
         """``b(Φ)``: ``(..., m, m) -> (..., m, m)``, ``b^{αβ} = √(Φ^{αα}Φ^{ββ}) ν(ρ^{αβ})``.
 
         Computed as ``2κ E[relu(u_α) relu(−u_β)]``, ``u ~ N(0, Φ)`` (module docstring);
         ``0`` where a variance is ``0``.
         """
-        d = torch.diagonal(phi, dim1=-2, dim2=-1).clamp_min(0)
-        return 2 * self.strength * _relu_anti(d.unsqueeze(-1), d.unsqueeze(-2), phi)
+        d = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(0)
+        return 2 * self.strength * _relu_anti(d.unsqueeze(-1), d.unsqueeze(-2), cov)
 
-    def flow(self, phi: Tensor, h: float) -> Tensor:
+    @renamed_kwargs(phi="cov")
+    def flow(self, cov: Tensor, h: float) -> Tensor:
         """PSD-preserving drift step of size ``h ≥ 0``: ``(1−θ)Φ + θK₁(Φ)``, ``θ = 1 − e^{−κh}``.
 
         ``K₁(Φ) = Φ + b(Φ)/κ`` is the arc-cosine kernel map (PSD), so the step is a convex
@@ -108,8 +111,8 @@ class ReLUDrift:
         """
         theta = -math.expm1(-self.strength * h)
         if theta == 0.0:
-            return phi
-        return phi + (theta / self.strength) * self(phi)
+            return cov
+        return cov + (theta / self.strength) * self(cov)
 
 
 @dataclass(frozen=True)
@@ -138,23 +141,25 @@ class SmoothDrift:
         """One-input coefficient ``b_* = (¾φ''(0)² + φ'''(0))/a² = 3·quad + 2·cubic``."""
         return 3 * self.quad + 2 * self.cubic
 
-    def __call__(self, phi: Tensor) -> Tensor:
+    @renamed_kwargs(phi="cov")
+    def __call__(self, cov: Tensor) -> Tensor:
         """``b(Φ)``: ``(..., m, m) -> (..., m, m)``."""
-        d = torch.diagonal(phi, dim1=-2, dim2=-1)
+        d = torch.diagonal(cov, dim1=-2, dim2=-1)
         dd = d.unsqueeze(-1) * d.unsqueeze(-2)
         ds = d.unsqueeze(-1) + d.unsqueeze(-2)
-        return self.quad * (dd + phi * (2 * phi - 3)) + self.cubic * phi * (ds - 2)
+        return self.quad * (dd + cov * (2 * cov - 3)) + self.cubic * cov * (ds - 2)
 
-    def flow(self, phi: Tensor, h: float) -> Tensor:
+    @renamed_kwargs(phi="cov")
+    def flow(self, cov: Tensor, h: float) -> Tensor:
         """PSD-preserving drift step: ``e^{−b_* h} EΦE + h·quad·(d dᵀ + 2Φ∘Φ)``.
 
         ``E = diag(exp(h·cubic·Φ^{αα}))``.  Each term is PSD (a congruence, a rank-one
         outer product and a Schur product), so the step is PSD for every ``h ≥ 0``;
         its first-order expansion is ``Φ + h b(Φ)``.
         """
-        d = torch.diagonal(phi, dim1=-2, dim2=-1)
+        d = torch.diagonal(cov, dim1=-2, dim2=-1)
         e = torch.exp(h * self.cubic * d)
-        out = math.exp(-self.b_star * h) * (e.unsqueeze(-1) * phi * e.unsqueeze(-2))
+        out = math.exp(-self.b_star * h) * (e.unsqueeze(-1) * cov * e.unsqueeze(-2))
         if self.quad:
-            out = out + h * self.quad * (d.unsqueeze(-1) * d.unsqueeze(-2) + 2 * phi * phi)
+            out = out + h * self.quad * (d.unsqueeze(-1) * d.unsqueeze(-2) + 2 * cov * cov)
         return out

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.progress import progress_bar
+from widelimit.deprecation import renamed_kwargs
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["ShapedMLP", "finite_forward_gram", "gram_factor", "sample_gram"]
 
@@ -32,17 +34,20 @@ __all__ = ["ShapedMLP", "finite_forward_gram", "gram_factor", "sample_gram"]
 _OVERFLOW = 1e100
 
 
-def gram_factor(phi: Tensor) -> Tensor:
-    """A factor ``L`` with ``L Lᵀ = Φ`` for PSD ``(..., m, m)``: Cholesky, eigh fallback."""
-    chol, info = torch.linalg.cholesky_ex(phi)
+@renamed_kwargs(phi="cov")
+def gram_factor(cov: Tensor) -> Tensor:
+    """A factor ``L`` with ``L Lᵀ = Φ`` for PSD ``cov`` Φ ``(..., m, m)``: Cholesky, eigh
+    fallback."""
+    chol, info = torch.linalg.cholesky_ex(cov)
     bad = info != 0
     if bool(bad.any()):
-        evals, evecs = torch.linalg.eigh(phi[bad])
+        evals, evecs = torch.linalg.eigh(cov[bad])
         chol = chol.clone()
         chol[bad] = evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
     return chol
 
 
+@renamed_kwargs(generator="seed")
 def sample_gram(
     phi0: Tensor,
     activation: nn.Module,
@@ -51,7 +56,7 @@ def sample_gram(
     depth: int,
     n_nets: int,
     record: Sequence[int] | None = None,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     chunk: int = 4096,
     fast_normals: bool = True,
     progress: bool = True,
@@ -65,6 +70,8 @@ def sample_gram(
         width, depth: ``n`` and ``d`` (``T = d/n``).
         n_nets: number of independent networks.
         record: layers ``l ∈ {1, …, d}`` at which ``Φ_l`` is kept (default ``(d,)``).
+        seed: ``int``, ``torch.Generator`` or ``None`` (global RNG); ``generator=`` is
+            deprecated.
         fast_normals: draw the Gaussians in float32 and promote them (about 6× faster on
             CPU; a resolution of 2⁻²⁴ is far below any Monte Carlo error).  ``False``
             draws them in the dtype of ``phi0``.
@@ -74,6 +81,7 @@ def sample_gram(
         exploded nets hold ``inf``.
     """
     phi0 = as_float_tensor("phi0", phi0, min_ndim=2, max_ndim=2)
+    generator = as_generator(seed, phi0.device)
     m = phi0.shape[0]
     if phi0.shape != (m, m) or not torch.allclose(phi0, phi0.T):
         raise ValueError(f"`phi0` must be a symmetric (m, m) matrix; got shape {tuple(phi0.shape)}")
@@ -121,6 +129,7 @@ class ShapedMLP(nn.Module):
     ``forward``: ``(N, n₀) -> (N, n_out)``; :meth:`penultimate_gram`: ``(N, n₀) -> (N, N)``.
     """
 
+    @renamed_kwargs(generator="seed")
     def __init__(
         self,
         in_features: int,
@@ -129,7 +138,7 @@ class ShapedMLP(nn.Module):
         activation: nn.Module,
         *,
         out_features: int = 1,
-        generator: torch.Generator | None = None,
+        seed: Seed = None,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__()
@@ -140,6 +149,7 @@ class ShapedMLP(nn.Module):
         self.linears = nn.ModuleList(
             nn.Linear(i, o, bias=False, dtype=dtype) for i, o in itertools.pairwise(dims)
         )
+        generator = as_generator(seed)
         with torch.no_grad():
             for lin in self.linears:
                 lin.weight.copy_(torch.randn(lin.weight.shape, generator=generator, dtype=dtype))
@@ -162,6 +172,7 @@ class ShapedMLP(nn.Module):
         return (self.gain / self.width) * (a @ a.T)
 
 
+@renamed_kwargs(generator="seed")
 def finite_forward_gram(
     x: Tensor,
     activation: nn.Module,
@@ -169,7 +180,7 @@ def finite_forward_gram(
     width: int,
     depth: int,
     n_nets: int,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     chunk: int = 64,
     progress: bool = True,
 ) -> Tensor:
@@ -179,6 +190,7 @@ def finite_forward_gram(
     use :func:`sample_gram` for deep nets (same law).
     """
     x = as_float_tensor("x", x, min_ndim=2, max_ndim=2)
+    generator = as_generator(seed, x.device)
     m, n0 = x.shape
     n = check_positive_int("width", width)
     d = check_positive_int("depth", depth)

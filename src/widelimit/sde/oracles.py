@@ -20,6 +20,7 @@ import torch
 from scipy import special, stats
 
 from widelimit._validation import check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.layers.activations import ReLU
 
 __all__ = [
@@ -66,26 +67,32 @@ def unshaped_relu_log_norm_law(width: int, depth: int) -> LogNormLaw:
     return LogNormLaw(n, d, d * layer_mean, d * layer_var)
 
 
+@renamed_kwargs(rng="seed")
 def sample_linear_log_norm(
-    width: int, depth: int, size: int, *, rng: np.random.Generator | None = None
+    width: int, depth: int, size: int, *, seed: int | np.random.Generator | None = None
 ) -> np.ndarray:
-    """``size`` draws of ``ln(Φ_d/Φ_0) = Σ_l ln(χ²_n/n)`` (a linear net); shape ``(size,)``."""
+    """``size`` draws of ``ln(Φ_d/Φ_0) = Σ_l ln(χ²_n/n)`` (a linear net); shape ``(size,)``.
+
+    ``seed``: ``int``, :class:`numpy.random.Generator` or ``None`` (``rng=`` is deprecated).
+    """
     n, d = check_positive_int("width", width), check_positive_int("depth", depth)
     size = check_positive_int("size", size)
-    rng = np.random.default_rng() if rng is None else rng
+    rng = np.random.default_rng(seed)  # int, NumPy Generator or None
     return np.log(rng.chisquare(n, size=(size, d)) / n).sum(axis=1)
 
 
+@renamed_kwargs(rng="seed")
 def sample_unshaped_relu_log_norm(
-    width: int, depth: int, size: int, *, rng: np.random.Generator | None = None
+    width: int, depth: int, size: int, *, seed: int | np.random.Generator | None = None
 ) -> np.ndarray:
     """``size`` draws of ``Σ_l ln((2/n) χ²_{K_l})``, ``K_l ~ Bin(n, ½)``; shape ``(size,)``.
 
     ``K = 0`` gives ``-inf`` (the net outputs 0), with probability ``d·2^{−n}``.
+    ``seed``: ``int``, :class:`numpy.random.Generator` or ``None`` (``rng=`` is deprecated).
     """
     n, d = check_positive_int("width", width), check_positive_int("depth", depth)
     size = check_positive_int("size", size)
-    rng = np.random.default_rng() if rng is None else rng
+    rng = np.random.default_rng(seed)  # int, NumPy Generator or None
     k = rng.binomial(n, 0.5, size=(size, d))
     chi = 2.0 * rng.standard_gamma(np.maximum(k, 1) / 2.0)  # χ²_K = 2·Gamma(K/2)
     chi = np.where(k > 0, chi, 0.0)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.layers.activations import Elementwise, activation_from_name
 from widelimit.sde.drift import ReLUDrift, SmoothDrift
 
@@ -45,7 +46,8 @@ def _quadratic(x: Tensor) -> Tensor:
 _NOT_IN_REGISTRY: dict[str, Fn] = {"sinh": torch.sinh, "quadratic": _quadratic}
 
 
-def smooth_activation(phi: str | Fn | Elementwise) -> Fn:
+@renamed_kwargs(phi="activation")
+def smooth_activation(activation: str | Fn | Elementwise) -> Fn:
     """The elementwise function ``φ`` of an activation name, layer or callable.
 
     Names resolve through the one activation registry
@@ -53,22 +55,23 @@ def smooth_activation(phi: str | Fn | Elementwise) -> Fn:
     case-insensitive), plus ``"sinh"`` and ``"quadratic"`` (``x + x²/2``), which have no
     activation layer.  An activation layer gives its ``fn``; a callable passes through.
     """
-    if isinstance(phi, Elementwise):
-        return phi.fn
-    if callable(phi):
-        return phi
-    if isinstance(phi, str):
+    if isinstance(activation, Elementwise):
+        return activation.fn
+    if callable(activation):
+        return activation
+    if isinstance(activation, str):
         try:
-            return activation_from_name(phi).fn
+            return activation_from_name(activation).fn
         except ValueError as err:
-            if phi in _NOT_IN_REGISTRY:
-                return _NOT_IN_REGISTRY[phi]
+            if activation in _NOT_IN_REGISTRY:
+                return _NOT_IN_REGISTRY[activation]
             raise ValueError(
-                "`phi` must be a callable, an activation layer or an activation name "
+                "`activation` must be a callable, an activation layer or an activation name "
                 f"(a registry name, or one of {sorted(_NOT_IN_REGISTRY)}): {err}"
             ) from err
     raise TypeError(
-        f"`phi` must be a callable, an activation layer or a name; got {type(phi).__name__}"
+        "`activation` must be a callable, an activation layer or a name; "
+        f"got {type(activation).__name__}"
     )
 
 
@@ -81,13 +84,14 @@ their functions: ``tanh`` (``b_* = −2/a²``, stable), ``sin`` (``−1/a²``, s
 A list of suitable names, not a registry: :func:`smooth_activation` resolves names."""
 
 
-def derivatives_at_zero(phi: str | Fn | Elementwise) -> tuple[float, float, float, float]:
-    """``(φ(0), φ'(0), φ''(0), φ'''(0))`` by nested autograd in float64."""
-    fn = smooth_activation(phi)
+@renamed_kwargs(phi="activation")
+def derivatives_at_zero(activation: str | Fn | Elementwise) -> tuple[float, float, float, float]:
+    """``(φ(0), φ'(0), φ''(0), φ'''(0))`` of ``activation`` by nested autograd (float64)."""
+    fn = smooth_activation(activation)
     x = torch.zeros((), dtype=torch.float64, requires_grad=True)
     out = [fn(x)]
     if not isinstance(out[0], Tensor) or out[0].shape != ():
-        raise TypeError("`phi` must map a scalar tensor to a scalar tensor (elementwise)")
+        raise TypeError("`activation` must map a scalar tensor to a scalar tensor (elementwise)")
     for _ in range(3):
         prev = out[-1]
         if not prev.requires_grad:  # constant: all further derivatives vanish
@@ -158,20 +162,22 @@ class ShapedReLU(nn.Module):
 class SmoothShaped(nn.Module):
     """``φ_s(x) = s φ(x/s)`` with ``s = a√n`` and gain ``c = 1/E[φ_s(g)²]``, ``g ~ N(0,1)``.
 
-    ``phi``: an activation name (see :func:`smooth_activation`), an activation layer or
-    an elementwise torch callable, with ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by
-    autograd).  ``a > 0``, ``width = n``.
+    ``activation``: an activation name (see :func:`smooth_activation`), an activation layer
+    or an elementwise torch callable, with ``φ(0) = 0`` and ``φ'(0) = 1`` (checked by
+    autograd).  ``a > 0``, ``width = n``.  The resolved callable is the attribute ``phi``;
+    the keyword ``phi=`` is deprecated.
     """
 
+    @renamed_kwargs(phi="activation")
     def __init__(
-        self, phi: str | Fn | Elementwise, a: float, width: int, *, quad_nodes: int = 120
+        self, activation: str | Fn | Elementwise, a: float, width: int, *, quad_nodes: int = 120
     ) -> None:
         super().__init__()
-        self.phi = smooth_activation(phi)
-        if isinstance(phi, str | Elementwise):
-            self.name = phi if isinstance(phi, str) else repr(phi)
+        self.phi = smooth_activation(activation)
+        if isinstance(activation, str | Elementwise):
+            self.name = activation if isinstance(activation, str) else repr(activation)
         else:
-            self.name = getattr(phi, "__name__", "phi")
+            self.name = getattr(activation, "__name__", "phi")
         n = check_positive_int("width", width)
         a = float(a)
         if not math.isfinite(a) or a <= 0:
@@ -179,8 +185,8 @@ class SmoothShaped(nn.Module):
         d0, d1, d2, d3 = derivatives_at_zero(self.phi)
         if abs(d0) > 1e-10 or abs(d1 - 1) > 1e-10:
             raise ValueError(
-                f"`phi` must satisfy φ(0) = 0 and φ'(0) = 1 for shaping; got φ(0) = {d0:.3g}, "
-                f"φ'(0) = {d1:.3g} (rescale/shift it: x ↦ (φ(x) − φ(0))/φ'(0))"
+                f"`activation` must satisfy φ(0) = 0 and φ'(0) = 1 for shaping; "
+                f"got φ(0) = {d0:.3g}, φ'(0) = {d1:.3g} (rescale/shift it: x ↦ (φ(x) − φ(0))/φ'(0))"
             )
         self.a, self.width, self.scale = a, n, a * math.sqrt(n)
         self.phi2, self.phi3 = d2, d3
@@ -189,7 +195,9 @@ class SmoothShaped(nn.Module):
         xt = torch.as_tensor(x, dtype=torch.float64)
         second = float((torch.as_tensor(w) * self.forward(xt) ** 2).sum()) / math.sqrt(2 * math.pi)
         if not math.isfinite(second) or second <= 0:
-            raise ValueError(f"E[φ_s(g)²] is not finite and positive ({second}); check `phi`")
+            raise ValueError(
+                f"E[φ_s(g)²] is not finite and positive ({second}); check `activation`"
+            )
         self.gain = 1.0 / second
 
     def forward(self, x: Tensor) -> Tensor:

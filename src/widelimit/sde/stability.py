@@ -20,9 +20,11 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import check_positive_int
+from widelimit.deprecation import renamed_kwargs
 from widelimit.sde.covariance_sde import integrate_one_input
 from widelimit.sde.finite import sample_gram
 from widelimit.sde.shaped import SmoothShaped, derivatives_at_zero
+from widelimit.seeding import Seed, as_generator
 
 __all__ = [
     "StabilityDemo",
@@ -36,12 +38,14 @@ __all__ = [
 Fn = Callable[[Tensor], Tensor]
 
 
-def b_star(phi: str | Fn, a: float) -> float:
-    """``b_* = (¾φ''(0)² + φ'''(0))/a²`` (derivatives by autograd)."""
+@renamed_kwargs(phi="activation")
+def b_star(activation: str | Fn, a: float) -> float:
+    """``b_* = (¾φ''(0)² + φ'''(0))/a²`` (derivatives by autograd) of ``activation``
+    (a name in :data:`~widelimit.sde.shaped.SMOOTH_ACTIVATIONS` or a callable)."""
     a = float(a)
     if not math.isfinite(a) or a <= 0:
         raise ValueError(f"`a` must be a finite number > 0; got {a!r}")
-    _, _, d2, d3 = derivatives_at_zero(phi)
+    _, _, d2, d3 = derivatives_at_zero(activation)
     return (0.75 * d2**2 + d3) / a**2
 
 
@@ -57,11 +61,12 @@ class StabilityVerdict:
     stable: bool
 
 
-def norm_stability(phi: str | Fn, a: float) -> StabilityVerdict:
+@renamed_kwargs(phi="activation")
+def norm_stability(activation: str | Fn, a: float) -> StabilityVerdict:
     """The norm-stability verdict for ``φ_s(x) = s φ(x/s)``, ``s = a√n``."""
-    b = b_star(phi, a)
-    _, _, d2, d3 = derivatives_at_zero(phi)
-    name = phi if isinstance(phi, str) else getattr(phi, "__name__", "phi")
+    b = b_star(activation, a)
+    _, _, d2, d3 = derivatives_at_zero(activation)
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", "phi")
     return StabilityVerdict(str(name), float(a), d2, d3, b, b < 0)
 
 
@@ -98,8 +103,9 @@ class StabilityDemo:
     log_sde: dict[str, Tensor]
 
 
+@renamed_kwargs(phis="activations", generator="seed")
 def demonstrate_stability(
-    phis: Sequence[str | Fn] = ("tanh", "quadratic"),
+    activations: Sequence[str | Fn] = ("tanh", "quadratic"),
     *,
     a: float = 1.0,
     width: int = 64,
@@ -107,13 +113,15 @@ def demonstrate_stability(
     n_nets: int = 2000,
     n_paths: int = 20000,
     threshold: float = 10.0,
-    generator: torch.Generator | None = None,
+    seed: Seed = None,
     progress: bool = True,
 ) -> StabilityDemo:
     """Norms of finite smooth-shaped nets (``d = Tn``, one input, ``Φ_0 = 1``) vs the SDE.
 
     A stable activation (``b_* < 0``) keeps ``P(Φ_T > threshold)`` at essentially 0; an
     unstable one (``b_* > 0``) sends a growing fraction of nets past it (to overflow).
+    ``activations``: names or callables; ``seed``: ``int``, ``torch.Generator`` or ``None``
+    (one stream for all draws).  ``phis=`` and ``generator=`` are deprecated.
     """
     n = check_positive_int("width", width)
     ts = tuple(float(t) for t in times)
@@ -122,8 +130,9 @@ def demonstrate_stability(
     if not math.isfinite(threshold) or threshold <= 1:
         raise ValueError(f"`threshold` must be a finite number > 1; got {threshold!r}")
     layers = [max(1, round(t * n)) for t in ts]
+    generator = as_generator(seed)
     rows, log_f, log_s = [], {}, {}
-    for phi in phis:
+    for phi in activations:
         verdict = norm_stability(phi, a)
         act = SmoothShaped(phi, a, n)
         fin = sample_gram(
@@ -133,7 +142,7 @@ def demonstrate_stability(
             depth=max(layers),
             n_nets=n_nets,
             record=layers,
-            generator=generator,
+            seed=generator,
             progress=progress,
         )[..., 0, 0].log()
         sde = integrate_one_input(
@@ -142,7 +151,7 @@ def demonstrate_stability(
             times=[lay / n for lay in layers],
             dt=1 / n,
             n_paths=n_paths,
-            generator=generator,
+            seed=generator,
             progress=progress,
         )
         log_f[verdict.name], log_s[verdict.name] = fin, sde
