@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import check_positive_int
-from widelimit.layers.activations import ReLU
 from widelimit.deprecation import renamed_kwargs
+from widelimit.layers.activations import ReLU
 from widelimit.meanfield.piecewise import PiecewiseLinear
 from widelimit.seeding import Seed, as_generator
 

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._validation import as_float_tensor, check_positive_int
-from widelimit.progress import progress_bar
 from widelimit.deprecation import renamed_kwargs
+from widelimit.progress import progress_bar
 from widelimit.seeding import Seed, as_generator
 
 __all__ = ["ShapedMLP", "finite_forward_gram", "gram_factor", "sample_gram"]
