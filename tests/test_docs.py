@@ -47,3 +47,22 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     # the API reference really rendered docstrings (not an empty page)
     layers = (site / "api/layers/index.html").read_text(encoding="utf-8")
     assert "widelimit.layers.dense.Dense" in layers
+
+
+def test_docstrings_cite_pages_that_exist() -> None:
+    """Docstrings cite ``docs/<page>.md`` (in the repository), never files outside it."""
+    import re
+
+    cited: dict[str, list[str]] = {}
+    outside = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rel = str(path.relative_to(ROOT))
+        for page in re.findall(r"docs/([\w/-]+\.md)", text):
+            cited.setdefault(page, []).append(rel)
+        if re.search(r"\b(DESIGN|STYLE)\.md\b", text):
+            outside.append(rel)
+    assert not outside, f"cite docs/ pages instead of DESIGN.md/STYLE.md in: {outside}"
+    assert cited, "no docstring cites a docs/ page"
+    missing = {p: files for p, files in cited.items() if not (ROOT / "docs" / p).is_file()}
+    assert not missing, f"docstrings cite docs pages that do not exist: {missing}"
