@@ -3,11 +3,13 @@
 * Every ```` ```python ```` block runs on its own (fresh namespace, its own empty working
   directory), so a block that uses a name it does not define fails. All blocks run in one
   subprocess to pay the ``import torch`` once.
-* Every ``print`` in a block that carries a trailing comment is checked against it:
+* A ``print`` whose trailing comment starts with quoted numbers is checked against them:
   ``# ~X`` (a Monte Carlo quantity) must print a number within a factor 1.5 of ``X``;
   ``# ≈ X`` (a deterministic quantity, given the seeds) a number within one unit of the last
-  digit of ``X``; several claims in one comment match the printed numbers in order.  A comment
-  without ``~``/``≈`` is the literal output (up to the first ``:``).
+  digit of ``X``; ``k`` leading claims (``# ~2 ~2: ...``) match the last ``k`` printed numbers
+  in order (labels come first in an f-string).  A comment that looks like a Python repr
+  (``# torch.Size([8, 1])``, ``# (2, 300, 10)``, ``# 0 10: ...``; up to the first ``:``) must
+  be the literal output; other comments are prose and are not checked.
 * Every ``widelimit ...`` command in a ```` ```bash ```` block or an inline code span names an
   existing subcommand and only options it has (read from the click command that
   ``widelimit SUB --help`` prints), without running the long ones.
@@ -94,12 +96,16 @@ def block_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads((tmp / "results.json").read_text())
 
 
+_REPR = re.compile(r"^(torch\.|tensor\(|\(|\[|-?\d|True\b|False\b|None\b|'|\")")
+
+
 def _claims(comment: str) -> tuple[list[tuple[str, str]], str | None]:
-    """``([(kind, number), ...], literal)`` from a print's trailing comment."""
-    claims = re.findall(rf"([~≈])\s*({_NUMBER})", comment)
-    if claims:
-        return claims, None
-    return [], comment.split(":")[0].strip()
+    """``([(kind, number), ...], literal or None)`` from a print's trailing comment."""
+    lead = re.match(rf"(?:[~≈]\s*{_NUMBER}\s*)+", comment)
+    if lead:
+        return re.findall(rf"([~≈])\s*({_NUMBER})", lead.group(0)), None
+    literal = comment.split(":")[0].strip()
+    return [], literal if _REPR.match(literal) else None
 
 
 def _agrees(kind: str, quoted: str, value: float) -> bool:
@@ -132,9 +138,11 @@ def test_readme_python_block(bid: str, code: str, block_results: dict) -> None:
         if literal is not None:
             assert out == literal, f"{bid}: {line!r} printed {out!r}, the README says {literal!r}"
             continue
+        if not claims:
+            continue  # a prose comment
         numbers = [float(v) for v in re.findall(_NUMBER, out)]
         assert len(numbers) >= len(claims), f"{bid}: {line!r} printed {out!r}"
-        for (kind, quoted), value in zip(claims, numbers, strict=False):
+        for (kind, quoted), value in zip(claims, numbers[-len(claims) :], strict=True):
             assert _agrees(kind, quoted, value), (
                 f"{bid}: {line!r} printed {value:g}, the README quotes {kind}{quoted}; "
                 "update the README with the number this block prints"
