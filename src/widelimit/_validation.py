@@ -1,7 +1,7 @@
 """Input checks shared by every module: clear errors naming the argument.
 
 User mistakes raise ``ValueError``/``TypeError`` with what was expected and how
-to fix it (STYLE.md, example 9); nothing here uses ``assert``.
+to fix it (docs/conventions.md, 'Errors'); nothing here uses ``assert``.
 """
 
 from __future__ import annotations

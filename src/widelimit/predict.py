@@ -1,6 +1,6 @@
 """Inference with infinite-width kernels: GP posterior and gradient-flow predictions.
 
-Conventions (DESIGN.md §1, identical to Neural Tangents' ``predict`` module so
+Conventions (docs/inference.md, identical to Neural Tangents' ``predict`` module so
 numbers can be compared one for one):
 
 * **Time.** ``t`` is the continuous time of gradient flow with learning rate
@@ -163,7 +163,7 @@ def _check_cross(name: str, k: object, n_train: int, n_test: int | None = None) 
 def _resolve_reg(k: Tensor, diag_reg: float, absolute: bool) -> float:
     reg = check_nonnegative("diag_reg", diag_reg)
     if not absolute:
-        reg *= float(k.diagonal().mean())  # relative to mean(diag K) (DESIGN.md §1)
+        reg *= float(k.diagonal().mean())  # relative to mean(diag K) (docs/inference.md)
     return reg
 
 
@@ -317,7 +317,7 @@ class GradientFlow:
 
     @property
     def n_targets(self) -> int:
-        """``N_train × n_outputs``: the normalisation of time (DESIGN.md §1)."""
+        """``N_train × n_outputs``: the normalisation of time (docs/inference.md)."""
         return self._y.numel()
 
     def __call__(

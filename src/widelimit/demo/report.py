@@ -62,6 +62,57 @@ _CAPTIONS = {
 }
 
 
+def _legend_html(res: DemoResult) -> str:
+    """Caption of the summary table: what every row and column means."""
+    cfg = res.config
+    centering = (
+        "centered: each net is trained and evaluated as f(x; θ) − f(x; θ₀), so it approaches "
+        "the row “∞ NTK t=Kη” as the width grows"
+        if cfg.center
+        else "uncentered: each net keeps its random initial function, so it approaches the row "
+        "“∞ uncentered GP f₀” as the width grows"
+    )
+    rows = [
+        ("rows labelled by a width",
+         f"finite nets of that hidden width in the NTK parameterization, trained by full-batch "
+         f"gradient descent for K = {res.steps} steps of η = {res.learning_rate:.4g} "
+         f"(gradient-flow time t = K·η = {res.t_end:.4g}); mean over the seeds "
+         f"(column “seeds”). The nets are {centering}."),
+        ("∞ uncentered GP f₀",
+         f"a single infinite-width net that is not centered: its initial function f₀ is drawn "
+         f"from the NNGP, f₀ ~ GP(0, K), jointly on training and test inputs, and evolved by "
+         f"linearised gradient flow with the analytic NTK to t = K·η. Accuracy and MSE are "
+         f"means over {cfg.n_gp_draws} draws of f₀ and “± sd” is their spread (the random f₀ "
+         f"adds variance that the ensemble mean averages out); its distance and NTK columns "
+         f"are 0 by construction."),
+        ("∞ NTK t=Kη",
+         "mean prediction of an infinite ensemble of infinite-width nets trained by gradient "
+         "flow on the NTK, at the training time of the finite nets, t = K·η."),
+        ("∞ NTK t=∞", "the same ensemble mean at the end of training (t = ∞)."),
+        ("∞ NNGP",
+         "NNGP posterior mean: Bayesian inference in the infinite-width net, equivalently "
+         "training only the readout layer to t = ∞."),
+    ]  # fmt: skip
+    cols = [
+        ("acc", "test accuracy (argmax of the outputs)"),
+        ("± sd", "standard deviation of the accuracy over seeds (width rows) or draws of f₀"),
+        ("MSE", "test mean squared error over all outputs, on one-hot targets minus 1/classes"),
+        ("‖f−f_lin‖",
+         "RMS distance on test outputs between the trained net and its linearisation with the "
+         "analytic NTK from the same initial outputs (theory: ∝ width^−½)"),
+        ("Θ₀ err",
+         "relative Frobenius distance between the net's empirical NTK at initialisation "
+         "(output 0) and the analytic NTK"),
+        ("ΔΘ", "relative change of the net's empirical NTK during training"),
+    ]  # fmt: skip
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in rows + cols)
+    return (
+        '<div class="legend"><p>Rows and columns of the summary table '
+        "(derivations: docs/inference.md):</p>"
+        f"<ul>{items}</ul><p>“-” marks a quantity that does not apply to that row.</p></div>"
+    )
+
+
 def _literature_html(res: DemoResult) -> str:
     lit = res.literature
     if lit is None:
@@ -127,6 +178,7 @@ text-align:left}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:
 <table>{facts_html}</table>
 <h2>Summary</h2>
 {_table_html(cols, rows)}
+{_legend_html(res)}
 {_literature_html(res)}
 <h2>Plots</h2>
 {"".join(sections)}

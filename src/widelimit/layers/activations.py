@@ -1,13 +1,13 @@
 """Elementwise activations: finite function, derivative and Gaussian dual side by side.
 
-Each activation φ defines, once, its *dual* (STYLE.md example 3)::
+Each activation φ defines, once, its *dual* (docs/activations.md)::
 
     dual(q1, q2, s12, ntk=...) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)] or None)
 
 with ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])``; ``q1, q2, s12`` are tensors
 that broadcast together; the outputs have the broadcast shape, dtype and
 device.  The kernel rule, the signal-propagation maps and the SDE drifts all
-use it.  The kernel rule (DESIGN.md §2)::
+use it.  The kernel rule (docs/kernels.md)::
 
     Σ' = E[φ(u) φ(v)]        Θ' = Θ · E[φ'(u) φ'(v)]
 
@@ -201,7 +201,7 @@ def _piecewise_linear_dual(
         E[φ'φ'] = (a² + b²)(π − θ)/(2π) + 2ab θ/(2π)
 
     (derived here; ``a = b = 1`` gives ``s12`` and ``1``, ``a = 0, b = 1`` the
-    ReLU forms of DESIGN.md §2).  The first form is used: ``g ≥ 0`` is
+    ReLU forms of docs/activations.md).  The first form is used: ``g ≥ 0`` is
     evaluated without cancellation, so ReLU keeps full relative accuracy as
     ``c → −1`` (where its kernel vanishes like ``(π − θ)³``).
     """

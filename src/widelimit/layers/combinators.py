@@ -4,7 +4,7 @@ Residual block example::
 
     serial(FanOut(2), parallel(Identity(), serial(Dense(512), ReLU(), Dense(512))), FanInSum())
 
-Kernel rules (DESIGN.md §2): ``FanOut(n)`` copies the kernel into ``n``
+Kernel rules (docs/kernels.md, 'Residual blocks'): ``FanOut(n)`` copies the kernel into ``n``
 branches; ``parallel`` applies one layer per branch; ``FanInSum`` adds the
 branches' kernels.  Adding is exact when the branches are uncorrelated given
 the input, which holds when every branch but at most one ends in a

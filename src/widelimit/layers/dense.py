@@ -1,6 +1,6 @@
 """Dense (fully-connected) layer and the input kernel.
 
-Parameterizations for fan-in ``n`` (DESIGN.md §1):
+Parameterizations for fan-in ``n`` (docs/kernels.md, 'Parameterizations'):
 
 * ``"ntk"``: ``h = (σw/√n)·W·x + σb·b`` with ``W, b ~ N(0, 1)`` trained;
 * ``"standard"``: ``h = W·x + b`` with ``W ~ N(0, σw²/n)``, ``b ~ N(0, σb²)``.
@@ -207,7 +207,7 @@ def _self_gram(a: Tensor, full_spatial: bool) -> Tensor:
 
 
 def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool) -> Kernel:
-    """Kernel of the raw inputs (DESIGN.md §1): ``Σ⁰ = x·x'/d``, per-pixel channel mean
+    """Kernel of the raw inputs (docs/kernels.md): ``Σ⁰ = x·x'/d``, per-pixel channel mean
     for images; ``Θ⁰ = 0``. ``x1: (N1, d | C, *spatial)``."""
     x2_ = x1 if x2 is None else x2
     nngp = _gram(x1, x2_, full_spatial)

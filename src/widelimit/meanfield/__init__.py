@@ -1,4 +1,4 @@
-"""Mean-field training dynamics of two-layer nets (DESIGN.md §5–6).
+"""Mean-field training dynamics of two-layer nets (docs/meanfield.md).
 
 - :mod:`.problems`: isotropic Gaussians (MMN 2018) and a ReLU teacher–student problem;
 - :mod:`.network`: finite mean-field nets trained by online SGD / full-batch GD;

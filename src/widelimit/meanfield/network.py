@@ -1,7 +1,7 @@
 """Two-layer mean-field nets trained by online SGD or full-batch GD (particles in torch).
 
 ``ŷ(x) = (1/N) Σ_i σ*(x; θ_i)`` (Mei, Montanari, Nguyen 2018, eq. (1)).  One step with
-the mean-field learning-rate scaling (MMN 2018, eq. (6); DESIGN.md §5)::
+the mean-field learning-rate scaling (MMN 2018, eq. (6); docs/meanfield.md)::
 
     θ_i ← θ_i + 2 s_k · mean_b [(y_b − ŷ(x_b)) ∇θ σ*(x_b; θ_i)],     s_k = ε ξ(kε)
 

@@ -1,4 +1,4 @@
-"""Standard, NTK, mean-field and μP parameterizations compared across width (DESIGN.md §6).
+"""Standard, NTK, mean-field and μP parameterizations compared across width (docs/meanfield.md).
 
 An MLP ``x (m, d) → h¹ = W¹x → φ → … → f = W^{L+1} φ(h^L)`` with hidden width ``n``.
 Every layer ``l`` with fan-in ``k`` is ``multiplier · w`` with trained ``w ~ N(0, std²)``

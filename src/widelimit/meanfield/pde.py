@@ -1,4 +1,4 @@
-"""Distributional-dynamics solvers (Mei, Montanari, Nguyen 2018, eq. (7); DESIGN.md §5).
+"""Distributional-dynamics solvers (Mei, Montanari, Nguyen 2018, eq. (7); docs/meanfield.md).
 
 The PDE ``∂t ρ_t = 2ξ(t) ∇θ·(ρ_t ∇θ Ψ(θ; ρ_t))``, ``Ψ(θ; ρ) = V(θ) + ∫ U(θ, θ') ρ(dθ')``,
 is the Wasserstein gradient flow of ``R(ρ) = R# + 2∫V dρ + ∫∫U dρ dρ``.  We integrate

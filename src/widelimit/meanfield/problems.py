@@ -1,7 +1,7 @@
 """Built-in mean-field problems: isotropic Gaussians and a ReLU teacher–student.
 
 A *problem* fixes the data law and the unit ``σ*(x; θ)`` of the mean-field net
-``ŷ(x) = (1/N) Σ_i σ*(x; θ_i)`` (DESIGN.md §5; Mei, Montanari, Nguyen 2018, eq. (1)).
+``ŷ(x) = (1/N) Σ_i σ*(x; θ_i)`` (docs/meanfield.md; Mei, Montanari, Nguyen 2018, eq. (1)).
 Every problem exposes the same interface, used by :mod:`.network` and :mod:`.pde`:
 
 - ``dim``: dimension ``D`` of one particle ``θ``; ``r_sharp``: ``R# = E[y²]``;
@@ -48,7 +48,7 @@ def _angle_moments(d: int, n_terms: int, dtype: torch.dtype) -> Tensor:
 
 @dataclass(frozen=True)
 class IsotropicGaussians:
-    """Isotropic Gaussians (MMN 2018, §"isotropic Gaussians"; DESIGN.md §5).
+    """Isotropic Gaussians (MMN 2018, §"isotropic Gaussians"; docs/meanfield.md).
 
     ``y = ±1`` equally likely, ``x | y = ±1 ~ N(0, (1 ± Δ)² I_d)``, unit
     ``σ*(x; w) = σ(⟨w, x⟩)`` with ``σ`` piecewise linear, ``ρ₀ = N(0, init_std²/d · I_d)``.
@@ -279,7 +279,7 @@ class _ReLUArcCos(torch.autograd.Function):
 def relu_kernel(w1: Tensor, w2: Tensor) -> Tensor:
     """``κ(w, w') = E[relu(⟨w, x⟩) relu(⟨w', x⟩)]``, ``x ~ N(0, I)``: ``(…, M1, M2)``.
 
-    Cho & Saul 2009, eq. (6) / DESIGN.md §2: ``‖w‖‖w'‖ (sin θ + (π − θ) cos θ)/(2π)``.
+    Cho & Saul 2009, eq. (6) / docs/activations.md: ``‖w‖‖w'‖ (sin θ + (π − θ) cos θ)/(2π)``.
     """
     n1 = (w1 * w1).sum(-1).add(1e-300).sqrt()
     n2 = (w2 * w2).sum(-1).add(1e-300).sqrt()

@@ -1,4 +1,4 @@
-"""Distributional signal propagation (DESIGN.md §4; Poole et al. 2016; Schoenholz et al. 2017).
+"""Signal propagation (docs/propagation.md; Poole et al. 2016; Schoenholz et al. 2017).
 
 * :mod:`~widelimit.propagation.maps` — q-map, c-map, covariance map, layer trajectories.
 * :mod:`~widelimit.propagation.fixed_points` — ``q*``, ``c*``, stability, ``χ₁``, ``ξ_q``, ``ξ_c``.

@@ -13,7 +13,7 @@ them, built with ``net.module(...)``), on ``P`` fixed inputs.  For every layer
   Kolmogorov–Smirnov statistic (:func:`scipy.stats.kstest`) and Wasserstein-1
   distance (exact integral ``∫|F_n − Φ|``, see :func:`w1_to_normal`).  Both
   combine the sampling error of ``n`` draws and the random conditional
-  variance ``q̂``; each is ``O(n^{-1/2})`` (Lee et al. 2018; DESIGN.md §4).
+  variance ``q̂``; each is ``O(n^{-1/2})`` (Lee et al. 2018; docs/propagation.md).
 * outputs (layer ``depth``) jointly over the ``P`` inputs: whitening by the
   NNGP ``K = net.kernel(x).nngp`` (``z = L⁻¹ h``, ``L Lᵀ = K``), the KS distance of
   the pooled ``z`` to ``N(0, 1)``, of ``|z|²`` to ``χ²_P``, and the relative

@@ -1,6 +1,6 @@
 """Layer-to-layer maps of signal propagation: q-map, c-map, covariance map, trajectories.
 
-Network (DESIGN.md §4, Poole et al. 2016): ``depth`` dense layers of infinite
+Network (docs/propagation.md, Poole et al. 2016): ``depth`` dense layers of infinite
 width in the ``"ntk"`` (or standard — same NNGP) parameterization, the
 activation φ between them::
 
@@ -8,7 +8,7 @@ activation φ between them::
 
 ``q^l(x) = E[h^l_i(x)²]`` is the pre-activation variance of layer ``l`` and
 ``c^l(x, x') = E[h^l_i(x) h^l_i(x')]/√(q^l(x) q^l(x'))`` the correlation.
-With ``Σ⁰ = x·x'/d`` (the input kernel of DESIGN.md §1)::
+With ``Σ⁰ = x·x'/d`` (the input kernel, docs/kernels.md, 'The input kernel')::
 
     Σ¹ = σw² Σ⁰ + σb²
     Σ^{l+1}(x, x') = σw² E[φ(u) φ(v)] + σb²,  (u, v) ~ N(0, [[q^l(x), Σ^l], [Σ^l, q^l(x')]])
@@ -17,7 +17,7 @@ whose diagonal is the q-map ``q^{l+1} = σw² E_z[φ(√q^l z)²] + σb²`` (Poo
 al. 2016, eq. (3)) and whose normalised off-diagonal is the c-map (eq. (5)).
 Every Gaussian expectation here is the activation's own
 :meth:`~widelimit.layers.activations.Elementwise.dual` (one formula per
-activation, STYLE.md example 3): ``E[φ(√q z)²] = dual(q, q, q)[0]``.
+activation, docs/activations.md): ``E[φ(√q z)²] = dual(q, q, q)[0]``.
 
 All computations are in float64.
 """
@@ -147,7 +147,7 @@ def covariance_map(activation: Elementwise, cov: object, w_std: float, b_std: fl
     """One layer of the NNGP recursion on a ``(P, P)`` pre-activation covariance.
 
     ``Σ' = σw² E[φ(u) φ(v)] + σb²`` entrywise, with ``q1, q2`` the diagonal
-    entries (DESIGN.md §2, dense ∘ activation).
+    entries (docs/kernels.md, dense ∘ activation).
     """
     activation = check_activation(activation)
     sw = check_nonnegative("w_std", w_std)
@@ -244,7 +244,7 @@ def trajectory(
         if bool((torch.diagonal(k0) < 0).any()):
             raise ValueError("`input_cov` must have a non-negative diagonal (variances)")
     covs = []
-    k = sw**2 * k0 + sb**2  # Σ¹ = σw² Σ⁰ + σb² (DESIGN.md §2)
+    k = sw**2 * k0 + sb**2  # Σ¹ = σw² Σ⁰ + σb² (docs/kernels.md, 'Dense layers')
     covs.append(k)
     for _ in range(depth - 1):
         k = covariance_map(activation, k, sw, sb)  # Poole et al. 2016, eqs. (3), (5)

@@ -1,4 +1,4 @@
-"""Tiled, resumable kernel computation on Dask with a Zarr store (DESIGN.md §8).
+"""Tiled, resumable kernel computation on Dask with a Zarr store (docs/scale.md).
 
 A tile is a pure function of the spec and two input slices::
 

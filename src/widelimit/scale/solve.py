@@ -13,9 +13,9 @@ from ``m`` random landmark columns ``S`` (one streaming pass),
 ``P⁻¹ v = (v − B (σ²I + BᵀB)⁻¹ Bᵀ v) / σ²`` (Williams & Seeger 2001;
 Frangella, Tropp & Udell 2023).
 
-Posterior mean (DESIGN.md §3): ``μ(x*) = K*x (Kxx + σ²I)⁻¹ y``; with
+Posterior mean (docs/inference.md, 'GP posterior'): ``μ(x*) = K*x (Kxx + σ²I)⁻¹ y``; with
 ``kernel="ntk"`` and ``σ² → 0`` this is the infinite-time NTK gradient-flow mean.
-Noise ``σ²`` follows DESIGN.md §1: ``diag_reg · mean(diag K)`` unless
+Noise ``σ²`` follows docs/conventions.md (regularisation): ``diag_reg · mean(diag K)`` unless
 ``diag_reg_absolute``.
 """
 

@@ -1,6 +1,6 @@
 """Tile plan of a kernel matrix: which ``(rows, cols)`` blocks to compute.
 
-Kernels are block-separable (DESIGN.md §8): entry ``(i, j)`` depends only on
+Kernels are block-separable (docs/scale.md): entry ``(i, j)`` depends only on
 inputs ``i`` and ``j``, so the ``(N1, N2)`` kernel splits into square tiles of
 side ``tile`` (edge tiles are smaller when ``tile`` does not divide ``N``).
 Tile ``(I, J)`` covers rows ``[I·tile, min((I+1)·tile, N1))`` and columns

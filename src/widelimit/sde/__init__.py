@@ -1,4 +1,4 @@
-"""Neural covariance SDE (Li, Nica, Roy 2022, arXiv 2206.02768; DESIGN.md §7).
+"""Neural covariance SDE (Li, Nica, Roy 2022, arXiv 2206.02768; docs/sde.md).
 
 Deep-and-wide shaped networks (depth ``d``, width ``n``, ``T = d/n`` fixed): the
 penultimate ``m × m`` covariance ``Φ`` follows ``dΦ = b(Φ)dt + Σ(Φ)^{1/2}dB``.

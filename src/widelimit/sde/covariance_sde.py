@@ -1,4 +1,4 @@
-"""Integrators of the neural covariance SDE (Li, Nica, Roy 2022; DESIGN.md §7).
+"""Integrators of the neural covariance SDE (Li, Nica, Roy 2022; docs/sde.md, 'Numerical schemes').
 
 ``dΦ = b(Φ) dt + Σ(Φ)^{1/2} dB``, ``Σ^{αβ,γδ} = Φ^{αγ}Φ^{βδ} + Φ^{αδ}Φ^{βγ}``, with
 ``T = d/n`` (one layer of width ``n`` is ``dt = 1/n``).

@@ -1,6 +1,6 @@
 """Drifts of the neural covariance SDE and PSD-preserving flows for them.
 
-Conventions (DESIGN.md §7, Li, Nica, Roy 2022, arXiv 2206.02768): for ``m`` inputs the
+Conventions (docs/sde.md, Li, Nica, Roy 2022, arXiv 2206.02768): for ``m`` inputs the
 state is the ``(m, m)`` penultimate covariance ``Φ^{αβ} = (c/n)⟨φ_s(h_α), φ_s(h_β)⟩``;
 one layer of width ``n`` is a time step ``dt = 1/n`` and ``T = d/n``.  Batched states
 have shape ``(..., m, m)``.

@@ -1,6 +1,6 @@
 """Finite shaped networks: a plain torch forward pass and the exact Gaussian sampler.
 
-Network (DESIGN.md §7): ``h¹ = W⁰x/√n₀``, ``h^{l+1} = √(c/n) W^l φ_s(h^l)``,
+Network (docs/sde.md, 'The network'): ``h¹ = W⁰x/√n₀``, ``h^{l+1} = √(c/n) W^l φ_s(h^l)``,
 ``W`` i.i.d. ``N(0, 1)``, ``d`` hidden layers of width ``n``.  For ``m`` inputs
 ``x`` of shape ``(m, n₀)`` the penultimate covariance is
 ``Φ_d = (c/n) φ_s(H_d) φ_s(H_d)ᵀ`` (``(m, m)``), and ``Φ_0 = x xᵀ/n₀``.

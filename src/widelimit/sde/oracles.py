@@ -1,4 +1,4 @@
-"""Exact finite-width laws used as test oracles (DESIGN.md §7).
+"""Exact finite-width laws used as test oracles (docs/sde.md, 'Finite networks and exact oracles').
 
 * Linear net (``φ = id``, gain 1): each layer multiplies the squared norm by
   ``χ²_n/n`` independently, so ``ln(Φ_d/Φ_0)`` is a sum of ``d`` i.i.d. ``ln(χ²_n/n)``:

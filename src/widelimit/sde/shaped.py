@@ -1,4 +1,4 @@
-"""Shaped activations as finite torch modules (Li, Nica, Roy 2022, §2; DESIGN.md §7).
+"""Shaped activations as finite torch modules (Li, Nica, Roy 2022, §2; docs/sde.md).
 
 * :class:`ShapedReLU` — ``φ_s(x) = s₊ max(x, 0) + s₋ min(x, 0)`` with ``s± = 1 + c±/√n``
   (built by :meth:`ShapedReLU.shaped`), or any fixed slopes (e.g. the unshaped ReLU

@@ -1,4 +1,4 @@
-"""Norm stability of smooth shaped networks (Li, Nica, Roy 2022, §3.2; DESIGN.md §7).
+"""Norm stability of smooth shaped networks (Li, Nica, Roy 2022, §3.2; docs/sde.md).
 
 One input: ``dΦ = b_* Φ(Φ − 1) dt + √2 Φ dB`` with ``b_* = (¾φ''(0)² + φ'''(0))/a²``.
 For ``b_* > 0`` the logistic drift blows ``Φ`` up in finite time with positive
