@@ -12,7 +12,13 @@ from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
 from widelimit.monte_carlo import MonteCarloKernel, monte_carlo_kernel
-from widelimit.predict import gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble
+from widelimit.predict import (
+    gp_inference,
+    gradient_descent,
+    gradient_descent_mse,
+    gradient_descent_mse_ensemble,
+    max_learning_rate,
+)
 from widelimit.scale import compute_kernel, load_kernel
 from widelimit.spec_text import load_net, parse_net
 
@@ -31,10 +37,12 @@ __all__ = [
     "empirical_ntk",
     "empirical_ntk_full",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "load_kernel",
     "load_net",
+    "max_learning_rate",
     "meanfield",
     "monte_carlo_kernel",
     "parse_net",
