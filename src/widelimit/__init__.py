@@ -8,6 +8,7 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 from widelimit import meanfield, propagation, scale, sde
 from widelimit.empirical import empirical_ntk, empirical_ntk_full
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
+from widelimit.from_module import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
@@ -36,6 +37,7 @@ __all__ = [
     "compute_kernel",
     "empirical_ntk",
     "empirical_ntk_full",
+    "from_module",
     "gp_inference",
     "gradient_descent",
     "gradient_descent_mse",
