@@ -653,7 +653,9 @@ class GradientDescent:
             f0_test: ``(M, *y_shape)`` test outputs at initialisation (or a scalar), or
                 ``None``; requires ``k_test_train (M, N)``.
         Returns:
-            :class:`FlowPrediction` with ``train (*t_shape, N, *y_shape)`` and ``test``.
+            :class:`FlowPrediction` with ``train (*t_shape, N, *y_shape)``, ``test
+            (*t_shape, M, *y_shape)`` or ``None``, and ``t`` the solver time ``s``
+            (``lr·t``; ``√lr·t`` with momentum).
         """
         import numpy as np
         from scipy.integrate import solve_ivp
