@@ -322,6 +322,15 @@ def test_unmappable_modules_raise_clear_errors(module, match):
         from_module(module)
 
 
+def test_shared_modules_are_refused():
+    tied = nn.Linear(8, 8)
+    with pytest.raises(ValueError, match="share weights"):
+        from_module(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), tied, nn.ReLU(), tied))
+    relu = nn.ReLU()  # parameter-free modules may be reused
+    spec = from_module(nn.Sequential(nn.Linear(4, 8), relu, nn.Linear(8, 8), relu))
+    assert len(spec.layers) == 4
+
+
 def test_argument_errors():
     user = _mlp()
     with pytest.raises(ValueError, match="overrides"):

@@ -120,8 +120,10 @@ def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Leaf modules of (nested) ``nn.Sequential`` containers, with their qualified names."""
     if isinstance(module, nn.Sequential):
         out = []
-        for name, child in module.named_children():
-            out.extend(_leaves(child, f"{prefix}.{name}" if prefix else name))
+        # not named_children(): it skips a module that appears twice (weight tying)
+        for name, child in module._modules.items():
+            if child is not None:
+                out.extend(_leaves(child, f"{prefix}.{name}" if prefix else name))
         return out
     return [(prefix or "<module>", module)]
 
@@ -460,6 +462,14 @@ def from_module(
     if not leaves:
         raise ValueError("`module` is an empty nn.Sequential; there is no network to map")
     affine = {n for n, m in leaves if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
+    first_use: dict[int, str] = {}
+    for name, m in leaves:
+        if any(True for _ in m.parameters()) and first_use.setdefault(id(m), name) != name:
+            raise ValueError(
+                f"{_describe(name, m)} is the same module object as '{first_use[id(m)]}': "
+                "layers that share weights have a different infinite-width limit from "
+                "independent ones, which widelimit does not model; use separate modules"
+            )
     over = _check_override(overrides, affine)
     state = _State(rank=None, channels=None, spatial=None, source="the input")
     if input_shape is not None:
