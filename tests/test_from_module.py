@@ -314,6 +314,10 @@ def test_cnn_kernel_matches_monte_carlo_over_gaussian_reinit():
         (nn.Sequential(nn.Conv1d(2, 8, 3, dilation=2)), "dilation"),
         (nn.Sequential(nn.Conv1d(2, 8, 3, padding=1, padding_mode="reflect")), "padding_mode"),
         (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8)), "elementwise_affine"),
+        (
+            nn.Sequential(nn.Conv1d(2, 8, 4, padding="same", padding_mode="replicate")),
+            "padding_mode",
+        ),
         (nn.Sequential(nn.Conv2d(2, 8, 3), nn.AdaptiveAvgPool2d(2)), "output_size=1"),
     ],
 )

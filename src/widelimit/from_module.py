@@ -283,6 +283,7 @@ def _conv(name, m, state, w_std, b_std, override, param) -> Layer:
         pad = (0,) * nd if m.padding == "valid" else tuple((k - 1) // 2 for k in kernel)
         if m.padding == "same" and any(k % 2 == 0 for k in kernel):
             # torch puts the extra zero after, like widelimit's 'same'
+            _padding_mode(name, m, (0,) * nd, kernel, stride, state)  # checks padding_mode
             padding = "circular" if m.padding_mode == "circular" else "same"
             spatial = state.spatial
         else:
