@@ -8,11 +8,18 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 from widelimit import meanfield, propagation, scale, sde
 from widelimit.empirical import empirical_ntk, empirical_ntk_full
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
+from widelimit.from_module import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
 from widelimit.monte_carlo import MonteCarloKernel, monte_carlo_kernel
-from widelimit.predict import gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble
+from widelimit.predict import (
+    gp_inference,
+    gradient_descent,
+    gradient_descent_mse,
+    gradient_descent_mse_ensemble,
+    max_learning_rate,
+)
 from widelimit.scale import compute_kernel, load_kernel
 from widelimit.spec_text import load_net, parse_net
 
@@ -30,11 +37,14 @@ __all__ = [
     "compute_kernel",
     "empirical_ntk",
     "empirical_ntk_full",
+    "from_module",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "load_kernel",
     "load_net",
+    "max_learning_rate",
     "meanfield",
     "monte_carlo_kernel",
     "parse_net",

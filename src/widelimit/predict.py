@@ -580,3 +580,269 @@ def gradient_descent_mse_ensemble(
         raise ValueError("`learning_rate` must be > 0")
     check_nonnegative("diag_reg", diag_reg)
     return EnsemblePredictor(kernel_fn, x, y, lr, diag_reg, diag_reg_absolute)
+
+
+# --------------------------------------------------------------------------- any loss
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _as_loss(loss: object) -> LossFn:
+    if not callable(loss):
+        raise TypeError(
+            "`loss` must be a callable loss(f_train, y_train) -> scalar tensor, e.g. "
+            f"lambda f, y: torch.nn.functional.cross_entropy(f, y); got {type(loss).__name__}"
+        )
+    return loss  # type: ignore[return-value]
+
+
+class GradientDescent:
+    """Function-space gradient descent under a fixed NTK, for any differentiable loss.
+
+    Returned by :func:`gradient_descent`; call it as
+    ``gd(t, f0_train=0.0, f0_test=None, k_test_train=None)``.  Each call solves
+    the ODE (:func:`scipy.integrate.solve_ivp`) from ``t = 0`` to ``max(t)``.
+
+    The state is the integrated loss gradient, so test outputs cost one product:
+    without momentum ``G(s) = ∫₀ˢ ∇_f L(f_train) ds`` and
+    ``f_train = f0_train − Θ G``, ``f_test = f0_test − Θ*x G``; with momentum
+    ``P'' = ∇_f L + m P'`` (``P(0) = P'(0) = 0``, ``m = (μ − 1)/√lr``) and
+    ``f = f0 − Θ P`` on both sets (heavy ball started at rest).
+    """
+
+    def __init__(
+        self,
+        loss: LossFn,
+        k_train_train: Tensor,
+        y_train: Tensor,
+        learning_rate: float,
+        momentum: float | None,
+        method: str,
+        rtol: float,
+        atol: float,
+    ) -> None:
+        self._loss = loss
+        self._k = k_train_train
+        self._y = y_train
+        self._lr = learning_rate
+        self._momentum = momentum
+        self._method, self._rtol, self._atol = method, rtol, atol
+
+    @property
+    def n_targets(self) -> int:
+        """``y_train.numel()``."""
+        return self._y.numel()
+
+    def _grad(self, f: Tensor, y: Tensor) -> Tensor:
+        """``∇_f loss(f, y)`` in float64, checked."""
+        f = f.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = self._loss(f, y)
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise ValueError(
+                    "`loss(f_train, y_train)` must return a scalar tensor (reduce with a mean "
+                    f"or sum); got {type(value).__name__} "
+                    f"{tuple(value.shape) if isinstance(value, Tensor) else ''}"
+                )
+            (g,) = torch.autograd.grad(value.reshape(()), f, allow_unused=True)
+        if g is None:
+            return torch.zeros_like(f)
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError(
+                "`loss` has a non-finite gradient at the current outputs (NaN/inf); use a "
+                "numerically stable form, e.g. log_softmax instead of log(softmax)"
+            )
+        return g.detach()
+
+    def __call__(
+        self,
+        t: float | Tensor,
+        f0_train: float | Tensor = 0.0,
+        f0_test: Tensor | None = None,
+        k_test_train: Tensor | None = None,
+    ) -> FlowPrediction:
+        """Train/test outputs at time(s) ``t`` (finite, ``>= 0``; any shape).
+
+        Args:
+            t: times in steps of size ``learning_rate`` (module docstring).
+            f0_train: ``(N, *y_shape)`` outputs at initialisation, or a scalar.
+            f0_test: ``(M, *y_shape)`` test outputs at initialisation (or a scalar), or
+                ``None``; requires ``k_test_train (M, N)``.
+        Returns:
+            :class:`FlowPrediction` with ``train (*t_shape, N, *y_shape)``, ``test
+            (*t_shape, M, *y_shape)`` or ``None``, and ``t`` the solver time ``s``
+            (``lr·t``; ``√lr·t`` with momentum).
+        """
+        import numpy as np
+        from scipy.integrate import solve_ivp
+
+        y = self._y
+        n = y.shape[0]
+        heavy = self._momentum is not None
+        scale = math.sqrt(self._lr) if heavy else self._lr
+        t_shape, ts = _times(t, scale)
+        if torch.isinf(ts).any():
+            raise ValueError(
+                "`t` must be finite for gradient_descent: under a general loss the outputs "
+                "need not converge (cross-entropy grows the logits forever); pass finite times"
+            )
+        y64 = y.detach().to(torch.float64).cpu()
+        f0 = as_float_tensor("f0_train", f0_train, min_ndim=0).detach().to(torch.float64).cpu()
+        if f0.ndim and tuple(f0.shape) != tuple(y.shape):
+            raise ValueError(
+                f"`f0_train` must be a scalar or {tuple(y.shape)}; got {tuple(f0.shape)}"
+            )
+        f0 = torch.broadcast_to(f0, y.shape).reshape(n, -1)
+        k64 = self._k.detach().to(torch.float64).cpu()
+        ktx = None
+        if f0_test is not None or k_test_train is not None:
+            if k_test_train is None or f0_test is None:
+                raise ValueError("test predictions need both `f0_test` and `k_test_train`")
+            ktx = _check_cross("k_test_train", k_test_train, n).detach().to(torch.float64).cpu()
+            m = ktx.shape[0]
+            f0t = as_float_tensor("f0_test", f0_test, min_ndim=0).detach().to(torch.float64)
+            f0t = torch.broadcast_to(f0t.cpu(), (m, *y.shape[1:])).reshape(m, -1)
+        width = f0.shape[1]
+        size = n * width
+        mom = (self._momentum - 1.0) / scale if heavy else 0.0
+        y_in = y64  # the loss sees targets in their own shape, float64
+
+        def grad_at(state_g: np.ndarray) -> np.ndarray:
+            g_int = torch.from_numpy(state_g).reshape(n, width)
+            f = (f0 - k64 @ g_int).reshape(y.shape)  # f = f0 − Θ G (or Θ P)
+            return self._grad(f, y_in).reshape(-1).numpy()
+
+        def rhs(_s: float, state: np.ndarray) -> np.ndarray:
+            if not heavy:
+                return grad_at(state)  # dG/ds = ∇_f L(f0 − Θ G)
+            p, v = state[:size], state[size:]
+            return np.concatenate([v, grad_at(p) + mom * v])  # P'' = ∇L + m P'
+
+        order = torch.argsort(ts)
+        t_eval = ts[order].numpy()
+        state0 = np.zeros(2 * size if heavy else size)
+        if float(t_eval[-1]) > 0:
+            sol = solve_ivp(
+                rhs,
+                (0.0, float(t_eval[-1])),
+                state0,
+                method=self._method,
+                t_eval=t_eval,
+                rtol=self._rtol,
+                atol=self._atol,
+            )
+            if not sol.success:
+                raise RuntimeError(f"the ODE solver failed: {sol.message}")
+            states = torch.from_numpy(sol.y[:size].T.copy())  # (T, size), sorted times
+        else:
+            states = torch.zeros(len(t_eval), size, dtype=torch.float64)
+        integral = torch.empty_like(states)
+        integral[order] = states
+        integral = integral.reshape(-1, n, width)
+        like = {"dtype": self._k.dtype, "device": self._k.device}
+        train = f0[None] - torch.einsum("ij,tjk->tik", k64, integral)
+        train = train.reshape(*t_shape, n, *y.shape[1:]).to(**like)
+        test = None
+        if ktx is not None:
+            test = f0t[None] - torch.einsum("ij,tjk->tik", ktx, integral)
+            test = test.reshape(*t_shape, ktx.shape[0], *y.shape[1:]).to(**like)
+        return FlowPrediction(train, test, ts.reshape(t_shape))
+
+
+def gradient_descent(
+    loss: LossFn,
+    k_train_train: Tensor,
+    y_train: Tensor,
+    *,
+    learning_rate: float = 1.0,
+    momentum: float | None = None,
+    method: str = "DOP853",
+    rtol: float = 1e-11,
+    atol: float = 1e-13,
+) -> GradientDescent:
+    """Function-space training under a fixed NTK for any differentiable loss, by an ODE solver.
+
+    Linearised training (Lee et al. 2019, eqs. (3)–(5)) of a network whose
+    outputs on the training inputs are ``f``: gradient descent with step
+    ``learning_rate`` on ``loss(f(θ), y_train)`` becomes, in function space,
+
+        ``df_train/ds = −Θ ∇_f loss(f_train)``,  ``df_test/ds = −Θ*x ∇_f loss(f_train)``
+
+    with ``s = learning_rate·t`` and ``Θ`` acting as ``Θ ⊗ I`` on the output columns.
+    With ``momentum = μ`` (heavy ball, ``v ← μ v − lr ∇L``, ``θ ← θ + v``), as in
+    Neural Tangents' ``predict.gradient_descent``: ``s = √lr·t`` and
+    ``d²f/ds² = −Θ ∇_f loss + ((μ − 1)/√lr) df/ds``, starting at rest.  ``t``
+    counts training steps in both cases.
+
+    **How ``loss`` is normalised.**  ``loss`` is used as given: ``t`` counts
+    steps of full-batch gradient descent with step ``learning_rate`` on exactly
+    this scalar, so a mean (rather than a sum) over examples matters.  The
+    project's MSE convention (module docstring) is
+    ``loss = lambda f, y: 0.5 * ((f - y) ** 2).mean()`` (mean over all
+    ``N × k`` targets); with it this function equals :func:`gradient_descent_mse`.
+    ``torch.nn.functional.cross_entropy(f, y)`` (``y`` one-hot or class
+    probabilities, ``(N, k)``) averages over the ``N`` examples only.
+
+    Args:
+        loss: ``loss(f_train, y_train) -> scalar``, differentiable by torch autograd in
+            ``f_train``; it receives float64 tensors of the shape of ``y_train``.
+        k_train_train: ``(N, N)`` NTK of the training inputs.
+        y_train: ``(N,)`` or ``(N, k)`` targets, the shape of the outputs.
+        learning_rate: step size ``lr > 0`` of the gradient descent being described.
+        momentum: ``None`` (plain gradient descent) or ``μ`` in ``[0, 1)``.
+        method, rtol, atol: passed to :func:`scipy.integrate.solve_ivp` (use
+            ``method="Radau"`` or ``"LSODA"`` for stiff problems: long times and a
+            widely spread NTK spectrum).
+    Returns:
+        a :class:`GradientDescent`, callable on times like :class:`GradientFlow`.
+    """
+    loss = _as_loss(loss)
+    k = _check_square("k_train_train", k_train_train)
+    y = _check_targets(y_train, k.shape[0])
+    lr = check_nonnegative("learning_rate", learning_rate)
+    if lr == 0:
+        raise ValueError("`learning_rate` must be > 0")
+    if momentum is not None:
+        momentum = check_nonnegative("momentum", momentum)
+        if momentum >= 1:
+            raise ValueError(f"`momentum` must be in [0, 1) or None; got {momentum!r}")
+    if not isinstance(method, str):
+        raise TypeError(f"`method` must be a solve_ivp method name; got {type(method).__name__}")
+    rtol = check_nonnegative("rtol", rtol)
+    atol = check_nonnegative("atol", atol)
+    return GradientDescent(loss, k, y, lr, momentum, method, rtol, atol)
+
+
+def max_learning_rate(
+    ntk_train_train: Tensor,
+    y_train_size: int | None = None,
+    momentum: float = 0.0,
+    eps: float = 1e-12,
+) -> float:
+    """Largest stable step of (momentum) gradient descent on MSE for a linearised network.
+
+    With the loss ``½·mean over n_targets (f − y)²`` one step maps
+    ``f − y ↦ (I − lr·Θ/n_targets)(f − y)``, a contraction iff
+    ``lr < 2·n_targets/λ_max(Θ)``; with heavy-ball momentum ``μ`` the bound is
+    ``2(1 + μ)·n_targets/λ_max`` (Goh 2017, "Why momentum really works", §Dynamics
+    of momentum; as Neural Tangents' ``max_learning_rate``).
+
+    Args:
+        ntk_train_train: ``(N, N)`` NTK (analytic or empirical, traced over outputs).
+        y_train_size: ``n_targets = y_train.numel()`` (``N × k``); ``None`` means ``N``
+            (one output per example).
+        momentum: ``μ ≥ 0``.
+        eps: added to ``λ_max`` to avoid dividing by zero.
+    Returns:
+        the maximal learning rate (a float).
+    """
+    k = _check_square("ntk_train_train", ntk_train_train)
+    n_targets = k.shape[0] if y_train_size is None else y_train_size
+    if isinstance(n_targets, bool) or not isinstance(n_targets, int) or n_targets <= 0:
+        raise ValueError(f"`y_train_size` must be a positive int or None; got {y_train_size!r}")
+    mu = check_nonnegative("momentum", momentum)
+    k64 = k.detach().to(torch.float64)
+    lam_max = float(torch.linalg.eigvalsh(0.5 * (k64 + k64.T))[-1])
+    return 2.0 * (1.0 + mu) * n_targets / (max(lam_max, 0.0) + eps)
+
+
+__all__ += ["GradientDescent", "gradient_descent", "max_learning_rate"]

@@ -1,0 +1,518 @@
+"""``from_module``: the infinite-width spec of an ordinary ``torch.nn.Sequential``.
+
+Each standard PyTorch layer maps to the widelimit layer with the same finite
+forward pass (widelimit keeps NCL / NCHW, as torch does)::
+
+    nn.Linear            -> Dense            nn.Conv1d / nn.Conv2d  -> Conv1d / Conv2d
+    nn.AvgPool1d / 2d    -> AvgPool1d / 2d   nn.AdaptiveAvgPool1d/2d(1) -> GlobalAvgPool
+    nn.Flatten           -> Flatten          nn.LayerNorm (no affine)   -> LayerNorm
+    nn.Dropout           -> Dropout          nn.Identity                -> Identity
+    nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus,
+    nn.ELU               -> the activation of the same name (closed-form or
+                            quadrature dual; GELU(approximate="tanh") and
+                            Softplus(beta≠1) through a numerical Activation)
+
+and nested ``nn.Sequential`` containers are flattened.
+
+**Initialisation scales.**  Widelimit's convention is ``Var W = σw²/fan_in``,
+``Var b = σb²`` (``w_std = σw``, ``b_std = σb``).  Unless the caller gives
+``w_std``/``b_std`` (globally or per layer), the scales are read from PyTorch's
+default initialisation of ``nn.Linear`` and ``nn.ConvNd`` (``reset_parameters``):
+
+* weight: ``kaiming_uniform_(a=√5)``, i.e. ``U(−1/√fan_in, 1/√fan_in)``,
+  variance ``1/(3·fan_in)``: **``w_std = 1/√3``** for every layer;
+* bias: ``U(−1/√fan_in, 1/√fan_in)``, variance ``1/(3·fan_in)``: **``b_std =
+  1/√(3·fan_in)``**, which depends on the fan-in.  For the first layer the fan-in
+  is the input size and stays fixed; for every later layer it is a hidden width,
+  so in the strict infinite-width limit PyTorch's default biases **vanish**
+  (``b_std ∝ width^{-1/2}``).  ``from_module`` evaluates ``1/√(3·fan_in)`` at the
+  fan-in of the module it is given, so the spec describes that module at its own
+  widths (its bias terms are ``O(1/width)``, the order of the finite-width
+  corrections themselves); ``spec.with_width(...)`` keeps those values.  Pass
+  ``b_std=0.0`` for the strict limit.
+
+Weights drawn uniformly rather than Gaussian give the same limit for every
+layer whose fan-in grows with the width: given the previous layer, a
+pre-activation is a sum of ``fan_in`` independent terms, Gaussian in the limit
+by the central limit theorem, and only the variance enters the kernel.  The
+first layer is the exception when its fan-in (the input dimension ``d``) is
+small: its pre-activations are then exact sums of ``d`` uniform terms whose
+excess kurtosis ``−1.2·Σx⁴/(Σx²)²`` is ``O(1/d)``; the kernel (computed for
+Gaussian weights) is exact for Gaussian first-layer weights and accurate to
+``O(1/d)`` for uniform ones.
+
+**Parameterization.**  A torch module trains its raw weights, i.e. the
+``"standard"`` parameterization: with ``parameterization="standard"`` the
+spec's NTK is the one of the given module at its own widths (it grows with the
+width).  The default ``"ntk"`` gives the same NNGP and the width-independent
+NTK of the NTK parameterization (Jacot et al. 2018), the usual infinite-width limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from widelimit._validation import check_nonnegative
+from widelimit.layers import (
+    ELU,
+    GELU,
+    Activation,
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+    serial,
+)
+from widelimit.layers.conv import axis_window
+from widelimit.layers.dense import check_parameterization
+
+__all__ = ["TORCH_DEFAULT_W_STD", "from_module"]
+
+TORCH_DEFAULT_W_STD = 1.0 / math.sqrt(3.0)
+"""``w_std`` of PyTorch's default ``kaiming_uniform_(a=√5)``: ``U(±1/√fan_in)`` has variance
+``1/(3·fan_in)``."""
+
+_PLANNED = {
+    "ConvTranspose1d": "ConvTranspose1d",
+    "ConvTranspose2d": "ConvTranspose2d",
+    "MultiheadAttention": "GlobalSelfAttention",
+}
+_SUPPORTED = (
+    "nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d(1), "
+    "nn.AdaptiveAvgPool2d(1), nn.Flatten, nn.LayerNorm, nn.Dropout, nn.Identity, nn.ReLU, "
+    "nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nested "
+    "nn.Sequential"
+)
+
+
+@dataclass
+class _State:
+    """What is known about the activations flowing between layers."""
+
+    rank: int | None  # 0: (N, C) features; 1: (N, C, L); 2: (N, C, H, W); None: not yet known
+    channels: int | None  # C (features or channels), None if unknown
+    spatial: tuple[int, ...] | None  # spatial sizes if the input shape was given
+    source: str  # description of the layer that produced them (for messages)
+    flattened_from: int | None = None  # channels before a Flatten of unknown spatial size
+    singleton: str = ""  # after AdaptiveAvgPool: torch's shape, e.g. (N, C, 1, 1); widelimit (N, C)
+
+
+def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Leaf modules of (nested) ``nn.Sequential`` containers, with their qualified names."""
+    if isinstance(module, nn.Sequential):
+        out = []
+        # not named_children(): it skips a module that appears twice (weight tying)
+        for name, child in module._modules.items():
+            if child is not None:
+                out.extend(_leaves(child, f"{prefix}.{name}" if prefix else name))
+        return out
+    return [(prefix or "<module>", module)]
+
+
+def _describe(name: str, module: nn.Module) -> str:
+    return f"'{name}' ({module!r})"
+
+
+def _check_override(overrides: Mapping[str, Mapping[str, float]] | None, affine: set[str]):
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise TypeError(
+            "`overrides` must map module names (as in module.named_modules()) to "
+            f"{{'w_std': ..., 'b_std': ...}}; got {type(overrides).__name__}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for name, vals in overrides.items():
+        if name not in affine:
+            raise ValueError(
+                f"`overrides` names {name!r}, which is not an nn.Linear/nn.Conv layer of the "
+                f"module; affine layers are: {', '.join(sorted(affine)) or 'none'}"
+            )
+        if not isinstance(vals, Mapping) or not set(vals) <= {"w_std", "b_std"}:
+            raise ValueError(
+                f"`overrides[{name!r}]` must be a mapping with keys 'w_std' and/or 'b_std'; "
+                f"got {vals!r}"
+            )
+        out[name] = {
+            k: check_nonnegative(f"overrides[{name!r}][{k!r}]", v) for k, v in vals.items()
+        }
+    return out
+
+
+def _scales(
+    name: str,
+    module: nn.Module,
+    fan_in: int,
+    w_std: float | None,
+    b_std: float | None,
+    override: Mapping[str, float],
+) -> tuple[float, float]:
+    w = override.get("w_std", TORCH_DEFAULT_W_STD if w_std is None else w_std)
+    has_bias = getattr(module, "bias", None) is not None
+    b_default = 1.0 / math.sqrt(3.0 * fan_in) if b_std is None else b_std
+    b = override.get("b_std", b_default)
+    if not has_bias:
+        if "b_std" in override and override["b_std"] > 0:
+            raise ValueError(
+                f"`overrides[{name!r}]` sets b_std = {override['b_std']} but the layer has "
+                "no bias (bias=False); remove it or give the layer a bias"
+            )
+        b = 0.0
+    return float(w), float(b)
+
+
+def _expect_rank(name: str, module: nn.Module, state: _State, want: int) -> None:
+    if state.singleton and want != 0:
+        raise ValueError(
+            f"{_describe(name, module)} follows a global average pool, which leaves no "
+            "spatial axes to act on"
+        )
+    if state.rank is None or state.rank == want:
+        return
+    kind = {0: "(N, features)", 1: "(N, C, L)", 2: "(N, C, H, W)"}
+    hint = ""
+    if want == 0:
+        hint = (
+            "; torch's nn.Linear acts on the last axis while widelimit's Dense acts on "
+            "channels: insert nn.Flatten() (or nn.AdaptiveAvgPool2d(1), nn.Flatten()) before it"
+        )
+    raise ValueError(
+        f"{_describe(name, module)} expects {kind[want]} inputs but {state.source} gives "
+        f"{kind[state.rank]}{hint}"
+    )
+
+
+def _expect_channels(name: str, module: nn.Module, state: _State, n_in: int, what: str) -> None:
+    if state.singleton and state.rank == 0:
+        raise ValueError(
+            f"{_describe(name, module)}: {state.source} leaves {state.singleton}; add nn.Flatten() "
+            "before this layer"
+        )
+    if state.channels is not None and state.channels != n_in:
+        raise ValueError(
+            f"inconsistent widths: {_describe(name, module)} expects {n_in} {what} but "
+            f"{state.source} gives {state.channels}"
+        )
+    if state.channels is None and state.flattened_from is not None:
+        if n_in % state.flattened_from:
+            raise ValueError(
+                f"inconsistent widths: {_describe(name, module)} expects {n_in} input features, "
+                f"not a multiple of the {state.flattened_from} channels flattened before it"
+            )
+
+
+def _padding_mode(name: str, module: nn.Module, pad: tuple[int, ...], kernel, stride, state):
+    """Map torch's symmetric padding ``pad`` (per axis) onto widelimit's padding names."""
+    kind = "valid"
+    mode = getattr(module, "padding_mode", "zeros")
+    if mode not in ("zeros", "circular"):
+        raise ValueError(
+            f"{_describe(name, module)}: padding_mode={mode!r} has no widelimit equivalent; "
+            "use 'zeros' or 'circular'"
+        )
+    if all(p == 0 for p in pad):
+        return kind
+    kind = "circular" if mode == "circular" else "same"
+    for axis, (p, k, s) in enumerate(zip(pad, kernel, stride, strict=True)):
+        if s == 1:
+            if 2 * p != k - 1:
+                raise ValueError(
+                    f"{_describe(name, module)}: padding {p} with kernel {k} is neither 'valid' "
+                    f"(padding 0) nor 'same' (padding (k−1)/2 = {(k - 1) / 2:g}); widelimit "
+                    "supports those two"
+                )
+            continue
+        if state.spatial is None:
+            raise ValueError(
+                f"{_describe(name, module)}: a strided layer with padding {p} matches "
+                "widelimit's 'same' geometry only for some input sizes; pass "
+                "`input_shape=` to from_module so it can be checked"
+            )
+        size = state.spatial[axis]
+        win = axis_window(type(module).__name__, str(axis), size, k, s, kind)
+        torch_out = (size + 2 * p - k) // s + 1
+        if win.before != p or win.out != torch_out:
+            raise ValueError(
+                f"{_describe(name, module)}: with input size {size}, padding {p}, kernel {k} and "
+                f"stride {s}, torch reads from position −{p} and gives {torch_out} outputs, "
+                f"while widelimit's padding='{kind}' pads {win.before} before and gives "
+                f"{win.out} (widelimit's convolutions have no explicit-padding option yet); "
+                "use padding 0, stride 1, or an input size for which they agree"
+            )
+    return kind
+
+
+def _spatial_out(state: _State, pad, kernel, stride) -> tuple[int, ...] | None:
+    if state.spatial is None:
+        return None
+    return tuple(
+        (n + 2 * p - k) // s + 1
+        for n, p, k, s in zip(state.spatial, pad, kernel, stride, strict=True)
+    )
+
+
+def _conv(name, m, state, w_std, b_std, override, param) -> Layer:
+    nd = 1 if isinstance(m, nn.Conv1d) else 2
+    _expect_rank(name, m, state, nd)
+    if m.groups != 1 or any(d != 1 for d in m.dilation):
+        raise ValueError(
+            f"{_describe(name, m)}: groups and dilation other than 1 are not widelimit layers"
+        )
+    _expect_channels(name, m, state, m.in_channels, "input channels")
+    kernel, stride = tuple(m.kernel_size), tuple(m.stride)
+    if isinstance(m.padding, str):
+        pad = (0,) * nd if m.padding == "valid" else tuple((k - 1) // 2 for k in kernel)
+        if m.padding == "same" and any(k % 2 == 0 for k in kernel):
+            # torch puts the extra zero after, like widelimit's 'same'
+            _padding_mode(name, m, (0,) * nd, kernel, stride, state)  # checks padding_mode
+            padding = "circular" if m.padding_mode == "circular" else "same"
+            spatial = state.spatial
+        else:
+            padding = _padding_mode(name, m, pad, kernel, stride, state)
+            spatial = _spatial_out(state, pad, kernel, stride)
+    else:
+        pad = tuple(m.padding)
+        padding = _padding_mode(name, m, pad, kernel, stride, state)
+        spatial = _spatial_out(state, pad, kernel, stride)
+    fan_in = m.in_channels * math.prod(kernel)
+    w, b = _scales(name, m, fan_in, w_std, b_std, override)
+    cls = Conv1d if nd == 1 else Conv2d
+    layer = cls(
+        m.out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        w_std=w,
+        b_std=b,
+        parameterization=param,
+    )
+    state.rank, state.channels, state.spatial = nd, m.out_channels, spatial
+    state.flattened_from = None
+    return layer
+
+
+def _linear(name, m, state, w_std, b_std, override, param) -> Layer:
+    _expect_rank(name, m, state, 0)
+    _expect_channels(name, m, state, m.in_features, "input features")
+    w, b = _scales(name, m, m.in_features, w_std, b_std, override)
+    state.rank, state.channels, state.spatial = 0, m.out_features, ()
+    state.flattened_from, state.singleton = None, ""
+    return Dense(m.out_features, w_std=w, b_std=b, parameterization=param)
+
+
+def _avg_pool(name, m, state) -> Layer:
+    nd = 1 if isinstance(m, nn.AvgPool1d) else 2
+    _expect_rank(name, m, state, nd)
+
+    def tup(v):
+        return tuple(v) if isinstance(v, Sequence) else (v,) * nd
+
+    kernel = tup(m.kernel_size)
+    stride = tup(m.stride if m.stride is not None else m.kernel_size)
+    pad = tup(m.padding)
+    if m.ceil_mode or getattr(m, "divisor_override", None) is not None:
+        raise ValueError(
+            f"{_describe(name, m)}: ceil_mode=True and divisor_override have no widelimit "
+            "equivalent; use the defaults"
+        )
+    if any(pad) and not m.count_include_pad:
+        raise ValueError(
+            f"{_describe(name, m)}: widelimit's padded AvgPool counts the padded zeros in the "
+            "mean (count_include_pad=True)"
+        )
+    padding = _padding_mode(name, m, pad, kernel, stride, state)
+    spatial = _spatial_out(state, pad, kernel, stride)
+    state.spatial, state.source = spatial, _describe(name, m)
+    cls = AvgPool1d if nd == 1 else AvgPool2d
+    return cls(window=kernel, stride=stride, padding=padding)
+
+
+def _adaptive_pool(name, m, state) -> Layer:
+    nd = 1 if isinstance(m, nn.AdaptiveAvgPool1d) else 2
+    size = m.output_size
+    sizes = tuple(size) if isinstance(size, Sequence) else (size,) * nd
+    if any(s != 1 for s in sizes):
+        raise ValueError(
+            f"{_describe(name, m)}: only output_size=1 (global average pooling) maps to a "
+            "widelimit layer (GlobalAvgPool)"
+        )
+    _expect_rank(name, m, state, nd)
+    state.rank, state.spatial = 0, ()
+    state.singleton = "(N, C" + ", 1" * nd + ")"
+    return GlobalAvgPool()
+
+
+def _flatten(name, m, state) -> Layer:
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise ValueError(
+            f"{_describe(name, m)}: only nn.Flatten() with start_dim=1, end_dim=-1 maps to "
+            "widelimit's Flatten"
+        )
+    if state.rank:
+        if state.spatial is not None and state.channels is not None:
+            state.channels = state.channels * math.prod(state.spatial)
+        else:
+            state.flattened_from, state.channels = state.channels, None
+    state.rank, state.spatial, state.singleton = 0, (), ""
+    return Flatten()
+
+
+def _layer_norm(name, m, state) -> Layer:
+    _expect_rank(name, m, state, 0)
+    shape = tuple(m.normalized_shape)
+    if len(shape) != 1:
+        raise ValueError(
+            f"{_describe(name, m)}: widelimit's LayerNorm normalises the feature axis of "
+            "(N, features) inputs; normalized_shape must be a single size"
+        )
+    _expect_channels(name, m, state, shape[0], "features")
+    if m.elementwise_affine:
+        raise ValueError(
+            f"{_describe(name, m)}: its trainable gain and bias (elementwise_affine=True) leave "
+            "the NNGP unchanged at initialisation (gain 1, bias 0) but add NTK terms that "
+            "widelimit's LayerNorm does not model; build it with elementwise_affine=False"
+        )
+    return LayerNorm(eps=float(m.eps))
+
+
+def _activation(m: nn.Module) -> Layer | None:
+    if isinstance(m, nn.ReLU):
+        return ReLU()
+    if isinstance(m, nn.LeakyReLU):
+        return LeakyReLU(float(m.negative_slope))
+    if isinstance(m, nn.Tanh):
+        return Tanh()
+    if isinstance(m, nn.Sigmoid):
+        return Sigmoid()
+    if isinstance(m, nn.SiLU):
+        return SiLU()
+    if isinstance(m, nn.ELU):
+        return ELU(float(m.alpha))
+    if isinstance(m, nn.GELU):
+        if m.approximate == "none":
+            return GELU()
+        fn = functools.partial(F.gelu, approximate=m.approximate)
+        return Activation(fn, name=f"gelu_{m.approximate}")
+    if isinstance(m, nn.Softplus):
+        if m.beta == 1 and m.threshold == 20:
+            return Softplus()
+        fn = functools.partial(F.softplus, beta=m.beta, threshold=m.threshold)
+        return Activation(fn, name=f"softplus_beta{m.beta:g}")
+    return None
+
+
+def from_module(
+    module: nn.Module,
+    *,
+    w_std: float | None = None,
+    b_std: float | None = None,
+    parameterization: str = "ntk",
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
+    input_shape: int | Sequence[int] | None = None,
+) -> Layer:
+    """The widelimit spec (infinite-width limit) of an ``nn.Sequential`` of standard layers.
+
+    Args:
+        module: an ``nn.Sequential`` (possibly nested) of the layers listed in the module
+            docstring, or a single such layer.
+        w_std: σw of every ``nn.Linear``/``nn.Conv`` (``Var W = σw²/fan_in``); ``None``:
+            PyTorch's default init, ``1/√3`` (module docstring).
+        b_std: σb of every bias (``Var b = σb²``; layers built with ``bias=False`` get 0);
+            ``None``: PyTorch's default, ``1/√(3·fan_in)`` at the module's own fan-in.
+        parameterization: ``"ntk"`` (default) or ``"standard"`` (the NTK of the given
+            module trained as is, at its widths).
+        overrides: per-layer scales, e.g. ``{"4": {"w_std": 1.4, "b_std": 0.1}}``, keyed by
+            the names of ``module.named_modules()``; they win over ``w_std``/``b_std``.
+        input_shape: per-example input shape (e.g. ``(3, 32, 32)``); optional.  When given,
+            every width is checked exactly (including ``nn.Linear`` after ``nn.Flatten``) and
+            strided padded layers can be matched to widelimit's ``"same"`` geometry.
+    Returns:
+        a :class:`~widelimit.layers.base.Layer` (``serial(...)``) whose ``kernel`` is the
+        infinite-width NNGP/NTK and whose ``module(width)`` builds the same architecture.
+    Raises:
+        ValueError: naming the first module that cannot be mapped (and why), or the first
+            pair of layers with inconsistent widths.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"`module` must be a torch.nn.Module; got {type(module).__name__}")
+    param = check_parameterization(parameterization)
+    if w_std is not None:
+        w_std = check_nonnegative("w_std", w_std)
+    if b_std is not None:
+        b_std = check_nonnegative("b_std", b_std)
+    leaves = _leaves(module)
+    if not leaves:
+        raise ValueError("`module` is an empty nn.Sequential; there is no network to map")
+    affine = {n for n, m in leaves if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
+    first_use: dict[int, str] = {}
+    for name, m in leaves:
+        if any(True for _ in m.parameters()) and first_use.setdefault(id(m), name) != name:
+            raise ValueError(
+                f"{_describe(name, m)} is the same module object as '{first_use[id(m)]}': "
+                "layers that share weights have a different infinite-width limit from "
+                "independent ones, which widelimit does not model; use separate modules"
+            )
+    over = _check_override(overrides, affine)
+    state = _State(rank=None, channels=None, spatial=None, source="the input")
+    if input_shape is not None:
+        shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        if not 1 <= len(shape) <= 3 or any(not isinstance(s, int) or s <= 0 for s in shape):
+            raise ValueError(
+                f"`input_shape` must be d, (C, L) or (C, H, W) positive ints; got {input_shape!r}"
+            )
+        state = _State(len(shape) - 1, shape[0], shape[1:], "the input")
+
+    layers: list[Layer] = []
+    for name, m in leaves:
+        layer: Layer | None
+        kind = type(m).__name__
+        if kind in _PLANNED:
+            raise ValueError(
+                f"{_describe(name, m)}: nn.{kind} is not yet a widelimit layer (planned as "
+                f"{_PLANNED[kind]}); from_module cannot map it"
+            )
+        if isinstance(m, nn.Linear):
+            layer = _linear(name, m, state, w_std, b_std, over.get(name, {}), param)
+        elif isinstance(m, nn.Conv1d | nn.Conv2d):
+            layer = _conv(name, m, state, w_std, b_std, over.get(name, {}), param)
+        elif isinstance(m, nn.AvgPool1d | nn.AvgPool2d):
+            layer = _avg_pool(name, m, state)
+        elif isinstance(m, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
+            layer = _adaptive_pool(name, m, state)
+        elif isinstance(m, nn.Flatten):
+            layer = _flatten(name, m, state)
+        elif isinstance(m, nn.LayerNorm):
+            layer = _layer_norm(name, m, state)
+        elif type(m) is nn.Dropout:
+            layer = Dropout(float(m.p))
+        elif isinstance(m, nn.Identity):
+            layer = Identity()
+        else:
+            layer = _activation(m)
+            if layer is None:
+                raise ValueError(
+                    f"{_describe(name, m)}: nn module {kind} has no widelimit equivalent; "
+                    f"supported: {_SUPPORTED}"
+                )
+        state.source = _describe(name, m)
+        layers.append(layer)
+    return serial(*layers)
