@@ -11,6 +11,7 @@ from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, N
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
+from widelimit.linearize import TaylorExpansion, linearize, taylor_expand
 from widelimit.monte_carlo import MonteCarloKernel, monte_carlo_kernel
 from widelimit.predict import gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble
 from widelimit.scale import compute_kernel, load_kernel
@@ -26,6 +27,7 @@ __all__ = [
     "NNGPRegressor",
     "NTKClassifier",
     "NTKRegressor",
+    "TaylorExpansion",
     "__version__",
     "compute_kernel",
     "empirical_ntk",
@@ -33,6 +35,7 @@ __all__ = [
     "gp_inference",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
+    "linearize",
     "load_kernel",
     "load_net",
     "meanfield",
@@ -41,4 +44,5 @@ __all__ = [
     "propagation",
     "scale",
     "sde",
+    "taylor_expand",
 ]
