@@ -89,8 +89,9 @@ def run_page(page: str | int, *, quick: bool = False, progress: bool = True) -> 
         print(f"atlas page {PAGES.index(name) + 1}/{len(PAGES)}: {name}", file=sys.stderr)
     t0 = time.perf_counter()
     res = mod.compute(cfg, progress=progress)
-    return PageResult(name, PAGES.index(name) + 1, quick, res, res.headline,
-                      time.perf_counter() - t0)  # fmt: skip
+    return PageResult(
+        name, PAGES.index(name) + 1, quick, res, res.headline, time.perf_counter() - t0
+    )
 
 
 def _nav() -> list[tuple[str, str]]:
@@ -103,8 +104,10 @@ def _nav() -> list[tuple[str, str]]:
 def _environment() -> str:
     import torch
 
-    return f"Python {platform.python_version()}, torch {torch.__version__}, " \
-           f"{torch.get_num_threads()} torch thread(s), {platform.machine()}"  # fmt: skip
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s), {platform.machine()}"
+    )
 
 
 def write_page(pr: PageResult, out: str | Path) -> Path:
@@ -128,9 +131,16 @@ def write_page(pr: PageResult, out: str | Path) -> Path:
         encoding="utf-8",
     )
     write_json(
-        {"page": pr.name, "number": pr.number, "quick": pr.quick, "seconds": pr.seconds,
-         "headline": pr.headline, "headline_ok": pr.headline.ok, "content": content,
-         "result": pr.result},  # fmt: skip
+        {
+            "page": pr.name,
+            "number": pr.number,
+            "quick": pr.quick,
+            "seconds": pr.seconds,
+            "headline": pr.headline,
+            "headline_ok": pr.headline.ok,
+            "content": content,
+            "result": pr.result,
+        },
         out / f"{pr.name}.json",
     )
     return html_path
@@ -174,11 +184,20 @@ def write_atlas(
             continue
         d = json.loads(path.read_text())
         h = Headline(**{k: (float("nan") if v is None else v) for k, v in d["headline"].items()})
-        rows.append({"file": f"{name}.html", "title": f"{i + 1}. {TITLES[name]}",
-                     "headline": h, "seconds": d["seconds"], "quick": d["quick"]})  # fmt: skip
+        rows.append(
+            {
+                "file": f"{name}.html",
+                "title": f"{i + 1}. {TITLES[name]}",
+                "headline": h,
+                "seconds": d["seconds"],
+                "quick": d["quick"],
+            }
+        )
     total = time.perf_counter() - t0
-    facts = [("this run", f"{', '.join(names)}: {total:.1f} s ({'quick' if quick else 'full'})"),
-             ("machine", _environment())]  # fmt: skip
+    facts = [
+        ("this run", f"{', '.join(names)}: {total:.1f} s ({'quick' if quick else 'full'})"),
+        ("machine", _environment()),
+    ]
     index = out / "index.html"
     index.write_text(index_html(rows, facts), encoding="utf-8")
     write_json({"pages": rows, "seconds": total, "quick": quick}, out / "atlas.json")

@@ -52,9 +52,15 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     t0 = time.perf_counter()
     # conventions.md: sigma_w/sigma_b/act become w_std/b_std/activation
     study = finite_width_study(
-        activation_from_name(cfg.activation), cfg.w_std, cfg.b_std, cfg.depth, cfg.widths,
-        n_seeds=cfg.seeds, seed=cfg.seed, progress=progress,
-    )  # fmt: skip
+        activation_from_name(cfg.activation),
+        cfg.w_std,
+        cfg.b_std,
+        cfg.depth,
+        cfg.widths,
+        n_seeds=cfg.seeds,
+        seed=cfg.seed,
+        progress=progress,
+    )
     slope, se = study.slopes["ks"], study.slopes_se["ks"]
     head = Headline(
         name="log-log slope of the mean KS distance (layers 1..L) vs width",
@@ -89,8 +95,15 @@ def content(res: Result) -> PageContent:
     st, cfg = res.study, res.config
     rows = []
     for i, n in enumerate(st.widths):
-        rows.append([int(n), float(st.stats["ks"][i].mean()), float(st.stats_se["ks"][i].mean()),
-                     float(st.stats["w1"][i].mean()), float(st.stats["q_spread"][i].mean())])  # fmt: skip
+        rows.append(
+            [
+                int(n),
+                float(st.stats["ks"][i].mean()),
+                float(st.stats_se["ks"][i].mean()),
+                float(st.stats["w1"][i].mean()),
+                float(st.stats["q_spread"][i].mean()),
+            ]
+        )
     slopes = [[k, float(st.slopes[k]), float(st.slopes_se[k]), -0.5] for k in st.slopes]
     return PageContent(
         title=TITLE,

