@@ -268,8 +268,10 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     b.plot(
         ws, np.mean(res.dist_lin[ws[0]]) * (np.asarray(ws) / ws[0]) ** -0.5, "k:", label="n^-1/2"
     )
+    b.set_xscale("log")
+    b.set_xticks(ws, [str(w) for w in ws], minor=False)
+    b.minorticks_off()
     b.set(
-        xscale="log",
         yscale="log",
         xlabel="width n",
         ylabel="sup_t RMS over the circle",
