@@ -24,6 +24,7 @@ __all__ = [
     "PageContent",
     "Published",
     "Table",
+    "circle",
     "loglog_slope",
     "mpl",
 ]
@@ -125,5 +126,9 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def rms(a: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(a))))
+def circle(gamma: np.ndarray, dtype=None):
+    """Unit-circle inputs ``(cos γ, sin γ)``: ``(len(gamma), 2)`` tensor (float64 default)."""
+    import torch
+
+    g = np.asarray(gamma, dtype=np.float64)
+    return torch.tensor(np.stack([np.cos(g), np.sin(g)], 1), dtype=dtype or torch.float64)

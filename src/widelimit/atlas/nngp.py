@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from widelimit.atlas.core import Figure, Headline, PageContent, Published, Table, mpl, save
+from widelimit.atlas.core import (
+    Figure,
+    Headline,
+    PageContent,
+    Published,
+    Table,
+    circle,
+    mpl,
+    save,
+)
 
 __all__ = ["Config", "Result", "circle_inputs", "compute", "content", "figures", "sweep_net"]
 
@@ -66,7 +75,7 @@ class Result:
 def circle_inputs(n: int) -> tuple[np.ndarray, torch.Tensor]:
     """``(γ, x)``: ``n`` angles in ``[−π, π)`` and the inputs ``(cos γ, sin γ)``, ``(n, 2)``."""
     g = np.linspace(-np.pi, np.pi, n, endpoint=False)
-    return g, torch.tensor(np.stack([np.cos(g), np.sin(g)], 1), dtype=torch.float64)
+    return g, circle(g)
 
 
 def sweep_net(w_std: float, b_std: float):

@@ -18,7 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from widelimit.atlas.core import Figure, Headline, PageContent, Published, Table, mpl, save
+from widelimit.atlas.core import (
+    Figure,
+    Headline,
+    PageContent,
+    Published,
+    Table,
+    circle,
+    mpl,
+    save,
+)
 
 __all__ = ["Config", "Result", "compute", "content", "figures", "train_gd"]
 
@@ -86,10 +95,6 @@ def _net(cfg: Config, hidden_layers: int):
     return serial(*layers, Dense(1, w_std=cfg.w_std, b_std=cfg.b_std))
 
 
-def _circle(g: np.ndarray, dtype=torch.float64) -> torch.Tensor:
-    return torch.tensor(np.stack([np.cos(g), np.sin(g)], 1), dtype=dtype)
-
-
 def train_gd(
     module: nn.Module,
     x: torch.Tensor,
@@ -128,9 +133,9 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     gamma = np.linspace(-np.pi, np.pi, cfg.n_sweep, endpoint=False)
     rng = np.random.default_rng(cfg.seed)
     g_tr = np.sort(rng.uniform(-np.pi, np.pi, cfg.n_train))
-    x, x_tr = _circle(gamma), _circle(g_tr)
+    x, x_tr = circle(gamma), circle(g_tr)
     y_tr = torch.tensor(np.sin(2 * g_tr) + 0.5 * np.cos(g_tr), dtype=torch.float64)[:, None]
-    x0 = _circle(np.array([0.0]))
+    x0 = circle(np.array([0.0]))
     limit = net.kernel(x0, x, get="ntk").ntk[0].numpy()
     theta_tr = lee_net.kernel(x_tr, get="ntk").ntk
     k_sweep_tr = lee_net.kernel(x, x_tr, get="ntk").ntk
