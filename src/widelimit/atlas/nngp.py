@@ -206,6 +206,15 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     ]
 
 
+def _ours(quantity: str, acc) -> str:
+    """Our number for a published row (only the ReLU NNGP is the same model)."""
+    if quantity.startswith("NNGP (ReLU)"):
+        return f"{acc.nngp_accuracy:.4f}"
+    if quantity.startswith("trained NN"):
+        return f"no trained net here (NTK t = ∞: {acc.ntk_accuracy:.4f})"
+    return "— (ReLU net only)"
+
+
 def content(res: Result) -> PageContent:
     acc, cfg = res.accuracy, res.config
     mnist = res.dataset == "mnist5k"
@@ -222,9 +231,7 @@ def content(res: Result) -> PageContent:
             q,
             f"{v:.4f}",
             "Lee et al. 2018, Table 1 (MNIST, 1k training points)",
-            f"{acc.nngp_accuracy:.4f}"
-            if "NNGP (ReLU)" in q
-            else (f"NTK {acc.ntk_accuracy:.4f}" if "NN" in q else "—"),
+            _ours(q, acc),
             cond,
         )
         for q, v in acc.published.items()
