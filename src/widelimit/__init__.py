@@ -12,6 +12,7 @@ from widelimit.from_module import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
+from widelimit.linearize import TaylorExpansion, linearize, taylor_expand
 from widelimit.monte_carlo import MonteCarloKernel, monte_carlo_kernel
 from widelimit.predict import (
     gp_inference,
@@ -33,6 +34,7 @@ __all__ = [
     "NNGPRegressor",
     "NTKClassifier",
     "NTKRegressor",
+    "TaylorExpansion",
     "__version__",
     "compute_kernel",
     "empirical_ntk",
@@ -42,6 +44,7 @@ __all__ = [
     "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
+    "linearize",
     "load_kernel",
     "load_net",
     "max_learning_rate",
@@ -51,4 +54,5 @@ __all__ = [
     "propagation",
     "scale",
     "sde",
+    "taylor_expand",
 ]

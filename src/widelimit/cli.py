@@ -41,7 +41,7 @@ def _root(
     """widelimit: infinite-width networks, computable and checkable."""
 
 
-_AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale")
+_AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale", "atlas")
 
 for _area in _AREAS:
     try:

@@ -1,0 +1,70 @@
+"""``widelimit atlas``: write the HTML atlas of infinite-width theory (a thin layer over
+:mod:`widelimit.atlas`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from widelimit._cli.common import console, print_json, table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("atlas")
+    def atlas_cmd(
+        page: Annotated[
+            list[str] | None,
+            typer.Argument(
+                help="Page(s) by name or number 1-7: distributions, limit, nngp, propagation, "
+                "ntk, meanfield, sde. Default: all pages."
+            ),
+        ] = None,
+        out: Annotated[
+            Path, typer.Option(help="Directory for index.html, the pages and their JSON.")
+        ] = Path("widelimit-atlas"),
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Small sizes (the whole atlas in a few minutes).")
+        ] = False,
+        json_out: Annotated[
+            bool, typer.Option("--json", help="Print the page summaries as JSON on stdout.")
+        ] = False,
+        progress: Annotated[bool, typer.Option(help="Show progress bars (stderr).")] = True,
+    ) -> None:
+        """Write the atlas: every classic infinite-width result, finite nets beside the limit."""
+        from widelimit.atlas import resolve_page, write_atlas
+
+        pages = None
+        if page:
+            try:
+                pages = [resolve_page(p) for p in page]
+            except ValueError as err:
+                raise typer.BadParameter(str(err), param_hint="PAGE") from err
+        res = write_atlas(out, pages=pages, quick=quick, progress=progress)
+        rows = [
+            {
+                "page": p.name,
+                "headline": p.headline.name,
+                "value": p.headline.value,
+                "theory": p.headline.theory,
+                "tolerance": p.headline.tolerance,
+                "ok": p.headline.ok,
+                "seconds": p.seconds,
+            }
+            for p in res.pages
+        ]
+        if json_out:
+            print_json({"out": res.out, "index": res.index, "seconds": res.seconds, "pages": rows})
+        else:
+            console.print(
+                table(
+                    "widelimit atlas",
+                    ["page", "ours", "theory", "tolerance", "check", "seconds"],
+                    [[r["page"], r["value"], r["theory"], r["tolerance"],
+                      "agrees" if r["ok"] else "DISAGREES", r["seconds"]] for r in rows],
+                )
+            )  # fmt: skip
+            console.print(f"atlas written to {res.index} ({res.seconds:.1f} s)")
+        sys.stdout.flush()

@@ -1,0 +1,204 @@
+"""The atlas: every classic result of infinite-width theory as one command.
+
+``widelimit atlas --out DIR [--quick] [PAGE]`` writes ``index.html`` and one standalone
+page per topic (PNG figures embedded), each with a ``<page>.json`` of every plotted number.
+Each page is a module with ``Config`` (``Config.quick()``), ``compute``, ``figures`` and
+``content`` (see :mod:`widelimit.atlas.core`); :func:`run_page` and :func:`write_atlas`
+tie them together, and the notebooks under ``examples/`` call the same functions.
+
+Pages (in the order of a course): 1 ``distributions``, 2 ``limit``, 3 ``nngp``,
+4 ``propagation``, 5 ``ntk``, 6 ``meanfield``, 7 ``sde``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from widelimit.atlas.core import Figure, Headline, PageContent, Published, Table
+
+__all__ = [
+    "PAGES",
+    "TITLES",
+    "AtlasResult",
+    "Figure",
+    "Headline",
+    "PageContent",
+    "PageResult",
+    "Published",
+    "Table",
+    "page_module",
+    "resolve_page",
+    "run_page",
+    "write_atlas",
+    "write_page",
+]
+
+TITLES: dict[str, str] = {
+    "distributions": "Distributional representation",
+    "limit": "The infinite-width limit",
+    "nngp": "NNGP correspondence",
+    "propagation": "Signal propagation",
+    "ntk": "NTK and lazy training",
+    "meanfield": "Mean-field dynamics",
+    "sde": "Neural covariance SDE",
+}
+PAGES: tuple[str, ...] = tuple(TITLES)
+
+
+def resolve_page(page: str | int) -> str:
+    """A page name (``"nngp"``) or number (``3`` or ``"3"``) → its name; ValueError otherwise."""
+    p = str(page).strip().lower()
+    if p.isdigit() and 1 <= int(p) <= len(PAGES):
+        return PAGES[int(p) - 1]
+    if p in PAGES:
+        return p
+    raise ValueError(
+        f"`page` must be one of {list(PAGES)} or a number 1..{len(PAGES)}; got {page!r}"
+    )
+
+
+def page_module(page: str | int) -> ModuleType:
+    """The module implementing a page."""
+    return importlib.import_module(f"widelimit.atlas.{resolve_page(page)}")
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """One computed page: its name, number, the page module's ``Result``, and run time."""
+
+    name: str
+    number: int
+    quick: bool
+    result: object
+    headline: Headline
+    seconds: float
+
+
+def run_page(page: str | int, *, quick: bool = False, progress: bool = True) -> PageResult:
+    """Compute one page at full (default) or quick sizes."""
+    name = resolve_page(page)
+    mod = page_module(name)
+    cfg = mod.Config.quick() if quick else mod.Config()
+    if progress:
+        print(f"atlas page {PAGES.index(name) + 1}/{len(PAGES)}: {name}", file=sys.stderr)
+    t0 = time.perf_counter()
+    res = mod.compute(cfg, progress=progress)
+    return PageResult(
+        name, PAGES.index(name) + 1, quick, res, res.headline, time.perf_counter() - t0
+    )
+
+
+def _nav() -> list[tuple[str, str]]:
+    nav = [("index.html", "index")]
+    for i, p in enumerate(PAGES):
+        nav.append((f"{p}.html", f"{i + 1}. {TITLES[p]}"))
+    return nav
+
+
+def _environment() -> str:
+    import torch
+
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s), {platform.machine()}"
+    )
+
+
+def write_page(pr: PageResult, out: str | Path) -> Path:
+    """Write ``<name>.html`` (figures embedded), ``<name>.json`` and ``<name>/*.png``."""
+    from widelimit.atlas.html import page_html, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mod = page_module(pr.name)
+    figs = mod.figures(pr.result, out / pr.name)
+    content = mod.content(pr.result)
+    facts = [
+        ("sizes", "quick (--quick)" if pr.quick else "full"),
+        ("run time", f"{pr.seconds:.1f} s (compute; figures not included)"),
+        ("machine", _environment()),
+        ("configuration", repr(pr.result.config)),
+    ]
+    html_path = out / f"{pr.name}.html"
+    html_path.write_text(
+        page_html(pr.name, pr.number, content, pr.headline, figs, facts, _nav()),
+        encoding="utf-8",
+    )
+    write_json(
+        {
+            "page": pr.name,
+            "number": pr.number,
+            "quick": pr.quick,
+            "seconds": pr.seconds,
+            "headline": pr.headline,
+            "headline_ok": pr.headline.ok,
+            "content": content,
+            "result": pr.result,
+        },
+        out / f"{pr.name}.json",
+    )
+    return html_path
+
+
+@dataclass(frozen=True)
+class AtlasResult:
+    """Pages written by :func:`write_atlas`, the index path and the total time."""
+
+    out: Path
+    index: Path
+    pages: list[PageResult]
+    seconds: float
+
+
+def write_atlas(
+    out: str | Path = "widelimit-atlas",
+    *,
+    pages: list[str | int] | None = None,
+    quick: bool = False,
+    progress: bool = True,
+) -> AtlasResult:
+    """Compute and write the given pages (default: all) and an index of every page written
+    so far in ``out`` (a page computed by an earlier run stays listed)."""
+    import json
+
+    from widelimit.atlas.html import index_html, write_json
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    names = list(PAGES) if pages is None else [resolve_page(p) for p in pages]
+    done = []
+    for name in names:
+        pr = run_page(name, quick=quick, progress=progress)
+        write_page(pr, out)
+        done.append(pr)
+    rows = []
+    for i, name in enumerate(PAGES):  # index: every page present in `out`
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        h = Headline(**{k: (float("nan") if v is None else v) for k, v in d["headline"].items()})
+        rows.append(
+            {
+                "file": f"{name}.html",
+                "title": f"{i + 1}. {TITLES[name]}",
+                "headline": h,
+                "seconds": d["seconds"],
+                "quick": d["quick"],
+            }
+        )
+    total = time.perf_counter() - t0
+    facts = [
+        ("this run", f"{', '.join(names)}: {total:.1f} s ({'quick' if quick else 'full'})"),
+        ("machine", _environment()),
+    ]
+    index = out / "index.html"
+    index.write_text(index_html(rows, facts), encoding="utf-8")
+    write_json({"pages": rows, "seconds": total, "quick": quick}, out / "atlas.json")
+    return AtlasResult(out, index, done, total)

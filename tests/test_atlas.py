@@ -1,0 +1,212 @@
+"""The atlas at quick sizes, run once per session through the CLI: each page's headline
+number against its theory value with a tolerance derived from its sampling error (the
+theory values and tolerances are written here, not read from the code under test), the
+files are standalone, and the JSON holds the plotted numbers.
+
+The browser check: headless Chromium (Debian's ``chromium``) opens the atlas index, every
+page and the demo report over the DevTools pipe (``tests/cdp_pipe.py``); every ``<img>``
+must decode (``naturalWidth > 0``) and the console must show no errors.  Skipped, with the
+reason, when Chromium is not installed.
+
+Pages 5 (NTK) and 6 (mean field) cost most of the quick atlas' time: they run in a second
+session fixture used by ``slow`` tests only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from cdp_pipe import Browser, find_chromium
+from widelimit.cli import app
+
+runner = CliRunner()
+DEFAULT_PAGES = ("distributions", "limit", "nngp", "propagation", "sde")
+SLOW_PAGES = ("ntk", "meanfield")
+N_FIGURES = {"distributions": 2, "limit": 3, "nngp": 2, "propagation": 2, "ntk": 2,
+             "meanfield": 4, "sde": 2}  # fmt: skip
+
+
+def _run(out, pages):
+    res = runner.invoke(app, ["atlas", *pages, "--quick", "--out", str(out), "--json",
+                              "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    pages_json = {p: json.loads((out / f"{p}.json").read_text()) for p in pages}
+    return out, summary, pages_json
+
+
+@pytest.fixture(scope="session")
+def quick_atlas(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("atlas"), DEFAULT_PAGES)
+
+
+@pytest.fixture(scope="session")
+def quick_atlas_slow(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("atlas_slow"), SLOW_PAGES)
+
+
+def _headline(pages_json, name):
+    return pages_json[name]["headline"]
+
+
+# ------------------------------------------------------------------------- headlines
+def test_distributions_ks_slope_is_minus_half(quick_atlas):
+    h = _headline(quick_atlas[2], "distributions")
+    assert 0 < h["stderr"] < 0.1  # the fit is informative
+    assert abs(h["value"] - (-0.5)) <= 3 * h["stderr"]
+
+
+def test_limit_output_kernel_concentrates_at_rate_minus_half(quick_atlas):
+    h = _headline(quick_atlas[2], "limit")
+    assert 0 < h["stderr"] < 0.15
+    assert abs(h["value"] - (-0.5)) <= 3 * h["stderr"]
+
+
+def test_nngp_monte_carlo_agrees_with_analytic_kernel(quick_atlas):
+    res = quick_atlas[2]["nngp"]["result"]
+    mc, sem, k = (np.array(res[key]) for key in ("mc_nngp", "mc_sem", "nngp"))
+    iu = np.triu_indices(len(k))
+    z = ((mc - k) / sem)[iu]
+    # Bonferroni: false alarm ≤ 0.1 % for m standard normal z's
+    assert np.abs(z).max() <= stats.norm.isf(1e-3 / (2 * z.size))
+    # and the check has power: on the diagonal var(f²) = 2K², so sem/K = √(2/n_samples)
+    n_samples = res["config"]["mc_samples"]
+    assert float((np.diag(sem) / np.diag(k)).max()) < 1.3 * math.sqrt(2 / n_samples)
+    acc = res["accuracy"]
+    assert acc["nngp_accuracy"] > 0.8 and acc["ntk_accuracy"] > 0.8  # 10 classes: chance 0.1
+    assert res["dataset"] in ("mnist5k", "digits")
+
+
+def test_propagation_peak_of_xi_c_is_the_critical_point(quick_atlas):
+    from widelimit import Tanh
+    from widelimit.propagation import critical_sigma_w2
+
+    page = quick_atlas[2]["propagation"]
+    cfg = page["result"]["config"]
+    step = float(np.max(np.diff(cfg["sigma_w2"])))
+    crit, _ = critical_sigma_w2(Tanh(), cfg["headline_sigma_b2"])  # χ₁ = 1 by root finding
+    assert abs(page["headline"]["value"] - crit) <= step / 2 + 1e-9
+    row = np.array(page["result"]["xi_c"], dtype=float)[
+        cfg["sigma_b2"].index(cfg["headline_sigma_b2"])
+    ]
+    assert np.nanmax(row) > 10 * np.nanmin(row)  # ξ_c really peaks
+
+
+def test_sde_ks_at_noise_level(quick_atlas):
+    page = quick_atlas[2]["sde"]
+    cfg = page["result"]["config"]
+    n = max(cfg["widths"])
+    tol = 1.9495 * math.sqrt(1 / cfg["n_nets"] + 1 / cfg["n_paths"])  # KS null, 99.9 %
+    rows = [r for r in page["result"]["comparison"]["rows"] if r["width"] == n]
+    assert len(rows) == len(cfg["times"])
+    assert max(r["ks_rho"] for r in rows) <= tol
+    verdicts = {r["verdict"]["name"]: r["verdict"]["stable"] for r in
+                page["result"]["stability"]["rows"]}  # fmt: skip
+    assert verdicts == {"tanh": True, "quadratic": False}  # b_* = −2 and +3/4
+
+
+@pytest.mark.slow
+def test_ntk_net_minus_linearisation_shrinks_at_least_like_minus_half(quick_atlas_slow):
+    h = _headline(quick_atlas_slow[2], "ntk")
+    assert 0 < h["stderr"] < 0.3
+    assert h["value"] <= -0.5 + 3 * h["stderr"]  # Lee et al. 2019 Thm 2.1 (a bound)
+    res = quick_atlas_slow[2]["ntk"]["result"]
+    err = {int(k): v for k, v in res["ntk_init_err"].items()}
+    a, b = sorted(err)
+    assert err[b] < err[a]  # the wider net's NTK is closer to the limit (Jacot Fig. 1)
+
+
+@pytest.mark.slow
+def test_meanfield_risk_gap_slope_is_minus_one(quick_atlas_slow):
+    h = _headline(quick_atlas_slow[2], "meanfield")
+    assert 0 < h["stderr"] < 0.2
+    assert abs(h["value"] - (-1.0)) <= 3 * h["stderr"]
+
+
+# ------------------------------------------------------------------------- files
+def _check_files(out, pages_json, summary):
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for name, page in pages_json.items():
+        html = (out / f"{name}.html").read_text(encoding="utf-8")
+        assert html.count('src="data:image/png;base64,') == N_FIGURES[name]
+        assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing external
+        assert "run time" in html and f"{name}.json" in html
+        assert f'href="{name}.html"' in index
+        assert page["quick"] is True and page["seconds"] > 0
+        assert page["content"]["formula"]
+    assert {p["page"] for p in summary["pages"]} == set(pages_json)
+
+
+def test_atlas_files_are_standalone_with_json(quick_atlas):
+    out, summary, pages_json = quick_atlas
+    _check_files(out, pages_json, summary)
+    assert all(p["ok"] for p in summary["pages"])
+
+
+@pytest.mark.slow
+def test_atlas_slow_pages_files(quick_atlas_slow):
+    out, summary, pages_json = quick_atlas_slow
+    _check_files(out, pages_json, summary)
+
+
+def test_cli_rejects_unknown_page(tmp_path):
+    res = runner.invoke(app, ["atlas", "nope", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "page" in res.output.lower()
+
+
+# ------------------------------------------------------------------------- browser
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed (Debian: apt-get install -y chromium)",
+)
+
+
+def _assert_clean(check, n_images=None):
+    assert check.errors == [], (check.url, check.errors)
+    assert check.images, f"{check.url}: no images"
+    bad = [(alt, ok, w) for alt, ok, w in check.images if not ok or w <= 0]
+    assert bad == [], (check.url, bad)
+    if n_images is not None:
+        assert len(check.images) == n_images
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    from widelimit.demo import DemoConfig, run_demo, write_report
+
+    cfg = DemoConfig.quick(n_train=40, n_test=40, widths=(32, 64, 128), seeds=1, steps=5,
+                           n_ntk=6, n_heatmap=12, n_gp_draws=10)  # fmt: skip
+    return write_report(run_demo(cfg, progress=False), tmp_path_factory.mktemp("demo"))
+
+
+@needs_chromium
+def test_atlas_and_demo_report_in_chromium(quick_atlas, demo_report):
+    out, _, pages_json = quick_atlas
+    with Browser(CHROMIUM) as browser:
+        index = browser.check(out / "index.html")
+        assert index.errors == [] and "atlas" in index.title
+        for name in pages_json:
+            _assert_clean(browser.check(out / f"{name}.html"))
+        _assert_clean(browser.check(demo_report), n_images=5)
+
+
+@needs_chromium
+def test_browser_check_catches_broken_image_and_console_error(tmp_path):
+    """The check can fail: a truncated PNG and a console.error are both reported."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!doctype html><title>x</title><img alt="broken" '
+                   'src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")'
+                   "</script>")  # fmt: skip
+    with Browser(CHROMIUM) as browser:
+        check = browser.check(bad)
+    assert check.images == [("broken", True, 0)]
+    assert any("boom" in e for e in check.errors)
