@@ -768,8 +768,9 @@ def gradient_descent(
         ``df_train/ds = −Θ ∇_f loss(f_train)``,  ``df_test/ds = −Θ*x ∇_f loss(f_train)``
 
     with ``s = learning_rate·t`` and ``Θ`` acting as ``Θ ⊗ I`` on the output columns.
-    With ``momentum = μ`` (heavy ball, ``v ← μ v − lr ∇L``, ``θ ← θ + v``), as in
-    Neural Tangents' ``predict.gradient_descent``: ``s = √lr·t`` and
+    With ``momentum = μ`` (heavy ball, ``v ← μ v − lr ∇L``, ``θ ← θ + v``, which is
+    ``torch.optim.SGD(lr=lr, momentum=μ)`` with ``v = −lr·b``), as in Neural Tangents'
+    ``predict.gradient_descent``: ``s = √lr·t`` and
     ``d²f/ds² = −Θ ∇_f loss + ((μ − 1)/√lr) df/ds``, starting at rest.  ``t``
     counts training steps in both cases.
 
