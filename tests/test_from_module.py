@@ -33,7 +33,7 @@ from torch import nn
 
 from widelimit import from_module
 from widelimit.empirical import empirical_ntk
-from widelimit.from_module import TORCH_DEFAULT_W_STD
+from widelimit.from_torch import TORCH_DEFAULT_W_STD
 from widelimit.layers.activations import ElementwiseModule
 from widelimit.layers.conv import ConvModule
 from widelimit.layers.dense import DenseModule

@@ -8,7 +8,7 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 from widelimit import meanfield, propagation, scale, sde
 from widelimit.empirical import empirical_ntk, empirical_ntk_full
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
-from widelimit.from_module import from_module
+from widelimit.from_torch import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
