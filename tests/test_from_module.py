@@ -17,7 +17,7 @@ Error model (as ``test_core_monte_carlo.py``): each entry must satisfy
 and ``bias = BIAS_C·max|K|·(1/width)`` for nets with two or more hidden
 nonlinearities (Hanin & Nica 2019).  With PyTorch's uniform first layer the
 pre-activations are sums of ``d`` uniform terms, with excess kurtosis
-``O(1/d)`` (module docstring of ``widelimit.from_module``); ``UNIFORM_C·max|K|/d``
+``O(1/d)`` (module docstring of ``widelimit.from_torch``); ``UNIFORM_C·max|K|/d``
 is added for that.  Calibration of ``UNIFORM_C``: the exact first-layer
 ``E[φ(h)φ(h')]`` under uniform vs Gaussian weights (2·10⁶ draws) differs by
 ≈ 0.25·max|K|/d for tanh at d = 4 and 16 (≤ 0.04/d for ReLU), so 0.5 leaves a 2x margin.
