@@ -50,6 +50,9 @@ def _blocks(lang: str) -> list[tuple[str, str]]:
 
 
 PYTHON_BLOCKS = _blocks("python")
+# Blocks slower than ~20 s (run with -m slow); none at present: the slowest, the Quickstart,
+# takes ~10 s of CPU including the imports.
+SLOW_BLOCKS: set[str] = set()
 
 _RUNNER = textwrap.dedent(
     """
@@ -67,23 +70,30 @@ _RUNNER = textwrap.dedent(
                 builtins.print(*args, **kw, file=buf)
                 _prints.append([sys._getframe(1).f_lineno, buf.getvalue().strip()])
             builtins.print(*args, **kw)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             exec(compile(code, "README", "exec"), {"__name__": "__main__", "print": rec})
             error = None
         except BaseException:
             error = traceback.format_exc()
         results[bid] = {"prints": prints, "error": error,
-                        "seconds": time.perf_counter() - t0}
+                        "seconds": time.perf_counter() - t0,
+                        "cpu_seconds": time.process_time() - c0}
     json.dump(results, open(out_path, "w"))
     """
 )
 
 
-@pytest.fixture(scope="module")
-def block_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("readme")
-    (tmp / "blocks.json").write_text(json.dumps(PYTHON_BLOCKS))
+_RESULTS: dict[bool, dict] = {}
+
+
+def _run_blocks(slow: bool, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the fast (or the slow) blocks once, in one subprocess; cache the results."""
+    if slow in _RESULTS:
+        return _RESULTS[slow]
+    blocks = [(b, c) for b, c in PYTHON_BLOCKS if (b in SLOW_BLOCKS) == slow]
+    tmp = tmp_path_factory.mktemp("readme-slow" if slow else "readme")
+    (tmp / "blocks.json").write_text(json.dumps(blocks))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join([src, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else src
@@ -93,7 +103,8 @@ def block_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )  # fmt: skip
     if proc.returncode != 0:
         pytest.fail(f"README runner crashed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads((tmp / "results.json").read_text())
+    _RESULTS[slow] = json.loads((tmp / "results.json").read_text())
+    return _RESULTS[slow]
 
 
 _REPR = re.compile(r"^(torch\.|tensor\(|\(|\[|-?\d|True\b|False\b|None\b|'|\")")
@@ -122,9 +133,15 @@ def test_readme_has_python_blocks() -> None:
     assert len(PYTHON_BLOCKS) >= 5, [b for b, _ in PYTHON_BLOCKS]
 
 
-@pytest.mark.parametrize("bid,code", PYTHON_BLOCKS, ids=[b for b, _ in PYTHON_BLOCKS])
-def test_readme_python_block(bid: str, code: str, block_results: dict) -> None:
-    res = block_results[bid]
+@pytest.mark.parametrize(
+    "bid,code",
+    [
+        pytest.param(b, c, id=b, marks=[pytest.mark.slow] if b in SLOW_BLOCKS else [])
+        for b, c in PYTHON_BLOCKS
+    ],
+)
+def test_readme_python_block(bid: str, code: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    res = _run_blocks(bid in SLOW_BLOCKS, tmp_path_factory)[bid]
     assert res["error"] is None, f"README block {bid} failed:\n{res['error']}"
     printed = dict((line, text) for line, text in res["prints"])
     lines = code.splitlines()
