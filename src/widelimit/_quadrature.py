@@ -515,6 +515,8 @@ def gaussian_dual(
 def _dual(
     fn: Fn, dfn: Fn | None, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, rtol: float | None
 ) -> tuple[Tensor, Tensor | None]:
+    """:func:`gaussian_dual` on checked inputs: the dense Mehler pass over blocks of
+    entries, then the entries it could not certify (module docstring, steps 1-3)."""
     dtype, dev = q1.dtype, q1.device
     if rtol is None:
         rtol = 1e-11 if dtype == torch.float64 else 1e-7
@@ -532,35 +534,72 @@ def _dual(
 
     nd = len(shape)
     q1, q2, s12 = (t.reshape((1,) * (nd - t.ndim) + tuple(t.shape)) for t in (q1, q2, s12))
-    u1, inv1 = _distinct(q1)
-    u2, inv2 = _distinct(q2)
-    levels = _levels(max(float(u1[-1]), float(u2[-1])), 0.25)
-    co1 = [_Coefficients(f, n, u1, levels) for f, n in zip(fns, names, strict=True)]
-    if u1.shape == u2.shape and bool(torch.equal(u1, u2)):
-        co2 = co1
-    else:
-        co2 = [_Coefficients(f, n, u2, levels) for f, n in zip(fns, names, strict=True)]
-    active = [
-        (torch.maximum(a.size, b.size) > 1e-14).tolist() for a, b in zip(co1, co2, strict=True)
-    ]
+    terms = _MehlerTerms(fns, names, q1, q2)
+    hard = _mehler_pass(terms, q1, q2, s12, rtol, out)
+    for m, entries in enumerate(hard):
+        if entries:
+            _fill_hard(terms, m, entries, rtol, out[m])
+    return out[0], (out[1] if ntk else None)
 
-    # Coefficient tables (KMAX, *q.shape) broadcasting like q1 / q2, so that the
-    # k-th slice is contiguous; only for small q tensors (e.g. (N1, 1), (1, N2)).
-    # For q tensors of the full size the k-th slice is gathered term by term.
-    rows1 = [co.aT.to(dtype) for co in co1]
-    rows2 = rows1 if co2 is co1 else [co.aT.to(dtype) for co in co2]
-    a1 = [r[:, inv1] if inv1.numel() <= _SMALL else None for r in rows1]
-    a2 = [r[:, inv2] if inv2.numel() <= _SMALL else None for r in rows2]
+
+class _MehlerTerms:
+    """Mehler coefficients of each function (``fn``, and ``dfn`` for the NTK) on both sides.
+
+    Attributes (lists are per function):
+        fns, names: the functions and their argument names (for error messages).
+        u1, inv1 / u2, inv2: distinct variances of ``q1`` / ``q2`` (float64) and the index
+            of each entry into them (shaped like ``q1`` / ``q2``).
+        co1, co2: :class:`_Coefficients` of side 1 / 2 (the same objects when the
+            distinct variances agree).
+        active: which Mehler terms are non-zero on either side (others vanish by symmetry).
+        rows1, rows2: ``(KMAX, U)`` coefficients in the dtype of ``q1``.
+        a1, a2: ``(KMAX, *q.shape)`` coefficient tables broadcasting like ``q1`` / ``q2``,
+            so that the k-th slice is contiguous; only for small ``q`` tensors (e.g.
+            ``(N1, 1)``, ``(1, N2)``), else ``None`` (the k-th slice is gathered term by term).
+    """
+
+    def __init__(self, fns: list[Fn], names: list[str], q1: Tensor, q2: Tensor) -> None:
+        self.fns, self.names = fns, names
+        self.u1, self.inv1 = _distinct(q1)
+        self.u2, self.inv2 = _distinct(q2)
+        levels = _levels(max(float(self.u1[-1]), float(self.u2[-1])), 0.25)
+        self.co1 = [_Coefficients(f, n, self.u1, levels) for f, n in zip(fns, names, strict=True)]
+        if self.u1.shape == self.u2.shape and bool(torch.equal(self.u1, self.u2)):
+            self.co2 = self.co1
+        else:
+            self.co2 = [
+                _Coefficients(f, n, self.u2, levels) for f, n in zip(fns, names, strict=True)
+            ]
+        self.active = [
+            (torch.maximum(a.size, b.size) > 1e-14).tolist()
+            for a, b in zip(self.co1, self.co2, strict=True)
+        ]
+        self.rows1 = [co.aT.to(q1.dtype) for co in self.co1]
+        self.rows2 = self.rows1 if self.co2 is self.co1 else [co.aT.to(q1.dtype) for co in self.co2]
+        self.a1 = [r[:, self.inv1] if self.inv1.numel() <= _SMALL else None for r in self.rows1]
+        self.a2 = [r[:, self.inv2] if self.inv2.numel() <= _SMALL else None for r in self.rows2]
+
+
+_HardEntries = list[tuple[tuple[Tensor, ...], Tensor]]  # (where in the output, s12 there)
+
+
+def _mehler_pass(
+    terms: _MehlerTerms, q1: Tensor, q2: Tensor, s12: Tensor, rtol: float, out: list[Tensor]
+) -> list[_HardEntries]:
+    """Fill ``out`` by Horner sums of one Mehler length per block of entries (step 1).
+
+    Blocks run along the largest broadcast dimension (memory bound: module docstring).
+    Returns, per function, the entries whose ``|c|`` the block's length does not certify.
+    """
+    shape = out[0].shape
+    nd, dtype = len(shape), q1.dtype
     rs1, rs2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
     slack = max(math.sqrt(torch.finfo(dtype).eps), 1e-6)  # rounding of |c| <= 1, not more
     zero_var = bool((q1 == 0).any()) or bool((q2 == 0).any())
-
-    # blocks along the largest broadcast dimension (memory bound: see module doc)
     d = max(range(nd), key=lambda i: shape[i])
     step = max(1, _BLOCK // (math.prod(shape) // shape[d]))
-
-    ladder = torch.tensor(_LADDER, dtype=torch.float64, device=dev)
-    hard: list[list[tuple[tuple[Tensor, ...], Tensor]]] = [[] for _ in fns]  # (where, s12)
+    ladder = torch.tensor(_LADDER, dtype=torch.float64, device=q1.device)
+    hard: list[_HardEntries] = [[] for _ in terms.fns]
     for s in range(0, shape[d], step):
         n = min(step, shape[d] - s)
 
@@ -570,50 +609,28 @@ def _dual(
         bs = cut(s12)
         c = bs * cut(rs1) * cut(rs2)  # c = s12 / √(q1 q2), 0 where q1 q2 = 0
         absc = c.abs()
-        bad = not bool((absc <= 1 + slack).all())  # also catches NaN/inf
-        if zero_var and not bad:
-            bad = bool(((bs != 0) & (c == 0) & (cut(rs1) * cut(rs2) == 0)).any())
-        if bad:
-            if not bool(torch.isfinite(bs).all()):
-                raise ValueError("`s12` contains NaN or inf; covariances must be finite")
-            raise ValueError(
-                "`s12` must satisfy |s12| <= sqrt(q1*q2) (a valid covariance); got "
-                f"max |s12|/sqrt(q1 q2) = {float((bs.abs() * cut(rs1) * cut(rs2)).max()):.6g}"
-            )
+        _check_correlations(bs, c, absc, cut(rs1) * cut(rs2), slack, zero_var)
         c.clamp_(-1, 1)
         absc.clamp_(max=1)
         x = c * c
         probe = absc.reshape(-1)[:: max(1, absc.numel() // 2048)].double().sort().values
-        for m in range(len(fns)):
+        for m in range(len(terms.fns)):
             # conservative block bound |c|^K max τ1 max τ2 <= rtol (Cauchy–Schwarz)
             t12 = (
-                co1[m].tail.index_select(0, cut(inv1).reshape(-1)).amax(0)
-                * co2[m].tail.index_select(0, cut(inv2).reshape(-1)).amax(0)
+                terms.co1[m].tail.index_select(0, cut(terms.inv1).reshape(-1)).amax(0)
+                * terms.co2[m].tail.index_select(0, cut(terms.inv2).reshape(-1)).amax(0)
             ).tolist()
             thr = [
                 2.0 if t <= rtol else (rtol / t) ** (1.0 / k)
                 for t, k in zip(t12, _LADDER, strict=True)
             ]
-            # Mehler length K of the dense pass: minimise K + the cost of the entries
-            # it leaves over (gathered Mehler ≈ 4 K' for the K' they need, or
-            # ≈ _HARD_COST for the polar paths), estimated on a sorted probe of |c|
-            thr_t = torch.tensor(thr, dtype=torch.float64, device=probe.device).cummax(0).values
-            need = torch.searchsorted(thr_t, probe)  # ladder index each entry needs
-            each = torch.where(
-                need < len(_LADDER),
-                4.0 * ladder[need.clamp_max(len(_LADDER) - 1)],
-                float(_HARD_COST),
-            )
-            left = torch.bincount(need, weights=each, minlength=len(_LADDER) + 1)
-            left = left.flip(0).cumsum(0).flip(0)[1:] / need.numel()  # cost of need > j
-            cost = (ladder + left).tolist()
-            j = min(range(len(_LADDER)), key=cost.__getitem__)
+            j = _mehler_length(thr, probe, ladder)
             _horner(
                 c,
                 x,
-                _slices(a1[m], rows1[m], cut(inv1), d, s, n),
-                _slices(a2[m], rows2[m], cut(inv2), d, s, n),
-                active[m],
+                _slices(terms.a1[m], terms.rows1[m], cut(terms.inv1), d, s, n),
+                _slices(terms.a2[m], terms.rows2[m], cut(terms.inv2), d, s, n),
+                terms.active[m],
                 _LADDER[j],
                 cut(out[m]),
             )
@@ -623,22 +640,65 @@ def _dual(
                     full = list(sel)
                     full[d] = full[d] + s
                     hard[m].append((tuple(full), bs.expand(c.shape)[sel]))
+    return hard
 
-    eps = torch.finfo(dtype).eps
-    for m in range(len(fns)):
-        if hard[m]:
-            loc = tuple(torch.cat([h[0][k] for h in hard[m]]) for k in range(nd))
-            i1, i2 = inv1.expand(shape)[loc], inv2.expand(shape)[loc]
-            # c again, in float64 (these entries are sensitive to 1 − |c|)
-            c = torch.cat([h[1] for h in hard[m]]).to(torch.float64)
-            c = (c * u1[i1].rsqrt() * u2[i2].rsqrt()).clamp(-1, 1)
-            # |c| within rounding of 1 is ±1: c itself is only known to a few ulps
-            c = torch.where(c.abs() >= 1 - 4 * eps, c.sign(), c)
-            res = _hard_entries(
-                fns[m], names[m], co1[m], co2[m], active[m], u1, u2, i1, i2, c, rtol
-            )
-            out[m][loc] = res.to(dtype)
-    return out[0], (out[1] if ntk else None)
+
+def _check_correlations(
+    s12: Tensor, c: Tensor, absc: Tensor, rs: Tensor, slack: float, zero_var: bool
+) -> None:
+    """``ValueError`` unless ``|c| <= 1`` up to rounding and ``s12 = 0`` wherever a
+    variance is 0 (``rs = 1/√(q1 q2)``, 0 there); also rejects NaN/inf in ``s12``."""
+    bad = not bool((absc <= 1 + slack).all())  # also catches NaN/inf
+    if zero_var and not bad:
+        bad = bool(((s12 != 0) & (c == 0) & (rs == 0)).any())
+    if bad:
+        if not bool(torch.isfinite(s12).all()):
+            raise ValueError("`s12` contains NaN or inf; covariances must be finite")
+        raise ValueError(
+            "`s12` must satisfy |s12| <= sqrt(q1*q2) (a valid covariance); got "
+            f"max |s12|/sqrt(q1 q2) = {float((s12.abs() * rs).max()):.6g}"
+        )
+
+
+def _mehler_length(thr: list[float], probe: Tensor, ladder: Tensor) -> int:
+    """Index into ``_LADDER`` of the Mehler length of a block's dense pass.
+
+    ``thr[j]``: the largest ``|c|`` that length ``_LADDER[j]`` certifies.  Minimises
+    ``K`` + the cost of the entries it leaves over (gathered Mehler ≈ 4 K' for the K'
+    they need, or ≈ ``_HARD_COST`` for the polar paths), estimated on ``probe``, a
+    sorted sample of the block's ``|c|``.
+    """
+    thr_t = torch.tensor(thr, dtype=torch.float64, device=probe.device).cummax(0).values
+    need = torch.searchsorted(thr_t, probe)  # ladder index each entry needs
+    each = torch.where(
+        need < len(_LADDER),
+        4.0 * ladder[need.clamp_max(len(_LADDER) - 1)],
+        float(_HARD_COST),
+    )
+    left = torch.bincount(need, weights=each, minlength=len(_LADDER) + 1)
+    left = left.flip(0).cumsum(0).flip(0)[1:] / need.numel()  # cost of need > j
+    cost = (ladder + left).tolist()
+    return min(range(len(_LADDER)), key=cost.__getitem__)
+
+
+def _fill_hard(
+    terms: _MehlerTerms, m: int, entries: _HardEntries, rtol: float, out: Tensor
+) -> None:
+    """Write function ``m``'s uncertified entries into ``out`` (steps 1-3 per entry)."""
+    shape, nd = out.shape, out.ndim
+    eps = torch.finfo(out.dtype).eps
+    loc = tuple(torch.cat([h[0][k] for h in entries]) for k in range(nd))
+    i1, i2 = terms.inv1.expand(shape)[loc], terms.inv2.expand(shape)[loc]
+    # c again, in float64 (these entries are sensitive to 1 − |c|)
+    c = torch.cat([h[1] for h in entries]).to(torch.float64)
+    c = (c * terms.u1[i1].rsqrt() * terms.u2[i2].rsqrt()).clamp(-1, 1)
+    # |c| within rounding of 1 is ±1: c itself is only known to a few ulps
+    c = torch.where(c.abs() >= 1 - 4 * eps, c.sign(), c)
+    res = _hard_entries(
+        terms.fns[m], terms.names[m], terms.co1[m], terms.co2[m], terms.active[m],
+        terms.u1, terms.u2, i1, i2, c, rtol,
+    )  # fmt: skip
+    out[loc] = res.to(out.dtype)
 
 
 def _slices(

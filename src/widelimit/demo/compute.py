@@ -8,7 +8,7 @@ One network spec gives both sides:
   full-batch gradient descent on ``½·mean over all targets (f − y)²`` with step
   ``η`` for ``K`` steps, several seeds per width.
 
-Time convention (docs/inference.md): the loss is averaged over all ``N·k`` targets,
+Time convention (DESIGN.md §1): the loss is averaged over all ``N·k`` targets,
 exactly the normalisation of :func:`widelimit.predict.gradient_descent_mse`, so
 gradient descent after ``K`` steps of size ``η`` compares with gradient flow at
 ``t = K·η`` (learning_rate = 1).  ``η = lr_factor · N·k / λ_max(Θ)`` keeps the
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -232,145 +232,183 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoRes
     t_start = time.perf_counter()
     net = load_net(cfg.net)
     data = load_dataset(cfg)
-    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
-    ltr, lte = data.labels_train, data.labels_test
-    n_targets = ytr.numel()
-    in_shape = tuple(xtr.shape[1:])
-    out_k = net.output_shape(in_shape)[0]
+    out_k = net.output_shape(tuple(data.x_train.shape[1:]))[0]
     if out_k != data.n_classes:
         raise ValueError(
             f"the net has {out_k} outputs but {data.name} has {data.n_classes} classes; "
             f"end the net with Dense({data.n_classes})"
         )
-    n_total_nets = len(cfg.widths) * cfg.seeds
     with progress_bar(progress, transient=False) as bar:
-        task_k = bar.add_task("infinite-width kernels", total=4)
-        # ---------------------------------------------------------------- infinite
-        # the finite nets are trained without regularisation: compare with diag_reg = 0
-        ens = gradient_descent_mse_ensemble(net, xtr, ytr, diag_reg=0.0)
-        bar.advance(task_k)
-        theta = ens.k_train_train["ntk"].to(torch.float64)
-        lam_max = float(torch.linalg.eigvalsh(theta)[-1])
-        lr = cfg.lr_factor * n_targets / lam_max
-        t_end = cfg.steps * lr
-        times = torch.tensor([*(t_end * np.logspace(-2, 2, 17)), math.inf], dtype=torch.float64)
-        sweep = {}
-        for g in ("nngp", "ntk"):
-            pred = ens(xte, times, kernel=g, compute_cov=False)
-            sweep[g] = (_accuracy(pred.mean, lte), _mse(pred.mean, yte), pred.conditioning)
-        bar.advance(task_k)
-        ntk_end = ens(xte, t_end, kernel="ntk", compute_cov=False).mean
-        k_te = net.kernel(xte, xtr, get=("nngp", "ntk"))
-        k_tt = net.kernel(xte, None, get=("nngp",)).nngp
-        flow = gradient_descent_mse(theta, ytr, diag_reg=0.0)
-        # infinite-width *single* nets: f0 ~ GP(0, K) on train ∪ test (Lee et al. 2019)
-        kn = torch.cat(
-            [
-                torch.cat([ens.k_train_train["nngp"], k_te.nngp.T], 1),
-                torch.cat([k_te.nngp, k_tt], 1),
-            ]
-        )
-        ev, vec = torch.linalg.eigh(kn)
-        root = vec * ev.clamp_min(0).sqrt()
-        gen = torch.Generator().manual_seed(12345)
-        z = torch.randn(len(kn), out_k * cfg.n_gp_draws, generator=gen, dtype=torch.float64)
-        f0 = (root @ z).reshape(len(kn), cfg.n_gp_draws, out_k).transpose(0, 1)
-        n = len(xtr)
-        single_acc, single_mse = [], []
-        for d in range(cfg.n_gp_draws):
-            out = flow(t_end, f0[d, :n], f0[d, n:], k_te.ntk)
-            single_acc.append(float(_accuracy(out.test, lte)))
-            single_mse.append(float(_mse(out.test, yte)))
-        bar.advance(task_k)
-        heat_idx = torch.argsort(lte[: cfg.n_heatmap], stable=True)
-        xh = xte[: cfg.n_heatmap][heat_idx]
-        kh = net.kernel(xh, None, get=("nngp", "ntk"))
-        ntk_idx = torch.argsort(ltr[: cfg.n_ntk], stable=True)
-        xn = xtr[: cfg.n_ntk][ntk_idx]
-        theta_n = net.kernel(xn, None, get=("ntk",)).ntk
-        bar.advance(task_k)
-        infinite = InfiniteResult(
-            times=times.tolist(),
-            nngp_accuracy=sweep["nngp"][0].tolist(),
-            ntk_accuracy=sweep["ntk"][0].tolist(),
-            nngp_mse=sweep["nngp"][1].tolist(),
-            ntk_mse=sweep["ntk"][1].tolist(),
-            t_end=t_end,
-            ntk_accuracy_t_end=float(_accuracy(ntk_end, lte)),
-            ntk_mse_t_end=float(_mse(ntk_end, yte)),
-            nngp_accuracy_inf=float(sweep["nngp"][0][-1]),
-            ntk_accuracy_inf=float(sweep["ntk"][0][-1]),
-            single_net_accuracy_t_end=float(np.mean(single_acc)),
-            single_net_accuracy_sd=float(np.std(single_acc)),
-            single_net_mse_t_end=float(np.mean(single_mse)),
-            cond_nngp=sweep["nngp"][2].cond,
-            cond_ntk=sweep["ntk"][2].cond,
-        )
-        # ---------------------------------------------------------------- finite
-        task_f = bar.add_task("finite nets (gradient descent)", total=n_total_nets)
-        runs: list[FiniteRun] = []
-        empirical_init: dict[int, np.ndarray] = {}
-        for width in cfg.widths:
-            for seed in range(cfg.seeds):
-                bar.update(task_f, description=f"finite nets: width {width}, seed {seed}")
-                t0 = time.perf_counter()
-                run, theta0 = _train_one(
-                    net, width, seed, in_shape, xtr, ytr, xte, yte, lte, lr, cfg.steps,
-                    flow, k_te.ntk, xn, theta_n, cfg.center,
-                )  # fmt: skip
-                runs.append(
-                    FiniteRun(width, seed, *run, seconds=time.perf_counter() - t0)  # type: ignore[misc]
-                )
-                if seed == 0:
-                    empirical_init[width] = theta0.numpy()
-                bar.advance(task_f)
-    summaries = []
-    for width in cfg.widths:
-        rs = [r for r in runs if r.width == width]
-        arr = {f: np.array([getattr(r, f) for r in rs]) for f in FiniteRun.__dataclass_fields__}
-        summaries.append(
-            WidthSummary(
-                width,
-                len(rs),
-                float(arr["test_accuracy"].mean()),
-                float(arr["test_accuracy"].std()),
-                float(arr["test_mse"].mean()),
-                float(arr["test_mse"].std()),
-                float(arr["dist_to_ntk"].mean()),
-                float(arr["dist_to_ntk"].std()),
-                float(arr["ntk_init_error"].mean()),
-                float(arr["ntk_change"].mean()),
-            )
-        )
+        inf = _infinite_width(net, cfg, data, out_k, bar)
+        runs, empirical_init = _finite_width(net, cfg, data, inf, bar)
+    summaries = [_summarise(width, [r for r in runs if r.width == width]) for width in cfg.widths]
     literature = None
     if cfg.mnist:
         from widelimit.demo.literature import mnist_vs_published
 
         literature = mnist_vs_published()
     ws = [s.width for s in summaries]
+    return DemoResult(
+        config=cfg,
+        protocol=data.protocol,
+        net=repr(net),
+        learning_rate=inf.lr,
+        steps=cfg.steps,
+        t_end=inf.t_end,
+        infinite=inf.result,
+        runs=runs,
+        widths=summaries,
+        dist_slope=_fit_slope(ws, [s.dist_mean for s in summaries]),
+        ntk_change_slope=_fit_slope(ws, [s.ntk_change_mean for s in summaries]),
+        seconds=time.perf_counter() - t_start,
+        heatmaps=replace(inf.heatmaps, ntk_empirical=empirical_init),
+        literature=literature,
+    )
+
+
+@dataclass(frozen=True)
+class _InfiniteSide:
+    """What the finite-width runs need from the infinite-width side.
+
+    ``lr``, ``t_end``: step size and ``K·η``; ``flow``: linearised gradient flow on the
+    analytic NTK; ``ntk_test_train``: ``(N_test, N_train)`` analytic NTK; ``xn``,
+    ``theta_n``: the ``n_ntk`` inputs (sorted by label) for empirical NTKs and their
+    analytic NTK; ``heatmaps``: kernels to plot (empirical ones still empty).
+    """
+
+    result: InfiniteResult
+    lr: float
+    t_end: float
+    flow: object
+    ntk_test_train: Tensor
+    xn: Tensor
+    theta_n: Tensor
+    heatmaps: Heatmaps
+
+
+def _infinite_width(net, cfg: DemoConfig, data: Dataset, out_k: int, bar) -> _InfiniteSide:
+    """NNGP/NTK ensembles over the time sweep, single infinite nets, heatmap kernels."""
+    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    ltr, lte = data.labels_train, data.labels_test
+    task_k = bar.add_task("infinite-width kernels", total=4)
+    # the finite nets are trained without regularisation: compare with diag_reg = 0
+    ens = gradient_descent_mse_ensemble(net, xtr, ytr, diag_reg=0.0)
+    bar.advance(task_k)
+    theta = ens.k_train_train["ntk"].to(torch.float64)
+    lam_max = float(torch.linalg.eigvalsh(theta)[-1])
+    lr = cfg.lr_factor * ytr.numel() / lam_max
+    t_end = cfg.steps * lr
+    times = torch.tensor([*(t_end * np.logspace(-2, 2, 17)), math.inf], dtype=torch.float64)
+    sweep = {}
+    for g in ("nngp", "ntk"):
+        pred = ens(xte, times, kernel=g, compute_cov=False)
+        sweep[g] = (_accuracy(pred.mean, lte), _mse(pred.mean, yte), pred.conditioning)
+    bar.advance(task_k)
+    ntk_end = ens(xte, t_end, kernel="ntk", compute_cov=False).mean
+    k_te = net.kernel(xte, xtr, get=("nngp", "ntk"))
+    k_tt = net.kernel(xte, None, get=("nngp",)).nngp
+    flow = gradient_descent_mse(theta, ytr, diag_reg=0.0)
+    single_acc, single_mse = _single_infinite_nets(
+        cfg, data, out_k, ens.k_train_train["nngp"], k_te, k_tt, flow, t_end
+    )
+    bar.advance(task_k)
+    heat_idx = torch.argsort(lte[: cfg.n_heatmap], stable=True)
+    kh = net.kernel(xte[: cfg.n_heatmap][heat_idx], None, get=("nngp", "ntk"))
+    ntk_idx = torch.argsort(ltr[: cfg.n_ntk], stable=True)
+    xn = xtr[: cfg.n_ntk][ntk_idx]
+    theta_n = net.kernel(xn, None, get=("ntk",)).ntk
+    bar.advance(task_k)
+    result = InfiniteResult(
+        times=times.tolist(),
+        nngp_accuracy=sweep["nngp"][0].tolist(),
+        ntk_accuracy=sweep["ntk"][0].tolist(),
+        nngp_mse=sweep["nngp"][1].tolist(),
+        ntk_mse=sweep["ntk"][1].tolist(),
+        t_end=t_end,
+        ntk_accuracy_t_end=float(_accuracy(ntk_end, lte)),
+        ntk_mse_t_end=float(_mse(ntk_end, yte)),
+        nngp_accuracy_inf=float(sweep["nngp"][0][-1]),
+        ntk_accuracy_inf=float(sweep["ntk"][0][-1]),
+        single_net_accuracy_t_end=float(np.mean(single_acc)),
+        single_net_accuracy_sd=float(np.std(single_acc)),
+        single_net_mse_t_end=float(np.mean(single_mse)),
+        cond_nngp=sweep["nngp"][2].cond,
+        cond_ntk=sweep["ntk"][2].cond,
+    )
     heat = Heatmaps(
         labels=lte[: cfg.n_heatmap][heat_idx].tolist(),
         nngp=kh.nngp.numpy(),
         ntk=kh.ntk.numpy(),
         ntk_labels=ltr[: cfg.n_ntk][ntk_idx].tolist(),
         ntk_analytic=theta_n.numpy(),
-        ntk_empirical=empirical_init,
+        ntk_empirical={},
     )
-    return DemoResult(
-        config=cfg,
-        protocol=data.protocol,
-        net=repr(net),
-        learning_rate=lr,
-        steps=cfg.steps,
-        t_end=t_end,
-        infinite=infinite,
-        runs=runs,
-        widths=summaries,
-        dist_slope=_fit_slope(ws, [s.dist_mean for s in summaries]),
-        ntk_change_slope=_fit_slope(ws, [s.ntk_change_mean for s in summaries]),
-        seconds=time.perf_counter() - t_start,
-        heatmaps=heat,
-        literature=literature,
+    return _InfiniteSide(result, lr, t_end, flow, k_te.ntk, xn, theta_n, heat)
+
+
+def _single_infinite_nets(
+    cfg: DemoConfig, data: Dataset, out_k: int, k_train, k_te, k_tt, flow, t_end: float
+) -> tuple[list[float], list[float]]:
+    """Accuracy and MSE of ``n_gp_draws`` infinite-width *single* nets at ``t_end``.
+
+    ``f0 ~ GP(0, K)`` on train ∪ test, then linearised gradient flow on the NTK
+    (Lee et al. 2019).
+    """
+    kn = torch.cat([torch.cat([k_train, k_te.nngp.T], 1), torch.cat([k_te.nngp, k_tt], 1)])
+    ev, vec = torch.linalg.eigh(kn)
+    root = vec * ev.clamp_min(0).sqrt()
+    gen = torch.Generator().manual_seed(12345)
+    z = torch.randn(len(kn), out_k * cfg.n_gp_draws, generator=gen, dtype=torch.float64)
+    f0 = (root @ z).reshape(len(kn), cfg.n_gp_draws, out_k).transpose(0, 1)
+    n = len(data.x_train)
+    single_acc, single_mse = [], []
+    for d in range(cfg.n_gp_draws):
+        out = flow(t_end, f0[d, :n], f0[d, n:], k_te.ntk)
+        single_acc.append(float(_accuracy(out.test, data.labels_test)))
+        single_mse.append(float(_mse(out.test, data.y_test)))
+    return single_acc, single_mse
+
+
+def _finite_width(
+    net, cfg: DemoConfig, data: Dataset, inf: _InfiniteSide, bar
+) -> tuple[list[FiniteRun], dict[int, np.ndarray]]:
+    """Train ``cfg.seeds`` nets per width; also the seed-0 empirical NTKs at init."""
+    in_shape = tuple(data.x_train.shape[1:])
+    task_f = bar.add_task("finite nets (gradient descent)", total=len(cfg.widths) * cfg.seeds)
+    runs: list[FiniteRun] = []
+    empirical_init: dict[int, np.ndarray] = {}
+    for width in cfg.widths:
+        for seed in range(cfg.seeds):
+            bar.update(task_f, description=f"finite nets: width {width}, seed {seed}")
+            t0 = time.perf_counter()
+            run, theta0 = _train_one(
+                net, width, seed, in_shape, data.x_train, data.y_train, data.x_test,
+                data.y_test, data.labels_test, inf.lr, cfg.steps, inf.flow,
+                inf.ntk_test_train, inf.xn, inf.theta_n, cfg.center,
+            )  # fmt: skip
+            runs.append(
+                FiniteRun(width, seed, *run, seconds=time.perf_counter() - t0)  # type: ignore[misc]
+            )
+            if seed == 0:
+                empirical_init[width] = theta0.numpy()
+            bar.advance(task_f)
+    return runs, empirical_init
+
+
+def _summarise(width: int, rs: list[FiniteRun]) -> WidthSummary:
+    """Mean and standard deviation over the seeds of one width."""
+    arr = {f: np.array([getattr(r, f) for r in rs]) for f in FiniteRun.__dataclass_fields__}
+    return WidthSummary(
+        width,
+        len(rs),
+        float(arr["test_accuracy"].mean()),
+        float(arr["test_accuracy"].std()),
+        float(arr["test_mse"].mean()),
+        float(arr["test_mse"].std()),
+        float(arr["dist_to_ntk"].mean()),
+        float(arr["dist_to_ntk"].std()),
+        float(arr["ntk_init_error"].mean()),
+        float(arr["ntk_change"].mean()),
     )
 
 

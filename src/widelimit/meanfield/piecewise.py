@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from widelimit._quadrature import gauss_legendre
 
 __all__ = ["PiecewiseLinear"]
 
@@ -174,9 +175,9 @@ class PiecewiseLinear:
             brk.append((t / a).clamp(-L, L))
             brk.append((t / safe_bc).clamp(-L, L))
         edges = torch.sort(torch.stack(brk, dim=-1), dim=-1).values  # (..., 6)
-        xg_np, wg_np = np.polynomial.legendre.leggauss(nodes)
-        xg = torch.as_tensor(xg_np, dtype=a.dtype, device=a.device)
-        wg = torch.as_tensor(wg_np, dtype=a.dtype, device=a.device)
+        xg_np, wg_np = gauss_legendre(nodes)
+        xg = torch.tensor(xg_np, dtype=a.dtype, device=a.device)
+        wg = torch.tensor(wg_np, dtype=a.dtype, device=a.device)
         # panels: split every interval into `panels` equal pieces
         frac = torch.arange(panels + 1, dtype=a.dtype, device=a.device) / panels
         lo, hi = edges[..., :-1], edges[..., 1:]
