@@ -27,7 +27,7 @@ class Config:
     times: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     eps: float = 5e-4
     batch_size: int = 128
-    seeds: int = 4
+    seeds: int = 3
     particles: int = 2000
     coord_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
     coord_seeds: int = 2

@@ -43,10 +43,10 @@ class Config:
     n_sweep: int = 64
     n_train: int = 8
     jacot_widths: tuple[int, ...] = (500, 2000)  # paper: 500 and 10,000
-    jacot_seeds: int = 5
+    jacot_seeds: int = 3
     lee_hidden_layers: int = 2
     lee_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
-    lee_seeds: int = 4
+    lee_seeds: int = 3
     steps: int = 200
     lr_factor: float = 0.5  # η = lr_factor · N / λ_max(Θ)
     n_checkpoints: int = 9
