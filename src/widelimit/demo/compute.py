@@ -8,7 +8,7 @@ One network spec gives both sides:
   full-batch gradient descent on ``½·mean over all targets (f − y)²`` with step
   ``η`` for ``K`` steps, several seeds per width.
 
-Time convention (DESIGN.md §1): the loss is averaged over all ``N·k`` targets,
+Time convention (docs/inference.md): the loss is averaged over all ``N·k`` targets,
 exactly the normalisation of :func:`widelimit.predict.gradient_descent_mse`, so
 gradient descent after ``K`` steps of size ``η`` compares with gradient flow at
 ``t = K·η`` (learning_rate = 1).  ``η = lr_factor · N·k / λ_max(Θ)`` keeps the
