@@ -86,12 +86,13 @@ def test_nngp_monte_carlo_agrees_with_analytic_kernel(quick_atlas):
 
 def test_propagation_peak_of_xi_c_is_the_critical_point(quick_atlas):
     from widelimit import Tanh
-    from widelimit.propagation import critical_sigma_w2
+    from widelimit.propagation import critical_w_std
 
     page = quick_atlas[2]["propagation"]
     cfg = page["result"]["config"]
     step = float(np.max(np.diff(cfg["sigma_w2"])))
-    crit, _ = critical_sigma_w2(Tanh(), cfg["headline_sigma_b2"])  # χ₁ = 1 by root finding
+    # χ₁ = 1 by root finding; the page's grid is in variances
+    crit = critical_w_std(Tanh(), cfg["headline_sigma_b2"] ** 0.5)[0] ** 2
     assert abs(page["headline"]["value"] - crit) <= step / 2 + 1e-9
     row = np.array(page["result"]["xi_c"], dtype=float)[
         cfg["sigma_b2"].index(cfg["headline_sigma_b2"])

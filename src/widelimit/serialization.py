@@ -18,9 +18,9 @@ def jsonable(obj: Any) -> Any:
     """Convert ``obj`` recursively to JSON types.
 
     Dataclasses become dicts of their fields, tensors and arrays nested lists, numpy
-    scalars Python scalars, paths/dtypes/devices strings, dict keys strings, tuples
-    lists; non-finite floats become ``None`` (JSON has no NaN/inf).  Other objects are
-    returned unchanged.
+    scalars Python scalars, paths/dtypes/devices strings, dict keys strings (tuple keys
+    joined by ``,``), tuples lists; non-finite floats become ``None`` (JSON has no
+    NaN/inf).  Other objects are returned unchanged.
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -33,7 +33,7 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {_key(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
@@ -41,6 +41,13 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, torch.dtype | torch.device):
         return str(obj)
     return obj
+
+
+def _key(k: object) -> str:
+    """A JSON object key: tuples joined by ``,`` (``(64, 0)`` → ``"64,0"``), else ``str``."""
+    if isinstance(k, tuple):
+        return ",".join(str(v) for v in k)
+    return str(k)
 
 
 def print_json(obj: Any) -> None:

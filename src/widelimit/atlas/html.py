@@ -8,19 +8,16 @@ facts, figures with captions, and the raw numbers in a JSON file beside the HTML
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from widelimit.atlas.core import Figure, Headline, PageContent, Table
+from widelimit.serialization import jsonable
 
-__all__ = ["STYLE", "figure_html", "index_html", "page_html", "to_json", "write_json"]
+__all__ = ["STYLE", "figure_html", "index_html", "page_html", "write_json"]
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
@@ -31,38 +28,8 @@ STYLE = (
 )
 
 
-def to_json(obj: Any) -> Any:
-    """Dataclasses, tensors, arrays, paths, numpy scalars → JSON types (non-finite → null).
-
-    Dictionary keys become strings (tuples joined by ``,``).
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, torch.Tensor):
-        return to_json(obj.detach().cpu().numpy())
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_json(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {_key(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, Path | torch.dtype | torch.device):
-        return str(obj)
-    return obj
-
-
-def _key(k: object) -> str:
-    if isinstance(k, tuple):
-        return ",".join(str(v) for v in k)
-    return str(k)
-
-
 def write_json(obj: Any, path: Path) -> Path:
-    path.write_text(json.dumps(to_json(obj), indent=1), encoding="utf-8")
+    path.write_text(json.dumps(jsonable(obj), indent=1), encoding="utf-8")
     return path
 
 

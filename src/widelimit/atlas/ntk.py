@@ -28,6 +28,7 @@ from widelimit.atlas.core import (
     mpl,
     save,
 )
+from widelimit.progress import progress_bar
 
 __all__ = ["Config", "Result", "compute", "content", "figures", "train_gd"]
 
@@ -122,8 +123,6 @@ def train_gd(
 
 
 def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
-    from rich.progress import Progress
-
     from widelimit import empirical_ntk, gradient_descent_mse, linearize
     from widelimit.atlas.core import loglog_slope
 
@@ -148,7 +147,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     ntk_init, ntk_trained = {}, {}
     f_net, f_lin, f_ntk, d_lin, d_ntk = {}, {}, {}, {}, {}
     jobs = len(cfg.jacot_widths) * cfg.jacot_seeds + len(cfg.lee_widths) * cfg.lee_seeds
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("NTK page: finite nets", total=jobs)
         # Jacot et al. 2018, Fig. 1: Θ(x₀, x(γ)) at init and after training, two widths
         for n in cfg.jacot_widths:

@@ -1,7 +1,7 @@
 """Page 4 — signal propagation: order and chaos (Poole et al. 2016; Schoenholz et al. 2017).
 
 Numbers: :func:`widelimit.propagation.fixed_point` (``ξ_c`` on a grid),
-:func:`~widelimit.propagation.critical_line`, :func:`~widelimit.propagation.critical_sigma_w2`,
+:func:`~widelimit.propagation.critical_line`, :func:`~widelimit.propagation.critical_w_std`,
 :func:`~widelimit.propagation.c_map` and :func:`~widelimit.propagation.trajectory`.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from widelimit.atlas.core import Figure, Headline, PageContent, Published, Table, mpl, save
+from widelimit.progress import progress_bar
 
 __all__ = ["Config", "Result", "compute", "content", "figures"]
 
@@ -58,13 +59,11 @@ class Result:
 
 
 def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
-    from rich.progress import Progress
-
     from widelimit.layers.activations import activation_from_name
     from widelimit.propagation import (
         c_map,
         critical_line,
-        critical_sigma_w2,
+        critical_w_std,
         fixed_point,
         q_star,
         trajectory,
@@ -79,15 +78,16 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     xi = np.empty((b2.size, w2.size))
     chi = np.empty_like(xi)
     # conventions.md: fixed_point(act, sigma_w, sigma_b) -> (activation, w_std, b_std)
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("ξ_c grid (fixed points)", total=xi.size)
         for i, b in enumerate(b2):
             for j, w in enumerate(w2):
                 fp = fixed_point(act, math.sqrt(w), math.sqrt(b))
                 xi[i, j], chi[i, j] = fp.xi_c, fp.chi1
                 bar.advance(task)
-    line = critical_line(act, cfg.line_sigma_b2, progress=progress)
-    crit, _ = critical_sigma_w2(act, cfg.headline_sigma_b2)
+    # the page works in variances (Schoenholz et al. 2017); the API takes standard deviations
+    line = critical_line(act, np.sqrt(cfg.line_sigma_b2), progress=progress)
+    crit = critical_w_std(act, math.sqrt(cfg.headline_sigma_b2))[0] ** 2
     row = xi[list(b2).index(cfg.headline_sigma_b2)]
     peak = float(w2[int(np.argmax(np.where(np.isfinite(row), row, np.inf)))])
     step = float(np.max(np.diff(w2)))
@@ -99,7 +99,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
         stderr=float("nan"),
         tolerance=step / 2 + 1e-9,
         rule="half the σw² grid step (the theory is the root of χ₁ = 1 from "
-        "widelimit.propagation.critical_sigma_w2)",
+        "widelimit.propagation.critical_w_std, squared)",
     )
     c_in = np.linspace(-1, 1, 81)
     c_out, c_layers = {}, {}
@@ -122,7 +122,7 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     mesh = a.pcolormesh(w2, b2, lx, shading="nearest", cmap="viridis")
     fig.colorbar(mesh, ax=a, label="log10 ξ_c")
     ln = res.line
-    a.plot(ln.sigma_w2, ln.sigma_b2, "w-o", ms=3, label="critical line χ₁ = 1")
+    a.plot(ln.w_std**2, ln.b_std**2, "w-o", ms=3, label="critical line χ₁ = 1")
     a.set(xlabel="σw²", ylabel="σb²", title=f"correlation depth scale ξ_c ({cfg.activation})")
     a.legend(fontsize=7, loc="upper left")
     row = res.xi_c[list(b2).index(cfg.headline_sigma_b2)]
@@ -160,7 +160,7 @@ def content(res: Result) -> PageContent:
     cfg, ln = res.config, res.line
     line_rows = [
         [float(b), float(w), float(q)]
-        for b, w, q in zip(ln.sigma_b2, ln.sigma_w2, ln.q_star, strict=True)
+        for b, w, q in zip(ln.b_std**2, ln.w_std**2, ln.q_star, strict=True)
     ]
     return PageContent(
         title=TITLE,

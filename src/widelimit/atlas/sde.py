@@ -71,7 +71,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
 
     cfg = cfg or Config()
     t0 = time.perf_counter()
-    # conventions.md: generator= becomes seed=
+    # one stream shared by both experiments
     gen = torch.Generator().manual_seed(cfg.seed)
     cmp = compare_relu(
         c_plus=cfg.c_plus,
@@ -82,7 +82,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
         n_nets=cfg.n_nets,
         n_paths=cfg.n_paths,
         dt=cfg.dt,
-        generator=gen,
+        seed=gen,
         progress=progress,
     )
     stab = demonstrate_stability(
@@ -91,7 +91,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
         times=cfg.times,
         n_nets=cfg.stability_nets,
         n_paths=cfg.stability_paths,
-        generator=gen,
+        seed=gen,
         progress=progress,
     )
     n = max(cfg.widths)

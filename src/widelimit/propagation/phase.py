@@ -35,6 +35,7 @@ from widelimit.deprecation import (
     square_std,
 )
 from widelimit.layers.activations import Elementwise
+from widelimit.progress import progress_bar
 from widelimit.propagation.fixed_points import mean_sq_derivative, q_star_many
 from widelimit.propagation.maps import activation_label, check_activation
 
@@ -168,8 +169,6 @@ def critical_line(
 
     The old keyword ``sigma_b2=`` (variances) is deprecated and converted.
     """
-    from rich.progress import Progress
-
     activation = check_activation(activation)
     sb = np.array(
         [
@@ -180,7 +179,7 @@ def critical_line(
     )
     sw2 = np.empty_like(sb)
     qs = np.empty_like(sb)
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("critical line", total=sb.size)
         for i, b in enumerate(sb):
             sw2[i], qs[i] = _critical_w2(activation, b * b, q0, 1e-14)
