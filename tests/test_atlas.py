@@ -90,13 +90,11 @@ def test_propagation_peak_of_xi_c_is_the_critical_point(quick_atlas):
 
     page = quick_atlas[2]["propagation"]
     cfg = page["result"]["config"]
-    step = float(np.max(np.diff(cfg["sigma_w2"])))
+    step = float(np.max(np.diff(cfg["w_var"])))
     # χ₁ = 1 by root finding; the page's grid is in variances
-    crit = critical_w_std(Tanh(), cfg["headline_sigma_b2"] ** 0.5)[0] ** 2
+    crit = critical_w_std(Tanh(), cfg["headline_b_var"] ** 0.5)[0] ** 2
     assert abs(page["headline"]["value"] - crit) <= step / 2 + 1e-9
-    row = np.array(page["result"]["xi_c"], dtype=float)[
-        cfg["sigma_b2"].index(cfg["headline_sigma_b2"])
-    ]
+    row = np.array(page["result"]["xi_c"], dtype=float)[cfg["b_var"].index(cfg["headline_b_var"])]
     assert np.nanmax(row) > 10 * np.nanmin(row)  # ξ_c really peaks
 
 

@@ -90,5 +90,5 @@ def test_sde_activation_names_resolve_through_the_layer_registry():
     torch.testing.assert_close(SMOOTH_ACTIVATIONS["quadratic"](x), x + x * x / 2)
     with pytest.raises(ValueError, match="known activations"):
         SmoothShaped("relu6", 1.0, 16)
-    with pytest.raises(TypeError, match="`phi`"):
+    with pytest.raises(TypeError, match="`activation`"):
         smooth_activation(3)

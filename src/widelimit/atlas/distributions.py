@@ -50,7 +50,6 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
 
     cfg = cfg or Config()
     t0 = time.perf_counter()
-    # conventions.md: sigma_w/sigma_b/act become w_std/b_std/activation
     study = finite_width_study(
         activation_from_name(cfg.activation),
         cfg.w_std,

@@ -25,31 +25,34 @@ TITLE = "Signal propagation"
 
 @dataclass(frozen=True)
 class Config:
+    """The ξ_c grid is given in variances (``w_var = σw²``, ``b_var = σb²``), the axes of
+    Schoenholz et al. 2017; the c-map curves in standard deviations (``cmap_w_std``)."""
+
     activation: str = "tanh"
-    sigma_w2: tuple[float, ...] = tuple(np.round(np.linspace(0.5, 4.0, 36), 6))
-    sigma_b2: tuple[float, ...] = (0.0, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)
-    headline_sigma_b2: float = 0.05
-    line_sigma_b2: tuple[float, ...] = (0.0, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)
-    cmap_sigma_w: tuple[float, ...] = (0.8, 1.3, 2.0, 3.0)  # Poole et al. 2016 Fig. 2
-    cmap_sigma_b: float = 0.3
+    w_var: tuple[float, ...] = tuple(np.round(np.linspace(0.5, 4.0, 36), 6))
+    b_var: tuple[float, ...] = (0.0, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)
+    headline_b_var: float = 0.05
+    line_b_var: tuple[float, ...] = (0.0, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)
+    cmap_w_std: tuple[float, ...] = (0.8, 1.3, 2.0, 3.0)  # Poole et al. 2016 Fig. 2
+    cmap_b_std: float = 0.3
     depth: int = 30
 
     @classmethod
     def quick(cls) -> Config:
         return cls(
-            sigma_w2=tuple(np.round(np.linspace(1.0, 3.0, 11), 6)),
-            sigma_b2=(0.01, 0.05, 0.15),
-            line_sigma_b2=(0.01, 0.05, 0.15),
+            w_var=tuple(np.round(np.linspace(1.0, 3.0, 11), 6)),
+            b_var=(0.01, 0.05, 0.15),
+            line_b_var=(0.01, 0.05, 0.15),
         )
 
 
 @dataclass(frozen=True)
 class Result:
     config: Config
-    xi_c: np.ndarray  # (B, W) correlation depth scale on sigma_b2 × sigma_w2
+    xi_c: np.ndarray  # (B, W) correlation depth scale on b_var × w_var
     chi1: np.ndarray  # (B, W)
     line: object  # CriticalLine
-    critical_w2: float  # at headline_sigma_b2 (root finding on χ₁ = 1)
+    critical_w2: float  # at headline_b_var (root finding on χ₁ = 1)
     peak_w2: float  # argmax of ξ_c along the headline row
     c_in: np.ndarray  # (C,) c-map inputs
     c_out: dict[float, np.ndarray]  # σw -> (C,) c-map outputs at q*
@@ -70,14 +73,14 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     )
 
     cfg = cfg or Config()
-    if cfg.headline_sigma_b2 not in cfg.sigma_b2:
-        raise ValueError("`headline_sigma_b2` must be one of `sigma_b2`")
+    if cfg.headline_b_var not in cfg.b_var:
+        raise ValueError("`headline_b_var` must be one of `b_var`")
     t0 = time.perf_counter()
     act = activation_from_name(cfg.activation)
-    w2, b2 = np.asarray(cfg.sigma_w2), np.asarray(cfg.sigma_b2)
+    w2, b2 = np.asarray(cfg.w_var), np.asarray(cfg.b_var)
     xi = np.empty((b2.size, w2.size))
     chi = np.empty_like(xi)
-    # conventions.md: fixed_point(act, sigma_w, sigma_b) -> (activation, w_std, b_std)
+    # fixed_point takes standard deviations: the square roots of the grid
     with progress_bar(progress) as bar:
         task = bar.add_task("ξ_c grid (fixed points)", total=xi.size)
         for i, b in enumerate(b2):
@@ -86,13 +89,13 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
                 xi[i, j], chi[i, j] = fp.xi_c, fp.chi1
                 bar.advance(task)
     # the page works in variances (Schoenholz et al. 2017); the API takes standard deviations
-    line = critical_line(act, np.sqrt(cfg.line_sigma_b2), progress=progress)
-    crit = critical_w_std(act, math.sqrt(cfg.headline_sigma_b2))[0] ** 2
-    row = xi[list(b2).index(cfg.headline_sigma_b2)]
+    line = critical_line(act, np.sqrt(cfg.line_b_var), progress=progress)
+    crit = critical_w_std(act, math.sqrt(cfg.headline_b_var))[0] ** 2
+    row = xi[list(b2).index(cfg.headline_b_var)]
     peak = float(w2[int(np.argmax(np.where(np.isfinite(row), row, np.inf)))])
     step = float(np.max(np.diff(w2)))
     head = Headline(
-        name=f"σw² where ξ_c (c-map slope at c*) peaks, σb² = {cfg.headline_sigma_b2}, "
+        name=f"σw² where ξ_c (c-map slope at c*) peaks, σb² = {cfg.headline_b_var}, "
         f"{cfg.activation}",
         value=peak,
         theory=crit,
@@ -103,10 +106,10 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     )
     c_in = np.linspace(-1, 1, 81)
     c_out, c_layers = {}, {}
-    for sw in cfg.cmap_sigma_w:
-        qs = q_star(act, sw, cfg.cmap_sigma_b)
-        c_out[sw] = c_map(act, c_in, qs, sw, cfg.cmap_sigma_b).numpy()
-        traj = trajectory(act, sw, cfg.cmap_sigma_b, cfg.depth, q0=qs, c0=0.5)
+    for sw in cfg.cmap_w_std:
+        qs = q_star(act, sw, cfg.cmap_b_std)
+        c_out[sw] = c_map(act, c_in, qs, sw, cfg.cmap_b_std).numpy()
+        traj = trajectory(act, sw, cfg.cmap_b_std, cfg.depth, q0=qs, c0=0.5)
         c_layers[sw] = traj.c[:, 0, 1]
     return Result(
         cfg, xi, chi, line, crit, peak, c_in, c_out, c_layers, head, time.perf_counter() - t0
@@ -116,7 +119,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
 def figures(res: Result, out_dir: Path) -> list[Figure]:
     plt = mpl()
     cfg = res.config
-    w2, b2 = np.asarray(cfg.sigma_w2), np.asarray(cfg.sigma_b2)
+    w2, b2 = np.asarray(cfg.w_var), np.asarray(cfg.b_var)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     lx = np.log10(np.clip(np.where(np.isfinite(res.xi_c), res.xi_c, 1e4), 1e-2, 1e4))
     mesh = a.pcolormesh(w2, b2, lx, shading="nearest", cmap="viridis")
@@ -125,11 +128,11 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     a.plot(ln.w_std**2, ln.b_std**2, "w-o", ms=3, label="critical line χ₁ = 1")
     a.set(xlabel="σw²", ylabel="σb²", title=f"correlation depth scale ξ_c ({cfg.activation})")
     a.legend(fontsize=7, loc="upper left")
-    row = res.xi_c[list(b2).index(cfg.headline_sigma_b2)]
+    row = res.xi_c[list(b2).index(cfg.headline_b_var)]
     b.semilogy(w2, row, "o-", ms=3, label="ξ_c")
     b.semilogy(w2, 6 * row, ":", label="6 ξ_c (Schoenholz: max trainable depth)")
     b.axvline(res.critical_w2, color="k", lw=0.8, label=f"critical σw² = {res.critical_w2:.4f}")
-    b.set(xlabel="σw²", ylabel="depth", title=f"σb² = {cfg.headline_sigma_b2}")
+    b.set(xlabel="σw²", ylabel="depth", title=f"σb² = {cfg.headline_b_var}")
     b.legend(fontsize=7)
     phase = save(fig, out_dir / "phase_diagram.png")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -137,7 +140,7 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
         a.plot(res.c_in, out, label=f"σw = {sw}")
         b.plot(np.arange(1, cfg.depth + 1), res.c_layers[sw], "o-", ms=2, label=f"σw = {sw}")
     a.plot([-1, 1], [-1, 1], "k:", lw=0.8)
-    a.set(xlabel="c^l", ylabel="c^{l+1}", title=f"c-map at q* (σb = {cfg.cmap_sigma_b})")
+    a.set(xlabel="c^l", ylabel="c^{l+1}", title=f"c-map at q* (σb = {cfg.cmap_b_std})")
     b.set(xlabel="layer l", ylabel="c^l", title="iterates from c⁰ = 0.5")
     a.legend(fontsize=7)
     b.legend(fontsize=7)
@@ -171,7 +174,7 @@ def content(res: Result) -> PageContent:
             "χ₁ = σw² E[φ'(√q* z)²] = 1, where ξ_c diverges."
         ),
         paragraphs=[
-            f"Activation {cfg.activation}; ξ_c on a {len(cfg.sigma_b2)} × {len(cfg.sigma_w2)} "
+            f"Activation {cfg.activation}; ξ_c on a {len(cfg.b_var)} × {len(cfg.w_var)} "
             "grid from the fixed points of the q- and c-maps; the critical line from root "
             "finding on χ₁ = 1. The trainability experiment of Schoenholz et al. (training "
             "nets of many depths) is not run here; the dotted 6ξ_c line is their prediction.",

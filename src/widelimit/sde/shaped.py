@@ -14,6 +14,7 @@ side by side.  ``gain`` is the ``c`` of ``h^{l+1} = √(c/n) W φ_s(h^l)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -60,19 +61,25 @@ def smooth_activation(activation: str | Fn | Elementwise) -> Fn:
     if callable(activation):
         return activation
     if isinstance(activation, str):
-        try:
-            return activation_from_name(activation).fn
-        except ValueError as err:
-            if activation in _NOT_IN_REGISTRY:
-                return _NOT_IN_REGISTRY[activation]
-            raise ValueError(
-                "`activation` must be a callable, an activation layer or an activation name "
-                f"(a registry name, or one of {sorted(_NOT_IN_REGISTRY)}): {err}"
-            ) from err
+        return _resolve_name(activation)
     raise TypeError(
         "`activation` must be a callable, an activation layer or a name; "
         f"got {type(activation).__name__}"
     )
+
+
+@functools.cache
+def _resolve_name(name: str) -> Fn:
+    """One function per name, so that resolving a name twice gives the same object."""
+    try:
+        return activation_from_name(name).fn
+    except ValueError as err:
+        if name in _NOT_IN_REGISTRY:
+            return _NOT_IN_REGISTRY[name]
+        raise ValueError(
+            "`activation` must be a callable, an activation layer or an activation name "
+            f"(a registry name, or one of {sorted(_NOT_IN_REGISTRY)}): {err}"
+        ) from err
 
 
 SMOOTH_ACTIVATIONS: dict[str, Fn] = {
