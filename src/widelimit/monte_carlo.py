@@ -28,7 +28,7 @@ from widelimit._validation import (
     check_same_dtype_device,
 )
 from widelimit.empirical import empirical_ntk
-from widelimit.layers.base import Layer, _check_get
+from widelimit.layers.base import Layer, check_get
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def monte_carlo_kernel(
         :class:`MonteCarloKernel` with means and standard errors. The networks are
         built in the dtype/device of ``x1``.
     """
-    gets = _check_get(get)
+    gets = check_get(get)
     n_samples = check_positive_int("n_samples", n_samples)
     if n_samples < 2:
         raise ValueError("`n_samples` must be >= 2 to estimate a standard error")

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ from torch import Tensor, nn
 from widelimit._quadrature import autograd_derivative, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.tiles import Tile, correlation_
 
 Fn = Callable[[Tensor], Tensor]
 Dual = tuple[Tensor, Tensor | None]
@@ -117,7 +119,11 @@ class Elementwise(Layer):
     """Base class of activation layers (see module docstring).
 
     Subclasses implement ``fn`` (finite forward pass), ``derivative`` and ``dual``.
+    Closed forms may also implement :meth:`dual_correlation` (the same dual
+    from the correlation), which the tiled dense-feature path uses in place.
     """
+
+    entrywise: ClassVar[bool] = True
 
     def fn(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -130,6 +136,22 @@ class Elementwise(Layer):
     ) -> Dual:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def dual_correlation(self, c: Tensor, q1: Tensor, q2: Tensor, *, ntk: bool = True) -> Dual:
+        """The dual from the correlation: ``dual(q1, q2, √(q1 q2)·c)``.
+
+        ``c`` is clamped to ``[−1, 1]`` (0 where a variance is 0) and has the
+        broadcast shape of the result; it may be **overwritten**.  ``q1``, ``q2``
+        broadcast against it (e.g. ``(b, 1)`` and ``(1, m)`` for a tile, so that
+        per-entry work uses only row/column vectors).  Optional: layers that do
+        not implement it are evaluated with :meth:`dual`.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def has_dual_correlation(cls) -> bool:
+        """Whether the class implements :meth:`dual_correlation`."""
+        return cls.dual_correlation is not Elementwise.dual_correlation
+
     # -------------------------------------------------------- layer protocol
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return single_shape(self, in_shape)
@@ -138,14 +160,17 @@ class Elementwise(Layer):
         single_shape(self, in_shape)
         return ElementwiseModule(self)
 
-    def transform_kernel(self, k: KernelLike) -> Kernel:
-        k = single_kernel(self, k)
+    def _check_gaussian(self, k: Kernel) -> None:
         if not k.is_gaussian:
             raise ValueError(
                 f"{type(self).__name__} must follow an affine layer (Dense/Conv): its kernel "
                 "rule needs Gaussian pre-activations, but its input is a raw input or the "
                 "output of another activation"
             )
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = single_kernel(self, k)
+        self._check_gaussian(k)
         q1, q2 = k.variances()
         nngp, dd = self.dual(q1, q2, k.nngp, ntk=k.ntk is not None)
         ntk = None if k.ntk is None or dd is None else k.ntk * dd
@@ -157,6 +182,27 @@ class Elementwise(Layer):
             cov2, _ = self.dual(a2, b2, k.cov2, ntk=False)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
+    def transform_tile(self, t: Tile) -> Tile:
+        """Σ' = E[φφ], Θ' = Θ·E[φ'φ'] on an owned tile (:mod:`widelimit.layers.tiles`)."""
+        self._check_gaussian(t)
+        q1, q2 = t.cov1, t.cov2
+        want_ntk = t.ntk is not None
+        if self.has_dual_correlation():
+            c = correlation_(t)  # overwrites t.nngp
+            nngp, dd = self.dual_correlation(c, q1[:, None], q2[None, :], ntk=want_ntk)
+            cov1, _ = self.dual_correlation((q1 > 0).to(q1.dtype), q1, q1, ntk=False)
+            cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
+        else:
+            nngp, dd = self.dual(q1[:, None], q2[None, :], t.nngp, ntk=want_ntk)
+            cov1, _ = self.dual(q1, q1, q1, ntk=False)
+            cov2, _ = self.dual(q2, q2, q2, ntk=False)
+        if t.has_diagonal:
+            nngp.diagonal().copy_(cov1)  # the diagonal is exactly the variances
+        ntk = t.ntk
+        if ntk is not None and ntk.ndim > 0:  # a 0-dim Θ = 0 stays 0
+            ntk = ntk.mul_(dd) if ntk.shape == dd.shape else ntk * dd
+        return t.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
+
 
 # --------------------------------------------------------------------------
 # Piecewise linear: ReLU, LeakyReLU, ABReLU, Abs (one formula)
@@ -167,15 +213,24 @@ class Elementwise(Layer):
 _SIN_MINUS_X_COS = tuple((-1) ** (n + 1) * 2 * n / math.factorial(2 * n + 1) for n in range(1, 12))
 
 
-def _sin_minus_x_cos(x: Tensor, sin_x: Tensor, cos_x: Tensor) -> Tensor:
-    """``g(x) = sin x − x cos x`` on ``[0, π]``, accurate to rounding relative to ``g``.
+def _inplace(*ts: Tensor) -> bool:
+    """Whether formulas may overwrite their temporaries: not while autograd records ``ts``."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+
+
+def _op(inplace: bool, x: Tensor, name: str, *args: object, **kwargs: object) -> Tensor:
+    """``x.name_(*args)`` (in place) or ``x.name(*args)`` (when autograd needs ``x``)."""
+    return getattr(x, name + "_" if inplace else name)(*args, **kwargs)
+
+
+def _sin_minus_x_cos_series_(out: Tensor, x: Tensor) -> Tensor:
+    """Overwrite ``out`` with ``g(x) = sin x − x cos x`` where ``x < 1`` (Taylor series).
 
     ``g`` vanishes like ``x³/3`` at 0, where the direct difference cancels; there
-    its Taylor series is used instead.
+    its Taylor series is used instead (often at few entries: evaluated only there).
     """
-    out = sin_x - x * cos_x
-    small = x < 1
-    if bool(small.any()):  # the series only where it is needed (often few entries)
+    if x.numel() and bool(x.amin() < 1):
+        small = x < 1
         xs = x[small]
         x2 = xs * xs
         series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
@@ -185,10 +240,8 @@ def _sin_minus_x_cos(x: Tensor, sin_x: Tensor, cos_x: Tensor) -> Tensor:
     return out
 
 
-def _piecewise_linear_dual(
-    a: float, b: float, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool
-) -> Dual:
-    """Dual of ``φ(x) = a·x (x<0), b·x (x≥0)``.
+def _piecewise_linear_from_correlation(a: float, b: float, c: Tensor, ntk: bool) -> Dual:
+    """``(J, E[φ'φ'])`` with ``E[φφ] = ρ J/(2π)`` for ``φ(x) = a·x (x<0), b·x (x≥0)``.
 
     Writing ``φ = b·relu(x) − a·relu(−x)`` and using the degree-1 arc-cosine
     kernel ``E[relu(u) relu(v)] = ρ J_1(θ)/(2π)`` (Cho & Saul 2009, eq. (6)) for
@@ -204,19 +257,30 @@ def _piecewise_linear_dual(
     ReLU forms of DESIGN.md §2).  The first form is used: ``g ≥ 0`` is
     evaluated without cancellation, so ReLU keeps full relative accuracy as
     ``c → −1`` (where its kernel vanishes like ``(π − θ)³``).
+
+    ``c`` is the clamped correlation; about ten passes over it, in place
+    unless autograd records ``c``.
     """
-    prod, c = correlation(q1, q2, s12)
-    alpha = torch.arccos(-c)  # π − θ, accurate near c = −1
-    sin_theta = _one_minus_c2(c).sqrt()
-    nngp = (a * a + b * b) * _sin_minus_x_cos(alpha, sin_theta, -c)
-    dd = (a * a + b * b) * alpha if ntk else None
-    if a * b != 0:  # ReLU-like slopes (a·b = 0) need no θ-terms: skip their cost
-        theta = torch.arccos(c)
-        nngp = nngp - 2 * a * b * _sin_minus_x_cos(theta, sin_theta, c)
-        if dd is not None:
-            dd = dd + 2 * a * b * theta
-    nngp = prod / (2 * math.pi) * nngp
-    dd = None if dd is None else dd / (2 * math.pi)
+    ip = _inplace(c)
+    p, ab = a * a + b * b, a * b
+    # sin θ = √((1 − c)(1 + c)), accurate near |c| = 1
+    sin_theta = _op(ip, _op(ip, torch.rsub(c, 1.0), "mul", c + 1.0), "sqrt")
+    theta = torch.arccos(c) if ab != 0 else None  # ReLU-like slopes (a·b = 0) skip θ-terms
+    alpha = _op(ip, torch.neg(c), "acos")  # π − θ = arccos(−c), accurate near c = −1
+    g_theta = None
+    if theta is not None:  # g(θ) = sin θ − θ c
+        g_theta = _sin_minus_x_cos_series_(torch.addcmul(sin_theta, theta, c, value=-1.0), theta)
+    # g(π − θ) = sin θ + (π − θ) c (written over sin θ)
+    nngp = _sin_minus_x_cos_series_(_op(ip, sin_theta, "addcmul", alpha, c), alpha)
+    if p != 1.0:
+        nngp = _op(ip, nngp, "mul", p)
+    if g_theta is not None:
+        nngp = _op(ip, nngp, "add", g_theta, alpha=-2.0 * ab)
+    dd = None
+    if ntk:
+        dd = _op(ip, alpha, "mul", p / (2 * math.pi))
+        if theta is not None:
+            dd = _op(ip, dd, "add", theta, alpha=2.0 * ab / (2 * math.pi))
     return nngp, dd
 
 
@@ -237,8 +301,16 @@ class _PiecewiseLinear(Elementwise):
         return torch.where(x > 0, torch.full_like(x, b), torch.full_like(x, a))
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
         a, b = self.slopes
-        return _piecewise_linear_dual(a, b, q1, q2, s12, ntk)
+        j, dd = _piecewise_linear_from_correlation(a, b, c, ntk)
+        return _op(_inplace(j, prod), j, "mul", prod / (2 * math.pi)), dd
+
+    def dual_correlation(self, c, q1, q2, *, ntk=True):
+        a, b = self.slopes
+        j, dd = _piecewise_linear_from_correlation(a, b, c, ntk)
+        ip = _inplace(j, q1, q2)
+        return _op(ip, _op(ip, j, "mul", q1.sqrt() / (2 * math.pi)), "mul", q2.sqrt()), dd
 
 
 @dataclass(frozen=True)
@@ -264,7 +336,7 @@ class ReLU(_PiecewiseLinear):
 class LeakyReLU(_PiecewiseLinear):
     """``φ(x) = x`` for x ≥ 0, ``slope·x`` otherwise (= ``ABReLU(slope, 1)``).
 
-    Dual: see :func:`_piecewise_linear_dual`.  ``LeakyReLU(1)`` is the identity.
+    Dual: see :func:`_piecewise_linear_from_correlation`.  ``LeakyReLU(1)`` is the identity.
     """
 
     slope: float = 0.01
@@ -448,13 +520,23 @@ class Erf(Elementwise):
         return 2 / math.sqrt(math.pi) * torch.exp(-x * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
-        prod, c = correlation(q1, q2, s12)
-        d = (1 + 2 * q1) * (1 + 2 * q2)
-        nngp = 2 / math.pi * torch.arcsin((2 * prod * c / d.sqrt()).clamp(-1, 1))
+        _, c = correlation(q1, q2, s12)
+        return self.dual_correlation(c, q1, q2, ntk=ntk)
+
+    def dual_correlation(self, c, q1, q2, *, ntk=True):
+        # 2s/√((1+2q1)(1+2q2)) = c · 2√(q1/(1+2q1)) · √(q2/(1+2q2)): vector factors
+        ip = _inplace(c, q1, q2)
+        v1 = (q1 / (1 + 2 * q1)).sqrt()
+        v2 = (q2 / (1 + 2 * q2)).sqrt()
+        nngp = _op(ip, _op(ip, c * (2 * v1), "mul", v2), "clamp", -1.0, 1.0)
+        nngp = _op(ip, _op(ip, nngp, "arcsin"), "mul", 2 / math.pi)
         if not ntk:
             return nngp, None
-        det = 1 + 2 * q1 + 2 * q2 + 4 * prod * prod * _one_minus_c2(c)
-        return nngp, 4 / math.pi / det.sqrt()
+        # det = 1 + 2q1 + 2q2 + 4 q1 q2 (1 − c)(1 + c) > 0, free of cancellation
+        det = _op(ip, torch.rsub(c, 1.0), "mul", _op(ip, c, "add", 1.0))
+        det = _op(ip, _op(ip, det, "mul", 4 * q1), "mul", q2)
+        det = _op(ip, _op(ip, det, "add", 1 + 2 * q1), "add", 2 * q2)
+        return nngp, _op(ip, _op(ip, det, "rsqrt"), "mul", 4 / math.pi)
 
 
 @dataclass(frozen=True)
@@ -1005,6 +1087,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "activation_from_name",
-    "autograd_derivative",
     "correlation",
 ]

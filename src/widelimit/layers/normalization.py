@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +65,8 @@ class LayerNorm(Layer):
         eps: added to the variance, in the finite module and in the kernel rule
             alike (keeps all-zero inputs finite).
     """
+
+    entrywise: ClassVar[bool] = True
 
     eps: float = 1e-12
 
@@ -119,6 +122,8 @@ class Dropout(Layer):
     (``torch.nn.Dropout``) is returned in eval mode; ``net.train()`` activates it.
     """
 
+    entrywise: ClassVar[bool] = True
+
     rate: float = 0.5
 
     def __post_init__(self) -> None:
@@ -163,6 +168,8 @@ class Scale(Layer):
     ``serial(FanOut(2), parallel(Identity(), serial(Conv2d(...), ReLU(), Conv2d(...),
     Scale(0.5))), FanInSum())``.
     """
+
+    entrywise: ClassVar[bool] = True
 
     alpha: float = 1.0
 

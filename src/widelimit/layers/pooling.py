@@ -232,6 +232,8 @@ class Flatten(Layer):
     with a Flatten readout never needs the full ``(|S|²)`` covariance.
     """
 
+    entrywise: ClassVar[bool] = True  # the identity on dense features
+
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)
         return (math.prod(s),)
