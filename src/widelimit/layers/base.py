@@ -98,7 +98,7 @@ class Layer(ABC):
         return ()
 
     def is_entrywise(self) -> bool:
-        """Whether this layer and all its sub-layers are entrywise (class attribute ``entrywise``)."""
+        """Whether this layer and all its sub-layers are entrywise (``entrywise``)."""
         return self.entrywise and all(c.is_entrywise() for c in self.children())
 
     def needs_full_spatial(self) -> bool:

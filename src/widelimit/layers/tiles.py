@@ -15,8 +15,8 @@ in cache, writing the results straight into the two output matrices:
 * memory: the two ``(N1, N2)`` outputs plus a few tile-sized temporaries (a
   tile has about ``2**18`` entries on the CPU); no ``N × N`` intermediate;
 * ``k(x)`` (``x2 is None``): only tiles on and above the diagonal are computed
-  (rows ``[p0, p1)``, columns ``[p0, N)``) and the upper triangle is mirrored
-  once at the end, so the result is exactly symmetric at half the work;
+  (rows ``[p0, p1)``, columns ``[p0, N)``), each copied to its transposed place
+  while in cache, so the result is exactly symmetric at half the work;
 * the diagonal of ``k(x)`` is exact: the Gram diagonal is set to the row sums
   (the variances), activations use the correlation ``c = 1`` there (``θ = 0``
   exactly; 0 for zero-variance rows, as :func:`~widelimit.layers.activations.correlation`),
@@ -116,15 +116,15 @@ def _same_buffer(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-def _mirror_upper(m: Tensor, rows: int) -> None:
-    """Copy the upper triangle of square ``m`` onto its lower triangle, panel by panel."""
-    n = m.shape[0]
-    for p0 in range(0, n, rows):
-        p1 = min(p0 + rows, n)
+def _mirror_tile(m: Tensor, p0: int, p1: int, a0: int, a1: int) -> None:
+    """Copy the computed block ``m[p0:p1, a0:a1]`` (``a0 >= p0``) of a symmetric matrix to
+    its transposed place below the diagonal, while the block is still in cache."""
+    if a0 == p0:  # holds the diagonal block: its upper triangle is the reference
         blk = m[p0:p1, p0:p1]
         blk.copy_(blk.triu() + blk.triu(1).T)
-        if p1 < n:
-            m[p1:, p0:p1].copy_(m[p0:p1, p1:].T)
+        a0 = p1
+    if a0 < a1:
+        m[a0:a1, p0:p1].copy_(m[p0:p1, a0:a1].T)
 
 
 def entrywise_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -> Kernel:
@@ -178,22 +178,22 @@ def entrywise_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -
                 )
             if not _same_buffer(out.nngp, s):
                 s.copy_(out.nngp)
+            if sym:
+                _mirror_tile(nngp, p0, p1, a0, a1)
             if theta is not None:
                 th = theta[p0:p1, a0:a1]
                 if out.ntk is None:  # pragma: no cover - every layer keeps the NTK
                     raise RuntimeError("a layer dropped the NTK of a tile")
                 if not _same_buffer(out.ntk, th):
                     th.copy_(out.ntk)  # broadcasts a 0-dim Θ = 0
+                if sym:
+                    _mirror_tile(theta, p0, p1, a0, a1)
             if a0 == c0:
                 cov1[p0:p1] = out.cov1
             if cov2 is not None and p0 == 0:
                 cov2[a0:a1] = out.cov2
             last = out
     assert last is not None  # n1 >= 1 (as_float_tensor refuses empty batches)
-    if sym:
-        _mirror_upper(nngp, rows)
-        if theta is not None:
-            _mirror_upper(theta, rows)
     return Kernel(
         nngp=nngp,
         ntk=theta,
