@@ -55,9 +55,9 @@ from widelimit.layers.base import (
     single_shape,
 )
 from widelimit.layers.dense import check_parameterization, init_affine
+from widelimit.layers.spatial import AXIS_NAMES
 
 PADDINGS = ("valid", "same", "circular")
-_AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
 
 
 # --------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class _Conv(WidthLayer):
         return tuple(
             axis_window(self._name, ax, size, k, s, self.padding)
             for ax, size, k, s in zip(
-                _AXIS_NAMES[self.n_spatial], spatial, self.kernel_size, self.stride, strict=True
+                AXIS_NAMES[self.n_spatial], spatial, self.kernel_size, self.stride, strict=True
             )
         )
 
