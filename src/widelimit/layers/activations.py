@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from widelimit._quadrature import autograd_derivative, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.spatial import self_pairs
 from widelimit.layers.tiles import Tile, correlation_
 
 Fn = Callable[[Tensor], Tensor]
@@ -168,18 +169,39 @@ class Elementwise(Layer):
                 "output of another activation"
             )
 
+    def _dual_of(self, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, pairs=None) -> Dual:
+        """The dual at every entry of ``s12``.  With :meth:`dual_correlation` the correlation
+        is formed from ``1/√q`` of the (small, broadcasting) variance tensors, and set to
+        exactly 1 on the self-pairs selected by ``pairs`` (a view function; ``θ = 0`` there)."""
+        if not self.has_dual_correlation():
+            return self.dual(q1, q2, s12, ntk=ntk)
+        ip = _inplace(s12, q1, q2)
+        r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
+        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0)
+        c = _op(ip, _op(ip, s12 * r1, "mul", r2), "clamp", -1.0, 1.0)
+        if pairs is not None and ip:
+            diag = pairs(c)  # c = 1 ± ulp there (0 for zero variances): make it exact
+            diag.copy_(diag > 0.5)
+        return self.dual_correlation(c, q1, q2, ntk=ntk)
+
     def transform_kernel(self, k: KernelLike) -> Kernel:
         k = single_kernel(self, k)
         self._check_gaussian(k)
+        n_sp, full = len(k.spatial), k.full_spatial
+
+        def pairs(lead: int):
+            return lambda t: self_pairs(t, lead, n_sp, full)
+
         q1, q2 = k.variances()
-        nngp, dd = self.dual(q1, q2, k.nngp, ntk=k.ntk is not None)
+        sym = pairs(2) if k.is_symmetric else None
+        nngp, dd = self._dual_of(q1, q2, k.nngp, k.ntk is not None, sym)
         ntk = None if k.ntk is None or dd is None else k.ntk * dd
         a1, b1 = k.self_variances(1)
-        cov1, _ = self.dual(a1, b1, k.cov1, ntk=False)
+        cov1, _ = self._dual_of(a1, b1, k.cov1, False, pairs(1))
         cov2 = None
         if k.cov2 is not None:
             a2, b2 = k.self_variances(2)
-            cov2, _ = self.dual(a2, b2, k.cov2, ntk=False)
+            cov2, _ = self._dual_of(a2, b2, k.cov2, False, pairs(1))
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
     def transform_tile(self, t: Tile) -> Tile:

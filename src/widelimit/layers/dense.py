@@ -37,7 +37,10 @@ from widelimit.layers.base import (
     single_kernel,
     single_shape,
 )
-from widelimit.layers.inputs import input_kernel  # re-exported (its home before inputs.py)
+from widelimit.layers.inputs import (  # input_kernel re-exported (its home before inputs.py)
+    input_kernel,
+    is_zero_constant,
+)
 from widelimit.layers.tiles import Tile
 
 Parameterization = Literal["ntk", "standard"]
@@ -171,11 +174,14 @@ class Dense(WidthLayer):
         nngp = w2 * k.nngp + b2  # Σ' = σw² Σ + σb²
         ntk = None
         if k.ntk is not None:
+            zero = is_zero_constant(k.ntk)  # the raw input's Θ = 0
             if self.parameterization == "ntk":
-                ntk = nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
+                ntk = nngp.clone() if zero else nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
             else:
                 # Θ' = n Σ + 1[σb>0] + σw² Θ, n = fan-in of the finite layer
-                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0) + w2 * k.ntk
+                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0)
+                if not zero:
+                    ntk = ntk + w2 * k.ntk
         return k.replace(
             nngp=nngp,
             ntk=ntk,

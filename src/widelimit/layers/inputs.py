@@ -16,7 +16,7 @@ from torch import Tensor
 
 from widelimit.kernel import Kernel
 
-__all__ = ["gram", "input_kernel", "self_gram"]
+__all__ = ["gram", "input_kernel", "is_zero_constant", "self_gram"]
 
 
 def gram(a: Tensor, b: Tensor, full_spatial: bool) -> Tensor:
@@ -43,7 +43,9 @@ def self_gram(a: Tensor, full_spatial: bool = False) -> Tensor:
 def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool) -> Kernel:
     """Kernel of the raw inputs (module docstring). ``x1: (N1, d | C, *spatial)``.
 
-    ``Θ⁰ = 0`` is stored as a zeros tensor of the NNGP's shape when ``ntk``.
+    ``Θ⁰ = 0`` is a zero of the NNGP's shape expanded from one element (no
+    memory; read-only), which affine layers recognise with
+    :func:`is_zero_constant` to start from ``Θ = Σ`` without reading it.
     """
     x2_ = x1 if x2 is None else x2
     nngp = gram(x1, x2_, full_spatial)
@@ -54,7 +56,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool
         nngp.diagonal().copy_(cov1)
     return Kernel(
         nngp=nngp,
-        ntk=nngp.new_zeros(nngp.shape) if ntk else None,
+        ntk=nngp.new_zeros(()).expand(nngp.shape) if ntk else None,
         cov1=cov1,
         cov2=None if x2 is None else self_gram(x2, full_spatial),
         spatial=tuple(x1.shape[2:]),
@@ -62,3 +64,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool
         channels=int(x1.shape[1]),
         is_gaussian=False,
     )
+
+
+def is_zero_constant(t: Tensor) -> bool:
+    """Whether ``t`` is one zero expanded to its shape (as the input kernel's ``Θ⁰``)."""
+    return t.numel() > 0 and all(st == 0 for st in t.stride()) and not bool(t.reshape(-1)[0])

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["AXIS_NAMES", "expand_first", "expand_second", "pair_variances", "spatial_diagonal"]
+__all__ = [
+    "AXIS_NAMES",
+    "expand_first",
+    "expand_second",
+    "pair_variances",
+    "self_pairs",
+    "spatial_diagonal",
+]
 
 #: Names of the spatial axes, by number of spatial axes (used in error messages).
 AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
@@ -54,3 +61,15 @@ def pair_variances(
     v1 = expand_first(spatial_diagonal(cov1, n))
     v2 = expand_second(spatial_diagonal(cov2, n))
     return v1.unsqueeze(1), v2.unsqueeze(0)
+
+
+def self_pairs(t: Tensor, n_lead: int, n_spatial: int, full: bool) -> Tensor:
+    """View of the entries of ``t`` that pair an example and a position with themselves.
+
+    ``t`` is a symmetric kernel tensor (``n_lead = 2``: ``(N, N, ...)``) or a
+    self-covariance (``n_lead = 1``: ``(N, ...)``) in the full (``full``) or
+    diagonal layout; the view is ``(N, S1, S2, ...)`` (``(N,)`` for dense features)
+    and writes through to ``t``.
+    """
+    v = t.diagonal(dim1=0, dim2=1).movedim(-1, 0) if n_lead == 2 else t
+    return spatial_diagonal(v, n_spatial) if full and n_spatial else v
