@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from widelimit._quadrature import autograd_derivative, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import self_pairs
 from widelimit.layers.tiles import Tile, correlation_
 
@@ -124,7 +125,7 @@ class Elementwise(Layer):
     from the correlation), which the tiled dense-feature path uses in place.
     """
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def fn(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -193,9 +194,15 @@ class Elementwise(Layer):
             return lambda t: self_pairs(t, lead, n_sp, full)
 
         q1, q2 = k.variances()
-        sym = pairs(2) if k.is_symmetric else None
+        sym = None
+        if k.is_symmetric:
+            sym = pairs(2)
+        elif isinstance(k, Tile) and k.has_diagonal:  # its leading square block
+            sym = lambda t: self_pairs(t[:, : t.shape[0]], 2, n_sp, full)  # noqa: E731
         nngp, dd = self._dual_of(q1, q2, k.nngp, k.ntk is not None, sym)
-        ntk = None if k.ntk is None or dd is None else k.ntk * dd
+        ntk = k.ntk
+        if ntk is not None and not is_zero_constant(ntk):  # Θ = 0 stays 0
+            ntk = None if dd is None else ntk * dd
         a1, b1 = k.self_variances(1)
         cov1, _ = self._dual_of(a1, b1, k.cov1, False, pairs(1))
         cov2 = None
@@ -206,6 +213,8 @@ class Elementwise(Layer):
 
     def transform_tile(self, t: Tile) -> Tile:
         """Σ' = E[φφ], Θ' = Θ·E[φ'φ'] on an owned tile (:mod:`widelimit.layers.tiles`)."""
+        if t.spatial:
+            return self.transform_kernel(t)
         self._check_gaussian(t)
         q1, q2 = t.cov1, t.cov2
         want_ntk = t.ntk is not None
@@ -221,7 +230,7 @@ class Elementwise(Layer):
         if t.has_diagonal:
             nngp.diagonal().copy_(cov1)  # the diagonal is exactly the variances
         ntk = t.ntk
-        if ntk is not None and ntk.ndim > 0:  # a 0-dim Θ = 0 stays 0
+        if ntk is not None and not is_zero_constant(ntk):  # Θ = 0 stays 0
             ntk = ntk.mul_(dd) if ntk.shape == dd.shape else ntk * dd
         return t.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 

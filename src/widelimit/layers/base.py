@@ -16,10 +16,11 @@ builds the finite network.
 Multi-branch values (between ``FanOut`` and ``FanInSum``) are Python tuples:
 a tuple of kernels, a :class:`Branches` of shapes, a tuple of tensors.
 
-Networks on dense inputs whose layers are all *entrywise* (``entrywise = True``:
-each kernel entry maps from the same entry and the two variances) are
-evaluated tile by tile with in-place rules (``transform_tile``); see
-:mod:`widelimit.layers.tiles` for that protocol.
+Networks whose layers are all *pairwise* (``pairwise = True``: the kernel block
+of each pair of examples maps from the same block and the two examples'
+self-covariances; on dense features every entry from the same entry and the
+two variances) are evaluated tile by tile with in-place rules
+(``transform_tile``); see :mod:`widelimit.layers.tiles` for that protocol.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from widelimit._validation import as_float_tensor, check_same_dtype_device
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import input_kernel
-from widelimit.layers.tiles import Tile, entrywise_kernel
+from widelimit.layers.tiles import Tile, pairwise_kernel
 
 Shape = tuple[int, ...]
 
@@ -58,10 +59,11 @@ class Layer(ABC):
     #: spatial covariance instead of its diagonal.
     mixes_positions: ClassVar[bool] = False
 
-    #: True for layers whose rule on dense features maps every entry (i, j) of
-    #: nngp/ntk from the same entry and the variances cov1[i], cov2[j] only; a
-    #: network of such layers is evaluated tile by tile (:mod:`widelimit.layers.tiles`).
-    entrywise: ClassVar[bool] = False
+    #: True for layers whose rule maps the block (i, j) of nngp/ntk (one pair of
+    #: examples; one entry on dense features) from the same block and the
+    #: self-covariances cov1[i], cov2[j] only, i.e. mixes no examples; a network of
+    #: such layers is evaluated tile by tile (:mod:`widelimit.layers.tiles`).
+    pairwise: ClassVar[bool] = False
 
     # ------------------------------------------------------------- the rules
     @abstractmethod
@@ -87,7 +89,7 @@ class Layer(ABC):
         """Rule on one tile of a dense-feature kernel (:mod:`widelimit.layers.tiles`).
 
         The default is the pure :meth:`transform_kernel` (tiles are kernels);
-        entrywise layers may override it to overwrite the tile's ``nngp``/``ntk``
+        pairwise layers may override it to overwrite the tile's ``nngp``/``ntk``
         in place (the caller hands over ownership of them).
         """
         return self.transform_kernel(t)
@@ -97,9 +99,9 @@ class Layer(ABC):
         """Sub-layers (combinators override)."""
         return ()
 
-    def is_entrywise(self) -> bool:
-        """Whether this layer and all its sub-layers are entrywise (``entrywise``)."""
-        return self.entrywise and all(c.is_entrywise() for c in self.children())
+    def is_pairwise(self) -> bool:
+        """Whether this layer and all its sub-layers are pairwise (``pairwise``)."""
+        return self.pairwise and all(c.is_pairwise() for c in self.children())
 
     def needs_full_spatial(self) -> bool:
         """Whether any layer in this spec mixes spatial positions."""
@@ -194,12 +196,13 @@ class Layer(ABC):
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
+        full = self.needs_full_spatial()
         differentiate = torch.is_grad_enabled() and (
             x1.requires_grad or (x2 is not None and x2.requires_grad)
         )
-        if x1.ndim == 2 and self.is_entrywise() and not differentiate:
-            return entrywise_kernel(self, x1, x2, ntk="ntk" in gets)
-        k0 = input_kernel(x1, x2, full_spatial=self.needs_full_spatial(), ntk="ntk" in gets)
+        if self.is_pairwise() and not differentiate:
+            return pairwise_kernel(self, x1, x2, ntk="ntk" in gets, full_spatial=full)
+        k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
         k = self.transform_kernel(k0)
         if isinstance(k, tuple):
             raise ValueError(

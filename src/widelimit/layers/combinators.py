@@ -29,6 +29,7 @@ from widelimit.layers.base import (
     single_kernel,
     single_shape,
 )
+from widelimit.layers.inputs import is_zero_constant
 
 
 class SerialModule(nn.Module):
@@ -85,7 +86,7 @@ class Serial(Layer):
 
     layers: tuple[Layer, ...]
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for i, layer in enumerate(self.layers):
@@ -132,7 +133,7 @@ class Parallel(Layer):
 
     layers: tuple[Layer, ...]
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         Serial(self.layers)  # same type checks
@@ -184,7 +185,7 @@ class FanOut(Layer):
 
     n: int
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
@@ -203,8 +204,8 @@ class FanOut(Layer):
     def transform_tile(self, t):
         t = single_kernel(self, t)
 
-        def own(x: Tensor | None) -> Tensor | None:  # a 0-dim Θ = 0 is never written
-            return x if x is None or x.ndim == 0 else x.clone()
+        def own(x: Tensor | None) -> Tensor | None:  # the input's Θ = 0 is never written
+            return x if x is None or is_zero_constant(x) else x.clone()
 
         # branches may overwrite their tile in place: each extra branch gets a copy
         return (t, *(t.replace(nngp=own(t.nngp), ntk=own(t.ntk)) for _ in range(self.n - 1)))
@@ -214,7 +215,7 @@ class FanOut(Layer):
 class FanInSum(Layer):
     """Sum the branches (their shapes must match)."""
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         if not isinstance(in_shape, Branches):
@@ -268,7 +269,7 @@ class FanInSum(Layer):
 class Identity(Layer):
     """Pass the input through unchanged."""
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return in_shape

@@ -277,6 +277,7 @@ class _Conv(WidthLayer):
 
     width_field: ClassVar[str] = "out_channels"
     n_spatial: ClassVar[int] = 2
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_positive_int("out_channels", self.out_channels)

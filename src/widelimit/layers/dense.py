@@ -143,7 +143,7 @@ class Dense(WidthLayer):
     parameterization: str = "ntk"
 
     width_field: ClassVar[str] = "out_features"
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_positive_int("out_features", self.out_features)
@@ -198,7 +198,7 @@ class Dense(WidthLayer):
         if theta is not None and self.parameterization == "standard":
             # Θ' = n Σ + 1[σb>0] + σw² Θ, from Σ before it is overwritten
             bias = 1.0 if self.b_std > 0 else 0.0
-            if theta.ndim == 0:  # Θ = 0 (raw input)
+            if is_zero_constant(theta):  # Θ = 0 (raw input)
                 theta = s * float(t.channels)
                 if bias:
                     theta.add_(bias)
@@ -209,7 +209,7 @@ class Dense(WidthLayer):
         s.mul_(w2).add_(b2)  # Σ' = σw² Σ + σb²
         if theta is not None and self.parameterization == "ntk":
             # Θ' = Σ' + σw² Θ; the raw input's Θ = 0 gives Θ' = Σ' (no zeros array)
-            theta = s.clone() if theta.ndim == 0 else theta.mul_(w2).add_(s)
+            theta = s.clone() if is_zero_constant(theta) else theta.mul_(w2).add_(s)
         return t.replace(
             nngp=s,
             ntk=theta,

@@ -66,7 +66,7 @@ class LayerNorm(Layer):
             alike (keeps all-zero inputs finite).
     """
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     eps: float = 1e-12
 
@@ -122,7 +122,7 @@ class Dropout(Layer):
     (``torch.nn.Dropout``) is returned in eval mode; ``net.train()`` activates it.
     """
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     rate: float = 0.5
 
@@ -169,7 +169,7 @@ class Scale(Layer):
     Scale(0.5))), FanInSum())``.
     """
 
-    entrywise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     alpha: float = 1.0
 

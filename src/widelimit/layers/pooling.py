@@ -89,6 +89,7 @@ class _AvgPool(Layer):
 
     mixes_positions: ClassVar[bool] = True
     n_spatial: ClassVar[int] = 2
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         n = self.n_spatial
@@ -196,6 +197,7 @@ class GlobalAvgPool(Layer):
     """Mean over all spatial positions: ``(N, C, *S) -> (N, C)`` (module docstring)."""
 
     mixes_positions: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return (_check_spatial_input(self, in_shape)[0],)
@@ -232,7 +234,7 @@ class Flatten(Layer):
     with a Flatten readout never needs the full ``(|S|²)`` covariance.
     """
 
-    entrywise: ClassVar[bool] = True  # the identity on dense features
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)

@@ -8,7 +8,7 @@ On dense features (inputs ``(N, d)``, no spatial axes) the rule of most layers i
 only (``Dense``, every activation, ``LayerNorm``, ``Dropout``, constant
 rescaling, ``Identity``, ``Flatten`` and the combinators).  A network made only
 of such layers maps every block of rows × columns independently, so
-:func:`entrywise_kernel` computes the input Gram matrix one panel of rows at a
+:func:`pairwise_kernel` computes the input Gram matrix one panel of rows at a
 time and pushes column tiles of it through the whole network while they are
 in cache, writing the results straight into the two output matrices:
 
@@ -26,7 +26,7 @@ The layer protocol (internal; new layers use it to get the fast path)
 --------------------------------------------------------------------
 * ``Layer.entrywise`` (class attribute, default ``False``): set it to ``True``
   when the layer's rule is entrywise on dense features as above.
-  ``Layer.is_entrywise()`` is true when the layer and all its children are;
+  ``Layer.is_pairwise()`` is true when the layer and all its children are;
   only then does ``Layer.kernel`` use this module (for ``(N, d)`` inputs).
 * A tile is a :class:`Tile`, i.e. a :class:`~widelimit.kernel.Kernel` whose
   ``nngp``/``ntk`` are ``(b, m)`` blocks (rows of ``x1`` × columns of ``x2``),
@@ -56,6 +56,7 @@ tiles are larger off the CPU, where launch overhead matters more than cache).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,18 +64,20 @@ import torch
 from torch import Tensor
 
 from widelimit.kernel import Kernel
-from widelimit.layers.inputs import self_gram
+from widelimit.layers.inputs import gram, self_gram
 
 if TYPE_CHECKING:  # pragma: no cover
     from widelimit.layers.base import Layer
 
-__all__ = ["Tile", "correlation_", "entrywise_kernel", "tile_shape"]
+__all__ = ["Tile", "correlation_", "pairwise_kernel", "tile_shape"]
 
 #: Entries of one tile on the CPU (about the L2 cache) and on other devices.
 TILE_ENTRIES_CPU = 1 << 18
 TILE_ENTRIES_OTHER = 1 << 24
 #: Rows of one panel of the Gram matrix (one matrix multiply per panel).
 PANEL_ROWS = 256
+#: Kernel entries of one tile of example pairs for inputs with spatial axes.
+TILE_ENTRIES_SPATIAL = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -127,17 +130,23 @@ def _mirror_tile(m: Tensor, p0: int, p1: int, a0: int, a1: int) -> None:
         m[a0:a1, p0:p1].copy_(m[p0:p1, a0:a1].T)
 
 
-def entrywise_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -> Kernel:
-    """NNGP (and NTK when ``ntk``) of an entrywise ``spec`` on dense inputs, tile by tile.
+def pairwise_kernel(
+    spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full_spatial: bool = False
+) -> Kernel:
+    """NNGP (and NTK when ``ntk``) of a pairwise ``spec`` (``is_pairwise()``), tile by tile.
 
     Args:
-        spec: a network whose ``is_entrywise()`` is true.
-        x1: ``(N1, d)``; x2: ``(N2, d)`` or ``None`` for ``x1`` (then only the
-            upper triangle is computed and mirrored).
+        spec: a network that mixes no examples (module docstring).
+        x1: ``(N1, d)`` or ``(N1, C, *spatial)``; x2: the same trailing shape, or
+            ``None`` for ``x1`` (then only the tiles on and above the diagonal are
+            computed and mirrored).
+        full_spatial: track all position pairs (``spec.needs_full_spatial()``).
     Returns:
-        The same :class:`Kernel` as ``spec.transform_kernel(input_kernel(...))``
-        up to rounding, with exactly symmetric ``(N, N)`` matrices when ``x2`` is None.
+        The kernel ``spec.transform_kernel(input_kernel(...))`` up to rounding; exactly
+        symmetric when ``x2`` is None.
     """
+    if x1.ndim > 2:
+        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial)
     sym = x2 is None
     xb = x1 if x2 is None else x2
     n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
@@ -201,6 +210,82 @@ def entrywise_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -
         cov2=cov2,
         spatial=(),
         full_spatial=False,
+        channels=last.channels,
+        is_gaussian=last.is_gaussian,
+    )
+
+
+def _swap_pairs(t: Tensor, n_spatial: int, full: bool) -> Tensor:
+    """``K(x', x)`` from ``K(x, x')``: swap the example axes (and position pairs if ``full``)."""
+    perm = [1, 0]
+    for a in range(n_spatial):
+        d = 2 + (2 * a if full else a)
+        perm += [d + 1, d] if full else [d]
+    return t.permute(perm)
+
+
+def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full: bool) -> Kernel:
+    """:func:`pairwise_kernel` for ``(N, C, *spatial)`` inputs: square tiles of example pairs."""
+    sym = x2 is None
+    xb = x1 if x2 is None else x2
+    n1, n2 = int(x1.shape[0]), int(xb.shape[0])
+    per_pair = math.prod(x1.shape[2:]) ** (2 if full else 1)
+    block = max(1, math.isqrt(max(1, TILE_ENTRIES_SPATIAL // per_pair)))
+    q1 = self_gram(x1, full)
+    q2 = q1 if sym else self_gram(xb, full)
+    nngp = theta = cov1 = cov2 = None
+    last: Kernel | None = None
+    for r0 in range(0, n1, block):
+        r1 = min(r0 + block, n1)
+        for c0 in range(r0 if sym else 0, n2, block):
+            c1 = min(c0 + block, n2)
+            g = gram(x1[r0:r1], xb[c0:c1], full)
+            tile = Tile(
+                nngp=g,
+                ntk=g.new_zeros(()).expand(g.shape) if ntk else None,  # Θ⁰ = 0, no memory
+                cov1=q1[r0:r1],
+                cov2=q2[c0:c1],
+                spatial=tuple(x1.shape[2:]),
+                full_spatial=full,
+                channels=int(x1.shape[1]),
+                has_diagonal=sym and r0 == c0,
+            )
+            out = spec.transform_tile(tile)
+            if isinstance(out, tuple):
+                raise ValueError(
+                    f"the network ends with {len(out)} parallel branches; close them with "
+                    "FanInSum()"
+                )
+            if nngp is None:  # output layout known from the first tile
+                nngp = out.nngp.new_empty((n1, n2, *out.nngp.shape[2:]))
+                theta = nngp.new_empty(nngp.shape) if ntk else None
+                cov1 = out.cov1.new_empty((n1, *out.cov1.shape[1:]))
+                cov2 = None if sym else out.cov2.new_empty((n2, *out.cov2.shape[1:]))
+            o_sp, o_full = len(out.spatial), out.full_spatial
+            for dst, src in ((nngp, out.nngp), (theta, out.ntk)):
+                if dst is None:
+                    continue
+                dst[r0:r1, c0:c1] = src
+                if sym and c0 > r0:
+                    dst[c0:c1, r0:r1] = _swap_pairs(src, o_sp, o_full)
+                elif sym:  # diagonal block: its upper triangle of pairs is the reference
+                    blk = dst[r0:r1, c0:c1]
+                    upper = torch.ones(blk.shape[:2], dtype=torch.bool, device=blk.device)
+                    upper = upper.triu().reshape(*blk.shape[:2], *([1] * (blk.ndim - 2)))
+                    blk.copy_(torch.where(upper, blk, _swap_pairs(blk, o_sp, o_full)))
+            if c0 == (r0 if sym else 0):
+                cov1[r0:r1] = out.cov1
+            if cov2 is not None and r0 == 0:
+                cov2[c0:c1] = out.cov2
+            last = out
+    assert last is not None and nngp is not None and cov1 is not None
+    return Kernel(
+        nngp=nngp,
+        ntk=theta,
+        cov1=cov1,
+        cov2=cov2,
+        spatial=last.spatial,
+        full_spatial=last.full_spatial,
         channels=last.channels,
         is_gaussian=last.is_gaussian,
     )
