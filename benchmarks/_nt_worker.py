@@ -10,7 +10,7 @@ on stdin, one JSON reply a line on stdout:
   ``["flatten"]``), load ``x`` (NHWC for images), jit ``kernel_fn`` with ``get``
   static and warm it up;
 * ``{"cmd": "time"}``: one call of NNGP+NTK of ``x`` with itself, blocked until
-  ready; replies ``{"seconds": ...}``;
+  ready; replies ``{"seconds": ..., "cpu_seconds": ...}`` (wall and CPU time);
 * ``{"cmd": "save", "nngp": "a.npy", "ntk": "b.npy"}``: write the last result;
 * ``{"cmd": "quit"}``.
 
@@ -70,9 +70,9 @@ def main() -> None:
                 out = jax.block_until_ready(fn(x, None, get=("nngp", "ntk")))
                 msg = {"ok": True, "compile_seconds": time.perf_counter() - t0}
             elif cmd["cmd"] == "time":
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 out = jax.block_until_ready(fn(x, None, get=("nngp", "ntk")))
-                msg = {"seconds": time.perf_counter() - t0}
+                msg = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
             elif cmd["cmd"] == "save":
                 np.save(cmd["nngp"], np.asarray(out.nngp))
                 np.save(cmd["ntk"], np.asarray(out.ntk))

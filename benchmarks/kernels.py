@@ -9,10 +9,12 @@ Workloads (issue 12), NNGP+NTK of ``x`` with itself, float32 and float64:
 
 Columns: ``widelimit_s`` (best of the pairs), ``nt_s`` and ``ratio`` = widelimit / Neural
 Tangents, measured in interleaved pairs A, B, A, B, ... (minimum of each side) so that load
-from other processes hits both alike; ``bound_s`` (FC ReLU only) = the input Gram matrix
-``x xᵀ`` plus 10 elementwise passes (``c = a·b`` over the full ``N × N``) per hidden layer,
-timed in the same run, and ``ratio_to_bound``; ``peak_MiB`` = extra resident memory during
-one widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
+from other processes hits both alike; ``cpu_ratio`` is the same ratio of process CPU times
+(robust when the machine is shared, but it adds up threads in ``--threads default``);
+``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
+(``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
+``ratio_to_bound``; ``peak_MiB`` = extra resident memory during one widelimit call;
+``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
 
 Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
 ``WIDELIMIT_NT_PYTHON``; build one with ``../shared/peers/neural-tangents.sh``), jitted with
@@ -174,6 +176,13 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _time_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def _bound_parts(x: torch.Tensor) -> tuple[float, float]:
     """(seconds of ``x xᵀ``, seconds of one elementwise pass ``c = a·b`` over ``N × N``)."""
     n = x.shape[0]
@@ -236,6 +245,7 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
         "widelimit_s": None,
         "nt_s": None,
         "ratio": None,
+        "cpu_ratio": None,
         "bound_s": None,
         "ratio_to_bound": None,
         "peak_MiB": round(mem.peak_mb, 1),
@@ -255,11 +265,15 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
             print(f"[kernels] Neural Tangents failed on {w['name']}: {err}", file=sys.stderr)
             peer = None
     del k
-    mine, theirs, gemm, one_pass = [], [], [], []
+    mine, theirs, mine_cpu, theirs_cpu, gemm, one_pass = [], [], [], [], [], []
     for _ in range(pairs):
-        mine.append(_time(lambda: net.kernel(x)))
+        wall, cpu = _time_cpu(lambda: net.kernel(x))
+        mine.append(wall)
+        mine_cpu.append(cpu)
         if peer is not None:
-            theirs.append(peer.ask(cmd="time")["seconds"])
+            reply = peer.ask(cmd="time")
+            theirs.append(reply["seconds"])
+            theirs_cpu.append(reply["cpu_seconds"])
         if fc_relu:
             g, p = _bound_parts(x)
             gemm.append(g)
@@ -268,6 +282,7 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
     if theirs:
         row["nt_s"] = min(theirs)
         row["ratio"] = row["widelimit_s"] / row["nt_s"]
+        row["cpu_ratio"] = min(mine_cpu) / min(theirs_cpu)
     if fc_relu:
         row["bound_s"] = min(gemm) + DEPTH * PASSES * min(one_pass)
         row["ratio_to_bound"] = row["widelimit_s"] / row["bound_s"]
