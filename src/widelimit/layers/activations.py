@@ -170,23 +170,34 @@ class Elementwise(Layer):
                 "output of another activation"
             )
 
-    def _dual_of(self, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, pairs=None) -> Dual:
-        """The dual at every entry of ``s12``.  With :meth:`dual_correlation` the correlation
-        is formed from ``1/√q`` of the (small, broadcasting) variance tensors, and set to
-        exactly 1 on the self-pairs selected by ``pairs`` (a view function; ``θ = 0`` there)."""
+    def _dual_of(
+        self, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, pairs=None, owned: bool = False
+    ) -> Dual:
+        """The dual at every entry of ``s12`` (overwritten if ``owned``).  With
+        :meth:`dual_correlation` the correlation is formed from ``1/√q`` of the (small,
+        broadcasting) variance tensors, and set to exactly 1 on the self-pairs selected by
+        ``pairs`` (a view function; ``θ = 0`` there)."""
         if not self.has_dual_correlation():
             return self.dual(q1, q2, s12, ntk=ntk)
         ip = _inplace(s12, q1, q2)
         r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
         r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0)
-        c = _op(ip, _op(ip, s12 * r1, "mul", r2), "clamp", -1.0, 1.0)
+        c = (
+            s12.mul_(r1)
+            if ip and owned and s12.shape == torch.broadcast_shapes(s12.shape, r1.shape, r2.shape)
+            else s12 * r1
+        )
+        c = _op(ip, _op(ip, c, "mul", r2), "clamp", -1.0, 1.0)
         if pairs is not None and ip:
             diag = pairs(c)  # c = 1 ± ulp there (0 for zero variances): make it exact
             diag.copy_(diag > 0.5)
         return self.dual_correlation(c, q1, q2, ntk=ntk)
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
-        k = single_kernel(self, k)
+        return self._transform(single_kernel(self, k), owned=False)
+
+    def _transform(self, k: Kernel, owned: bool) -> Kernel:
+        """The kernel rule; ``owned``: ``k.nngp``/``k.ntk`` may be overwritten."""
         self._check_gaussian(k)
         n_sp, full = len(k.spatial), k.full_spatial
 
@@ -199,10 +210,11 @@ class Elementwise(Layer):
             sym = pairs(2)
         elif isinstance(k, Tile) and k.has_diagonal:  # its leading square block
             sym = lambda t: self_pairs(t[:, : t.shape[0]], 2, n_sp, full)  # noqa: E731
-        nngp, dd = self._dual_of(q1, q2, k.nngp, k.ntk is not None, sym)
+        nngp, dd = self._dual_of(q1, q2, k.nngp, k.ntk is not None, sym, owned)
         ntk = k.ntk
         if ntk is not None and not is_zero_constant(ntk):  # Θ = 0 stays 0
-            ntk = None if dd is None else ntk * dd
+            inplace = owned and dd is not None and ntk.shape == dd.shape and _inplace(ntk, dd)
+            ntk = ntk.mul_(dd) if inplace else ntk * dd
         a1, b1 = k.self_variances(1)
         cov1, _ = self._dual_of(a1, b1, k.cov1, False, pairs(1))
         cov2 = None
@@ -214,7 +226,7 @@ class Elementwise(Layer):
     def transform_tile(self, t: Tile) -> Tile:
         """Σ' = E[φφ], Θ' = Θ·E[φ'φ'] on an owned tile (:mod:`widelimit.layers.tiles`)."""
         if t.spatial:
-            return self.transform_kernel(t)
+            return self._transform(t, owned=True)
         self._check_gaussian(t)
         q1, q2 = t.cov1, t.cov2
         want_ntk = t.ntk is not None
@@ -260,13 +272,22 @@ def _sin_minus_x_cos_series_(out: Tensor, x: Tensor) -> Tensor:
     ``g`` vanishes like ``x³/3`` at 0, where the direct difference cancels; there
     its Taylor series is used instead (often at few entries: evaluated only there).
     """
-    if x.numel() and bool(x.amin() < 1):
+    if not x.numel() or not bool(x.amin() < 1):
+        return out
+    flat = out.is_contiguous() and x.is_contiguous() and out.shape == x.shape
+    if flat:  # one nonzero() for both the gather and the scatter
+        idx = (x < 1).view(-1).nonzero().squeeze(1)
+        xs = x.view(-1).index_select(0, idx)
+    else:
         small = x < 1
         xs = x[small]
-        x2 = xs * xs
-        series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
-        for a in reversed(_SIN_MINUS_X_COS[:-1]):
-            series = series * x2 + a
+    x2 = xs * xs
+    series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
+    for a in reversed(_SIN_MINUS_X_COS[:-1]):
+        series = series * x2 + a
+    if flat:
+        out.view(-1).index_copy_(0, idx, series * x2 * xs)
+    else:
         out[small] = series * x2 * xs
     return out
 
@@ -295,9 +316,11 @@ def _piecewise_linear_from_correlation(a: float, b: float, c: Tensor, ntk: bool)
     ip = _inplace(c)
     p, ab = a * a + b * b, a * b
     # sin θ = √((1 − c)(1 + c)), accurate near |c| = 1
-    sin_theta = _op(ip, _op(ip, torch.rsub(c, 1.0), "mul", c + 1.0), "sqrt")
+    one_plus_c = c + 1.0
+    sin_theta = _op(ip, _op(ip, torch.rsub(c, 1.0), "mul", one_plus_c), "sqrt")
     theta = torch.arccos(c) if ab != 0 else None  # ReLU-like slopes (a·b = 0) skip θ-terms
-    alpha = _op(ip, torch.neg(c), "acos")  # π − θ = arccos(−c), accurate near c = −1
+    # π − θ = arccos(−c), accurate near c = −1 (in place: in the 1 + c buffer)
+    alpha = torch.neg(c, out=one_plus_c).acos_() if ip else torch.arccos(-c)
     g_theta = None
     if theta is not None:  # g(θ) = sin θ − θ c
         g_theta = _sin_minus_x_cos_series_(torch.addcmul(sin_theta, theta, c, value=-1.0), theta)
