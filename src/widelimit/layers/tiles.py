@@ -1,57 +1,64 @@
-"""Tile-by-tile evaluation of networks on dense features: the fast path of ``Layer.kernel``.
+"""Tile-by-tile evaluation of networks that mix no examples: the fast path of ``Layer.kernel``.
 
 Why it works
 ------------
-On dense features (inputs ``(N, d)``, no spatial axes) the rule of most layers is
-*entrywise*: entry ``(i, j)`` of the output NNGP/NTK is a function of entry
-``(i, j)`` of the input NNGP/NTK and of the variances ``cov1[i]``, ``cov2[j]``
-only (``Dense``, every activation, ``LayerNorm``, ``Dropout``, constant
-rescaling, ``Identity``, ``Flatten`` and the combinators).  A network made only
-of such layers maps every block of rows × columns independently, so
-:func:`pairwise_kernel` computes the input Gram matrix one panel of rows at a
-time and pushes column tiles of it through the whole network while they are
-in cache, writing the results straight into the two output matrices:
+No current layer mixes examples: the block ``(i, j)`` of the output NNGP/NTK
+(one pair of examples; one entry on dense features, an ``(H, H', W, W')`` or
+``(H, W)`` block on images) is a function of the same block of the input
+kernel and of the self-covariances ``cov1[i]``, ``cov2[j]`` only.  Such layers
+declare ``pairwise = True`` (``Dense``, every activation, ``Conv``, pooling,
+``Flatten``, ``LayerNorm``, ``Dropout``, rescaling and the combinators).  A
+network made only of them maps every block of example pairs independently,
+so :func:`pairwise_kernel` computes the input covariance one tile at a time
+and pushes it through the whole network while it is in cache, writing the
+results straight into the outputs:
 
-* memory: the two ``(N1, N2)`` outputs plus a few tile-sized temporaries (a
-  tile has about ``2**18`` entries on the CPU); no ``N × N`` intermediate;
+* dense inputs ``(N, d)``: the Gram matrix is computed one panel of 256 rows at
+  a time, straight into the NNGP output, and cut into column tiles of about
+  ``2**18`` entries; memory is the two ``(N1, N2)`` outputs plus a few
+  tile-sized temporaries (no ``N × N`` intermediate);
+* inputs with spatial axes: square tiles of example pairs with about ``2**20``
+  kernel entries;
 * ``k(x)`` (``x2 is None``): only tiles on and above the diagonal are computed
-  (rows ``[p0, p1)``, columns ``[p0, N)``), each copied to its transposed place
-  while in cache, so the result is exactly symmetric at half the work;
-* the diagonal of ``k(x)`` is exact: the Gram diagonal is set to the row sums
-  (the variances), activations use the correlation ``c = 1`` there (``θ = 0``
-  exactly; 0 for zero-variance rows, as :func:`~widelimit.layers.activations.correlation`),
-  and the NNGP diagonal is reset to the variances after every activation.
+  and each is copied to its transposed place (position pairs swapped in the
+  full spatial layout), so the result is exactly symmetric at half the work;
+* the diagonal of ``k(x)`` is exact: the dense Gram diagonal is set to the row
+  sums (the variances), activations use the correlation ``c = 1`` exactly on
+  self-pairs (``θ = 0``; 0 for zero variances, as
+  :func:`~widelimit.layers.activations.correlation`), and the dense NNGP
+  diagonal is reset to the variances after every activation.
 
 The layer protocol (internal; new layers use it to get the fast path)
 --------------------------------------------------------------------
-* ``Layer.entrywise`` (class attribute, default ``False``): set it to ``True``
-  when the layer's rule is entrywise on dense features as above.
-  ``Layer.is_pairwise()`` is true when the layer and all its children are;
-  only then does ``Layer.kernel`` use this module (for ``(N, d)`` inputs).
+* ``Layer.pairwise`` (class attribute, default ``False``): set it to ``True``
+  when the layer's rule mixes no examples as above.  ``Layer.is_pairwise()``
+  is true when the layer and all its children are; only then does
+  ``Layer.kernel`` use this module (a layer that mixes examples, e.g. a graph
+  aggregation or batch norm, keeps the whole-kernel route).
 * A tile is a :class:`Tile`, i.e. a :class:`~widelimit.kernel.Kernel` whose
-  ``nngp``/``ntk`` are ``(b, m)`` blocks (rows of ``x1`` × columns of ``x2``),
-  ``cov1`` the ``(b,)`` row variances and ``cov2`` the ``(m,)`` column
-  variances (never ``None``: a tile is not symmetric), ``spatial == ()``.
-  ``has_diagonal`` says that entry ``(r, r)`` is the global diagonal entry of
-  row ``r``.  ``ntk`` may be a 0-dim zero tensor: the raw input's ``Θ⁰ = 0``,
-  kept as a scalar that broadcasts, so that the first ``Dense`` starts with
-  ``Θ = Σ`` instead of adding a zeros array.
+  ``nngp``/``ntk`` are ``(b, m, ...)`` blocks (rows of ``x1`` × columns of
+  ``x2``), ``cov1``/``cov2`` the ``(b, ...)``/``(m, ...)`` self-covariances
+  (``cov2`` never ``None``: a tile is not symmetric).  ``has_diagonal`` says
+  that the pair ``(r, r)`` of the tile is example ``r`` with itself.  ``ntk``
+  may be the raw input's ``Θ⁰ = 0`` as one zero expanded to any shape
+  (:func:`~widelimit.layers.inputs.is_zero_constant`), so that the first
+  ``Dense``/``Conv`` starts with ``Θ = Σ`` instead of reading a zeros array.
 * ``Layer.transform_tile(t)`` maps a tile.  The default calls the pure
   ``transform_kernel(t)``, which works on tiles unchanged (they are kernels):
-  an entrywise layer gets the tiled evaluation without writing anything else.
+  a pairwise layer gets the tiled evaluation without writing anything else.
   A layer may override it to work **in place**: the caller hands over
   ownership of ``t.nngp``/``t.ntk`` (which may be views into the outputs), so
-  they may be overwritten; the row/column variance vectors must not be.
-  ``FanOut`` clones the tensors for its extra branches.
+  they may be overwritten; ``cov1``/``cov2`` must not be.  ``FanOut`` clones
+  the tensors for its extra branches.  ``Dense`` and the activations do so.
 * Activations with a closed form implement ``dual_correlation(c, q1, q2,
   ntk=...)`` on the clamped correlation ``c`` (which they may overwrite) and
-  the variances; :meth:`Elementwise.transform_tile` then normalises each tile
-  with length-``N`` vectors (:func:`correlation_`) instead of forming
+  variances that broadcast against it; the tile rule then normalises with
+  ``1/√q`` vectors (:func:`correlation_`: two passes) instead of forming
   ``√(q1 q2)`` per entry.  Without it the layer's ``dual`` is called on the
   tile (still tiled, still bounded in memory).
 
 The driver works on any device (tensors follow ``x1``'s device and dtype;
-tiles are larger off the CPU, where launch overhead matters more than cache).
+dense tiles are larger off the CPU, where launch overhead matters more than cache).
 """
 
 from __future__ import annotations
