@@ -13,7 +13,7 @@ from other processes hits both alike; ``cpu_ratio`` is the same ratio of process
 (robust when the machine is shared, but it adds up threads in ``--threads default``);
 ``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
 (``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
-``ratio_to_bound``; ``peak_MiB`` = extra resident memory during one widelimit call;
+``ratio_to_bound`` (both in CPU time); ``peak_MiB`` = extra resident memory during one widelimit call;
 ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
 
 Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
@@ -184,12 +184,12 @@ def _time_cpu(fn) -> tuple[float, float]:
 
 
 def _bound_parts(x: torch.Tensor) -> tuple[float, float]:
-    """(seconds of ``x xᵀ``, seconds of one elementwise pass ``c = a·b`` over ``N × N``)."""
+    """CPU seconds of ``x xᵀ`` and of one elementwise pass ``c = a·b`` over ``N × N``."""
     n = x.shape[0]
     a = torch.rand(n, n, dtype=x.dtype)
     b = torch.rand(n, n, dtype=x.dtype)
     c = torch.empty_like(a)
-    return _time(lambda: x @ x.T), _time(lambda: torch.mul(a, b, out=c))
+    return _time_cpu(lambda: x @ x.T)[1], _time_cpu(lambda: torch.mul(a, b, out=c))[1]
 
 
 def _max_rel_diff(k, nt_nngp: np.ndarray, nt_ntk: np.ndarray) -> float:
@@ -285,7 +285,7 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
         row["cpu_ratio"] = min(mine_cpu) / min(theirs_cpu)
     if fc_relu:
         row["bound_s"] = min(gemm) + DEPTH * PASSES * min(one_pass)
-        row["ratio_to_bound"] = row["widelimit_s"] / row["bound_s"]
+        row["ratio_to_bound"] = min(mine_cpu) / row["bound_s"]  # CPU times (shared machine)
     return row
 
 
