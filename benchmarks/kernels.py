@@ -13,8 +13,8 @@ from other processes hits both alike; ``cpu_ratio`` is the same ratio of process
 (robust when the machine is shared, but it adds up threads in ``--threads default``);
 ``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
 (``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
-``ratio_to_bound`` (both in CPU time); ``peak_MiB`` = extra resident memory during one widelimit call;
-``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
+``ratio_to_bound`` (both in CPU time); ``peak_MiB`` = extra resident memory during one
+widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
 
 Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
 ``WIDELIMIT_NT_PYTHON``; build one with ``../shared/peers/neural-tangents.sh``), jitted with
