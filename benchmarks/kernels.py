@@ -1,70 +1,366 @@
-"""NNGP+NTK cost of fully-connected nets against the unavoidable work.
+"""NNGP+NTK speed of widelimit against Neural Tangents 0.6.5 and against the arithmetic bound.
 
-Net: 3 × (Dense(512) → φ) → Dense(1) on N = 4000 inputs of dimension 784,
-float32 and float64, φ ∈ {ReLU (closed form), Erf (closed form), Tanh
-(quadrature)}.  The *baseline* is the input Gram matrix ``x xᵀ/d`` plus, per
-layer, one evaluation of the bare arc-cosine formula on an (N, N) tensor (the
-least elementwise work any closed-form recursion must do).  Targets (issue 3):
-closed form ≤ 1.5× baseline; quadrature ≤ 3× the closed-form cost.
+Workloads (issue 12), NNGP+NTK of ``x`` with itself, float32 and float64:
 
-    python -m benchmarks.kernels [--json] [--quick]
+* FC ``3×(Dense(512, 1.5, 0.05) → φ) → Dense(1)``, φ ∈ {ReLU, Erf}, x ``(N, 784)``, N = 2000, 4000;
+* ``2×(Conv2d(64, 3, padding, 1.5, 0.05) → ReLU) → GlobalAvgPool → Dense(1)``, x ``(64, 3, 8, 8)``,
+  padding "same" and "valid";
+* ``2×(Conv2d(64, 3, "same") → ReLU) → Flatten → Dense(1)``, x ``(256, 3, 8, 8)``.
+
+Columns: ``widelimit_s`` (best of the pairs), ``nt_s`` and ``ratio`` = widelimit / Neural
+Tangents, measured in interleaved pairs A, B, A, B, ... (minimum of each side) so that load
+from other processes hits both alike; ``cpu_ratio`` is the same ratio of process CPU times
+(robust when the machine is shared, but it adds up threads in ``--threads default``);
+``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
+(``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
+``ratio_to_bound`` (both in CPU time); ``peak_MiB`` = extra resident memory during one
+widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
+
+Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
+``WIDELIMIT_NT_PYTHON``; build one with ``../shared/peers/neural-tangents.sh``), jitted with
+``get`` static, warmed up, ``block_until_ready``, NHWC images, x64 enabled for float64.  Without
+it the peer columns are empty.  ``--threads 1`` (default) pins both sides to one thread
+(``torch.set_num_threads(1)``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1``, ``OMP_NUM_THREADS=1``); ``--threads default`` leaves both
+at their defaults.  ``--memory`` instead reports the peak RSS of fresh processes computing
+FC ReLU float32 at N = 20,000 and conv + GAP ("same", N = 64).
+
+    python -m benchmarks.kernels [--json] [--quick] [--pairs 5] [--threads 1|default]
+        [--nt-python PATH] [--only fc|conv] [--memory]
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from benchmarks._util import measure, parse_args, report
-from widelimit.layers import Dense, Erf, ReLU, Tanh, serial
+from benchmarks._util import PeakRSS, report
+
+_WORKER = Path(__file__).resolve().parent / "_nt_worker.py"
+DEPTH = 3  # hidden Dense → φ blocks of the FC nets
+PASSES = 10  # elementwise passes per hidden layer in the bound
 
 
-def _baseline(x: torch.Tensor, depth: int) -> None:
-    s = x @ x.T / x.shape[1]
-    q = s.diagonal()
-    for _ in range(depth):
-        prod = torch.sqrt(q[:, None] * q[None, :])
-        c = (s / prod).clamp(-1, 1)
-        th = torch.arccos(c)
-        s = prod / (2 * math.pi) * (torch.sqrt(1 - c * c) + (math.pi - th) * c)
-        q = s.diagonal()
+# --------------------------------------------------------------------------
+# Workloads: one layer list, built for both libraries
+# --------------------------------------------------------------------------
 
 
-def run(quick: bool = False) -> list[dict]:
-    torch.set_num_threads(2)
-    n, d, depth = (1000, 784, 3) if quick else (4000, 784, 3)
-    rows = []
+def _fc(act: str) -> list[list]:
+    return [*([["dense", 512, 1.5, 0.05], [act]] * DEPTH), ["dense", 1, 1.0, 0.0]]
+
+
+def _cnn(padding: str, head: str) -> list[list]:
+    conv = ["conv", 64, 3, padding, 1.5, 0.05]
+    return [conv, ["relu"], conv, ["relu"], [head], ["dense", 1, 1.0, 0.0]]
+
+
+def workloads(quick: bool) -> list[dict[str, Any]]:
+    """``name``, ``layers`` and input ``shape`` of every workload (smaller when ``quick``)."""
+    n1, n2, ni, nf = (500, 1000, 16, 64) if quick else (2000, 4000, 64, 256)
+    return [
+        {"name": "FC ReLU", "layers": _fc("relu"), "shape": (n1, 784)},
+        {"name": "FC ReLU", "layers": _fc("relu"), "shape": (n2, 784)},
+        {"name": "FC Erf", "layers": _fc("erf"), "shape": (n1, 784)},
+        {"name": "FC Erf", "layers": _fc("erf"), "shape": (n2, 784)},
+        {"name": "conv+GAP same", "layers": _cnn("same", "gap"), "shape": (ni, 3, 8, 8)},
+        {"name": "conv+GAP valid", "layers": _cnn("valid", "gap"), "shape": (ni, 3, 8, 8)},
+        {"name": "conv+Flatten same", "layers": _cnn("same", "flatten"), "shape": (nf, 3, 8, 8)},
+    ]
+
+
+def widelimit_net(layers: list[list]):
+    """The widelimit network of a layer list (public API only, so that older versions run)."""
+    from widelimit.layers import Dense, Erf, ReLU, serial
+    from widelimit.layers.conv import Conv2d
+    from widelimit.layers.pooling import Flatten, GlobalAvgPool
+
+    out = []
+    for spec in layers:
+        kind = spec[0]
+        if kind == "dense":
+            out.append(Dense(spec[1], spec[2], spec[3]))
+        elif kind == "conv":
+            _, ch, k, padding, w_std, b_std = spec
+            out.append(Conv2d(ch, k, padding=padding, w_std=w_std, b_std=b_std))
+        else:
+            out.append({"relu": ReLU, "erf": Erf, "gap": GlobalAvgPool, "flatten": Flatten}[kind]())
+    return serial(*out)
+
+
+def inputs(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Seeded standard normal inputs, the same numbers (rounded) in every dtype."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+# --------------------------------------------------------------------------
+# The Neural Tangents peer (optional)
+# --------------------------------------------------------------------------
+
+
+class NeuralTangents:
+    """A persistent ``_nt_worker.py`` subprocess of the Neural Tangents Python."""
+
+    def __init__(self, python: str, x64: bool, single_thread: bool) -> None:
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        env["JAX_PLATFORMS"] = "cpu"
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        if single_thread:
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            env["OMP_NUM_THREADS"] = "1"
+        self.proc = subprocess.Popen(
+            [python, str(_WORKER), "1" if x64 else "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the Neural Tangents worker exited")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(msg["error"])
+        return msg
+
+    def close(self) -> None:
+        try:
+            self.ask(cmd="quit")
+        except (RuntimeError, BrokenPipeError, OSError):
+            pass
+        self.proc.wait(timeout=30)
+
+
+def nt_python(flag: str | None) -> str | None:
+    """The Neural Tangents Python from the flag or ``WIDELIMIT_NT_PYTHON``, if it exists."""
+    path = flag or os.environ.get("WIDELIMIT_NT_PYTHON")
+    if path and Path(path).exists():
+        return path
+    if path:
+        print(f"[kernels] Neural Tangents python {path!r} not found: peer skipped", file=sys.stderr)
+    else:
+        print(
+            "[kernels] no Neural Tangents python (--nt-python or WIDELIMIT_NT_PYTHON): "
+            "peer columns skipped",
+            file=sys.stderr,
+        )
+    return None
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _time_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _bound_parts(x: torch.Tensor) -> tuple[float, float]:
+    """CPU seconds of ``x xᵀ`` and of one elementwise pass ``c = a·b`` over ``N × N``."""
+    n = x.shape[0]
+    a = torch.rand(n, n, dtype=x.dtype)
+    b = torch.rand(n, n, dtype=x.dtype)
+    c = torch.empty_like(a)
+    return _time_cpu(lambda: x @ x.T)[1], _time_cpu(lambda: torch.mul(a, b, out=c))[1]
+
+
+def _max_rel_diff(k, nt_nngp: np.ndarray, nt_ntk: np.ndarray) -> float:
+    out = 0.0
+    for mine, theirs in ((k.nngp, nt_nngp), (k.ntk, nt_ntk)):
+        theirs = np.asarray(theirs, dtype=np.float64).reshape(mine.shape)
+        diff = np.abs(mine.double().numpy() - theirs).max()
+        out = max(out, float(diff / np.abs(theirs).max()))
+    return out
+
+
+def run(
+    quick: bool = False,
+    *,
+    pairs: int = 5,
+    threads: str = "1",
+    nt: str | None = None,
+    only: str | None = None,
+) -> list[dict]:
+    """Rows of the workload table (module docstring)."""
+    single = threads == "1"
+    if single:
+        torch.set_num_threads(1)
+    nt = nt_python(nt)
+    rows: list[dict] = []
+    tmp = Path(tempfile.mkdtemp(prefix="widelimit-bench-"))
     for dtype in (torch.float32, torch.float64):
-        x = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=dtype)
-        t_base, _m_base, _ = measure(lambda x=x: _baseline(x, depth), repeat=2)
-        results = {}
-        for name, act in (("relu", ReLU()), ("erf", Erf()), ("tanh", Tanh())):
-            layers = []
-            for _ in range(depth):
-                layers += [Dense(512, 1.4, 0.1), act]
-            net = serial(*layers, Dense(1))
-            t, mem, _ = measure(lambda net=net, x=x: net.kernel(x), repeat=1 if quick else 2)
-            results[name] = t
-            rows.append(
-                {
-                    "activation": name,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "N": n,
-                    "seconds": t,
-                    "peak_MiB": mem,
-                    "baseline_s": t_base,
-                    "ratio_to_baseline": t / t_base,
-                    "ratio_to_relu": t / results["relu"],
-                    "kernel_MiB": n * n * x.element_size() / 2**20,
-                }
-            )
+        peer = NeuralTangents(nt, dtype == torch.float64, single) if nt else None
+        try:
+            for w in workloads(quick):
+                if only and not w["name"].lower().startswith(only):
+                    continue
+                rows.append(_one(w, dtype, pairs, peer, tmp, threads))
+                print(f"[kernels] {rows[-1]}", file=sys.stderr, flush=True)
+        finally:
+            if peer is not None:
+                peer.close()
+    return rows
+
+
+def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
+    x = inputs(w["shape"], dtype)
+    net = widelimit_net(w["layers"])
+    fc_relu = w["name"] == "FC ReLU"
+    t_cold = _time(lambda: net.kernel(x))
+    with PeakRSS() as mem:
+        k = net.kernel(x)
+    row: dict[str, Any] = {
+        "workload": w["name"],
+        "N": int(x.shape[0]),
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": threads,
+        "widelimit_s": None,
+        "nt_s": None,
+        "ratio": None,
+        "cpu_ratio": None,
+        "bound_s": None,
+        "ratio_to_bound": None,
+        "peak_MiB": round(mem.peak_mb, 1),
+        "first_call_s": t_cold,
+        "max_rel_diff": None,
+    }
+    if peer is not None:
+        xf = tmp / "x.npy"
+        xn = x.numpy()
+        np.save(xf, np.ascontiguousarray(xn.transpose(0, 2, 3, 1)) if xn.ndim == 4 else xn)
+        try:
+            peer.ask(cmd="setup", layers=w["layers"], x=str(xf))
+            a, b = str(tmp / "nngp.npy"), str(tmp / "ntk.npy")
+            peer.ask(cmd="save", nngp=a, ntk=b)
+            row["max_rel_diff"] = _max_rel_diff(k, np.load(a), np.load(b))
+        except RuntimeError as err:
+            print(f"[kernels] Neural Tangents failed on {w['name']}: {err}", file=sys.stderr)
+            peer = None
+    del k
+    mine, theirs, mine_cpu, theirs_cpu, gemm, one_pass = [], [], [], [], [], []
+    for _ in range(pairs):
+        wall, cpu = _time_cpu(lambda: net.kernel(x))
+        mine.append(wall)
+        mine_cpu.append(cpu)
+        if peer is not None:
+            reply = peer.ask(cmd="time")
+            theirs.append(reply["seconds"])
+            theirs_cpu.append(reply["cpu_seconds"])
+        if fc_relu:
+            g, p = _bound_parts(x)
+            gemm.append(g)
+            one_pass.append(p)
+    row["widelimit_s"] = min(mine)
+    if theirs:
+        row["nt_s"] = min(theirs)
+        row["ratio"] = row["widelimit_s"] / row["nt_s"]
+        row["cpu_ratio"] = min(mine_cpu) / min(theirs_cpu)
+    if fc_relu:
+        row["bound_s"] = min(gemm) + DEPTH * PASSES * min(one_pass)
+        row["ratio_to_bound"] = min(mine_cpu) / row["bound_s"]  # CPU times (shared machine)
+    return row
+
+
+# --------------------------------------------------------------------------
+# Peak memory in fresh processes
+# --------------------------------------------------------------------------
+
+_MEMORY_CHILD = """
+import resource, sys, time, torch
+from benchmarks.kernels import inputs, widelimit_net, workloads, _fc, _cnn
+torch.set_num_threads(1)
+kind, n = sys.argv[1], int(sys.argv[2])
+if kind == "fc":
+    layers, x = _fc("relu"), inputs((n, 784), torch.float32)
+else:
+    layers, x = _cnn("same", "gap"), inputs((n, 3, 8, 8), torch.float32)
+net = widelimit_net(layers)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+k = net.kernel(x)
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+outputs = sum(t.numel() * t.element_size() for t in (k.nngp, k.ntk)) / 2**20
+print(before, peak, outputs, seconds)
+"""
+
+
+def memory_rows(quick: bool = False) -> list[dict]:
+    """Peak RSS of one ``net.kernel(x)`` in a fresh process (FC ReLU, conv + GAP), float32."""
+    rows = []
+    cases = [("fc", 2000 if quick else 20000), ("conv", 16 if quick else 64)]
+    for kind, n in cases:
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, kind, str(n)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        if proc.returncode != 0:
+            rows.append({"case": kind, "N": n, "error": proc.stderr.strip()[-300:]})
+            continue
+        before, peak, outputs, seconds = (float(v) for v in proc.stdout.split())
+        rows.append(
+            {
+                "case": "FC ReLU f32" if kind == "fc" else "conv+GAP same f32",
+                "N": n,
+                "peak_RSS_MiB": round(peak, 1),
+                "RSS_before_call_MiB": round(before, 1),
+                "outputs_MiB": round(outputs, 1),
+                "extra_over_outputs_MiB": round(peak - before - outputs, 1),
+                "seconds": round(seconds, 2),
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(__doc__.splitlines()[0], argv)
-    report("kernels: NNGP+NTK of fully-connected nets", run(args.quick), args.json)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    p.add_argument("--pairs", type=int, default=5, help="interleaved A,B pairs (min taken)")
+    p.add_argument("--threads", choices=("1", "default"), default="1")
+    p.add_argument("--nt-python", default=None, help="python of a Neural Tangents 0.6.5 env")
+    p.add_argument("--only", choices=("fc", "conv"), default=None)
+    p.add_argument("--memory", action="store_true", help="peak RSS in fresh processes")
+    args = p.parse_args(argv)
+    if args.memory:
+        report("kernels: peak memory of one call", memory_rows(args.quick), args.json)
+        return
+    rows = run(
+        args.quick, pairs=args.pairs, threads=args.threads, nt=args.nt_python, only=args.only
+    )
+    report(f"kernels: NNGP+NTK, widelimit vs Neural Tangents ({args.threads} thread)", rows,
+           args.json)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ class Kernel:
         ``(N1, 1, *spatial)`` and ``(1, N2, *spatial)``; for full spatial the
         variance at the first/second position of each pair.
         """
-        return _pair_variances(self.cov1, self.cov2_or_cov1(), self.spatial, self.full_spatial)
+        from widelimit.layers.spatial import pair_variances  # here: layers imports this module
+
+        return pair_variances(self.cov1, self.cov2_or_cov1(), self.spatial, self.full_spatial)
 
     def self_variances(self, which: int = 1) -> tuple[Tensor, Tensor]:
         """Variances broadcastable to ``cov1`` (``which=1``) or ``cov2`` (``which=2``).
@@ -109,44 +111,10 @@ class Kernel:
         For dense/diagonal layouts both are the diagonal itself; for full
         spatial layouts they are the variances at the two positions of each pair.
         """
+        from widelimit.layers.spatial import expand_first, expand_second, spatial_diagonal
+
         cov = self.cov1 if which == 1 else self.cov2_or_cov1()
         if not self.full_spatial or not self.spatial:
             return cov, cov
-        var = _spatial_diagonal(cov, len(self.spatial))  # (N, *spatial)
-        return _expand_first(var, len(self.spatial)), _expand_second(var, len(self.spatial))
-
-
-def _spatial_diagonal(cov: Tensor, n_spatial: int) -> Tensor:
-    """``(N, S1, S1', S2, S2', ...)`` -> ``(N, S1, S2, ...)``: take each pair's diagonal."""
-    out = cov
-    for _ in range(n_spatial):
-        # the pair axes of the current dimension are always at positions 1, 2
-        out = torch.diagonal(out, dim1=1, dim2=2)  # moves the diagonal to the end
-    return out
-
-
-def _expand_first(var: Tensor, n_spatial: int) -> Tensor:
-    """``(N, S1, S2)`` -> ``(N, S1, 1, S2, 1)``: variance at the first position."""
-    shape = [var.shape[0]]
-    for s in var.shape[1:]:
-        shape += [s, 1]
-    return var.reshape(shape)
-
-
-def _expand_second(var: Tensor, n_spatial: int) -> Tensor:
-    """``(N, S1, S2)`` -> ``(N, 1, S1, 1, S2)``: variance at the second position."""
-    shape = [var.shape[0]]
-    for s in var.shape[1:]:
-        shape += [1, s]
-    return var.reshape(shape)
-
-
-def _pair_variances(
-    cov1: Tensor, cov2: Tensor, spatial: tuple[int, ...], full_spatial: bool
-) -> tuple[Tensor, Tensor]:
-    if not spatial or not full_spatial:
-        return cov1.unsqueeze(1), cov2.unsqueeze(0)
-    n = len(spatial)
-    v1 = _expand_first(_spatial_diagonal(cov1, n), n)
-    v2 = _expand_second(_spatial_diagonal(cov2, n), n)
-    return v1.unsqueeze(1), v2.unsqueeze(0)
+        var = spatial_diagonal(cov, len(self.spatial))  # (N, *spatial)
+        return expand_first(var), expand_second(var)

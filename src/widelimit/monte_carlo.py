@@ -27,7 +27,7 @@ from widelimit._validation import (
     check_same_dtype_device,
 )
 from widelimit.empirical import empirical_ntk
-from widelimit.layers.base import Layer, _check_get
+from widelimit.layers.base import Layer, check_get
 from widelimit.progress import progress_bar
 from widelimit.seeding import Seed, as_generator
 
@@ -78,7 +78,7 @@ def monte_carlo_kernel(
         :class:`MonteCarloKernel` with means and standard errors. The networks are
         built in the dtype/device of ``x1``.
     """
-    gets = _check_get(get)
+    gets = check_get(get)
     n_samples = check_positive_int("n_samples", n_samples)
     if n_samples < 2:
         raise ValueError("`n_samples` must be >= 2 to estimate a standard error")

@@ -41,14 +41,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
+from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from widelimit._quadrature import autograd_derivative, gaussian_dual
+from widelimit._quadrature import autograd_derivative, gauss_legendre, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.inputs import is_zero_constant
+from widelimit.layers.spatial import self_pairs
+from widelimit.layers.tiles import Tile, correlation_
 
 Fn = Callable[[Tensor], Tensor]
 Dual = tuple[Tensor, Tensor | None]
@@ -117,7 +120,11 @@ class Elementwise(Layer):
     """Base class of activation layers (see module docstring).
 
     Subclasses implement ``fn`` (finite forward pass), ``derivative`` and ``dual``.
+    Closed forms may also implement :meth:`dual_correlation` (the same dual
+    from the correlation), which the tiled dense-feature path uses in place.
     """
+
+    pairwise: ClassVar[bool] = True
 
     def fn(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -130,6 +137,22 @@ class Elementwise(Layer):
     ) -> Dual:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def dual_correlation(self, c: Tensor, q1: Tensor, q2: Tensor, *, ntk: bool = True) -> Dual:
+        """The dual from the correlation: ``dual(q1, q2, √(q1 q2)·c)``.
+
+        ``c`` is clamped to ``[−1, 1]`` (0 where a variance is 0) and has the
+        broadcast shape of the result; it may be **overwritten**.  ``q1``, ``q2``
+        broadcast against it (e.g. ``(b, 1)`` and ``(1, m)`` for a tile, so that
+        per-entry work uses only row/column vectors).  Optional: layers that do
+        not implement it are evaluated with :meth:`dual`.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def has_dual_correlation(cls) -> bool:
+        """Whether the class implements :meth:`dual_correlation`."""
+        return cls.dual_correlation is not Elementwise.dual_correlation
+
     # -------------------------------------------------------- layer protocol
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return single_shape(self, in_shape)
@@ -138,24 +161,89 @@ class Elementwise(Layer):
         single_shape(self, in_shape)
         return ElementwiseModule(self)
 
-    def transform_kernel(self, k: KernelLike) -> Kernel:
-        k = single_kernel(self, k)
+    def _check_gaussian(self, k: Kernel) -> None:
         if not k.is_gaussian:
             raise ValueError(
                 f"{type(self).__name__} must follow an affine layer (Dense/Conv): its kernel "
                 "rule needs Gaussian pre-activations, but its input is a raw input or the "
                 "output of another activation"
             )
+
+    def _dual_of(
+        self, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, pairs=None, owned: bool = False
+    ) -> Dual:
+        """The dual at every entry of ``s12`` (overwritten if ``owned``).  With
+        :meth:`dual_correlation` the correlation is formed from ``1/√q`` of the (small,
+        broadcasting) variance tensors, and set to exactly 1 on the self-pairs selected by
+        ``pairs`` (a view function; ``θ = 0`` there)."""
+        if not self.has_dual_correlation():
+            return self.dual(q1, q2, s12, ntk=ntk)
+        ip = _inplace(s12, q1, q2)
+        r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
+        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0)
+        c = (
+            s12.mul_(r1)
+            if ip and owned and s12.shape == torch.broadcast_shapes(s12.shape, r1.shape, r2.shape)
+            else s12 * r1
+        )
+        c = _op(ip, _op(ip, c, "mul", r2), "clamp", -1.0, 1.0)
+        if pairs is not None and ip:
+            diag = pairs(c)  # c = 1 ± ulp there (0 for zero variances): make it exact
+            diag.copy_(diag > 0.5)
+        return self.dual_correlation(c, q1, q2, ntk=ntk)
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        return self._transform(single_kernel(self, k), owned=False)
+
+    def _transform(self, k: Kernel, owned: bool) -> Kernel:
+        """The kernel rule; ``owned``: ``k.nngp``/``k.ntk`` may be overwritten."""
+        self._check_gaussian(k)
+        n_sp, full = len(k.spatial), k.full_spatial
+
+        def pairs(lead: int):
+            return lambda t: self_pairs(t, lead, n_sp, full)
+
         q1, q2 = k.variances()
-        nngp, dd = self.dual(q1, q2, k.nngp, ntk=k.ntk is not None)
-        ntk = None if k.ntk is None or dd is None else k.ntk * dd
+        sym = None
+        if k.is_symmetric:
+            sym = pairs(2)
+        elif isinstance(k, Tile) and k.has_diagonal:  # its leading square block
+            sym = lambda t: self_pairs(t[:, : t.shape[0]], 2, n_sp, full)  # noqa: E731
+        nngp, dd = self._dual_of(q1, q2, k.nngp, k.ntk is not None, sym, owned)
+        ntk = k.ntk
+        if ntk is not None and not is_zero_constant(ntk):  # Θ = 0 stays 0
+            inplace = owned and dd is not None and ntk.shape == dd.shape and _inplace(ntk, dd)
+            ntk = ntk.mul_(dd) if inplace else ntk * dd
         a1, b1 = k.self_variances(1)
-        cov1, _ = self.dual(a1, b1, k.cov1, ntk=False)
+        cov1, _ = self._dual_of(a1, b1, k.cov1, False, pairs(1))
         cov2 = None
         if k.cov2 is not None:
             a2, b2 = k.self_variances(2)
-            cov2, _ = self.dual(a2, b2, k.cov2, ntk=False)
+            cov2, _ = self._dual_of(a2, b2, k.cov2, False, pairs(1))
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
+
+    def transform_tile(self, t: Tile) -> Tile:
+        """Σ' = E[φφ], Θ' = Θ·E[φ'φ'] on an owned tile (:mod:`widelimit.layers.tiles`)."""
+        if t.spatial:
+            return self._transform(t, owned=True)
+        self._check_gaussian(t)
+        q1, q2 = t.cov1, t.cov2
+        want_ntk = t.ntk is not None
+        if self.has_dual_correlation():
+            c = correlation_(t)  # overwrites t.nngp
+            nngp, dd = self.dual_correlation(c, q1[:, None], q2[None, :], ntk=want_ntk)
+            cov1, _ = self.dual_correlation((q1 > 0).to(q1.dtype), q1, q1, ntk=False)
+            cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
+        else:
+            nngp, dd = self.dual(q1[:, None], q2[None, :], t.nngp, ntk=want_ntk)
+            cov1, _ = self.dual(q1, q1, q1, ntk=False)
+            cov2, _ = self.dual(q2, q2, q2, ntk=False)
+        if t.has_diagonal:
+            nngp.diagonal().copy_(cov1)  # the diagonal is exactly the variances
+        ntk = t.ntk
+        if ntk is not None and not is_zero_constant(ntk):  # Θ = 0 stays 0
+            ntk = ntk.mul_(dd) if ntk.shape == dd.shape else ntk * dd
+        return t.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
 
 # --------------------------------------------------------------------------
@@ -167,28 +255,44 @@ class Elementwise(Layer):
 _SIN_MINUS_X_COS = tuple((-1) ** (n + 1) * 2 * n / math.factorial(2 * n + 1) for n in range(1, 12))
 
 
-def _sin_minus_x_cos(x: Tensor, sin_x: Tensor, cos_x: Tensor) -> Tensor:
-    """``g(x) = sin x − x cos x`` on ``[0, π]``, accurate to rounding relative to ``g``.
+def _inplace(*ts: Tensor) -> bool:
+    """Whether formulas may overwrite their temporaries: not while autograd records ``ts``."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+
+
+def _op(inplace: bool, x: Tensor, name: str, *args: object, **kwargs: object) -> Tensor:
+    """``x.name_(*args)`` (in place) or ``x.name(*args)`` (when autograd needs ``x``)."""
+    return getattr(x, name + "_" if inplace else name)(*args, **kwargs)
+
+
+def _sin_minus_x_cos_series_(out: Tensor, x: Tensor) -> Tensor:
+    """Overwrite ``out`` with ``g(x) = sin x − x cos x`` where ``x < 1`` (Taylor series).
 
     ``g`` vanishes like ``x³/3`` at 0, where the direct difference cancels; there
-    its Taylor series is used instead.
+    its Taylor series is used instead (often at few entries: evaluated only there).
     """
-    out = sin_x - x * cos_x
-    small = x < 1
-    if bool(small.any()):  # the series only where it is needed (often few entries)
+    if not x.numel() or not bool(x.amin() < 1):
+        return out
+    flat = out.is_contiguous() and x.is_contiguous() and out.shape == x.shape
+    if flat:  # one nonzero() for both the gather and the scatter
+        idx = (x < 1).view(-1).nonzero().squeeze(1)
+        xs = x.view(-1).index_select(0, idx)
+    else:
+        small = x < 1
         xs = x[small]
-        x2 = xs * xs
-        series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
-        for a in reversed(_SIN_MINUS_X_COS[:-1]):
-            series = series * x2 + a
+    x2 = xs * xs
+    series = torch.full_like(xs, _SIN_MINUS_X_COS[-1])
+    for a in reversed(_SIN_MINUS_X_COS[:-1]):
+        series = series * x2 + a
+    if flat:
+        out.view(-1).index_copy_(0, idx, series * x2 * xs)
+    else:
         out[small] = series * x2 * xs
     return out
 
 
-def _piecewise_linear_dual(
-    a: float, b: float, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool
-) -> Dual:
-    """Dual of ``φ(x) = a·x (x<0), b·x (x≥0)``.
+def _piecewise_linear_from_correlation(a: float, b: float, c: Tensor, ntk: bool) -> Dual:
+    """``(J, E[φ'φ'])`` with ``E[φφ] = ρ J/(2π)`` for ``φ(x) = a·x (x<0), b·x (x≥0)``.
 
     Writing ``φ = b·relu(x) − a·relu(−x)`` and using the degree-1 arc-cosine
     kernel ``E[relu(u) relu(v)] = ρ J_1(θ)/(2π)`` (Cho & Saul 2009, eq. (6)) for
@@ -204,19 +308,32 @@ def _piecewise_linear_dual(
     ReLU forms of docs/activations.md).  The first form is used: ``g ≥ 0`` is
     evaluated without cancellation, so ReLU keeps full relative accuracy as
     ``c → −1`` (where its kernel vanishes like ``(π − θ)³``).
+
+    ``c`` is the clamped correlation; about ten passes over it, in place
+    unless autograd records ``c``.
     """
-    prod, c = correlation(q1, q2, s12)
-    alpha = torch.arccos(-c)  # π − θ, accurate near c = −1
-    sin_theta = _one_minus_c2(c).sqrt()
-    nngp = (a * a + b * b) * _sin_minus_x_cos(alpha, sin_theta, -c)
-    dd = (a * a + b * b) * alpha if ntk else None
-    if a * b != 0:  # ReLU-like slopes (a·b = 0) need no θ-terms: skip their cost
-        theta = torch.arccos(c)
-        nngp = nngp - 2 * a * b * _sin_minus_x_cos(theta, sin_theta, c)
-        if dd is not None:
-            dd = dd + 2 * a * b * theta
-    nngp = prod / (2 * math.pi) * nngp
-    dd = None if dd is None else dd / (2 * math.pi)
+    ip = _inplace(c)
+    p, ab = a * a + b * b, a * b
+    # sin θ = √((1 − c)(1 + c)), accurate near |c| = 1
+    one_plus_c = c + 1.0
+    sin_theta = _op(ip, _op(ip, torch.rsub(c, 1.0), "mul", one_plus_c), "sqrt")
+    theta = torch.arccos(c) if ab != 0 else None  # ReLU-like slopes (a·b = 0) skip θ-terms
+    # π − θ = arccos(−c), accurate near c = −1 (in place: in the 1 + c buffer)
+    alpha = torch.neg(c, out=one_plus_c).acos_() if ip else torch.arccos(-c)
+    g_theta = None
+    if theta is not None:  # g(θ) = sin θ − θ c
+        g_theta = _sin_minus_x_cos_series_(torch.addcmul(sin_theta, theta, c, value=-1.0), theta)
+    # g(π − θ) = sin θ + (π − θ) c (written over sin θ)
+    nngp = _sin_minus_x_cos_series_(_op(ip, sin_theta, "addcmul", alpha, c), alpha)
+    if p != 1.0:
+        nngp = _op(ip, nngp, "mul", p)
+    if g_theta is not None:
+        nngp = _op(ip, nngp, "add", g_theta, alpha=-2.0 * ab)
+    dd = None
+    if ntk:
+        dd = _op(ip, alpha, "mul", p / (2 * math.pi))
+        if theta is not None:
+            dd = _op(ip, dd, "add", theta, alpha=2.0 * ab / (2 * math.pi))
     return nngp, dd
 
 
@@ -237,8 +354,16 @@ class _PiecewiseLinear(Elementwise):
         return torch.where(x > 0, torch.full_like(x, b), torch.full_like(x, a))
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        prod, c = correlation(q1, q2, s12)
         a, b = self.slopes
-        return _piecewise_linear_dual(a, b, q1, q2, s12, ntk)
+        j, dd = _piecewise_linear_from_correlation(a, b, c, ntk)
+        return _op(_inplace(j, prod), j, "mul", prod / (2 * math.pi)), dd
+
+    def dual_correlation(self, c, q1, q2, *, ntk=True):
+        a, b = self.slopes
+        j, dd = _piecewise_linear_from_correlation(a, b, c, ntk)
+        ip = _inplace(j, q1, q2)
+        return _op(ip, _op(ip, j, "mul", q1.sqrt() / (2 * math.pi)), "mul", q2.sqrt()), dd
 
 
 @dataclass(frozen=True)
@@ -264,7 +389,7 @@ class ReLU(_PiecewiseLinear):
 class LeakyReLU(_PiecewiseLinear):
     """``φ(x) = x`` for x ≥ 0, ``slope·x`` otherwise (= ``ABReLU(slope, 1)``).
 
-    Dual: see :func:`_piecewise_linear_dual`.  ``LeakyReLU(1)`` is the identity.
+    Dual: see :func:`_piecewise_linear_from_correlation`.  ``LeakyReLU(1)`` is the identity.
     """
 
     slope: float = 0.01
@@ -327,12 +452,6 @@ class Abs(_PiecewiseLinear):
 _GL_BLOCK = 1 << 16  # entries per block of the Gauss–Legendre evaluation of J_k
 
 
-@cache
-def _gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x, w = np.polynomial.legendre.leggauss(n)
-    return tuple(x.tolist()), tuple(w.tolist())
-
-
 def _arccos_j_integral(k: int, alpha: Tensor) -> Tensor:
     """``J_k`` from its positive integral form, for ``α = π − θ`` (1-D tensor).
 
@@ -342,7 +461,7 @@ def _arccos_j_integral(k: int, alpha: Tensor) -> Tensor:
     (checked against 400 nodes for k ≤ 16).  No cancellation, so the relative
     accuracy holds as ``c → −1`` where the sum of :func:`_arccos_j` cancels.
     """
-    xs, ws = _gauss_legendre(24 + k)
+    xs, ws = gauss_legendre(24 + k)
     t = torch.tensor(xs, dtype=alpha.dtype, device=alpha.device)
     w = torch.tensor(ws, dtype=alpha.dtype, device=alpha.device)
     out = torch.empty_like(alpha)
@@ -448,13 +567,23 @@ class Erf(Elementwise):
         return 2 / math.sqrt(math.pi) * torch.exp(-x * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
-        prod, c = correlation(q1, q2, s12)
-        d = (1 + 2 * q1) * (1 + 2 * q2)
-        nngp = 2 / math.pi * torch.arcsin((2 * prod * c / d.sqrt()).clamp(-1, 1))
+        _, c = correlation(q1, q2, s12)
+        return self.dual_correlation(c, q1, q2, ntk=ntk)
+
+    def dual_correlation(self, c, q1, q2, *, ntk=True):
+        # 2s/√((1+2q1)(1+2q2)) = c · 2√(q1/(1+2q1)) · √(q2/(1+2q2)): vector factors
+        ip = _inplace(c, q1, q2)
+        v1 = (q1 / (1 + 2 * q1)).sqrt()
+        v2 = (q2 / (1 + 2 * q2)).sqrt()
+        nngp = _op(ip, _op(ip, c * (2 * v1), "mul", v2), "clamp", -1.0, 1.0)
+        nngp = _op(ip, _op(ip, nngp, "arcsin"), "mul", 2 / math.pi)
         if not ntk:
             return nngp, None
-        det = 1 + 2 * q1 + 2 * q2 + 4 * prod * prod * _one_minus_c2(c)
-        return nngp, 4 / math.pi / det.sqrt()
+        # det = 1 + 2q1 + 2q2 + 4 q1 q2 (1 − c)(1 + c) > 0, free of cancellation
+        det = _op(ip, torch.rsub(c, 1.0), "mul", _op(ip, c, "add", 1.0))
+        det = _op(ip, _op(ip, det, "mul", 4 * q1), "mul", q2)
+        det = _op(ip, _op(ip, det, "add", 1 + 2 * q1), "add", 2 * q2)
+        return nngp, _op(ip, _op(ip, det, "rsqrt"), "mul", 4 / math.pi)
 
 
 @dataclass(frozen=True)
@@ -1005,6 +1134,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "activation_from_name",
-    "autograd_derivative",
     "correlation",
 ]

@@ -15,6 +15,12 @@ builds the finite network.
 
 Multi-branch values (between ``FanOut`` and ``FanInSum``) are Python tuples:
 a tuple of kernels, a :class:`Branches` of shapes, a tuple of tensors.
+
+Networks whose layers are all *pairwise* (``pairwise = True``: the kernel block
+of each pair of examples maps from the same block and the two examples'
+self-covariances; on dense features every entry from the same entry and the
+two variances) are evaluated tile by tile with in-place rules
+(``transform_tile``); see :mod:`widelimit.layers.tiles` for that protocol.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from torch import Tensor, nn
 
 from widelimit._validation import as_float_tensor, check_same_dtype_device
 from widelimit.kernel import Kernel
+from widelimit.layers.inputs import input_kernel
+from widelimit.layers.tiles import Tile, pairwise_kernel
 
 Shape = tuple[int, ...]
 
@@ -51,6 +59,12 @@ class Layer(ABC):
     #: spatial covariance instead of its diagonal.
     mixes_positions: ClassVar[bool] = False
 
+    #: True for layers whose rule maps the block (i, j) of nngp/ntk (one pair of
+    #: examples; one entry on dense features) from the same block and the
+    #: self-covariances cov1[i], cov2[j] only, i.e. mixes no examples; a network of
+    #: such layers is evaluated tile by tile (:mod:`widelimit.layers.tiles`).
+    pairwise: ClassVar[bool] = False
+
     # ------------------------------------------------------------- the rules
     @abstractmethod
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
@@ -71,10 +85,23 @@ class Layer(ABC):
     def transform_kernel(self, k: KernelLike) -> KernelLike:
         """Infinite-width kernel rule: input kernel -> output kernel."""
 
+    def transform_tile(self, t: Tile) -> Tile | tuple[Tile, ...]:
+        """Rule on one tile of a dense-feature kernel (:mod:`widelimit.layers.tiles`).
+
+        The default is the pure :meth:`transform_kernel` (tiles are kernels);
+        pairwise layers may override it to overwrite the tile's ``nngp``/``ntk``
+        in place (the caller hands over ownership of them).
+        """
+        return self.transform_kernel(t)
+
     # ------------------------------------------------------------ structure
     def children(self) -> tuple[Layer, ...]:
         """Sub-layers (combinators override)."""
         return ()
+
+    def is_pairwise(self) -> bool:
+        """Whether this layer and all its sub-layers are pairwise (``pairwise``)."""
+        return self.pairwise and all(c.is_pairwise() for c in self.children())
 
     def needs_full_spatial(self) -> bool:
         """Whether any layer in this spec mixes spatial positions."""
@@ -158,9 +185,7 @@ class Layer(ABC):
             A :class:`Kernel`; for a network ending in a readout (``Dense`` or
             pooling + ``Dense``) ``nngp``/``ntk`` are ``(N1, N2)``.
         """
-        from widelimit.layers.dense import input_kernel
-
-        gets = _check_get(get)
+        gets = check_get(get)
         x1 = as_float_tensor("x1", x1, min_ndim=2, max_ndim=4)
         if x2 is not None:
             x2 = as_float_tensor("x2", x2, min_ndim=2, max_ndim=4)
@@ -171,7 +196,13 @@ class Layer(ABC):
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
-        k0 = input_kernel(x1, x2, full_spatial=self.needs_full_spatial(), ntk="ntk" in gets)
+        full = self.needs_full_spatial()
+        differentiate = torch.is_grad_enabled() and (
+            x1.requires_grad or (x2 is not None and x2.requires_grad)
+        )
+        if self.is_pairwise() and not differentiate:
+            return pairwise_kernel(self, x1, x2, ntk="ntk" in gets, full_spatial=full)
+        k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
         k = self.transform_kernel(k0)
         if isinstance(k, tuple):
             raise ValueError(
@@ -210,7 +241,8 @@ def _as_shape(name: str, shape: int | Sequence[int]) -> Shape:
     return out
 
 
-def _check_get(get: str | Sequence[str]) -> tuple[str, ...]:
+def check_get(get: str | Sequence[str]) -> tuple[str, ...]:
+    """``get`` (``"nngp"``, ``"ntk"`` or a sequence of them) as a tuple; raises ``ValueError``."""
     gets = (get,) if isinstance(get, str) else tuple(get)
     bad = [g for g in gets if g not in GET_CHOICES]
     if bad or not gets:

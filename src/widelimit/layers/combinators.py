@@ -15,6 +15,7 @@ raises otherwise (e.g. ``Identity`` + ``ReLU`` branch would need a cross term).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,7 @@ from widelimit.layers.base import (
     single_kernel,
     single_shape,
 )
+from widelimit.layers.inputs import is_zero_constant
 
 
 class SerialModule(nn.Module):
@@ -84,6 +86,8 @@ class Serial(Layer):
 
     layers: tuple[Layer, ...]
 
+    pairwise: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
@@ -117,12 +121,19 @@ class Serial(Layer):
             k = layer.transform_kernel(k)
         return k
 
+    def transform_tile(self, t):
+        for layer in self.layers:
+            t = layer.transform_tile(t)
+        return t
+
 
 @dataclass(frozen=True)
 class Parallel(Layer):
     """One layer per branch (build with :func:`parallel`)."""
 
     layers: tuple[Layer, ...]
+
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         Serial(self.layers)  # same type checks
@@ -161,12 +172,20 @@ class Parallel(Layer):
         self._check(len(k))
         return tuple(l.transform_kernel(kk) for l, kk in zip(self.layers, k, strict=True))
 
+    def transform_tile(self, t):
+        if not isinstance(t, tuple):
+            raise ValueError("parallel(...) needs several branches; put FanOut(n) before it")
+        self._check(len(t))
+        return tuple(l.transform_tile(tt) for l, tt in zip(self.layers, t, strict=True))
+
 
 @dataclass(frozen=True)
 class FanOut(Layer):
     """Copy the input into ``n`` branches."""
 
     n: int
+
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
@@ -182,10 +201,21 @@ class FanOut(Layer):
     def transform_kernel(self, k: KernelLike) -> tuple[Kernel, ...]:
         return (single_kernel(self, k),) * self.n
 
+    def transform_tile(self, t):
+        t = single_kernel(self, t)
+
+        def own(x: Tensor | None) -> Tensor | None:  # the input's Θ = 0 is never written
+            return x if x is None or is_zero_constant(x) else x.clone()
+
+        # branches may overwrite their tile in place: each extra branch gets a copy
+        return (t, *(t.replace(nngp=own(t.nngp), ntk=own(t.ntk)) for _ in range(self.n - 1)))
+
 
 @dataclass(frozen=True)
 class FanInSum(Layer):
     """Sum the branches (their shapes must match)."""
+
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         if not isinstance(in_shape, Branches):
@@ -238,6 +268,8 @@ class FanInSum(Layer):
 @dataclass(frozen=True)
 class Identity(Layer):
     """Pass the input through unchanged."""
+
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return in_shape

@@ -55,9 +55,10 @@ from widelimit.layers.base import (
     single_shape,
 )
 from widelimit.layers.dense import check_parameterization, init_affine
+from widelimit.layers.inputs import is_zero_constant
+from widelimit.layers.spatial import AXIS_NAMES
 
 PADDINGS = ("valid", "same", "circular")
-_AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
 
 
 # --------------------------------------------------------------------------
@@ -276,6 +277,7 @@ class _Conv(WidthLayer):
 
     width_field: ClassVar[str] = "out_channels"
     n_spatial: ClassVar[int] = 2
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_positive_int("out_channels", self.out_channels)
@@ -296,7 +298,7 @@ class _Conv(WidthLayer):
         return tuple(
             axis_window(self._name, ax, size, k, s, self.padding)
             for ax, size, k, s in zip(
-                _AXIS_NAMES[self.n_spatial], spatial, self.kernel_size, self.stride, strict=True
+                AXIS_NAMES[self.n_spatial], spatial, self.kernel_size, self.stride, strict=True
             )
         )
 
@@ -336,16 +338,22 @@ class _Conv(WidthLayer):
         w2, b2 = self.w_std**2, self.b_std**2
         size = math.prod(self.kernel_size)
         s_nngp = self._window_op(k.nngp, 2, full, wins)  # |window|·A(Σ)
-        nngp = (w2 / size) * s_nngp + b2  # Σ' = σw² A(Σ) + σb²
+        if self.parameterization == "standard" and k.ntk is not None:
+            nngp = (w2 / size) * s_nngp + b2  # Σ' = σw² A(Σ) + σb² (A(Σ) still needed)
+        else:
+            nngp = s_nngp.mul_(w2 / size).add_(b2)  # Σ' = σw² A(Σ) + σb², in place
         ntk = None
         if k.ntk is not None:
-            s_ntk = self._window_op(k.ntk, 2, full, wins)
+            zero = is_zero_constant(k.ntk)  # the raw input's Θ = 0: A(Θ) = 0
+            s_ntk = None if zero else self._window_op(k.ntk, 2, full, wins)
             if self.parameterization == "ntk":
-                ntk = nngp + (w2 / size) * s_ntk  # Θ' = Σ' + σw² A(Θ)
+                # Θ' = Σ' + σw² A(Θ)
+                ntk = nngp.clone() if zero else torch.add(nngp, s_ntk, alpha=w2 / size)
             else:
                 # Θ' = n A(Σ) + 1[σb>0] + σw² A(Θ), n = C·|window| (∂h/∂W[o,c,a] = x̃[c, s·i+a])
                 ntk = k.channels * s_nngp + (1.0 if self.b_std > 0 else 0.0)
-                ntk = ntk + (w2 / size) * s_ntk
+                if not zero:
+                    ntk = ntk.add_(s_ntk, alpha=w2 / size)
         cov1 = (w2 / size) * self._window_op(k.cov1, 1, full, wins) + b2
         cov2 = None
         if k.cov2 is not None:
@@ -395,4 +403,4 @@ class Conv2d(_Conv):
     n_spatial: ClassVar[int] = 2
 
 
-__all__ = ["PADDINGS", "AxisWindow", "Conv1d", "Conv2d", "ConvModule", "axis_window", "window_sum"]
+__all__ = ["Conv1d", "Conv2d", "ConvModule"]

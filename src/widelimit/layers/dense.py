@@ -37,6 +37,11 @@ from widelimit.layers.base import (
     single_kernel,
     single_shape,
 )
+from widelimit.layers.inputs import (  # input_kernel re-exported (its home before inputs.py)
+    input_kernel,  # noqa: F401 - re-exported for importers of its old home
+    is_zero_constant,
+)
+from widelimit.layers.tiles import Tile
 
 Parameterization = Literal["ntk", "standard"]
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -138,6 +143,7 @@ class Dense(WidthLayer):
     parameterization: str = "ntk"
 
     width_field: ClassVar[str] = "out_features"
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_positive_int("out_features", self.out_features)
@@ -168,11 +174,14 @@ class Dense(WidthLayer):
         nngp = w2 * k.nngp + b2  # Σ' = σw² Σ + σb²
         ntk = None
         if k.ntk is not None:
+            zero = is_zero_constant(k.ntk)  # the raw input's Θ = 0
             if self.parameterization == "ntk":
-                ntk = nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
+                ntk = nngp.clone() if zero else nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
             else:
                 # Θ' = n Σ + 1[σb>0] + σw² Θ, n = fan-in of the finite layer
-                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0) + w2 * k.ntk
+                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0)
+                if not zero:
+                    ntk = ntk + w2 * k.ntk
         return k.replace(
             nngp=nngp,
             ntk=ntk,
@@ -182,50 +191,33 @@ class Dense(WidthLayer):
             is_gaussian=True,
         )
 
-
-def _gram(a: Tensor, b: Tensor, full_spatial: bool) -> Tensor:
-    """Input covariance Σ⁰ between batches ``a: (N1, C, *S)`` and ``b: (N2, C, *S)``."""
-    c = a.shape[1]
-    if a.ndim == 2:
-        return a @ b.T / c  # Σ⁰ = x·x'/d
-    if a.ndim == 3:
-        eq = "ncl,mck->nmlk" if full_spatial else "ncl,mcl->nml"
-    else:
-        eq = "nchw,mcgv->nmhgwv" if full_spatial else "nchw,mchw->nmhw"
-    return torch.einsum(eq, a, b) / c  # per-position channel mean
-
-
-def _self_gram(a: Tensor, full_spatial: bool) -> Tensor:
-    """Covariance of each example with itself: ``(N,)``, ``(N, *S)`` or ``(N, *S-pairs)``."""
-    c = a.shape[1]
-    if a.ndim == 2:
-        return (a * a).sum(1) / c
-    if not full_spatial:
-        return (a * a).sum(1) / c
-    eq = "ncl,nck->nlk" if a.ndim == 3 else "nchw,ncgv->nhgwv"
-    return torch.einsum(eq, a, a) / c
-
-
-def input_kernel(x1: Tensor, x2: Tensor | None, *, full_spatial: bool, ntk: bool) -> Kernel:
-    """Kernel of the raw inputs (docs/kernels.md): ``Σ⁰ = x·x'/d``, per-pixel channel mean
-    for images; ``Θ⁰ = 0``. ``x1: (N1, d | C, *spatial)``."""
-    x2_ = x1 if x2 is None else x2
-    nngp = _gram(x1, x2_, full_spatial)
-    cov1 = _self_gram(x1, full_spatial)
-    if x2 is None and x1.ndim == 2:
-        # the matmul and the row sums round differently; make the diagonal exactly the
-        # variances so that c = 1 there (arccos amplifies a 1-ulp gap to ~1e-8)
-        nngp.diagonal().copy_(cov1)
-    return Kernel(
-        nngp=nngp,
-        ntk=torch.zeros_like(nngp) if ntk else None,
-        cov1=cov1,
-        cov2=None if x2 is None else _self_gram(x2, full_spatial),
-        spatial=tuple(x1.shape[2:]),
-        full_spatial=full_spatial and x1.ndim > 2,
-        channels=int(x1.shape[1]),
-        is_gaussian=False,
-    )
+    def transform_tile(self, t: Tile) -> Tile:
+        """The rule of :meth:`transform_kernel` in place on an owned tile (``layers.tiles``)."""
+        w2, b2 = self.w_std**2, self.b_std**2
+        s, theta = t.nngp, t.ntk
+        if theta is not None and self.parameterization == "standard":
+            # Θ' = n Σ + 1[σb>0] + σw² Θ, from Σ before it is overwritten
+            bias = 1.0 if self.b_std > 0 else 0.0
+            if is_zero_constant(theta):  # Θ = 0 (raw input)
+                theta = s * float(t.channels)
+                if bias:
+                    theta.add_(bias)
+            else:
+                theta.mul_(w2).add_(s, alpha=float(t.channels))
+                if bias:
+                    theta.add_(bias)
+        s.mul_(w2).add_(b2)  # Σ' = σw² Σ + σb²
+        if theta is not None and self.parameterization == "ntk":
+            # Θ' = Σ' + σw² Θ; the raw input's Θ = 0 gives Θ' = Σ' (no zeros array)
+            theta = s.clone() if is_zero_constant(theta) else theta.mul_(w2).add_(s)
+        return t.replace(
+            nngp=s,
+            ntk=theta,
+            cov1=w2 * t.cov1 + b2,
+            cov2=w2 * t.cov2 + b2,
+            channels=self.out_features,
+            is_gaussian=True,
+        )
 
 
-__all__ = ["Dense", "DenseModule", "input_kernel"]
+__all__ = ["Dense", "DenseModule"]

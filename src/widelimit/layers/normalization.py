@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,8 @@ class LayerNorm(Layer):
         eps: added to the variance, in the finite module and in the kernel rule
             alike (keeps all-zero inputs finite).
     """
+
+    pairwise: ClassVar[bool] = True
 
     eps: float = 1e-12
 
@@ -121,6 +124,8 @@ class Dropout(Layer):
     (``torch.nn.Dropout``) is returned in eval mode; ``net.train()`` activates it.
     """
 
+    pairwise: ClassVar[bool] = True
+
     rate: float = 0.5
 
     def __post_init__(self) -> None:
@@ -165,6 +170,8 @@ class Multiply(Layer):
     ``serial(FanOut(2), parallel(Identity(), serial(Conv2d(...), ReLU(), Conv2d(...),
     Multiply(0.5))), FanInSum())``; ``Multiply(0.5)`` in a net description.
     """
+
+    pairwise: ClassVar[bool] = True
 
     alpha: float = 1.0
 

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from widelimit.kernel import Kernel, _spatial_diagonal
+from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 from widelimit.layers.conv import (
-    _AXIS_NAMES,
     as_tuple,
     axis_window,
     check_kernel_rank,
@@ -42,6 +41,7 @@ from widelimit.layers.conv import (
     spatial_dims,
     window_sum,
 )
+from widelimit.layers.spatial import AXIS_NAMES, spatial_diagonal
 
 
 def _needs_full(layer: Layer, k: Kernel) -> None:
@@ -89,6 +89,7 @@ class _AvgPool(Layer):
 
     mixes_positions: ClassVar[bool] = True
     n_spatial: ClassVar[int] = 2
+    pairwise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         n = self.n_spatial
@@ -99,7 +100,7 @@ class _AvgPool(Layer):
 
     def windows(self, spatial):
         name = type(self).__name__
-        for ax, size, k in zip(_AXIS_NAMES[self.n_spatial], spatial, self.window, strict=True):
+        for ax, size, k in zip(AXIS_NAMES[self.n_spatial], spatial, self.window, strict=True):
             if k > size:
                 raise ValueError(
                     f"{name}: pooling window {k} along axis {ax} is larger than the input size "
@@ -108,7 +109,7 @@ class _AvgPool(Layer):
         return tuple(
             axis_window(name, ax, size, k, s, self.padding)
             for ax, size, k, s in zip(
-                _AXIS_NAMES[self.n_spatial], spatial, self.window, self.stride, strict=True
+                AXIS_NAMES[self.n_spatial], spatial, self.window, self.stride, strict=True
             )
         )
 
@@ -196,6 +197,7 @@ class GlobalAvgPool(Layer):
     """Mean over all spatial positions: ``(N, C, *S) -> (N, C)`` (module docstring)."""
 
     mixes_positions: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return (_check_spatial_input(self, in_shape)[0],)
@@ -232,6 +234,8 @@ class Flatten(Layer):
     with a Flatten readout never needs the full ``(|S|²)`` covariance.
     """
 
+    pairwise: ClassVar[bool] = True
+
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)
         return (math.prod(s),)
@@ -252,7 +256,7 @@ class Flatten(Layer):
                 return None
             if k.full_spatial:
                 lead = t.shape[:n_lead]
-                t = _spatial_diagonal(t.reshape(-1, *t.shape[n_lead:]), n_sp)
+                t = spatial_diagonal(t.reshape(-1, *t.shape[n_lead:]), n_sp)
                 t = t.reshape(*lead, *t.shape[1:])
             return t.mean(dim=tuple(range(n_lead, t.ndim)))
 

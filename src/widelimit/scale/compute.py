@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
-from widelimit.layers.base import Layer, _check_get
+from widelimit.layers.base import Layer, check_get
 from widelimit.scale.read import StoredKernel
 from widelimit.scale.runners import (
     ProgressBar,
@@ -211,7 +211,7 @@ def compute_kernel(
     """
     if not isinstance(net, Layer):
         raise TypeError(f"`net` must be a widelimit Layer (network spec); got {type(net).__name__}")
-    gets = _check_get(get)
+    gets = check_get(get)
     t1 = as_float_tensor("x1", x1, min_ndim=2, max_ndim=4)
     t2 = None if x2 is None else as_float_tensor("x2", x2, min_ndim=2, max_ndim=4)
     if t2 is not None:

@@ -1,0 +1,298 @@
+"""Tile-by-tile evaluation of networks that mix no examples: the fast path of ``Layer.kernel``.
+
+Why it works
+------------
+No current layer mixes examples: the block ``(i, j)`` of the output NNGP/NTK
+(one pair of examples; one entry on dense features, an ``(H, H', W, W')`` or
+``(H, W)`` block on images) is a function of the same block of the input
+kernel and of the self-covariances ``cov1[i]``, ``cov2[j]`` only.  Such layers
+declare ``pairwise = True`` (``Dense``, every activation, ``Conv``, pooling,
+``Flatten``, ``LayerNorm``, ``Dropout``, rescaling and the combinators).  A
+network made only of them maps every block of example pairs independently,
+so :func:`pairwise_kernel` computes the input covariance one tile at a time
+and pushes it through the whole network while it is in cache, writing the
+results straight into the outputs:
+
+* dense inputs ``(N, d)``: the Gram matrix is computed one panel of 256 rows at
+  a time, straight into the NNGP output, and cut into column tiles of about
+  ``2**18`` entries; memory is the two ``(N1, N2)`` outputs plus a few
+  tile-sized temporaries (no ``N × N`` intermediate);
+* inputs with spatial axes: square tiles of example pairs with about ``2**20``
+  kernel entries;
+* ``k(x)`` (``x2 is None``): only tiles on and above the diagonal are computed
+  and each is copied to its transposed place (position pairs swapped in the
+  full spatial layout), so the result is exactly symmetric at half the work;
+* the diagonal of ``k(x)`` is exact: the dense Gram diagonal is set to the row
+  sums (the variances), activations use the correlation ``c = 1`` exactly on
+  self-pairs (``θ = 0``; 0 for zero variances, as
+  :func:`~widelimit.layers.activations.correlation`), and the dense NNGP
+  diagonal is reset to the variances after every activation.
+
+The layer protocol (internal; new layers use it to get the fast path)
+--------------------------------------------------------------------
+* ``Layer.pairwise`` (class attribute, default ``False``): set it to ``True``
+  when the layer's rule mixes no examples as above.  ``Layer.is_pairwise()``
+  is true when the layer and all its children are; only then does
+  ``Layer.kernel`` use this module (a layer that mixes examples, e.g. a graph
+  aggregation or batch norm, keeps the whole-kernel route).
+* A tile is a :class:`Tile`, i.e. a :class:`~widelimit.kernel.Kernel` whose
+  ``nngp``/``ntk`` are ``(b, m, ...)`` blocks (rows of ``x1`` × columns of
+  ``x2``), ``cov1``/``cov2`` the ``(b, ...)``/``(m, ...)`` self-covariances
+  (``cov2`` never ``None``: a tile is not symmetric).  ``has_diagonal`` says
+  that the pair ``(r, r)`` of the tile is example ``r`` with itself.  ``ntk``
+  may be the raw input's ``Θ⁰ = 0`` as one zero expanded to any shape
+  (:func:`~widelimit.layers.inputs.is_zero_constant`), so that the first
+  ``Dense``/``Conv`` starts with ``Θ = Σ`` instead of reading a zeros array.
+* ``Layer.transform_tile(t)`` maps a tile.  The default calls the pure
+  ``transform_kernel(t)``, which works on tiles unchanged (they are kernels):
+  a pairwise layer gets the tiled evaluation without writing anything else.
+  A layer may override it to work **in place**: the caller hands over
+  ownership of ``t.nngp``/``t.ntk`` (which may be views into the outputs), so
+  they may be overwritten; ``cov1``/``cov2`` must not be.  ``FanOut`` clones
+  the tensors for its extra branches.  ``Dense`` and the activations do so.
+* Activations with a closed form implement ``dual_correlation(c, q1, q2,
+  ntk=...)`` on the clamped correlation ``c`` (which they may overwrite) and
+  variances that broadcast against it; the tile rule then normalises with
+  ``1/√q`` vectors (:func:`correlation_`: two passes) instead of forming
+  ``√(q1 q2)`` per entry.  Without it the layer's ``dual`` is called on the
+  tile (still tiled, still bounded in memory).
+
+The driver works on any device (tensors follow ``x1``'s device and dtype;
+dense tiles are larger off the CPU, where launch overhead matters more than cache).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from widelimit.kernel import Kernel
+from widelimit.layers.inputs import gram, self_gram
+
+if TYPE_CHECKING:  # pragma: no cover
+    from widelimit.layers.base import Layer
+
+__all__ = ["Tile", "correlation_", "pairwise_kernel", "tile_shape"]
+
+#: Entries of one tile on the CPU (about the L2 cache) and on other devices.
+TILE_ENTRIES_CPU = 1 << 18
+TILE_ENTRIES_OTHER = 1 << 24
+#: Rows of one panel of the Gram matrix (one matrix multiply per panel).
+PANEL_ROWS = 256
+#: Kernel entries of one tile of example pairs for inputs with spatial axes.
+TILE_ENTRIES_SPATIAL = 1 << 20
+
+
+@dataclass(frozen=True)
+class Tile(Kernel):
+    """A block of a dense-feature kernel (module docstring): ``nngp``/``ntk`` ``(b, m)``,
+    ``cov1`` ``(b,)``, ``cov2`` ``(m,)``; ``has_diagonal``: entry ``(r, r)`` is on the
+    diagonal of ``k(x)``."""
+
+    has_diagonal: bool = False
+
+
+def correlation_(t: Tile) -> Tensor:
+    """Overwrite ``t.nngp`` with the correlation ``c = s · r1[:, None] · r2[None, :]``.
+
+    ``r = 1/√q`` (0 where ``q = 0``, so ``c = 0`` there), clamped to ``[−1, 1]``;
+    on the diagonal of ``k(x)`` ``c`` is set to exactly 1 (0 for zero variances).
+    Two passes over the tile instead of forming ``√(q1 q2)`` per entry.
+    """
+    r1 = torch.where(t.cov1 > 0, t.cov1.rsqrt(), 0.0)
+    r2 = torch.where(t.cov2 > 0, t.cov2.rsqrt(), 0.0)
+    c = t.nngp.mul_(r1[:, None]).mul_(r2).clamp_(-1.0, 1.0)
+    if t.has_diagonal:
+        c.diagonal().copy_(t.cov1 > 0)
+    return c
+
+
+def tile_shape(n_rows: int, n_cols: int, device: torch.device) -> tuple[int, int]:
+    """``(panel rows, tile columns)``: a panel's columns are cut in tiles of that width.
+
+    The width is at least the panel height so that, for ``k(x)``, the first tile
+    of a panel holds its whole diagonal block.
+    """
+    entries = TILE_ENTRIES_CPU if device.type == "cpu" else TILE_ENTRIES_OTHER
+    rows = max(1, min(PANEL_ROWS, n_rows))
+    return rows, max(rows, entries // rows, 1)
+
+
+def _same_buffer(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def _mirror_tile(m: Tensor, p0: int, p1: int, a0: int, a1: int) -> None:
+    """Copy the computed block ``m[p0:p1, a0:a1]`` (``a0 >= p0``) of a symmetric matrix to
+    its transposed place below the diagonal, while the block is still in cache."""
+    if a0 == p0:  # holds the diagonal block: its upper triangle is the reference
+        blk = m[p0:p1, p0:p1]
+        blk.copy_(blk.triu() + blk.triu(1).T)
+        a0 = p1
+    if a0 < a1:
+        m[a0:a1, p0:p1].copy_(m[p0:p1, a0:a1].T)
+
+
+def pairwise_kernel(
+    spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full_spatial: bool = False
+) -> Kernel:
+    """NNGP (and NTK when ``ntk``) of a pairwise ``spec`` (``is_pairwise()``), tile by tile.
+
+    Args:
+        spec: a network that mixes no examples (module docstring).
+        x1: ``(N1, d)`` or ``(N1, C, *spatial)``; x2: the same trailing shape, or
+            ``None`` for ``x1`` (then only the tiles on and above the diagonal are
+            computed and mirrored).
+        full_spatial: track all position pairs (``spec.needs_full_spatial()``).
+    Returns:
+        The kernel ``spec.transform_kernel(input_kernel(...))`` up to rounding; exactly
+        symmetric when ``x2`` is None.
+    """
+    if x1.ndim > 2:
+        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial)
+    sym = x2 is None
+    xb = x1 if x2 is None else x2
+    n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
+    q1 = self_gram(x1)
+    q2 = q1 if sym else self_gram(xb)
+    nngp = x1.new_empty((n1, n2))
+    theta = x1.new_empty((n1, n2)) if ntk else None
+    zero = x1.new_zeros(()) if ntk else None  # Θ⁰ = 0 as a broadcasting scalar
+    cov1 = x1.new_empty((n1,))
+    cov2 = None if sym else x1.new_empty((n2,))
+    rows, width = tile_shape(n1, n2, x1.device)
+    last: Kernel | None = None
+    for p0 in range(0, n1, rows):
+        p1 = min(p0 + rows, n1)
+        c0 = p0 if sym else 0
+        panel = nngp[p0:p1, c0:]
+        torch.mm(x1[p0:p1], xb[c0:].T, out=panel)
+        panel.div_(d)  # Σ⁰ = x·x'/d
+        if sym:
+            # matmul and row sums round differently: make c = 1 exact on the diagonal
+            panel.diagonal().copy_(q1[p0:p1])
+        for a0 in range(c0, n2, width):
+            a1 = min(a0 + width, n2)
+            s = nngp[p0:p1, a0:a1]
+            tile = Tile(
+                nngp=s,
+                ntk=zero,
+                cov1=q1[p0:p1],
+                cov2=q2[a0:a1],
+                channels=d,
+                has_diagonal=sym and a0 == c0,
+            )
+            out = spec.transform_tile(tile)
+            if isinstance(out, tuple):
+                raise ValueError(
+                    f"the network ends with {len(out)} parallel branches; close them with "
+                    "FanInSum()"
+                )
+            if not _same_buffer(out.nngp, s):
+                s.copy_(out.nngp)
+            if sym:
+                _mirror_tile(nngp, p0, p1, a0, a1)
+            if theta is not None:
+                th = theta[p0:p1, a0:a1]
+                if out.ntk is None:  # pragma: no cover - every layer keeps the NTK
+                    raise RuntimeError("a layer dropped the NTK of a tile")
+                if not _same_buffer(out.ntk, th):
+                    th.copy_(out.ntk)  # broadcasts a 0-dim Θ = 0
+                if sym:
+                    _mirror_tile(theta, p0, p1, a0, a1)
+            if a0 == c0:
+                cov1[p0:p1] = out.cov1
+            if cov2 is not None and p0 == 0:
+                cov2[a0:a1] = out.cov2
+            last = out
+    assert last is not None  # n1 >= 1 (as_float_tensor refuses empty batches)
+    return Kernel(
+        nngp=nngp,
+        ntk=theta,
+        cov1=cov1,
+        cov2=cov2,
+        spatial=(),
+        full_spatial=False,
+        channels=last.channels,
+        is_gaussian=last.is_gaussian,
+    )
+
+
+def _swap_pairs(t: Tensor, n_spatial: int, full: bool) -> Tensor:
+    """``K(x', x)`` from ``K(x, x')``: swap the example axes (and position pairs if ``full``)."""
+    perm = [1, 0]
+    for a in range(n_spatial):
+        d = 2 + (2 * a if full else a)
+        perm += [d + 1, d] if full else [d]
+    return t.permute(perm)
+
+
+def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full: bool) -> Kernel:
+    """:func:`pairwise_kernel` for ``(N, C, *spatial)`` inputs: square tiles of example pairs."""
+    sym = x2 is None
+    xb = x1 if x2 is None else x2
+    n1, n2 = int(x1.shape[0]), int(xb.shape[0])
+    per_pair = math.prod(x1.shape[2:]) ** (2 if full else 1)
+    block = max(1, math.isqrt(max(1, TILE_ENTRIES_SPATIAL // per_pair)))
+    q1 = self_gram(x1, full)
+    q2 = q1 if sym else self_gram(xb, full)
+    nngp = theta = cov1 = cov2 = None
+    last: Kernel | None = None
+    for r0 in range(0, n1, block):
+        r1 = min(r0 + block, n1)
+        for c0 in range(r0 if sym else 0, n2, block):
+            c1 = min(c0 + block, n2)
+            g = gram(x1[r0:r1], xb[c0:c1], full)
+            tile = Tile(
+                nngp=g,
+                ntk=g.new_zeros(()).expand(g.shape) if ntk else None,  # Θ⁰ = 0, no memory
+                cov1=q1[r0:r1],
+                cov2=q2[c0:c1],
+                spatial=tuple(x1.shape[2:]),
+                full_spatial=full,
+                channels=int(x1.shape[1]),
+                has_diagonal=sym and r0 == c0,
+            )
+            out = spec.transform_tile(tile)
+            if isinstance(out, tuple):
+                raise ValueError(
+                    f"the network ends with {len(out)} parallel branches; close them with "
+                    "FanInSum()"
+                )
+            if nngp is None:  # output layout known from the first tile
+                nngp = out.nngp.new_empty((n1, n2, *out.nngp.shape[2:]))
+                theta = nngp.new_empty(nngp.shape) if ntk else None
+                cov1 = out.cov1.new_empty((n1, *out.cov1.shape[1:]))
+                cov2 = None if sym else out.cov2.new_empty((n2, *out.cov2.shape[1:]))
+            o_sp, o_full = len(out.spatial), out.full_spatial
+            for dst, src in ((nngp, out.nngp), (theta, out.ntk)):
+                if dst is None:
+                    continue
+                dst[r0:r1, c0:c1] = src
+                if sym and c0 > r0:
+                    dst[c0:c1, r0:r1] = _swap_pairs(src, o_sp, o_full)
+                elif sym:  # diagonal block: its upper triangle of pairs is the reference
+                    blk = dst[r0:r1, c0:c1]
+                    upper = torch.ones(blk.shape[:2], dtype=torch.bool, device=blk.device)
+                    upper = upper.triu().reshape(*blk.shape[:2], *([1] * (blk.ndim - 2)))
+                    blk.copy_(torch.where(upper, blk, _swap_pairs(blk, o_sp, o_full)))
+            if c0 == (r0 if sym else 0):
+                cov1[r0:r1] = out.cov1
+            if cov2 is not None and r0 == 0:
+                cov2[c0:c1] = out.cov2
+            last = out
+    assert last is not None and nngp is not None and cov1 is not None
+    return Kernel(
+        nngp=nngp,
+        ntk=theta,
+        cov1=cov1,
+        cov2=cov2,
+        spatial=last.spatial,
+        full_spatial=last.full_spatial,
+        channels=last.channels,
+        is_gaussian=last.is_gaussian,
+    )
