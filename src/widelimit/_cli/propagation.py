@@ -7,25 +7,7 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, print_json, table
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers; got {text!r}", param_hint=option
-        ) from err
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"expected comma-separated integers; got {text!r}", param_hint=option
-        ) from err
+from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
 
 
 def register(app: typer.Typer) -> None:
@@ -67,8 +49,8 @@ def register(app: typer.Typer) -> None:
             act = activation_from_name(activation)
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err), param_hint="--activation") from err
-        b2 = _floats(sigma_b2, "--sigma-b2")
-        ws = _ints(widths, "--widths")
+        b2 = parse_floats(sigma_b2, "--sigma-b2")
+        ws = parse_ints(widths, "--widths", allow_empty=True)
         progress = not json_out
         try:
             traj = trajectory(act, sigma_w, sigma_b, depth, q0=q0, c0=c0)

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from widelimit.datasets import Dataset, load_digits, load_mnist5k
 from widelimit.empirical import empirical_ntk
 from widelimit.predict import gradient_descent_mse, gradient_descent_mse_ensemble
+from widelimit.spec_text import default_net
 
 __all__ = [
     "DEFAULT_NET",
@@ -57,10 +58,7 @@ __all__ = [
     "run_demo",
 ]
 
-DEFAULT_NET = (
-    "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) -> ReLU "
-    "-> Dense(10, w_std=1.4, b_std=0.1)"
-)
+DEFAULT_NET = default_net(10)  # ten classes of digits / MNIST
 
 
 @dataclass(frozen=True)
