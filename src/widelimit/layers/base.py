@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import as_float_tensor, check_same_dtype_device
+from widelimit._validation import as_float_tensor, check_dense_input, check_same_dtype_device
 from widelimit.kernel import Kernel
 
 Shape = tuple[int, ...]
@@ -170,6 +170,7 @@ class Layer(ABC):
                     "`x1` and `x2` must have the same per-example shape; got "
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
+        check_dense_input(self, tuple(x1.shape[1:]))  # an MLP on images: needs Flatten
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
         k0 = input_kernel(x1, x2, full_spatial=self.needs_full_spatial(), ntk="ntk" in gets)
         k = self.transform_kernel(k0)
