@@ -74,8 +74,8 @@ class StoreLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(
-                f"`store` {str(self.store)!r} cannot be created: {err.strerror or err}; "
-                "choose a writable directory"
+                f"`store` {str(self.store)!r} cannot be created ({err.strerror or err}: "
+                f"{err.filename}); choose a writable directory"
             ) from err
         for _ in range(200):
             try:
@@ -84,8 +84,8 @@ class StoreLock:
                     return self
             except OSError as err:
                 raise ValueError(
-                    f"`store` {str(self.store)!r} cannot be created: {err.strerror or err}; "
-                    "choose a writable directory"
+                    f"`store` {str(self.store)!r} cannot be created ({err.strerror or err}: "
+                    f"{err.filename}); choose a writable directory"
                 ) from err
             holder = self._read()
             host, pid = holder.get("host"), holder.get("pid")
