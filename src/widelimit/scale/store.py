@@ -318,9 +318,8 @@ class KernelStore:
             )
         except (ValueError, KeyError, TypeError) as err:
             return None, [f"{f.name}: unreadable record ({type(err).__name__}: {err})"]
-        if not ok:
+        if not ok or tile is None:
             return None, [f"{f.name}: record does not match this store's tile plan"]
-        assert tile is not None  # for the type checker: ok implies a planned tile
         problems = []
         for name in self.meta.get:
             check = self._data_problem if verify_data else self._file_problem
