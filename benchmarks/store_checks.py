@@ -72,6 +72,7 @@ def run_one(n: int, root: str | None = None, repeat: int = 3) -> dict:
         "N": n,
         "tile": tile,
         "store_MB": n * n * 8 / 2**20 / 2,  # upper triangle of tiles, roughly
+        "repeat": repeat,
         "iterations": iters,
         "checked_s": checked,
         "unchecked_s": unchecked,
@@ -81,9 +82,9 @@ def run_one(n: int, root: str | None = None, repeat: int = 3) -> dict:
     }
 
 
-def run(quick: bool = False, sizes: list[int] | None = None) -> list[dict]:
+def run(quick: bool = False, sizes: list[int] | None = None, repeat: int = 3) -> list[dict]:
     sizes = sizes or ([1500] if quick else [4000, 8000])
-    return [run_one(n) for n in sizes]
+    return [run_one(n, repeat=repeat) for n in sizes]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--n", type=int, nargs="*", default=None, help="store sizes N")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of each variant")
+    p.add_argument("--dir", default=None, help="directory for the temporary store")
     args = p.parse_args(argv)
-    report("store checks on read: predict --store", run(args.quick, args.n), args.json)
+    rows = [run_one(n, args.dir, args.repeat) for n in args.n] if args.n else run(args.quick)
+    report("store checks on read: predict --store", rows, args.json)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ __all__ = [
     "as_float_tensor",
     "check_dense_input",
     "check_finite",
+    "check_kernel_finite",
     "check_nonnegative",
     "check_positive_int",
     "check_same_dtype_device",
@@ -103,6 +104,19 @@ def check_dense_input(net: object, input_shape: Sequence[int]) -> None:
             "kernel would not be (N1, N2). Start the net with Flatten() (e.g. "
             "'Flatten -> Dense(512) -> ReLU -> Dense(1)'), or reshape the inputs to (N, d)"
         )
+
+
+def check_kernel_finite(nngp: Tensor, ntk: Tensor | None) -> None:
+    """Raise ``ValueError`` if a computed kernel overflowed (inf) or is undefined (NaN)."""
+    for name, k in (("NNGP", nngp), ("NTK", ntk)):
+        if k is not None and k.numel() and not bool(torch.isfinite(k).all()):
+            n_bad = int((~torch.isfinite(k)).sum())
+            raise ValueError(
+                f"the {name} overflowed or is undefined in {n_bad} of {k.numel()} entries "
+                f"(dtype {k.dtype}); the inputs are too large for this net (e.g. Exp or a "
+                "high-degree Monomial on inputs of norm ≫ 1): rescale the inputs (--scale "
+                "standardize on the command line) or use float64"
+            )
 
 
 def check_finite(name: str, t: Tensor) -> None:

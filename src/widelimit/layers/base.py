@@ -27,7 +27,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import as_float_tensor, check_dense_input, check_same_dtype_device
+from widelimit._validation import (
+    as_float_tensor,
+    check_dense_input,
+    check_kernel_finite,
+    check_same_dtype_device,
+)
 from widelimit.kernel import Kernel
 
 Shape = tuple[int, ...]
@@ -178,6 +183,7 @@ class Layer(ABC):
             raise ValueError(
                 f"the network ends with {len(k)} parallel branches; close them with FanInSum()"
             )
+        check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
         if k.is_symmetric and not k.spatial:
             k = k.replace(
                 nngp=0.5 * (k.nngp + k.nngp.T),
