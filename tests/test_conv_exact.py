@@ -137,8 +137,11 @@ def test_1x1_conv_is_dense_per_pixel(parameterization: str) -> None:
     kw = {"w_std": 1.5, "b_std": 0.2, "parameterization": parameterization}
     conv_net = serial(Conv2d(7, 1, **kw), ReLU(), Conv2d(4, 1, **kw))
     dense_net = serial(Dense(7, **kw), ReLU(), Dense(4, **kw))
+    # Dense on images is per position; Layer.kernel refuses a dense-only net on images
+    # (it needs Flatten), so the dense side goes through the layer rules directly.
+    per_pixel = dense_net.transform_kernel(input_kernel(x, None, full_spatial=False, ntk=True))
     for kc, kd in (
-        (conv_net.kernel(x), dense_net.kernel(x)),
+        (conv_net.kernel(x), per_pixel),
         (_full_kernel(conv_net, x), _full_kernel(dense_net, x)),
     ):
         assert torch.allclose(kc.nngp, kd.nngp, atol=TOL)

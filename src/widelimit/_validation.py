@@ -14,8 +14,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "HALF_DTYPES",
     "as_float_tensor",
+    "check_dense_input",
     "check_finite",
+    "check_kernel_finite",
     "check_nonnegative",
     "check_positive_int",
     "check_same_dtype_device",
@@ -32,9 +35,10 @@ def as_float_tensor(
 ) -> Tensor:
     """Convert ``x`` (tensor, ndarray or nested sequence) to a floating tensor.
 
-    Integer and boolean inputs are promoted to the default float dtype; float
-    tensors keep their dtype and device.  Raises ``TypeError`` for non-numeric
-    data and ``ValueError`` for wrong rank, empty batches or NaN/inf entries.
+    Integer and boolean inputs are converted to float64 (as scikit-learn does);
+    float32/float64 tensors keep their dtype and device.  Raises ``TypeError`` for
+    non-numeric, complex or half-precision (float16/bfloat16) data and
+    ``ValueError`` for wrong rank, empty batches or NaN/inf entries.
     """
     if isinstance(x, Tensor):
         t = x
@@ -47,8 +51,14 @@ def as_float_tensor(
         raise TypeError(f"`{name}` must be a torch.Tensor or numpy array; got {type(x).__name__}")
     if t.is_complex():
         raise TypeError(f"`{name}` must be real-valued; got dtype {t.dtype}")
+    if t.dtype in HALF_DTYPES:
+        raise TypeError(
+            f"`{name}` has dtype {t.dtype}; half precision is not supported (kernel entries "
+            f"would carry relative errors near 1e-3): convert with {name}.float() or "
+            f"{name}.double()"
+        )
     if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
+        t = t.to(torch.float64)  # integers and booleans: float64, as scikit-learn does
     if t.ndim < min_ndim or (max_ndim is not None and t.ndim > max_ndim):
         expected = f"{min_ndim}" if max_ndim == min_ndim else f">= {min_ndim}"
         if max_ndim is not None and max_ndim != min_ndim:
@@ -58,6 +68,55 @@ def as_float_tensor(
         raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); pass at least one example")
     check_finite(name, t)
     return t
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+"""Refused by :func:`as_float_tensor` (documented in README, "Errors and guarantees")."""
+
+_SPATIAL_MODULES = ("widelimit.layers.conv", "widelimit.layers.pooling")
+
+
+def _leaves(net: object) -> list[object]:
+    children = net.children() if hasattr(net, "children") else ()
+    if not children:
+        return [net]
+    return [leaf for c in children for leaf in _leaves(c)]
+
+
+def check_dense_input(net: object, input_shape: Sequence[int]) -> None:
+    """Refuse a net of only dense layers on inputs with spatial axes.
+
+    ``Dense`` acts on axis 1 at every position of a ``(N, C, *spatial)`` input
+    (like a 1×1 convolution), so a pure MLP applied to images would return a
+    ``(N1, N2, *spatial)`` kernel instead of ``(N1, N2)``.  Nets that contain a
+    convolution, pooling or ``Flatten`` layer are left alone (per-position dense
+    layers after convolutions are intended).
+    """
+    if len(input_shape) <= 1:
+        return
+    leaves = _leaves(net)
+    if any(type(leaf).__module__ in _SPATIAL_MODULES for leaf in leaves):
+        return
+    if any(type(leaf).__name__ == "Dense" for leaf in leaves):
+        raise ValueError(
+            f"the inputs have per-example shape {tuple(input_shape)} but the net has no "
+            "Flatten, pooling or convolution layer: Dense would act per position and the "
+            "kernel would not be (N1, N2). Start the net with Flatten() (e.g. "
+            "'Flatten -> Dense(512) -> ReLU -> Dense(1)'), or reshape the inputs to (N, d)"
+        )
+
+
+def check_kernel_finite(nngp: Tensor, ntk: Tensor | None) -> None:
+    """Raise ``ValueError`` if a computed kernel overflowed (inf) or is undefined (NaN)."""
+    for name, k in (("NNGP", nngp), ("NTK", ntk)):
+        if k is not None and k.numel() and not bool(torch.isfinite(k).all()):
+            n_bad = int((~torch.isfinite(k)).sum())
+            raise ValueError(
+                f"the {name} overflowed or is undefined in {n_bad} of {k.numel()} entries "
+                f"(dtype {k.dtype}); the inputs are too large for this net (e.g. Exp or a "
+                "high-degree Monomial on inputs of norm ≫ 1): rescale the inputs (--scale "
+                "standardize on the command line) or use float64"
+            )
 
 
 def check_finite(name: str, t: Tensor) -> None:

@@ -3,15 +3,75 @@
 Every command prints a rich table for people and accepts ``--json`` for
 machines.  Area commands live in ``widelimit._cli.<area>`` and are registered
 here.
+
+Failures: a mistake (bad option, unreadable file, damaged or locked store, an
+error raised by the library) prints one line ``error: ...`` on stderr and exits
+with status 2; an unexpected internal error prints one line and exits with 1;
+Ctrl-C exits with 130.  ``--debug`` (anywhere on the command line) shows the
+full traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+#: Exceptions that mean "the input or the environment is wrong", not "widelimit is broken".
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, LookupError, ImportError)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+class _OneLineErrors(TyperGroup):
+    """Root command group: every failure becomes one line on stderr (see module docstring)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv
+        argv = [a for a in argv if a != "--debug"]
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args=argv, prog_name=prog_name, standalone_mode=False, **extra)
+        except typer.Exit as err:  # pragma: no cover - typer returns the code
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        except typer.TyperException as err:  # click's usage errors (typer vendors click)
+            if debug:
+                raise
+            ctx = getattr(err, "ctx", None)
+            hint = "" if ctx is None else f" (see '{ctx.command_path} --help')"
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            if _one_line(message):  # empty for "no arguments: show the help"
+                print(f"error: {_one_line(message)}{hint}", file=sys.stderr)
+            sys.exit(2)
+        except USER_ERRORS as err:
+            if debug:
+                raise
+            print(f"error: {_one_line(str(err)) or type(err).__name__}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as err:
+            if debug:
+                raise
+            print(
+                f"error: internal error {type(err).__name__}: {_one_line(str(err))} "
+                "(rerun with --debug for the traceback and report it)",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="widelimit",
     help=(
         "Infinite-width neural networks, computable and checkable: NNGP/NTK kernels of a "
@@ -36,6 +96,9 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of a failure (any position)."
     ),
 ) -> None:
     """widelimit: infinite-width networks, computable and checkable."""

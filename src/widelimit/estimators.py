@@ -27,13 +27,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from widelimit.predict import DIAG_REG, gradient_descent_mse_ensemble
+from widelimit.spec_text import DEFAULT_NET
 
 __all__ = ["DEFAULT_NET", "NNGPClassifier", "NNGPRegressor", "NTKClassifier", "NTKRegressor"]
-
-DEFAULT_NET = (
-    "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) -> ReLU "
-    "-> Dense(1, w_std=1.4, b_std=0.1)"
-)
 
 
 def _resolve_net(net: object):

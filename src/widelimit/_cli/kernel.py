@@ -10,33 +10,19 @@ import numpy as np
 import torch
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import (
+    BUILTIN,
+    DEFAULT_NET,
+    check_device,
+    console,
+    load_array,
+    parse_ints,
+    print_json,
+    table,
+)
+from widelimit._cli.deprecated import resolve_alias
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-BUILTIN = ("digits", "iris", "wine", "breast_cancer", "diabetes")
-
-
-def load_array(source: str, *, n: int | None = None) -> np.ndarray:
-    """Inputs ``(N, ...)`` from a ``.npy``/``.csv`` file or a built-in scikit-learn set."""
-    if source in BUILTIN:
-        import sklearn.datasets as skd
-
-        x = getattr(skd, f"load_{source}")().data
-    else:
-        p = Path(source)
-        if not p.exists():
-            raise typer.BadParameter(
-                f"{source!r} is neither a file nor a built-in dataset ({', '.join(BUILTIN)})"
-            )
-        if p.suffix == ".npy":
-            x = np.load(p)
-        elif p.suffix in (".csv", ".txt"):
-            x = np.loadtxt(p, delimiter=",", ndmin=2)
-        else:
-            raise typer.BadParameter(f"{source}: expected a .npy or .csv file")
-    if n is not None:
-        x = x[:n]
-    return np.asarray(x, dtype=np.float64)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,13 +34,22 @@ def register(app: typer.Typer) -> None:
                 help="Net description, inline or a .txt/.toml file, e.g. "
                 "'Dense(512, w_std=1.5, b_std=0.05) -> ReLU -> Dense(1)'."
             ),
-        ] = "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) "
-        "-> ReLU -> Dense(1)",
-        data: Annotated[
-            str, typer.Option(help=f"Inputs x1: .npy/.csv file or one of {', '.join(BUILTIN)}.")
+        ] = DEFAULT_NET,
+        x1: Annotated[
+            str,
+            typer.Option("--x1", help=f"Inputs x1: .npy/.csv file or one of {', '.join(BUILTIN)}."),
         ] = "digits",
-        data2: Annotated[str | None, typer.Option(help="Optional second inputs x2.")] = None,
-        n: Annotated[int | None, typer.Option(help="Use only the first N rows of each.")] = 200,
+        x2: Annotated[
+            str | None, typer.Option("--x2", help="Optional second inputs x2 (same kinds).")
+        ] = None,
+        n_rows: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                help="Use only the first K rows of each input (default: a whole file; "
+                "200 rows of a built-in data set).",
+            ),
+        ] = None,
         get: Annotated[str, typer.Option(help="'nngp', 'ntk' or 'nngp,ntk'.")] = "nngp,ntk",
         scale: Annotated[
             str, typer.Option(help="Input scaling: none | standardize | unit-norm (explicit).")
@@ -75,7 +70,9 @@ def register(app: typer.Typer) -> None:
                 help="Compute in tiles into this Zarr store (resumable; re-run to resume)."
             ),
         ] = None,
-        tile: Annotated[int | None, typer.Option(help="Tile size (rows/cols) for --store.")] = None,
+        tile: Annotated[
+            int | None, typer.Option(min=1, help="Tile size (rows/cols) for --store.")
+        ] = None,
         scheduler: Annotated[
             str | None, typer.Option(help="Dask scheduler address tcp://host:port for --store.")
         ] = None,
@@ -83,41 +80,56 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Refuse tiles above this memory, e.g. 8GB.")
         ] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace an existing --store.")] = False,
+        repair: Annotated[
+            bool,
+            typer.Option(
+                help="With --store: recompute only the damaged tiles (bad record, missing, "
+                "truncated or altered chunk) instead of refusing."
+            ),
+        ] = False,
+        progress: Annotated[bool, typer.Option(help="Progress bar on stderr (--store).")] = True,
+        data: Annotated[str | None, typer.Option("--data", hidden=True)] = None,
+        data2: Annotated[str | None, typer.Option("--data2", hidden=True)] = None,
+        n: Annotated[int | None, typer.Option("--n", hidden=True)] = None,
     ) -> None:
         """Compute infinite-width NNGP/NTK kernels of a network on data (or into a store)."""
         from widelimit.spec_text import load_net
 
+        x1 = resolve_alias(x1, data, old="--data", new="--x1", default="digits")
+        x2 = resolve_alias(x2, data2, old="--data2", new="--x2", default=None)
+        n_rows = resolve_alias(n_rows, n, old="--n", new="--n-rows", default=None)
         try:
             spec = load_net(net)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--net") from err
         if dtype not in DTYPES:
             raise typer.BadParameter(f"expected one of {list(DTYPES)}", param_hint="--dtype")
+        dev = check_device(device)
         gets = tuple(g.strip() for g in get.split(",") if g.strip())
-        arrays = [load_array(data, n=n)] + ([load_array(data2, n=n)] if data2 else [])
+        arrays = [load_array(x1, "--x1", n_rows=n_rows, min_ndim=2)]
+        if x2 is not None:
+            arrays.append(load_array(x2, "--x2", n_rows=n_rows, min_ndim=2))
         arrays = [_scale(a, scale) for a in arrays]
         if input_shape is not None:
             try:
-                shape = tuple(int(v) for v in input_shape.split(","))
+                shape = parse_ints(input_shape, "--input-shape")
                 arrays = [a.reshape(len(a), *shape) for a in arrays]
             except ValueError as err:
                 raise typer.BadParameter(str(err), param_hint="--input-shape") from err
-        xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=device) for a in arrays]
+        xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
         if store is not None:
             from widelimit._cli.scale import kernel_to_store
 
-            try:
-                kernel_to_store(
-                    spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
-                    json_out, memory_budget=memory_budget, overwrite=overwrite,
-                )  # fmt: skip
-            except ValueError as err:
-                raise typer.BadParameter(str(err)) from err
+            kernel_to_store(
+                spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
+                json_out, memory_budget=memory_budget, overwrite=overwrite, repair=repair,
+                progress=progress,
+            )  # fmt: skip
             return
         t0 = time.perf_counter()
         try:
             k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
         seconds = time.perf_counter() - t0
         summary = {"net": repr(spec), "x1_shape": list(xs[0].shape), "seconds": seconds}

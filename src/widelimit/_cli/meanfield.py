@@ -8,30 +8,8 @@ from typing import Annotated
 import torch
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
-
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"{name}: expected comma-separated integers, got {text!r}"
-        ) from err
-    if not vals or min(vals) <= 0:
-        raise typer.BadParameter(f"{name}: expected positive integers, got {text!r}")
-    return vals
-
-
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise typer.BadParameter(f"{name}: expected comma-separated numbers, got {text!r}") from err
-    if not vals:
-        raise typer.BadParameter(f"{name}: expected at least one number")
-    return vals
 
 
 def register(app: typer.Typer) -> None:
@@ -70,8 +48,8 @@ def register(app: typer.Typer) -> None:
             )
             comp = compare_with_pde(
                 problem,
-                ns=_ints(ns, "--ns"),
-                times=_floats(times, "--times"),
+                ns=parse_ints(ns, "--ns"),
+                times=parse_floats(times, "--times"),
                 eps=eps,
                 batch_size=batch_size,
                 n_seeds=n_seeds,
@@ -127,7 +105,7 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(1)
         try:
             st = width_study(
-                widths=_ints(widths, "--widths"),
+                widths=parse_ints(widths, "--widths"),
                 depth=depth,
                 steps=steps,
                 lr=lr,

@@ -7,26 +7,8 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers; got {text!r}", param_hint=option
-        ) from err
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"expected comma-separated integers; got {text!r}", param_hint=option
-        ) from err
 
 
 def register(app: typer.Typer) -> None:
@@ -82,15 +64,15 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err), param_hint="--activation") from err
         if sigma_b2 is not None:
-            b2 = _floats(sigma_b2, "--sigma-b2")
+            b2 = parse_floats(sigma_b2, "--sigma-b2")
             if any(not v >= 0 for v in b2):
                 raise typer.BadParameter("variances must be >= 0", param_hint="--sigma-b2")
             line_b = resolve_alias(
                 [], b2, old="--sigma-b2", new="--line-b-std (σb, not σb²)", convert=np.sqrt
             )
         else:
-            line_b = _floats(line_b_std, "--line-b-std")
-        ws = _ints(widths, "--widths")
+            line_b = parse_floats(line_b_std, "--line-b-std")
+        ws = parse_ints(widths, "--widths", allow_empty=True)
         progress = progress and not json_out
         try:
             traj = trajectory(act, w_std, b_std, depth, q0=q0, c0=c0)

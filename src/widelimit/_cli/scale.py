@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import console, load_array, print_json, table
 
 
 def kernel_to_store(
@@ -30,14 +30,26 @@ def kernel_to_store(
     *,
     memory_budget: str | None = None,
     overwrite: bool = False,
+    repair: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict."""
+    """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
+
+    On Ctrl-C prints ``interrupted: k/m tiles saved in STORE; run the same command
+    again to resume`` and exits with status 130.
+    """
     from widelimit.scale import compute_kernel
 
-    result = compute_kernel(
-        net, x1, x2, store=store, tile=tile, get=get, scheduler=scheduler,
-        memory_budget=memory_budget, overwrite=overwrite, progress=not json,
-    )  # fmt: skip
+    try:
+        result = compute_kernel(
+            net, x1, x2, store=store, tile=tile, get=get, scheduler=scheduler,
+            memory_budget=memory_budget, overwrite=overwrite, repair=repair,
+            progress=progress and not json,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"interrupted: {_saved(store)} tiles saved in {store}; run the same command "
+              "again to resume", file=sys.stderr)  # fmt: skip
+        raise typer.Exit(130) from None
     run = result.run
     summary = {
         "store": str(store),
@@ -59,6 +71,17 @@ def kernel_to_store(
         rows = [[k, v] for k, v in summary.items()]
         console.print(table(f"kernel store {store}", ["field", "value"], rows))
     return summary
+
+
+def _saved(store: str | Path) -> str:
+    """``k/m`` finished tiles of a store (``0/?`` if it was not created yet)."""
+    from widelimit.scale.store import KernelStore
+
+    try:
+        ks = KernelStore.open(store)
+        return f"{len(ks.scan()[0])}/{len(ks.plan)}"
+    except (OSError, ValueError):
+        return "0/?"
 
 
 def predict_from_store(
@@ -85,9 +108,13 @@ def predict_from_store(
     """
     from widelimit.scale.solve import posterior_mean
 
-    y = _load_targets(y_train)
+    y = (
+        y_train
+        if isinstance(y_train, np.ndarray)
+        else load_array(y_train, "--y-train", builtin=False)
+    )
     res = posterior_mean(
-        store, y, test=test_store, kernel=kernel, diag_reg=diag_reg,
+        store, y, test_store=test_store, kernel=kernel, diag_reg=diag_reg,
         diag_reg_absolute=diag_reg_absolute, tol=tol, maxiter=maxiter,
         preconditioner=preconditioner, rank=rank, method=method,
     )  # fmt: skip
@@ -119,17 +146,6 @@ def predict_from_store(
     return summary
 
 
-def _load_targets(y: np.ndarray | str | Path) -> np.ndarray:
-    if isinstance(y, np.ndarray):
-        return y
-    p = Path(y)
-    if not p.exists():
-        raise typer.BadParameter(f"targets file {str(p)!r} not found")
-    if p.suffix == ".npy":
-        return np.load(p)
-    return np.loadtxt(p, delimiter=",", ndmin=1)
-
-
 def _repo_root() -> Path:
     import widelimit
 
@@ -147,16 +163,37 @@ def register(app: typer.Typer) -> None:
     def store_info_cmd(
         path: Annotated[Path, typer.Argument(help="Kernel store directory (*.zarr).")],
         verify: Annotated[
-            bool, typer.Option(help="Re-hash every finished tile against its record.")
+            bool,
+            typer.Option(help="Re-hash every finished tile and list every damaged one."),
         ] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
     ) -> None:
-        """Show what a kernel store holds: shape, dtype, tiles done/total, fingerprints."""
-        from widelimit.scale import load_kernel
+        """Show what a kernel store holds: shape, dtype, tiles done/total, fingerprints.
 
+        A damaged store (bad record, missing or truncated chunk; with --verify also
+        altered data) exits with status 2; --verify lists every damaged tile first.
+        """
+        from widelimit.scale import StoreCorruptError, load_kernel, verify_store
+        from widelimit.scale.store import REPAIR_HINT
+
+        if verify:
+            try:
+                bad = verify_store(path)
+            except FileNotFoundError as err:
+                raise typer.BadParameter(str(err), param_hint="PATH") from err
+            if bad:
+                if json_out:
+                    print_json({"path": str(path), "damaged": bad})
+                else:
+                    rows = [[b.split(":")[0], b.split(":", 1)[1].strip()] for b in bad]
+                    console.print(table(f"damaged tiles in {path}", ["tile", "problem"], rows))
+                raise StoreCorruptError(
+                    f"store {str(path)!r} is damaged: {len(bad)} bad tile(s) listed above; "
+                    + REPAIR_HINT
+                )
         try:
-            info = load_kernel(path, verify=verify).info()
-        except (ValueError, FileNotFoundError) as err:
+            info = load_kernel(path).info()
+        except FileNotFoundError as err:
             raise typer.BadParameter(str(err), param_hint="PATH") from err
         if json_out:
             print_json(info)

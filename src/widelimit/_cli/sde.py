@@ -7,29 +7,8 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
-
-
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers; got {text!r}", param_hint=name
-        ) from err
-    if not vals:
-        raise typer.BadParameter("expected at least one number", param_hint=name)
-    return vals
-
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    vals = _floats(text, name)
-    if any(v != int(v) or v < 1 for v in vals):
-        raise typer.BadParameter(
-            f"expected comma-separated positive integers; got {text!r}", param_hint=name
-        )
-    return tuple(int(v) for v in vals)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from widelimit.sde import compare_relu, demonstrate_stability
 
         activations = resolve_alias(activations, stability, old="--stability", new="--activations")
-        ws, ts = _ints(widths, "--widths"), _floats(times, "--times")
+        ws, ts = parse_ints(widths, "--widths"), parse_floats(times, "--times")
         gen = torch.Generator().manual_seed(seed)  # one stream for both experiments
         try:
             cmp = compare_relu(

@@ -46,6 +46,7 @@ from widelimit.empirical import empirical_ntk
 from widelimit.fitting import fit_loglog
 from widelimit.predict import gradient_descent_mse, gradient_descent_mse_ensemble
 from widelimit.progress import progress_bar
+from widelimit.spec_text import default_net
 
 __all__ = [
     "DEFAULT_NET",
@@ -59,10 +60,7 @@ __all__ = [
     "run_demo",
 ]
 
-DEFAULT_NET = (
-    "Dense(512, w_std=1.4, b_std=0.1) -> ReLU -> Dense(512, w_std=1.4, b_std=0.1) -> ReLU "
-    "-> Dense(10, w_std=1.4, b_std=0.1)"
-)
+DEFAULT_NET = default_net(10)  # ten classes of digits / MNIST
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import as_float_tensor, check_same_dtype_device
+from widelimit._validation import (
+    as_float_tensor,
+    check_dense_input,
+    check_kernel_finite,
+    check_same_dtype_device,
+)
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import input_kernel
 from widelimit.layers.tiles import Tile, pairwise_kernel
@@ -195,6 +200,7 @@ class Layer(ABC):
                     "`x1` and `x2` must have the same per-example shape; got "
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
+        check_dense_input(self, tuple(x1.shape[1:]))  # an MLP on images: needs Flatten
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
         full = self.needs_full_spatial()
         differentiate = torch.is_grad_enabled() and (
@@ -208,6 +214,7 @@ class Layer(ABC):
             raise ValueError(
                 f"the network ends with {len(k)} parallel branches; close them with FanInSum()"
             )
+        check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
         if k.is_symmetric and not k.spatial:
             k = k.replace(
                 nngp=0.5 * (k.nngp + k.nngp.T),

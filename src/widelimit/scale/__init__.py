@@ -7,7 +7,8 @@
 """
 
 from widelimit.scale.compute import MemoryEstimate, RunStats, compute_kernel, estimate_memory
-from widelimit.scale.read import KernelArray, StoredKernel, StoreInfo, load_kernel
+from widelimit.scale.lock import StoreLockedError
+from widelimit.scale.read import KernelArray, StoredKernel, StoreInfo, load_kernel, verify_store
 from widelimit.scale.solve import PosteriorMean, StoredOperator, posterior_mean
 from widelimit.scale.store import StoreCorruptError, StoreMismatchError
 from widelimit.scale.tiles import Tile, TilePlan, tile_plan
@@ -19,6 +20,7 @@ __all__ = [
     "RunStats",
     "StoreCorruptError",
     "StoreInfo",
+    "StoreLockedError",
     "StoreMismatchError",
     "StoredKernel",
     "StoredOperator",
@@ -29,4 +31,5 @@ __all__ = [
     "load_kernel",
     "posterior_mean",
     "tile_plan",
+    "verify_store",
 ]

@@ -32,6 +32,7 @@ import torch
 
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
 from widelimit.layers.base import Layer, check_get
+from widelimit.scale.lock import StoreLock
 from widelimit.scale.read import StoredKernel
 from widelimit.scale.runners import (
     ProgressBar,
@@ -204,7 +205,14 @@ def compute_kernel(
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
         verify: on resume, re-hash finished tiles against their records.
-        repair: on resume, drop corrupt tiles and recompute them instead of raising.
+        repair: on resume, drop damaged tiles (bad record, missing or truncated
+            chunk, changed data) and recompute only those instead of raising.
+    Raises:
+        :class:`~widelimit.scale.lock.StoreLockedError`: another live process is
+        writing ``store`` (a lock ``.NAME.lock`` beside it records its host and
+        pid; a lock left by a crashed process on this host is replaced).
+        :class:`~widelimit.scale.store.StoreCorruptError`: the store is damaged
+        and ``repair`` is false.
     Returns:
         :class:`~widelimit.scale.read.StoredKernel` with ``.nngp``/``.ntk`` block
         views; its ``run`` attribute holds :class:`RunStats`.
@@ -242,6 +250,7 @@ def compute_kernel(
     itemsize = a1.dtype.itemsize
 
     client, close_client = client_for(scheduler)
+    lock: StoreLock | None = None
     try:
         concurrent = concurrency(client, num_workers, scheduler)
         sched_name = scheduler_name(scheduler, client, concurrent)
@@ -274,6 +283,7 @@ def compute_kernel(
             tile=tile,
             get=gets,
         )
+        lock = StoreLock(store).acquire()
         kstore, done = _open_store(store, meta, overwrite=overwrite, verify=verify, repair=repair)
         plan = kstore.plan
         todo = [t for t in plan.tiles() if (t.i, t.j) not in done]
@@ -292,6 +302,8 @@ def compute_kernel(
                 run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
         seconds = time.perf_counter() - t0
     finally:
+        if lock is not None:
+            lock.release()
         if close_client:
             client.close()
 
@@ -318,7 +330,13 @@ def _open_store(
             raise ValueError(f"refusing to overwrite {str(p)!r}: it is not a kernel store")
         shutil.rmtree(p)
     if not p.exists():
-        return KernelStore.create(p, meta), set()
+        try:
+            return KernelStore.create(p, meta), set()
+        except OSError as err:
+            raise ValueError(
+                f"`store` {str(p)!r} cannot be created: {err.strerror or err}; "
+                "choose a writable directory"
+            ) from err
     if not (p / "zarr.json").exists():
         raise ValueError(f"`store` {str(p)!r} exists but is not a kernel store; pass a new path")
     kstore = KernelStore.open(p, mode="r+")

@@ -20,7 +20,7 @@ import numpy as np
 from widelimit.scale.store import KernelStore, StoreMetadata
 from widelimit.scale.tiles import Tile, TilePlan
 
-__all__ = ["KernelArray", "StoreInfo", "StoredKernel", "load_kernel"]
+__all__ = ["KernelArray", "StoreInfo", "StoredKernel", "load_kernel", "verify_store"]
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,13 @@ class KernelArray:
 
     Supports ``K[rows, cols]`` with integer or unit-step slices, ``K.shape``,
     ``K.dtype`` and ``np.asarray(K)``.  Raises ``ValueError`` when a requested
-    block touches a tile that is not finished yet (never returns unfilled values).
+    block touches a tile that is not finished yet (never returns unfilled values)
+    and :class:`~widelimit.scale.store.StoreCorruptError` when a tile read does not
+    match its completion record (missing or resized chunk file, changed data).
     """
 
     def __init__(self, store: KernelStore, name: str, done: set[tuple[int, int]]):
         self._store = store
-        self._arr = store.group[name]
         self._plan: TilePlan = store.plan
         self._done = done
         self.name = name
@@ -113,12 +114,17 @@ class KernelArray:
                 cc = (max(c0, j * t), min(c1, (j + 1) * t))
                 dst = out[rr[0] - r0 : rr[1] - r0, cc[0] - c0 : cc[1] - c0]
                 if self._plan.symmetric and j < i:  # lower triangle: transpose of (j, i)
-                    self._need(j, i)
-                    dst[...] = self._arr[cc[0] : cc[1], rr[0] : rr[1]].T
+                    data = self._tile(j, i)
+                    dst[...] = data[cc[0] - j * t : cc[1] - j * t, rr[0] - i * t : rr[1] - i * t].T
                 else:
-                    self._need(i, j)
-                    dst[...] = self._arr[rr[0] : rr[1], cc[0] : cc[1]]
+                    data = self._tile(i, j)
+                    dst[...] = data[rr[0] - i * t : rr[1] - i * t, cc[0] - j * t : cc[1] - j * t]
         return out
+
+    def _tile(self, i: int, j: int) -> np.ndarray:
+        """Whole tile ``(i, j)``, checked against its completion record (size, checksum)."""
+        self._need(i, j)
+        return self._store.read_tile(self.name, self._plan.tile_at(i, j))
 
     def _need(self, i: int, j: int) -> None:
         if (i, j) not in self._done:
@@ -135,8 +141,7 @@ class KernelArray:
         """Yield ``(tile, data)`` for the stored tiles with ``keep(tile)`` true."""
         for tile in self._plan.tiles():
             if keep(tile):
-                self._need(tile.i, tile.j)
-                yield tile, self._arr[tile.rows, tile.cols]
+                yield tile, self._tile(tile.i, tile.j)
 
 
 class StoredKernel:
@@ -197,12 +202,29 @@ class StoredKernel:
 def load_kernel(path: str | os.PathLike, *, verify: bool = False) -> StoredKernel:
     """Open a kernel store for reading.
 
+    Opening checks every completion record and the size of every chunk file
+    (missing or truncated chunks are refused at once); every later tile read
+    checks the data against the checksum in its record.
+
     Args:
         path: directory written by :func:`~widelimit.scale.compute_kernel`.
-        verify: re-hash every finished tile against its record (reads the
-            whole store once; raises :class:`~widelimit.scale.store.StoreCorruptError`).
+        verify: also re-hash every finished tile now (reads the whole store
+            once) instead of on first read.
+    Raises:
+        :class:`~widelimit.scale.store.StoreCorruptError`: one line naming the
+        store, the first damaged tile and the repair.
     Returns:
         :class:`StoredKernel`; ``.nngp[r0:r1, c0:c1]`` reads a block, ``np.asarray(.nngp)``
         the whole ``(N1, N2)`` matrix (lower triangle filled for symmetric stores).
     """
     return StoredKernel(KernelStore.open(path, mode="r"), verify=verify)
+
+
+def verify_store(path: str | os.PathLike) -> list[str]:
+    """Re-hash every finished tile of a store; one line per damaged tile (``[]``: all good).
+
+    Unlike :func:`load_kernel` this lists *every* problem (``widelimit store-info
+    --verify``) instead of stopping at the first.
+    """
+    _, bad = KernelStore.open(path, mode="r").scan(verify_data=True)
+    return bad

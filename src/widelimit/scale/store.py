@@ -11,10 +11,14 @@ The metadata fingerprints everything a tile depends on: the network spec
 (a canonical description of the layer tree, functions included by code
 hash), the data (BLAKE2 of the bytes, shape and dtype of ``x1`` and ``x2``),
 the dtype, the tile size and the requested kernels.  Re-opening a store with
-anything different is refused with :class:`StoreMismatchError`; records that
-cannot be parsed, do not match the plan, or whose checksum disagrees with the
-stored chunk raise :class:`StoreCorruptError`.  A tile is "done" only when its
-record exists, so a job killed mid-write recomputes that tile on resume.
+anything different is refused with :class:`StoreMismatchError`.  Records that
+cannot be parsed or do not match the plan, chunk files that are missing or
+have the wrong size, and chunks whose checksum disagrees with the record raise
+:class:`StoreCorruptError` (one line naming the store, the kernel, the tile
+and the repair).  Every read of a tile goes through :meth:`KernelStore.read_tile`,
+which checks size and checksum (the checksum once per process while the file
+is unchanged).  A tile is "done" only when its record exists, so a job killed
+mid-write recomputes that tile on resume.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ class StoreMismatchError(ValueError):
 
 class StoreCorruptError(ValueError):
     """A completion record or a tile's data in the store is damaged."""
+
+
+REPAIR_HINT = (
+    "recompute the damaged tiles with the command that made the store plus --repair "
+    "(`widelimit kernel ... --store PATH --repair`; Python: compute_kernel(..., repair=True))"
+)
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -162,6 +172,8 @@ class KernelStore:
         self.meta = meta
         self.store_id = store_id
         self.plan = meta.plan()
+        self.records: dict[tuple[int, int], dict[str, Any]] = {}
+        self._verified: dict[tuple[str, int, int], tuple[int, int, int]] = {}
 
     # ............................................................. opening
     @classmethod
@@ -238,10 +250,60 @@ class KernelStore:
     def _record_path(self, tile: Tile) -> Path:
         return self.path / "tiles" / f"{tile.key}.json"
 
+    def chunk_path(self, name: str, tile: Tile) -> Path:
+        """File of tile ``tile``'s chunk of kernel ``name`` (Zarr v3 default key encoding)."""
+        return self.path / name / "c" / str(tile.i) / str(tile.j)
+
+    def _chunk_size(self, name: str, rec: dict[str, Any]) -> int:
+        """Bytes the chunk file must have: from the record, else one raw full chunk."""
+        sizes = rec.get("sizes") or {}
+        if name in sizes:
+            return int(sizes[name])
+        return self.meta.tile * self.meta.tile * np.dtype(self.meta.dtype).itemsize
+
+    def damage(self, message: str, name: str | None, tile: Tile | None) -> StoreCorruptError:
+        """The one-line refusal for a damaged tile: store, kernel, tile and the repair."""
+        where = "" if tile is None else (
+            f"{name + ' ' if name else ''}tile {tile.key} "
+            f"(rows {tile.r0}:{tile.r1}, cols {tile.c0}:{tile.c1}) "
+        )  # fmt: skip
+        return StoreCorruptError(
+            f"store {str(self.path)!r} is damaged: {where}{message}; " + REPAIR_HINT
+        )
+
+    def _file_problem(self, name: str, tile: Tile, rec: dict[str, Any]) -> str | None:
+        """Size check of one chunk file (a stat, no read): missing or wrong size."""
+        f = self.chunk_path(name, tile)
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            return f"chunk file {name}/c/{tile.i}/{tile.j} is missing"
+        want = self._chunk_size(name, rec)
+        if size != want:
+            return f"chunk file {name}/c/{tile.i}/{tile.j} has {size} bytes, expected {want}"
+        return None
+
+    def _data_problem(self, name: str, tile: Tile, rec: dict[str, Any]) -> str | None:
+        """Full check of one chunk: size, then the checksum of its data."""
+        problem = self._file_problem(name, tile, rec)
+        if problem is not None:
+            return problem
+        try:
+            data = self.group[name][tile.rows, tile.cols]
+        except Exception as err:  # zarr's own decode errors, whatever their type
+            return f"chunk {name}/c/{tile.i}/{tile.j} cannot be read ({type(err).__name__})"
+        if _checksum(data) != rec["checksums"][name]:
+            return f"stored {name} data does not match its checksum"
+        return None
+
     def _check_record(
         self, f: Path, planned: dict[tuple[int, int], Tile], verify_data: bool
     ) -> tuple[tuple[int, int] | None, list[str]]:
-        """Validate one record file; return its tile index (or None) and its problems."""
+        """Validate one record file; return its tile index (or None) and its problems.
+
+        Always checks the record and the size of each chunk file (a ``stat``);
+        ``verify_data`` also re-hashes the chunks.
+        """
         try:
             rec = json.loads(f.read_text())
             ij = (int(rec["i"]), int(rec["j"]))
@@ -256,37 +318,106 @@ class KernelStore:
             )
         except (ValueError, KeyError, TypeError) as err:
             return None, [f"{f.name}: unreadable record ({type(err).__name__}: {err})"]
-        if not ok:
+        if not ok or tile is None:
             return None, [f"{f.name}: record does not match this store's tile plan"]
         problems = []
-        if verify_data:
-            for name, digest in rec["checksums"].items():
-                if _checksum(self.group[name][tile.rows, tile.cols]) != digest:
-                    problems.append(f"{f.name}: stored {name} data does not match its checksum")
+        for name in self.meta.get:
+            check = self._data_problem if verify_data else self._file_problem
+            problem = check(name, tile, rec)
+            if problem is not None:
+                problems.append(
+                    f"tile {tile.key} (rows {tile.r0}:{tile.r1}, cols {tile.c0}:{tile.c1}): "
+                    + problem
+                )
+        if not problems:
+            self.records[ij] = rec
         return (None if problems else ij), problems
 
-    def done_tiles(self, *, verify_data: bool = False) -> set[tuple[int, int]]:
-        """Tiles with a valid completion record; raises :class:`StoreCorruptError` otherwise.
+    def scan(self, *, verify_data: bool = False) -> tuple[set[tuple[int, int]], list[str]]:
+        """Check every completion record: the finished tiles and one line per problem.
 
-        ``verify_data`` also re-hashes each finished tile's chunks against the
-        checksums in its record (reads the whole store once).
+        Records and chunk sizes are always checked; ``verify_data`` also
+        re-hashes every finished tile (reads the whole store once).
         """
         planned = {(t.i, t.j): t for t in self.plan.tiles()}
         done: set[tuple[int, int]] = set()
         bad: list[str] = []
+        self.records = {}
         for f in sorted((self.path / "tiles").glob("*.json")):
             ij, problems = self._check_record(f, planned, verify_data)
             bad += problems
             if ij is not None:
                 done.add(ij)
+        return done, bad
+
+    def done_tiles(self, *, verify_data: bool = False) -> set[tuple[int, int]]:
+        """Tiles with a valid completion record; raises :class:`StoreCorruptError` otherwise.
+
+        Chunk files are checked for existence and size; ``verify_data`` also
+        re-hashes each finished tile's chunks against the checksums in its record.
+        """
+        done, bad = self.scan(verify_data=verify_data)
         if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise StoreCorruptError(
-                f"store {str(self.path)!r} is corrupt ({len(bad)} problem(s)):\n  "
-                + "\n  ".join(bad[:10])
-                + "\nrerun with repair=True to drop these tiles and recompute them, "
-                "or use a new store path"
+                f"store {str(self.path)!r} is damaged: {bad[0]}{more}; " + REPAIR_HINT
             )
         return done
+
+    def read_tile(self, name: str, tile: Tile) -> np.ndarray:
+        """Data of a finished tile, checked against its completion record.
+
+        The first read of a tile in this process checks the chunk file's size and
+        the checksum of its data; later reads check size and modification time and
+        re-hash only if the file changed.  Raises :class:`StoreCorruptError` (one
+        line naming store, kernel, tile and the repair) on any mismatch.
+        """
+        rec = self.records.get((tile.i, tile.j))
+        if rec is None:
+            raise self.damage("it has no completion record", name, tile)
+        f = self.chunk_path(name, tile)
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            missing = f"chunk file {name}/c/{tile.i}/{tile.j} is missing"
+            raise self.damage(missing, None, tile) from None
+        want = self._chunk_size(name, rec)
+        if st.st_size != want:
+            raise self.damage(
+                f"chunk file {name}/c/{tile.i}/{tile.j} has {st.st_size} bytes, expected {want}",
+                None,
+                tile,
+            )
+        try:
+            data = self.group[name][tile.rows, tile.cols]
+        except Exception as err:  # zarr's own decode errors, whatever their type
+            raise self.damage(
+                f"chunk {name}/c/{tile.i}/{tile.j} cannot be read ({type(err).__name__})",
+                None,
+                tile,
+            ) from err
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        key = (name, tile.i, tile.j)
+        if self._verified.get(key) == stamp:
+            return data
+        if _checksum(data) != rec["checksums"][name]:
+            fresh = self._reload_record(tile)  # a concurrent repair may have rewritten it
+            if fresh is None or _checksum(data) != fresh["checksums"][name]:
+                raise self.damage("its data does not match the checksum in its record", name, tile)
+        self._verified[key] = stamp
+        return data
+
+    def _reload_record(self, tile: Tile) -> dict[str, Any] | None:
+        try:
+            rec = json.loads(self._record_path(tile).read_text())
+        except (OSError, ValueError):
+            return None
+        if rec.get("store_id") != self.store_id or set(rec.get("checksums", ())) != set(
+            self.meta.get
+        ):
+            return None
+        self.records[(tile.i, tile.j)] = rec
+        return rec
 
     def drop_bad_records(self) -> list[str]:
         """Delete records that fail the checks of :meth:`done_tiles` (data included)."""
@@ -302,13 +433,14 @@ class KernelStore:
     # ............................................................. writing
     def write_tile(self, tile: Tile, arrays: dict[str, np.ndarray]) -> None:
         """Write a tile's chunks, then (atomically) its completion record."""
-        checksums = {}
+        checksums, sizes = {}, {}
         for name in self.meta.get:
             a = np.ascontiguousarray(arrays[name], dtype=self.meta.dtype)
             if a.shape != tile.shape:
                 raise ValueError(f"tile {tile.key} {name}: shape {a.shape}, expected {tile.shape}")
             self.group[name][tile.rows, tile.cols] = a
             checksums[name] = _checksum(a)
+            sizes[name] = self.chunk_path(name, tile).stat().st_size
         rec = {
             "i": tile.i,
             "j": tile.j,
@@ -318,6 +450,7 @@ class KernelStore:
             "c1": tile.c1,
             "store_id": self.store_id,
             "checksums": checksums,
+            "sizes": sizes,
         }
         final = self._record_path(tile)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -1,0 +1,282 @@
+"""Property tests (hypothesis): kernels of random architectures on awkward inputs are finite,
+symmetric, PSD and consistent between blocks; the net parser never runs code.
+
+Default suite (~45 s on a busy 2-core machine): ``N_KERNEL`` = 60 MLP and 60 CNN
+architecture/input examples (all activations; CNNs without polynomials) and ``N_PARSER`` =
+300 parser strings, derandomized.  ``-m slow``: 600 MLP examples without the arc-cosine
+family and polynomials (known limitations, see ``ARCCOS``/``POLYNOMIAL``; passes), 600 CNN
+examples and 600 arc-cosine-family MLP examples as non-strict xfails (known limitations),
+and 3000 parser strings (passes).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+from widelimit import layers as L
+from widelimit.spec_text import known_layers, parse_net
+
+N_KERNEL = 60
+N_PARSER = 300
+_FAST = settings(
+    max_examples=N_KERNEL,
+    deadline=None,
+    derandomize=True,  # fixed seeds: the same examples on every run
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+_SLOW = settings(_FAST, max_examples=10 * N_KERNEL)
+
+# --------------------------------------------------------------- architectures
+CLOSED_FORM = [
+    L.ReLU(), L.LeakyReLU(0.2), L.ABReLU(-0.5, 1.0), L.Abs(), L.Erf(), L.GELU(), L.Sign(),
+    L.Sin(), L.Cos(), L.Gaussian(), L.RBF(), L.Monomial(2), L.Hermite(3),
+    L.RectifiedMonomial(2),
+]  # fmt: skip
+NUMERICAL = [L.Tanh(), L.Sigmoid(), L.Softplus(), L.SiLU(), L.ELU()]
+ACTIVATIONS = CLOSED_FORM + NUMERICAL
+# Polynomial activations in CNNs on inputs at 1e±6 scales give kernels spanning ~1e±24 and were
+# found to break block consistency of a numerical activation downstream (2.9e-5 relative) and
+# NTK PSD-ness (min eig −8.6e-10·trace): a known limitation reported to the layers owners, so
+# the CNN property test draws the other activations only.
+POLYNOMIAL = (L.Monomial, L.Hermite, L.RectifiedMonomial)
+CNN_ACTIVATIONS = [a for a in ACTIVATIONS if not isinstance(a, POLYNOMIAL)]
+# Arc-cosine / arcsine duals (ReLU family, Sign): the many-example runs find NTK eigenvalues
+# down to −6e-10·trace and block mismatches up to 1e-7 when two inputs are (nearly) collinear:
+# a 1-ulp error in c near ±1 becomes ~1e-8 in the angle.  Known limitation of
+# layers/activations.py, tracked by the xfail tests below; the slow tests run the others.
+ARCCOS = (L.ReLU, L.LeakyReLU, L.ABReLU, L.Abs, L.Sign, L.RectifiedMonomial)
+# Polynomials (Hermite(3) after Monomial(2)) on 1e±6 inputs span ~1e±36: the many-example run
+# finds block mismatches of 6e-10 relative there, so the slow tests leave them out as well.
+SMOOTH = [a for a in ACTIVATIONS if not isinstance(a, ARCCOS + POLYNOMIAL)]
+
+std = st.floats(0.5, 2.0)
+bias = st.sampled_from([0.0, 0.1, 0.5])
+
+
+@st.composite
+def dense_block(draw, acts, residual_ok=True):
+    """Dense -> activation, optionally LayerNorm after Dense, optionally a residual branch."""
+    width = draw(st.integers(1, 64))
+    dense = L.Dense(width, draw(std), draw(bias))
+    body = [dense]
+    if draw(st.booleans()):
+        body.append(L.LayerNorm())
+    body.append(draw(st.sampled_from(acts)))
+    block = L.serial(*body)
+    if residual_ok and draw(st.integers(0, 3)) == 0:
+        # x + Dense(φ(Dense(x))): the branch ends in an affine layer, so the sum's kernel adds
+        branch = L.serial(
+            L.Dense(width, draw(std), draw(bias)), draw(st.sampled_from(acts)), L.Dense(width)
+        )
+        block = L.serial(block, L.FanOut(2), L.parallel(L.Identity(), branch), L.FanInSum())
+    return block
+
+
+@st.composite
+def mlp(draw, acts=ACTIVATIONS):
+    depth = draw(st.integers(1, 4))
+    return L.serial(*[draw(dense_block(acts)) for _ in range(depth)], L.Dense(1, draw(std), 0.1))
+
+
+@st.composite
+def cnn(draw, acts=CNN_ACTIVATIONS):
+    depth = draw(st.integers(1, 4))
+    layers = []
+    length = 6  # spatial length of the inputs drawn for CNNs
+    for _ in range(depth):
+        layers.append(L.Conv1d(draw(st.integers(1, 16)), 3, padding="same", w_std=draw(std),
+                               b_std=draw(bias)))  # fmt: skip
+        if draw(st.booleans()):
+            layers.append(L.LayerNorm())
+        layers.append(draw(st.sampled_from(acts)))
+        if length >= 2 and draw(st.integers(0, 3)) == 0:
+            layers.append(L.AvgPool1d(2))
+            length //= 2
+    layers.append(draw(st.sampled_from([L.GlobalAvgPool(), L.Flatten()])))
+    layers.append(L.Dense(1, draw(std), 0.1))
+    return L.serial(*layers)
+
+
+# --------------------------------------------------------------------- inputs
+@st.composite
+def inputs(draw, shape):
+    """(N, *shape) float64 with exact duplicates, zero rows and scales 1e-6 .. 1e6."""
+    n = draw(st.integers(2, 7))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g, dtype=torch.float64)
+    scales = draw(st.lists(st.sampled_from([1e-6, 1e-3, 1.0, 1e3, 1e6]), min_size=n, max_size=n))
+    x = x * torch.tensor(scales, dtype=torch.float64).view(n, *[1] * len(shape))
+    if draw(st.booleans()):
+        x[draw(st.integers(0, n - 1))] = 0.0
+    if draw(st.booleans()):
+        i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        x[i] = x[j]
+    return x
+
+
+def _leaves(net) -> list:
+    kids = net.children()
+    return [net] if not kids else [leaf for c in kids for leaf in _leaves(c)]
+
+
+def _block_tolerance(net) -> float:
+    """Allowed ``max|k(x1, x2) − k(x)[block]| / max|k(x)|``.
+
+    Closed-form layers: rounding only (1e-12).  Numerical activations: the quadrature is
+    accurate to 6e-11 of the scale per layer (``widelimit._quadrature`` docstring) and its
+    rule depends on the batch, so blocks agree to that accuracy amplified by up to four
+    layers with σw² ≤ 4: 1e-8.
+    """
+    numerical = any(isinstance(leaf, L.NumericalActivation) for leaf in _leaves(net))
+    return 1e-8 if numerical else 1e-12
+
+
+def _check_kernel(net, x) -> None:
+    split = max(1, len(x) // 2)
+    x1, x2 = x[:split], x[split:]
+    whole = net.kernel(x, get=("nngp", "ntk"))
+    for name in ("nngp", "ntk"):
+        k = getattr(whole, name)
+        assert k.shape == (len(x), len(x))
+        assert bool(torch.isfinite(k).all()), f"{name} not finite: {net}"
+        assert torch.equal(k, k.T), name
+        tr = float(k.diagonal().sum())
+        eig = torch.linalg.eigvalsh(k)
+        assert float(eig[0]) >= -1e-10 * tr, f"{name} min eig {float(eig[0])} vs trace {tr}"
+    if len(x2):
+        cross = net.kernel(x1, x2, get=("nngp", "ntk"))
+        for name in ("nngp", "ntk"):
+            k = getattr(whole, name)
+            err = float((getattr(cross, name) - k[:split, split:]).abs().max())
+            assert err <= _block_tolerance(net) * float(k.abs().max()), (name, err)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@_FAST
+@given(net=mlp(), data=st.data())
+def test_random_mlp_kernels_are_finite_symmetric_psd_and_block_consistent(net, data) -> None:
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(2, 5)),))))
+
+
+@_FAST
+@given(net=cnn(), data=st.data())
+def test_random_cnn_kernels_are_finite_symmetric_psd_and_block_consistent(net, data) -> None:
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(1, 3)), 6))))
+
+
+@pytest.mark.slow
+@_SLOW
+@given(net=mlp(SMOOTH), data=st.data())
+def test_random_mlp_kernels_many_examples(net, data) -> None:
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(2, 5)),))))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="600 examples find an Erf CNN on 1e3-scale inputs whose NTK block differs by "
+    "5.8e-10 of max|K| (arcsine dual near |c| = 1, as for ARCCOS); reported to the layers owners",
+)
+@_SLOW
+@given(net=cnn(SMOOTH), data=st.data())
+def test_random_cnn_kernels_many_examples(net, data) -> None:
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(1, 3)), 6))))
+
+
+_ARCCOS_ACTS = [a for a in ACTIVATIONS if isinstance(a, ARCCOS)]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="arc-cosine/arcsine duals near c = ±1 (see ARCCOS)")
+@_SLOW
+@given(net=mlp(_ARCCOS_ACTS), data=st.data())
+def test_known_limitation_arccos_family_many_examples(net, data) -> None:
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(2, 5)),))))
+
+
+# --------------------------------------------------------------------- parser
+_DANGEROUS = {"exec", "os.system", "os.exec", "os.posix_spawn", "subprocess.Popen", "open",
+              "os.remove", "os.unlink", "shutil.rmtree", "socket.connect"}  # fmt: skip
+_EVENTS: list[str] = []
+_WATCH = [False]
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _WATCH[0] and event in _DANGEROUS:
+        _EVENTS.append(event)
+
+
+sys.addaudithook(_audit)  # cannot be removed; records only while _WATCH[0] is set
+
+_TOKENS = st.sampled_from(
+    [*known_layers()[:12], "Dense", "ReLU", "(", ")", ",", "->", "=", "'", '"', "[", "]", "{",
+     "}", ".", "_", "__import__", "os", "system", "eval", "exec", "open", "lambda", ":", "1",
+     "-3", "1e9", "0.5", "w_std", "b_std", "\n", "#", " ", "*", "**", "@", "__class__",
+     "__subclasses__", "()", "print", "getattr", "serial", "parallel"]
+)  # fmt: skip
+_TEXT = st.one_of(st.text(max_size=60), st.lists(_TOKENS, max_size=25).map("".join))
+
+
+def _parse_only_value_errors(text: str) -> None:
+    _EVENTS.clear()
+    _WATCH[0] = True
+    try:
+        net = parse_net(text)
+    except ValueError:
+        net = None
+    finally:
+        _WATCH[0] = False
+    assert _EVENTS == [], f"parsing {text!r} triggered {_EVENTS}"
+    if net is not None:
+        assert isinstance(net, L.Layer)
+
+
+@settings(_FAST, max_examples=N_PARSER)
+@given(text=_TEXT)
+def test_parser_never_runs_code_and_raises_only_value_error(text) -> None:
+    _parse_only_value_errors(text)
+
+
+@pytest.mark.slow
+@settings(_FAST, max_examples=10 * N_PARSER)
+@given(text=_TEXT)
+def test_parser_many_strings(text) -> None:
+    _parse_only_value_errors(text)
+
+
+def test_the_audit_hook_would_see_code_being_run() -> None:
+    """The parser test can fail: the hook records an eval of a code object."""
+    _EVENTS.clear()
+    _WATCH[0] = True
+    try:
+        eval(compile("1 + 1", "<t>", "eval"))  # the point of this test
+    finally:
+        _WATCH[0] = False
+    assert _EVENTS == ["exec"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation of the arcsine dual (layers/activations.py): with 1-D inputs every "
+    "pair is collinear, LayerNorm makes c = ±1 up to one rounding, and Sign's kernel "
+    "(2/π)·arcsin(c) amplifies that ulp to ~1e-8, giving eigenvalues near −3e-10·trace",
+)
+def test_known_limitation_sign_after_layernorm_on_collinear_inputs() -> None:
+    """Found by the property test with 1-D inputs (which it therefore no longer draws)."""
+    g = torch.Generator()
+    worst = 0.0
+    for seed in range(20):
+        g.manual_seed(seed)
+        x = torch.randn(6, 1, generator=g, dtype=torch.float64)
+        net = L.serial(L.Dense(8, 1.0, 0.0), L.LayerNorm(), L.Abs(), L.Dense(8, 1.0, 0.1),
+                       L.LayerNorm(), L.Sign(), L.Dense(1))  # fmt: skip
+        for name in ("nngp", "ntk"):
+            k = getattr(net.kernel(x), name)
+            worst = min(worst, float(torch.linalg.eigvalsh(k)[0] / k.diagonal().sum()))
+    assert worst >= -1e-10, worst
