@@ -207,7 +207,9 @@ class Layer(ABC):
             x1.requires_grad or (x2 is not None and x2.requires_grad)
         )
         if self.is_pairwise() and not differentiate:
-            return pairwise_kernel(self, x1, x2, ntk="ntk" in gets, full_spatial=full)
+            k = pairwise_kernel(self, x1, x2, ntk="ntk" in gets, full_spatial=full)
+            check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
+            return k
         k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
         k = self.transform_kernel(k0)
         if isinstance(k, tuple):
