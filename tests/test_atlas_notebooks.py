@@ -40,7 +40,7 @@ def test_seven_notebooks_one_per_page():
     assert [p.name for p in NOTEBOOKS] == [f"atlas_{i + 1}_{p}.py" for i, p in enumerate(PAGES)]
     for path, page in zip(NOTEBOOKS, PAGES, strict=True):
         src = path.read_text()
-        assert f'page_module("{page}")' in src and "page.compute(" in src
+        assert f'show_page("{page}")' in src  # widelimit.atlas.notebook: the page's own code
 
 
 @pytest.mark.slow
