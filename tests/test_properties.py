@@ -3,10 +3,9 @@ symmetric, PSD and consistent between blocks; the net parser never runs code.
 
 Default suite (~45 s on a busy 2-core machine): ``N_KERNEL`` = 60 MLP and 60 CNN
 architecture/input examples (all activations; CNNs without polynomials) and ``N_PARSER`` =
-300 parser strings, derandomized.  ``-m slow``: 600 MLP examples without the arc-cosine
-family and polynomials (known limitations, see ``ARCCOS``/``POLYNOMIAL``; passes), 600 CNN
-examples and 600 arc-cosine-family MLP examples as non-strict xfails (known limitations),
-and 3000 parser strings (passes).
+300 parser strings, derandomized.  ``-m slow``: 600 MLP examples of the smooth activations,
+600 CNN examples (no polynomials, see ``POLYNOMIAL``), 600 MLP examples of the arc-cosine
+family (``ARCCOS``) and 3000 parser strings; all pass.
 """
 
 from __future__ import annotations
@@ -45,10 +44,11 @@ ACTIVATIONS = CLOSED_FORM + NUMERICAL
 # the CNN property test draws the other activations only.
 POLYNOMIAL = (L.Monomial, L.Hermite, L.RectifiedMonomial)
 CNN_ACTIVATIONS = [a for a in ACTIVATIONS if not isinstance(a, POLYNOMIAL)]
-# Arc-cosine / arcsine duals (ReLU family, Sign): the many-example runs find NTK eigenvalues
-# down to −6e-10·trace and block mismatches up to 1e-7 when two inputs are (nearly) collinear:
-# a 1-ulp error in c near ±1 becomes ~1e-8 in the angle.  Known limitation of
-# layers/activations.py, tracked by the xfail tests below; the slow tests run the others.
+# Arc-cosine / arcsine duals (ReLU family, Sign): before the tiled kernel engine (exact c = 1
+# on the diagonal, correlations from 1/√q vectors) the many-example runs found NTK eigenvalues
+# down to −6e-10·trace and block mismatches up to 1e-7 for (nearly) collinear inputs; they now
+# pass and run in their own slow test.  What remains is the strict xfail below (1-D inputs:
+# every pair collinear, c = ±1 only up to one rounding).
 ARCCOS = (L.ReLU, L.LeakyReLU, L.ABReLU, L.Abs, L.Sign, L.RectifiedMonomial)
 # Polynomials (Hermite(3) after Monomial(2)) on 1e±6 inputs span ~1e±36: the many-example run
 # finds block mismatches of 6e-10 relative there, so the slow tests leave them out as well.
@@ -178,11 +178,6 @@ def test_random_mlp_kernels_many_examples(net, data) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="600 examples find an Erf CNN on 1e3-scale inputs whose NTK block differs by "
-    "5.8e-10 of max|K| (arcsine dual near |c| = 1, as for ARCCOS); reported to the layers owners",
-)
 @_SLOW
 @given(net=cnn(SMOOTH), data=st.data())
 def test_random_cnn_kernels_many_examples(net, data) -> None:
@@ -193,10 +188,9 @@ _ARCCOS_ACTS = [a for a in ACTIVATIONS if isinstance(a, ARCCOS)]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="arc-cosine/arcsine duals near c = ±1 (see ARCCOS)")
 @_SLOW
 @given(net=mlp(_ARCCOS_ACTS), data=st.data())
-def test_known_limitation_arccos_family_many_examples(net, data) -> None:
+def test_arccos_family_mlp_kernels_many_examples(net, data) -> None:
     _check_kernel(net, data.draw(inputs((data.draw(st.integers(2, 5)),))))
 
 
