@@ -41,7 +41,7 @@ from widelimit._validation import (
 )
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import input_kernel
-from widelimit.layers.tiles import Tile, pairwise_kernel
+from widelimit.layers.tiles import Tile, network_output, pairwise_kernel
 
 Shape = tuple[int, ...]
 
@@ -211,11 +211,7 @@ class Layer(ABC):
             check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
             return k
         k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
-        k = self.transform_kernel(k0)
-        if isinstance(k, tuple):
-            raise ValueError(
-                f"the network ends with {len(k)} parallel branches; close them with FanInSum()"
-            )
+        k = network_output(self.transform_kernel(k0))
         check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
         if k.is_symmetric and not k.spatial:
             k = k.replace(

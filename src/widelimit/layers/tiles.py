@@ -76,7 +76,7 @@ from widelimit.layers.inputs import gram, self_gram
 if TYPE_CHECKING:  # pragma: no cover
     from widelimit.layers.base import Layer
 
-__all__ = ["Tile", "correlation_", "pairwise_kernel", "tile_shape"]
+__all__ = ["Tile", "correlation_", "network_output", "pairwise_kernel", "tile_shape"]
 
 #: Entries of one tile on the CPU (about the L2 cache) and on other devices.
 TILE_ENTRIES_CPU = 1 << 18
@@ -186,12 +186,7 @@ def pairwise_kernel(
                 channels=d,
                 has_diagonal=sym and a0 == c0,
             )
-            out = spec.transform_tile(tile)
-            if isinstance(out, tuple):
-                raise ValueError(
-                    f"the network ends with {len(out)} parallel branches; close them with "
-                    "FanInSum()"
-                )
+            out = network_output(spec.transform_tile(tile))
             if not _same_buffer(out.nngp, s):
                 s.copy_(out.nngp)
             if sym:
@@ -220,6 +215,15 @@ def pairwise_kernel(
         channels=last.channels,
         is_gaussian=last.is_gaussian,
     )
+
+
+def network_output(k: Kernel | tuple) -> Kernel:
+    """The kernel (or tile) a whole network returns; parallel branches left open are an error."""
+    if isinstance(k, tuple):
+        raise ValueError(
+            f"the network ends with {len(k)} parallel branches; close them with FanInSum()"
+        )
+    return k
 
 
 def _swap_pairs(t: Tensor, n_spatial: int, full: bool) -> Tensor:
@@ -257,12 +261,7 @@ def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, fu
                 channels=int(x1.shape[1]),
                 has_diagonal=sym and r0 == c0,
             )
-            out = spec.transform_tile(tile)
-            if isinstance(out, tuple):
-                raise ValueError(
-                    f"the network ends with {len(out)} parallel branches; close them with "
-                    "FanInSum()"
-                )
+            out = network_output(spec.transform_tile(tile))
             if nngp is None:  # output layout known from the first tile
                 nngp = out.nngp.new_empty((n1, n2, *out.nngp.shape[2:]))
                 theta = nngp.new_empty(nngp.shape) if ntk else None
