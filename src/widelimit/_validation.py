@@ -144,6 +144,14 @@ def check_nonnegative(name: str, value: float) -> float:
     return v
 
 
+def check_positive(name: str, value: float) -> float:
+    """Return ``float(value)`` or raise if it is not a finite number ``> 0``."""
+    v = check_nonnegative(name, value)
+    if v == 0:
+        raise ValueError(f"`{name}` must be > 0")
+    return v
+
+
 def check_positive_int(name: str, value: object) -> int:
     """Return ``int(value)`` or raise if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

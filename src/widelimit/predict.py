@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from widelimit._validation import as_float_tensor, check_nonnegative
+from widelimit._validation import as_float_tensor, check_nonnegative, check_positive
 from widelimit.deprecation import deprecated_attribute, renamed_kwargs
 
 __all__ = [
@@ -393,9 +393,7 @@ def gradient_descent_mse(
     """
     k = _check_square("k_train_train", k_train_train)
     y = _check_targets(y_train, k.shape[0])
-    lr = check_nonnegative("learning_rate", learning_rate)
-    if lr == 0:
-        raise ValueError("`learning_rate` must be > 0")
+    lr = check_positive("learning_rate", learning_rate)
     return GradientFlow(k, y, lr, _resolve_reg(k, diag_reg, diag_reg_absolute))
 
 
@@ -575,9 +573,7 @@ def gradient_descent_mse_ensemble(
     y = as_float_tensor("y_train", y_train, min_ndim=1, max_ndim=2)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"`y_train` has {y.shape[0]} rows but `x_train` has {x.shape[0]}")
-    lr = check_nonnegative("learning_rate", learning_rate)
-    if lr == 0:
-        raise ValueError("`learning_rate` must be > 0")
+    lr = check_positive("learning_rate", learning_rate)
     check_nonnegative("diag_reg", diag_reg)
     return EnsemblePredictor(kernel_fn, x, y, lr, diag_reg, diag_reg_absolute)
 
@@ -799,9 +795,7 @@ def gradient_descent(
     loss = _as_loss(loss)
     k = _check_square("k_train_train", k_train_train)
     y = _check_targets(y_train, k.shape[0])
-    lr = check_nonnegative("learning_rate", learning_rate)
-    if lr == 0:
-        raise ValueError("`learning_rate` must be > 0")
+    lr = check_positive("learning_rate", learning_rate)
     if momentum is not None:
         momentum = check_nonnegative("momentum", momentum)
         if momentum >= 1:
