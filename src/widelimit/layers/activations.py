@@ -55,6 +55,7 @@ from widelimit.layers.tiles import Tile, correlation_
 
 Fn = Callable[[Tensor], Tensor]
 Dual = tuple[Tensor, Tensor | None]
+DualFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 _MAX_DEGREE = 32  # largest polynomial degree k accepted (coefficients ~ (k!)² stay in float64)
 
@@ -91,7 +92,12 @@ def _one_minus_c2(c: Tensor) -> Tensor:
 # --------------------------------------------------------------------------
 
 
-def _real(cls: str, name: str, value: object, *, minimum: float | None = None) -> float:
+def real_parameter(cls: str, name: str, value: object, *, minimum: float | None = None) -> float:
+    """``value`` as a finite float (``>= minimum`` if given); ``cls`` names the layer in errors.
+
+    Raises ``TypeError`` for non-numbers and ``ValueError`` for NaN/inf or values below
+    ``minimum``, naming the argument ``name``.  Shared by the activation layers.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
             value = float(value)  # numpy scalars, 0-d tensors
@@ -395,7 +401,7 @@ class LeakyReLU(_PiecewiseLinear):
     slope: float = 0.01
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "slope", _real("LeakyReLU", "slope", self.slope))
+        object.__setattr__(self, "slope", real_parameter("LeakyReLU", "slope", self.slope))
 
     @property
     def slopes(self) -> tuple[float, float]:
@@ -418,8 +424,8 @@ class ABReLU(_PiecewiseLinear):
     b: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "a", _real("ABReLU", "a", self.a))
-        object.__setattr__(self, "b", _real("ABReLU", "b", self.b))
+        object.__setattr__(self, "a", real_parameter("ABReLU", "a", self.a))
+        object.__setattr__(self, "b", real_parameter("ABReLU", "b", self.b))
 
     @property
     def slopes(self) -> tuple[float, float]:
@@ -551,39 +557,62 @@ class RectifiedMonomial(Elementwise):
 
 @dataclass(frozen=True)
 class Erf(Elementwise):
-    """``φ(x) = erf(x)`` (Williams 1997)::
+    """``φ(x) = amplitude · erf(input_scale · x) + shift`` (Williams 1997; default ``erf x``).
 
-    E[φφ]   = (2/π) arcsin(2 s / √((1 + 2q1)(1 + 2q2)))
-    E[φ'φ'] = (4/π) / √((1 + 2q1)(1 + 2q2) − 4 s²)
+    For ``erf`` itself (``a = b = 1, c = 0``)::
+
+        E[φφ]   = (2/π) arcsin(2 s / √((1 + 2q1)(1 + 2q2)))
+        E[φ'φ'] = (4/π) / √((1 + 2q1)(1 + 2q2) − 4 s²)
 
     with ``(1+2q1)(1+2q2) − 4s² = 1 + 2q1 + 2q2 + 4ρ²(1 − c²) > 0`` evaluated
-    in that form (no cancellation at ``c = ±1`` or large ``q``).
+    in that form (no cancellation at ``c = ±1`` or large ``q``).  The affine form
+    ``a·erf(b·x) + c`` (Neural Tangents' ``Erf(a, b, c)``) follows as ``erf(b·u)`` has
+    covariance ``b²·(q1, q2, s)`` and mean 0 (erf is odd)::
+
+        E[φφ]   = a² E[erf(bu) erf(bv)] + c²
+        E[φ'φ'] = a² b² E[erf'(bu) erf'(bv)]
+
+    E.g. Neural Tangents' ``Sigmoid_like()`` is ``Erf(0.5, 1/2.4020563531719796, 0.5)``.
     """
 
+    amplitude: float = 1.0
+    input_scale: float = 1.0
+    shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude", "input_scale", "shift"):
+            object.__setattr__(self, name, real_parameter("Erf", name, getattr(self, name)))
+
     def fn(self, x: Tensor) -> Tensor:
-        return torch.erf(x)
+        return self.amplitude * torch.erf(self.input_scale * x) + self.shift
 
     def derivative(self, x: Tensor) -> Tensor:
-        return 2 / math.sqrt(math.pi) * torch.exp(-x * x)
+        b = self.input_scale
+        return self.amplitude * b * 2 / math.sqrt(math.pi) * torch.exp(-b * b * x * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
         _, c = correlation(q1, q2, s12)
         return self.dual_correlation(c, q1, q2, ntk=ntk)
 
     def dual_correlation(self, c, q1, q2, *, ntk=True):
+        b2, a2 = self.input_scale**2, self.amplitude**2
+        if b2 != 1.0:  # erf(b x): variances b² q (the correlation is unchanged)
+            q1, q2 = q1 * b2, q2 * b2
         # 2s/√((1+2q1)(1+2q2)) = c · 2√(q1/(1+2q1)) · √(q2/(1+2q2)): vector factors
         ip = _inplace(c, q1, q2)
         v1 = (q1 / (1 + 2 * q1)).sqrt()
         v2 = (q2 / (1 + 2 * q2)).sqrt()
         nngp = _op(ip, _op(ip, c * (2 * v1), "mul", v2), "clamp", -1.0, 1.0)
-        nngp = _op(ip, _op(ip, nngp, "arcsin"), "mul", 2 / math.pi)
+        nngp = _op(ip, _op(ip, nngp, "arcsin"), "mul", 2 * a2 / math.pi)
+        if self.shift != 0.0:
+            nngp = _op(ip, nngp, "add", self.shift**2)
         if not ntk:
             return nngp, None
         # det = 1 + 2q1 + 2q2 + 4 q1 q2 (1 − c)(1 + c) > 0, free of cancellation
         det = _op(ip, torch.rsub(c, 1.0), "mul", _op(ip, c, "add", 1.0))
         det = _op(ip, _op(ip, det, "mul", 4 * q1), "mul", q2)
         det = _op(ip, _op(ip, det, "add", 1 + 2 * q1), "add", 2 * q2)
-        return nngp, _op(ip, _op(ip, det, "rsqrt"), "mul", 4 / math.pi)
+        return nngp, _op(ip, _op(ip, det, "rsqrt"), "mul", 4 * a2 * b2 / math.pi)
 
 
 @dataclass(frozen=True)
@@ -707,7 +736,8 @@ class Sin(Elementwise):
 
     def __post_init__(self) -> None:
         for name in ("amplitude", "frequency", "phase"):
-            object.__setattr__(self, name, _real(type(self).__name__, name, getattr(self, name)))
+            value = real_parameter(type(self).__name__, name, getattr(self, name))
+            object.__setattr__(self, name, value)
 
     @property
     def _kappa(self) -> float:
@@ -759,7 +789,7 @@ class RBF(Elementwise):
     gamma: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", _real("RBF", "gamma", self.gamma, minimum=0.0))
+        object.__setattr__(self, "gamma", real_parameter("RBF", "gamma", self.gamma, minimum=0.0))
 
     def fn(self, x: Tensor) -> Tensor:
         return math.sqrt(2) * torch.sin(math.sqrt(2 * self.gamma) * x + math.pi / 4)
@@ -779,55 +809,78 @@ class RBF(Elementwise):
 
 @dataclass(frozen=True)
 class Gaussian(Elementwise):
-    """Gaussian bump ``φ(x) = exp(−γ x²)`` (γ ≥ 0).
+    """Gaussian bump ``φ(x) = amplitude · exp(−γ x²)`` (γ ≥ 0; default ``exp(−x²)``).
 
     With ``C`` the covariance of (u, v), ``E[e^{−γ(u²+v²)}] = det(I + 2γC)^{−1/2}``
     and ``E[u v e^{−γ(u²+v²)}] = s det(I + 2γC)^{−3/2}`` (Gaussian integrals;
     derived here; cf. Williams 1997 §3 for the Gaussian-bump network)::
 
         D       = (1 + 2γq1)(1 + 2γq2) − 4γ²s² = 1 + 2γ(q1 + q2) + 4γ²ρ²(1 − c²)
-        E[φφ]   = D^{−1/2}
-        E[φ'φ'] = 4γ² s D^{−3/2}          (φ' = −2γ x e^{−γx²})
+        E[φφ]   = A² D^{−1/2}
+        E[φ'φ'] = A² 4γ² s D^{−3/2}          (φ' = −2γA x e^{−γx²})
+
+    Neural Tangents' ``Gaussian(a, b)`` (``a·exp(b x²)``) is ``Gaussian(gamma=−b,
+    amplitude=a)`` for ``b ≤ 0``; a growing ``exp(+|b| x²)`` has infinite moments once
+    ``q ≥ 1/(4|b|)`` and is not offered.
     """
 
     gamma: float = 1.0
+    amplitude: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", _real("Gaussian", "gamma", self.gamma, minimum=0.0))
+        g = real_parameter("Gaussian", "gamma", self.gamma, minimum=0.0)
+        object.__setattr__(self, "gamma", g)
+        a = real_parameter("Gaussian", "amplitude", self.amplitude)
+        object.__setattr__(self, "amplitude", a)
 
     def fn(self, x: Tensor) -> Tensor:
-        return torch.exp(-self.gamma * x * x)
+        return self.amplitude * torch.exp(-self.gamma * x * x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return -2 * self.gamma * x * torch.exp(-self.gamma * x * x)
+        return -2 * self.gamma * self.amplitude * x * torch.exp(-self.gamma * x * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
         prod, c = correlation(q1, q2, s12)
-        g = self.gamma
+        g, a2 = self.gamma, self.amplitude**2
         d = 1 + 2 * g * (q1 + q2) + 4 * g * g * prod * prod * _one_minus_c2(c)
-        nngp = d.rsqrt()
-        dd = 4 * g * g * prod * c * nngp / d if ntk else None
-        return nngp, dd
+        root = d.rsqrt()
+        dd = 4 * g * g * a2 * prod * c * root / d if ntk else None
+        return a2 * root, dd
 
 
 @dataclass(frozen=True)
 class Exp(Elementwise):
-    """``φ(x) = exp(x)`` (log-normal moments): ``E[φφ] = E[φ'φ'] = exp((q1 + q2 + 2s)/2)``.
+    """``φ(x) = amplitude · exp(input_scale · x)`` (log-normal moments; default ``exp x``)::
 
-    Overflows to ``inf`` (never NaN) once ``(q1 + q2 + 2s)/2`` exceeds ~709
-    (float64) or ~88 (float32): the true value is not representable.
+        E[φφ] = A² exp(b² (q1 + q2 + 2s)/2),    E[φ'φ'] = b² E[φφ]
+
+    (Neural Tangents' ``Exp(a, b)``).  Overflows to ``inf`` (never NaN) once the
+    exponent exceeds ~709 (float64) or ~88 (float32): the true value is not representable.
     """
 
+    amplitude: float = 1.0
+    input_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude", "input_scale"):
+            object.__setattr__(self, name, real_parameter("Exp", name, getattr(self, name)))
+
     def fn(self, x: Tensor) -> Tensor:
-        return torch.exp(x)
+        return self.amplitude * torch.exp(self.input_scale * x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return torch.exp(x)
+        b = self.input_scale
+        return self.amplitude * b * torch.exp(b * x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
         prod, c = correlation(q1, q2, s12)
-        nngp = torch.exp((q1 + q2 + 2 * prod * c) / 2)
-        return nngp, (nngp.clone() if ntk else None)
+        b2, a = self.input_scale**2, self.amplitude
+        exponent = b2 * (q1 + q2 + 2 * prod * c) / 2
+        if a == 0.0:
+            nngp = torch.zeros_like(exponent)
+        else:  # A² folded into the exponent: A² e^x is finite wherever it is representable
+            nngp = torch.exp(exponent + 2 * math.log(abs(a)))
+        return nngp, (nngp * b2 if ntk else None)
 
 
 # --------------------------------------------------------------------------
@@ -958,36 +1011,170 @@ class NumericalActivation(Elementwise):
         return gaussian_dual(self.fn, self.derivative, q1, q2, s12, ntk=ntk)
 
 
+#: Points ``(q1, q2)`` × ``c`` where a user's ``dual_fn`` is checked against quadrature.
+_CHECK_VARIANCES = ((1.0, 1.0), (0.5, 0.5), (0.3, 2.0), (2.5, 1.2))
+_CHECK_CORRELATIONS = (-1.0, -0.6, 0.0, 0.4, 0.9, 1.0)
+
+
 @dataclass(frozen=True)
 class Activation(NumericalActivation):
-    """Any elementwise torch callable, e.g. ``Activation(torch.tanh)``.
+    """Any elementwise torch callable, e.g. ``Activation(torch.tanh)``, optionally with
+    its own closed-form dual (Neural Tangents' ``Elementwise(fn, nngp_fn, d_nngp_fn)``).
+
+    Without ``dual_fn`` the dual is computed by quadrature (:mod:`widelimit._quadrature`,
+    ≤ 1e-10 relative; ``fn`` may be non-smooth only at 0).  With it, the kernel uses
+    the user's formula::
+
+        dual_fn(q1, q2, s12)            -> E[φ(u) φ(v)]
+        derivative_dual_fn(q1, q2, s12) -> E[φ'(u) φ'(v)]
+
+    with ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])``; ``q1, q2 ≥ 0`` and ``s12`` are
+    tensors that broadcast together (any shape, float32/float64) and ``s12`` is
+    already clamped to ``|s12| ≤ √(q1 q2)``; the result must broadcast to their
+    shape (it is cast to their dtype).  Write them with torch operations.  Without
+    ``derivative_dual_fn`` the NTK factor is ``∂ dual_fn / ∂ s12`` by autograd
+    (Price's theorem, ``∂E[φ(u)φ(v)]/∂s12 = E[φ'(u)φ'(v)]``), as Neural Tangents does.
+
+    At construction the formulas are compared with quadrature at ``(q1, q2) ∈
+    {(1, 1), (.5, .5), (.3, 2), (2.5, 1.2)}`` and ``c ∈ {−1, −.6, 0, .4, .9, 1}``
+    (float64): if ``|formula − quadrature| > check_rtol · √(E[φ(u)²] E[φ(v)²])``
+    (the Cauchy–Schwarz bound of the value) anywhere, or the formula gives NaN,
+    a ``ValueError`` names the worst point and both values.
 
     Args:
         function: elementwise ``Tensor -> Tensor``.
         derivative_fn: its derivative; ``None`` derives it with autograd.
         name: label used in reprs and reports.
+        dual_fn: closed form of ``E[φ(u)φ(v)]`` (see above); ``None``: quadrature.
+        derivative_dual_fn: closed form of ``E[φ'(u)φ'(v)]``; needs ``dual_fn``.
+        check_rtol: tolerance of the construction-time check (default 1e-6;
+            ``None`` skips it, e.g. for a ``function`` with a kink away from 0,
+            which the quadrature does not resolve).
     """
 
     function: Fn
     derivative_fn: Fn | None = None
     name: str = ""
+    dual_fn: DualFn | None = None
+    derivative_dual_fn: DualFn | None = None
+    check_rtol: float | None = 1e-6
     _d: Fn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not callable(self.function):
             raise TypeError(f"`function` must be callable; got {type(self.function).__name__}")
-        if self.derivative_fn is not None and not callable(self.derivative_fn):
-            raise TypeError("`derivative_fn` must be callable or None")
+        for arg in ("derivative_fn", "dual_fn", "derivative_dual_fn"):
+            value = getattr(self, arg)
+            if value is not None and not callable(value):
+                raise TypeError(f"`{arg}` must be callable or None; got {type(value).__name__}")
+        if self.derivative_dual_fn is not None and self.dual_fn is None:
+            raise ValueError(
+                "`derivative_dual_fn` needs `dual_fn` (the closed form of E[φ(u)φ(v)]); "
+                "pass both, or neither to use quadrature"
+            )
+        if self.check_rtol is not None:
+            rtol = real_parameter("Activation", "check_rtol", self.check_rtol)
+            if not 0 < rtol < 1:
+                raise ValueError(f"Activation: `check_rtol` must be in (0, 1); got {rtol!r}")
+            object.__setattr__(self, "check_rtol", rtol)
         d = self.derivative_fn or autograd_derivative(self.function)
         object.__setattr__(self, "_d", d)
         if not self.name:
             object.__setattr__(self, "name", getattr(self.function, "__name__", "activation"))
+        if self.dual_fn is not None and self.check_rtol is not None:
+            self._check_dual()
 
     def fn(self, x: Tensor) -> Tensor:
         return self.function(x)
 
     def derivative(self, x: Tensor) -> Tensor:
         return self._d(x)
+
+    def dual(self, q1, q2, s12, *, ntk=True):
+        if self.dual_fn is None:
+            return super().dual(q1, q2, s12, ntk=ntk)
+        prod, c = correlation(q1, q2, s12)
+        s = prod * c  # |s| ≤ √(q1 q2): user formulas (arcsin, √(q1q2 − s²)) stay real
+        nngp = _user_dual(self.dual_fn, "dual_fn", q1, q2, s)
+        if not ntk:
+            return nngp, None
+        if self.derivative_dual_fn is not None:
+            return nngp, _user_dual(self.derivative_dual_fn, "derivative_dual_fn", q1, q2, s)
+        return nngp, _price_derivative(self.dual_fn, q1, q2, s)
+
+    def _check_dual(self) -> None:
+        """Compare ``dual_fn`` (and the NTK factor) with quadrature; see the class docstring."""
+        pts = [(a, b, c) for a, b in _CHECK_VARIANCES for c in _CHECK_CORRELATIONS]
+        q1, q2, c = (torch.tensor(col, dtype=torch.float64) for col in zip(*pts, strict=True))
+        s12 = c * (q1 * q2).sqrt()
+        ref_n, ref_d = gaussian_dual(self.function, self._d, q1, q2, s12, ntk=True)
+        self_n1, self_d1 = gaussian_dual(self.function, self._d, q1, q1, q1, ntk=True)
+        self_n2, self_d2 = gaussian_dual(self.function, self._d, q2, q2, q2, ntk=True)
+        with torch.no_grad():
+            got_n, got_d = self.dual(q1, q2, s12, ntk=True)
+        dd_label = (
+            "`derivative_dual_fn`"
+            if self.derivative_dual_fn is not None
+            else "∂ `dual_fn` / ∂ s12 (autograd; pass `derivative_dual_fn` for a closed form)"
+        )
+        checks = (
+            ("`dual_fn`", "E[φ(u)φ(v)]", got_n, ref_n, (self_n1 * self_n2).sqrt()),
+            (dd_label, "E[φ'(u)φ'(v)]", got_d, ref_d, (self_d1 * self_d2).sqrt()),
+        )
+        for label, what, got, ref, scale in checks:
+            err = ((got - ref).abs() / scale.clamp_min(1e-300)).nan_to_num(nan=math.inf)
+            i = int(err.argmax())
+            if float(err[i]) > self.check_rtol:
+                a, b, cc = pts[i]
+                raise ValueError(
+                    f"Activation {self.name!r}: {label} disagrees with quadrature for "
+                    f"{what} at q1={a}, q2={b}, c={cc} (s12={float(s12[i])!r}): formula gives "
+                    f"{float(got[i])!r}, quadrature {float(ref[i])!r}; error "
+                    f"{float(err[i]):.3g} of √(E[φ(u)²]E[φ(v)²]) = {float(scale[i]):.6g} > "
+                    f"check_rtol={self.check_rtol}. Check the formula and the argument order "
+                    "(q1, q2, s12), or pass check_rtol=None to skip this check"
+                )
+
+
+def _user_dual(f: DualFn, label: str, q1: Tensor, q2: Tensor, s: Tensor) -> Tensor:
+    """``f(q1, q2, s)`` broadcast to the shape of ``s`` and cast to its dtype, or a clear error."""
+    try:
+        out = f(q1, q2, s)
+    except Exception as err:
+        raise TypeError(
+            f"`{label}` failed on tensors (q1, q2, s12) of shapes {tuple(q1.shape)}, "
+            f"{tuple(q2.shape)}, {tuple(s.shape)}: {type(err).__name__}: {err}. It must take "
+            "three broadcastable tensors and use torch operations"
+        ) from err
+    if not isinstance(out, Tensor):
+        raise TypeError(f"`{label}` must return a torch.Tensor; got {type(out).__name__}")
+    try:
+        return out.to(s.dtype).expand(s.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"`{label}` returned shape {tuple(out.shape)}, which does not broadcast to the "
+            f"shape {tuple(s.shape)} of its inputs"
+        ) from err
+
+
+def _price_derivative(f: DualFn, q1: Tensor, q2: Tensor, s: Tensor) -> Tensor:
+    """``∂ f(q1, q2, s) / ∂ s`` by autograd (Price 1958: ``= E[φ'(u)φ'(v)]``).
+
+    Differentiable itself when the inputs record a graph (kernels differentiated with
+    respect to the data).
+    """
+    graph = torch.is_grad_enabled() and (q1.requires_grad or q2.requires_grad or s.requires_grad)
+    with torch.enable_grad():
+        ss = s if s.requires_grad else s.detach().requires_grad_(True)
+        out = _user_dual(f, "dual_fn", q1, q2, ss)
+        if not out.requires_grad:  # constant in s12
+            return torch.zeros_like(out)
+        (g,) = torch.autograd.grad(
+            out, ss, torch.ones_like(out), create_graph=graph, allow_unused=True
+        )
+    if g is None:
+        return torch.zeros_like(out)
+    return g if graph else g.detach()
 
 
 @dataclass(frozen=True)
