@@ -527,7 +527,6 @@ MC = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MC))
 def test_finite_nets_match_monte_carlo(name: str) -> None:
     act, seed = MC[name]
