@@ -25,6 +25,11 @@ Kernel rule (Novak et al. 2019, eq. (7); Arora et al. 2019, §4), with
     Θ' = Σ' + σw² A(Θ)                                   ("ntk")
     Θ' = n·A(Σ) + 1[σb > 0] + σw² A(Θ)                   ("standard", n = C·|window|)
 
+``width_factor=(s_in, s_out)`` (``"standard"`` only; Neural Tangents' ``s``, see
+:mod:`widelimit.layers.dense`): ``s_out·out_channels`` finite channels, weights
+``W ~ N(0, σw²/n)`` and ``h = W ⋆ x̃/√s_in + b`` with the base fan-in
+``n = C·|window|/s_in``, which is the ``n`` of the standard NTK rule above.
+
 ``A`` is separable over the spatial axes.  On the diagonal layout
 ``(N1, N2, H, W)`` it is a window mean of the diagonal (``i = j`` only needs
 ``Σ[p, p]``); on the full layout ``(N1, N2, H, H', W, W')`` it sums, per axis,
@@ -54,7 +59,12 @@ from widelimit.layers.base import (
     single_kernel,
     single_shape,
 )
-from widelimit.layers.dense import check_parameterization, init_affine
+from widelimit.layers.dense import (
+    base_fan_in,
+    check_parameterization,
+    check_width_factor,
+    init_affine,
+)
 from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import AXIS_NAMES
 
@@ -226,6 +236,7 @@ class ConvModule(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        width_factor_in: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -237,6 +248,7 @@ class ConvModule(nn.Module):
         init_affine(
             self, (out_channels, in_channels, *kernel_size), fan_in, w_std, b_std,
             parameterization, generator=generator, dtype=dtype, device=device,
+            width_factor_in=width_factor_in,
         )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
@@ -274,6 +286,7 @@ class _Conv(WidthLayer):
     w_std: float = 1.0
     b_std: float = 0.0
     parameterization: str = "ntk"
+    width_factor: tuple[int, int] = (1, 1)
 
     width_field: ClassVar[str] = "out_channels"
     n_spatial: ClassVar[int] = 2
@@ -288,6 +301,8 @@ class _Conv(WidthLayer):
         object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
         object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
         check_parameterization(self.parameterization)
+        wf = check_width_factor(self.width_factor, self.parameterization)
+        object.__setattr__(self, "width_factor", wf)
 
     @property
     def _name(self) -> str:
@@ -304,14 +319,16 @@ class _Conv(WidthLayer):
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = check_spatial_rank(self._name, single_shape(self, in_shape), self.n_spatial)
-        return (self.out_channels, *(w.out for w in self.windows(s[1:])))
+        base_fan_in(self._name, s[0], self.width_factor[0])
+        return (self.out_channels * self.width_factor[1], *(w.out for w in self.windows(s[1:])))
 
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         s = check_spatial_rank(self._name, single_shape(self, in_shape), self.n_spatial)
         wins = self.windows(s[1:])
+        base_fan_in(self._name, s[0], self.width_factor[0])
         return ConvModule(
             s[0],
-            self.out_channels,
+            self.out_channels * self.width_factor[1],
             self.kernel_size,
             self.stride,
             tuple((w.before, w.after) for w in wins),
@@ -322,6 +339,7 @@ class _Conv(WidthLayer):
             generator=generator,
             dtype=dtype,
             device=device,
+            width_factor_in=self.width_factor[0],
         )
 
     def _window_op(self, t: Tensor, n_lead: int, full: bool, wins) -> Tensor:
@@ -350,8 +368,10 @@ class _Conv(WidthLayer):
                 # Θ' = Σ' + σw² A(Θ)
                 ntk = nngp.clone() if zero else torch.add(nngp, s_ntk, alpha=w2 / size)
             else:
-                # Θ' = n A(Σ) + 1[σb>0] + σw² A(Θ), n = C·|window| (∂h/∂W[o,c,a] = x̃[c, s·i+a])
-                ntk = k.channels * s_nngp + (1.0 if self.b_std > 0 else 0.0)
+                # Θ' = n A(Σ) + 1[σb>0] + σw² A(Θ), n = C·|window| (∂h/∂W[o,c,a] = x̃[c, s·i+a]),
+                # C/s_in channels with a width factor (|window| is inside s_nngp)
+                c = base_fan_in(self._name, k.channels, self.width_factor[0])
+                ntk = c * s_nngp + (1.0 if self.b_std > 0 else 0.0)
                 if not zero:
                     ntk = ntk.add_(s_ntk, alpha=w2 / size)
         cov1 = (w2 / size) * self._window_op(k.cov1, 1, full, wins) + b2
@@ -364,7 +384,7 @@ class _Conv(WidthLayer):
             cov1=cov1,
             cov2=cov2,
             spatial=tuple(w.out for w in wins),
-            channels=self.out_channels,
+            channels=self.out_channels * self.width_factor[1],
             is_gaussian=True,
         )
 
@@ -382,6 +402,8 @@ class Conv1d(_Conv):
             ``ceil(L/stride)``) or ``"circular"`` (wrap-around, same size).
         w_std, b_std: σw, σb ≥ 0; weights have variance σw²/(C·k).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
+        width_factor: ``(s_in, s_out)``, ``"standard"`` only (module docstring); default
+            ``(1, 1)``.
     """
 
     n_spatial: ClassVar[int] = 1
@@ -398,6 +420,8 @@ class Conv2d(_Conv):
         padding: ``"valid"`` (default), ``"same"`` or ``"circular"``.
         w_std, b_std: σw, σb ≥ 0; weights have variance σw²/(C·kh·kw).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
+        width_factor: ``(s_in, s_out)``, ``"standard"`` only (module docstring); default
+            ``(1, 1)``.
     """
 
     n_spatial: ClassVar[int] = 2

@@ -14,6 +14,18 @@ Kernel rules (Lee et al. 2018; Jacot et al. 2018), Σ = input covariance,
   ``Σ_j x_j x'_j = n Σ``; ∂h/∂b = 1), so it grows with the width ``n``.
 
 A layer with ``b_std == 0`` has no bias parameter in either parameterization.
+
+Width factor (``"standard"`` only; Neural Tangents' ``s``, Sohl-Dickstein et al. 2020,
+arXiv:2001.07301): ``width_factor=(s_in, s_out)`` builds a finite layer ``s_out`` times
+wider than ``out_features`` that reads an input ``s_in`` times wider than its *base* fan-in
+``n = fan_in / s_in`` (``s_in`` = the previous width layer's ``s_out``; 1 for the first
+layer, ``s_out = 1`` for the readout), with ``W ~ N(0, σw²/n)`` and
+``h = W·x/√s_in + b``.  The function at initialisation is that of a standard layer of
+fan-in ``fan_in`` (same NNGP), but the weights' gradients are ``x/√s_in``, so the NTK
+counts the base width: ``Θ' = n·Σ + 1[σb>0] + σw² Θ`` with ``n = fan_in/s_in``.  Growing
+``s`` at fixed ``out_features`` therefore converges to a finite, fixed NTK, the
+infinite-width limit of standard parameterization with the layer sizes ``n`` setting the
+relative learning rates.  The default ``(1, 1)`` is the plain standard layer.
 On inputs with spatial axes (``(N, C, *spatial)``) Dense acts on the channel
 axis at every position, like a 1×1 convolution.
 """
@@ -53,6 +65,37 @@ def check_parameterization(value: str) -> str:
     return value
 
 
+def check_width_factor(value: object, parameterization: str) -> tuple[int, int]:
+    """``width_factor`` as ``(s_in, s_out)`` positive ints (module docstring); raises
+    ``TypeError``/``ValueError`` naming the argument.  Only ``"standard"`` accepts factors
+    other than ``(1, 1)``."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise TypeError(
+            f"`width_factor` must be a pair (s_in, s_out) of positive ints; got {value!r}"
+        )
+    pair = (
+        check_positive_int("width_factor", value[0]),
+        check_positive_int("width_factor", value[1]),
+    )
+    if pair != (1, 1) and parameterization != "standard":
+        raise ValueError(
+            f"`width_factor` {pair} applies to parameterization='standard' only: under 'ntk' "
+            "the kernel does not depend on the widths (set the width itself instead)"
+        )
+    return pair
+
+
+def base_fan_in(layer: str, fan_in: int, s_in: int) -> int:
+    """``fan_in / s_in``, the base fan-in ``n`` of a layer with ``width_factor[0] = s_in``."""
+    if fan_in % s_in:
+        raise ValueError(
+            f"{layer}: the input width {fan_in} is not a multiple of width_factor[0] = {s_in}; "
+            "width_factor[0] must equal width_factor[1] of the previous width layer (1 for "
+            "the first layer)"
+        )
+    return fan_in // s_in
+
+
 def init_affine(
     module: nn.Module,
     weight_shape: tuple[int, ...],
@@ -64,10 +107,12 @@ def init_affine(
     generator: torch.Generator | None,
     dtype: torch.dtype,
     device: torch.device | str | None,
+    width_factor_in: int = 1,
 ) -> None:
     """Give an affine module ``weight`` (``weight_shape``), ``bias`` (``(weight_shape[0],)``,
     ``None`` when ``b_std == 0``) and the scales ``w_scale``/``b_scale`` of its forward pass
-    ``h = w_scale·W·x + b_scale·b``, initialised per ``parameterization`` (module docstring).
+    ``h = w_scale·W·x + b_scale·b``, initialised per ``parameterization`` (module docstring;
+    ``width_factor_in`` = ``s_in`` of the standard parameterization's width factor).
     Shared by dense and convolution layers."""
     kw = {"generator": generator, "dtype": dtype, "device": device}
     w = randn(weight_shape, **kw)
@@ -75,9 +120,11 @@ def init_affine(
     if parameterization == "ntk":
         module.w_scale, module.b_scale = w_std / math.sqrt(fan_in), b_std
     else:
-        w = w * (w_std / math.sqrt(fan_in))
+        # W ~ N(0, σw²/n) with base fan-in n = fan_in/s_in; h = W·x/√s_in + b
+        w = w * (w_std / math.sqrt(fan_in / width_factor_in))
         b = None if b is None else b * b_std
-        module.w_scale, module.b_scale = 1.0, 1.0
+        module.w_scale = 1.0 if width_factor_in == 1 else 1.0 / math.sqrt(width_factor_in)
+        module.b_scale = 1.0
     module.weight = nn.Parameter(w)
     module.bias = None if b is None else nn.Parameter(b)
 
@@ -100,13 +147,14 @@ class DenseModule(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        width_factor_in: int = 1,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.parameterization = parameterization
         init_affine(
             self, (out_features, in_features), in_features, w_std, b_std, parameterization,
-            generator=generator, dtype=dtype, device=device,
+            generator=generator, dtype=dtype, device=device, width_factor_in=width_factor_in,
         )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,12 +183,17 @@ class Dense(WidthLayer):
         w_std: σw ≥ 0; weights have variance σw²/fan_in.
         b_std: σb ≥ 0; biases have variance σb² (no bias when 0).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
+        width_factor: ``(s_in, s_out)``, ``"standard"`` only (Neural Tangents' ``s``; module
+            docstring): the finite layer has ``out_features·s_out`` outputs, reads
+            ``s_in``-times wider inputs, and the NTK counts the base fan-in
+            ``fan_in/s_in``.  Default ``(1, 1)``.
     """
 
     out_features: int
     w_std: float = 1.0
     b_std: float = 0.0
     parameterization: str = "ntk"
+    width_factor: tuple[int, int] = (1, 1)
 
     width_field: ClassVar[str] = "out_features"
     pairwise: ClassVar[bool] = True
@@ -150,22 +203,27 @@ class Dense(WidthLayer):
         object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
         object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
         check_parameterization(self.parameterization)
+        wf = check_width_factor(self.width_factor, self.parameterization)
+        object.__setattr__(self, "width_factor", wf)
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)
-        return (self.out_features, *s[1:])
+        base_fan_in("Dense", s[0], self.width_factor[0])
+        return (self.out_features * self.width_factor[1], *s[1:])
 
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         s = single_shape(self, in_shape)
+        base_fan_in("Dense", s[0], self.width_factor[0])
         return DenseModule(
             s[0],
-            self.out_features,
+            self.out_features * self.width_factor[1],
             self.w_std,
             self.b_std,
             self.parameterization,
             generator=generator,
             dtype=dtype,
             device=device,
+            width_factor_in=self.width_factor[0],
         )
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
@@ -178,8 +236,9 @@ class Dense(WidthLayer):
             if self.parameterization == "ntk":
                 ntk = nngp.clone() if zero else nngp + w2 * k.ntk  # Θ' = Σ' + σw² Θ
             else:
-                # Θ' = n Σ + 1[σb>0] + σw² Θ, n = fan-in of the finite layer
-                ntk = k.channels * k.nngp + (1.0 if self.b_std > 0 else 0.0)
+                # Θ' = n Σ + 1[σb>0] + σw² Θ, n = base fan-in (fan-in of the finite layer / s_in)
+                n = base_fan_in("Dense", k.channels, self.width_factor[0])
+                ntk = n * k.nngp + (1.0 if self.b_std > 0 else 0.0)
                 if not zero:
                     ntk = ntk + w2 * k.ntk
         return k.replace(
@@ -187,7 +246,7 @@ class Dense(WidthLayer):
             ntk=ntk,
             cov1=w2 * k.cov1 + b2,
             cov2=None if k.cov2 is None else w2 * k.cov2 + b2,
-            channels=self.out_features,
+            channels=self.out_features * self.width_factor[1],
             is_gaussian=True,
         )
 
@@ -198,12 +257,13 @@ class Dense(WidthLayer):
         if theta is not None and self.parameterization == "standard":
             # Θ' = n Σ + 1[σb>0] + σw² Θ, from Σ before it is overwritten
             bias = 1.0 if self.b_std > 0 else 0.0
+            n = float(base_fan_in("Dense", t.channels, self.width_factor[0]))
             if is_zero_constant(theta):  # Θ = 0 (raw input)
-                theta = s * float(t.channels)
+                theta = s * n
                 if bias:
                     theta.add_(bias)
             else:
-                theta.mul_(w2).add_(s, alpha=float(t.channels))
+                theta.mul_(w2).add_(s, alpha=n)
                 if bias:
                     theta.add_(bias)
         s.mul_(w2).add_(b2)  # Σ' = σw² Σ + σb²
@@ -215,7 +275,7 @@ class Dense(WidthLayer):
             ntk=theta,
             cov1=w2 * t.cov1 + b2,
             cov2=w2 * t.cov2 + b2,
-            channels=self.out_features,
+            channels=self.out_features * self.width_factor[1],
             is_gaussian=True,
         )
 
