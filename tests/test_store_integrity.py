@@ -103,3 +103,26 @@ def test_verify_lists_every_bad_tile_and_repair_recomputes_only_those(tmp_path) 
     assert verify_store(path) == []
     for g in ("nngp", "ntk"):
         assert np.asarray(fixed[g]).tobytes() == ref[g].tobytes()
+
+
+def test_fingerprint_leaves_out_default_fields_so_new_layer_options_keep_stores_valid() -> None:
+    """A layer option added later with a default must not change existing fingerprints."""
+    import dataclasses
+
+    from widelimit.scale.store import describe_spec
+
+    @dataclasses.dataclass(frozen=True)
+    class Old:
+        width: int
+        w_std: float = 1.0
+
+    @dataclasses.dataclass(frozen=True)
+    class New:  # the same layer after a release added `axis`
+        width: int
+        w_std: float = 1.0
+        axis: str = "channels"
+
+    New.__qualname__ = Old.__qualname__
+    assert describe_spec(Old(8)) == describe_spec(New(8))
+    assert describe_spec(Old(8, 2.0)) == describe_spec(New(8, 2.0))
+    assert describe_spec(New(8, axis="all")) != describe_spec(Old(8))

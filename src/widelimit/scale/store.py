@@ -67,6 +67,16 @@ REPAIR_HINT = (
 
 
 # ---------------------------------------------------------------- fingerprints
+def _is_default(f: dataclasses.Field, value: Any) -> bool:
+    """Whether a dataclass field holds its plain (non-factory) default value."""
+    if f.default is dataclasses.MISSING:
+        return False
+    try:
+        return type(value) is type(f.default) and bool(value == f.default)
+    except Exception:  # e.g. tensors: keep the field
+        return False
+
+
 def describe_spec(obj: Any) -> str:
     """Canonical text of a network spec (dataclass tree), stable across processes.
 
@@ -76,7 +86,9 @@ def describe_spec(obj: Any) -> str:
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         inner = ", ".join(
-            f"{f.name}={describe_spec(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
+            f"{f.name}={describe_spec(getattr(obj, f.name))}"
+            for f in dataclasses.fields(obj)
+            if not _is_default(f, getattr(obj, f.name))
         )
         return f"{type(obj).__qualname__}({inner})"
     if isinstance(obj, list | tuple):
