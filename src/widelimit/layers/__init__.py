@@ -5,18 +5,28 @@
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
+* ``graph.py``: ``Aggregate`` (graph convolution over a per-example adjacency);
 * ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
 
 The public names are exactly the submodules' ``__all__`` lists (no second list here);
 ``Layer`` comes from ``base.py``.
 """
 
-from widelimit.layers import activations, combinators, conv, dense, normalization, pooling
+from widelimit.layers import (
+    activations,
+    combinators,
+    conv,
+    dense,
+    graph,
+    normalization,
+    pooling,
+)
 from widelimit.layers.activations import *  # noqa: F403
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import *  # noqa: F403
 from widelimit.layers.conv import *  # noqa: F403
 from widelimit.layers.dense import *  # noqa: F403
+from widelimit.layers.graph import *  # noqa: F403
 from widelimit.layers.normalization import *  # noqa: F403
 from widelimit.layers.pooling import *  # noqa: F403
 
@@ -25,5 +35,6 @@ __all__ += activations.__all__
 __all__ += combinators.__all__
 __all__ += conv.__all__
 __all__ += dense.__all__
+__all__ += graph.__all__
 __all__ += normalization.__all__
 __all__ += pooling.__all__
