@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -236,7 +236,7 @@ class Layer(ABC):
                     "`x1` and `x2` must have the same per-example shape; got "
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
-        side1, side2 = self._side_inputs(side, x1, x2)
+        side1, side2 = self.check_side_inputs(side, x1, x2)
         check_dense_input(self, tuple(x1.shape[1:]))  # an MLP on images: needs Flatten
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
         full = self.needs_full_spatial()
@@ -260,10 +260,15 @@ class Layer(ABC):
             )
         return k
 
-    def _side_inputs(
-        self, side: dict[str, object], x1: Tensor, x2: Tensor | None
+    def check_side_inputs(
+        self, side: Mapping[str, object], x1: Tensor, x2: Tensor | None
     ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        """``side1``, ``side2`` of :meth:`kernel` from the user's keywords (checked)."""
+        """Side inputs given as keywords to :meth:`kernel` (module docstring), checked.
+
+        Returns ``side1``, ``side2``: per-example tensors ``(N1, ...)``/``(N2, ...)``
+        by keyword (``side2`` is ``None`` when ``x2`` is).  Raises ``TypeError`` for a
+        keyword no layer reads or a value of the wrong form, ``ValueError`` for shapes.
+        """
         readers = self.side_input_layers()
         side1: dict[str, Tensor] = {}
         side2: dict[str, Tensor] = {}
