@@ -33,7 +33,8 @@ user passes it by that keyword, as Neural Tangents does::
 
 In the kernel it travels as ``Kernel.side1``/``side2`` (sliced per tile by the
 tiled engine); in the finite network ``SerialModule``/``ParallelModule`` hand
-it to the sub-modules whose ``takes_side`` is true (:func:`call_module`).
+it to the sub-modules whose ``takes_side`` is true (:func:`call_module`), updated by
+the modules that change it (``side_out``, :func:`side_after`).
 """
 
 from __future__ import annotations
@@ -310,6 +311,13 @@ def call_module(module: nn.Module, x: object, side: dict[str, object]) -> object
     if side and getattr(module, "takes_side", False):
         return module(x, **side)
     return module(x)
+
+
+def side_after(module: nn.Module, side: dict[str, object]) -> dict[str, object]:
+    """Side inputs for the modules after ``module``: ``module.side_out(side)`` if it has one
+    (e.g. a strided convolution shrinks the mask), else ``side`` unchanged."""
+    fn = getattr(module, "side_out", None)
+    return side if fn is None or not side else fn(side)
 
 
 class WidthLayer(Layer):

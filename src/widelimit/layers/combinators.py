@@ -27,6 +27,7 @@ from widelimit.layers.base import (
     Layer,
     ShapeLike,
     call_module,
+    side_after,
     single_kernel,
     single_shape,
 )
@@ -49,7 +50,13 @@ class SerialModule(nn.Module):
     def forward(self, x, **side):
         for m in self.layers:
             x = call_module(m, x, side)
+            side = side_after(m, side)
         return x
+
+    def side_out(self, side: dict) -> dict:
+        for m in self.layers:
+            side = side_after(m, side)
+        return side
 
 
 class ParallelModule(nn.Module):
@@ -65,6 +72,10 @@ class ParallelModule(nn.Module):
         if not isinstance(xs, tuple) or len(xs) != len(self.branches):
             raise ValueError(f"ParallelModule expects a tuple of {len(self.branches)} tensors")
         return tuple(call_module(m, x, side) for m, x in zip(self.branches, xs, strict=True))
+
+    def side_out(self, side: dict) -> dict:
+        # branches end with equal shapes (FanInSum checks), so the first one's side serves
+        return side_after(self.branches[0], side)
 
 
 class FanOutModule(nn.Module):
