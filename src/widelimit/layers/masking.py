@@ -20,9 +20,9 @@ positions ignores the masked ones:
   gets 0);
 * ``Flatten`` zeroes the masked positions (the next ``Dense`` keeps its fan-in
   ``C·|S|``);
-* pointwise layers (``Dense`` per position is not a layer here; activations,
-  ``LayerNorm`` over channels, ``Dropout``, ``Multiply``) need no mask: what
-  they compute at a masked position is never read by a later layer.
+* pointwise layers (activations, ``LayerNorm`` over channels, ``Dropout``,
+  ``Multiply``) need no mask: what they compute at a masked position is never
+  read by a later layer.
 
 So the outputs of a network that ends with spatial axes are meaningful at the
 unmasked positions only (the kernel and the finite network agree everywhere).
