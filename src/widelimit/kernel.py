@@ -69,8 +69,8 @@ class Kernel:
     full_spatial: bool = False
     channels: int = 1
     is_gaussian: bool = False
-    side1: Mapping[str, Tensor] = field(default_factory=dict)
-    side2: Mapping[str, Tensor] | None = None
+    side1: Mapping[str, Tensor] = field(default_factory=dict, compare=False)
+    side2: Mapping[str, Tensor] | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ basics
     @property
