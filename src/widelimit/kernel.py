@@ -16,6 +16,13 @@ Spatial layouts (``spatial`` = spatial sizes of the layer's output):
   ``(N1, N2, L, L')`` (1-D); ``cov1``: ``(N1, H, H', W, W')``, the covariance of
   each ``x1`` with itself between all position pairs.
 
+Side inputs (data carried with the examples that some layers need, e.g. the
+graph of each example for :class:`~widelimit.layers.graph.Aggregate`) travel
+with the kernel: ``side1``/``side2`` map a name (the keyword of
+``net.kernel(..., pattern=...)``) to a tensor whose leading axis is the
+examples of ``x1``/``x2``.  Every layer copies them on with :meth:`Kernel.replace`
+and the tiled engine slices them with the tile's rows and columns.
+
 ``cov1[n]`` is always the ``x1[n]``-with-itself block (variances on its
 diagonal), so elementwise layers can find ``Σ(x,x)`` and ``Σ(x',x')`` for every
 entry of ``nngp``.  ``cov2`` is ``None`` when ``x2`` is ``x1`` (``nngp`` is then
@@ -25,7 +32,8 @@ symmetric and ``cov2`` equals ``cov1``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -49,6 +57,8 @@ class Kernel:
             parameterization, whose NTK depends on width).
         is_gaussian: whether the outputs are Gaussian pre-activations (the
             output of an affine layer) rather than post-activations.
+        side1: side inputs of ``x1`` by name, each ``(N1, ...)`` (module docstring).
+        side2: the same for ``x2`` (``(N2, ...)``), or ``None`` when ``x2 is x1``.
     """
 
     nngp: Tensor
@@ -59,6 +69,8 @@ class Kernel:
     full_spatial: bool = False
     channels: int = 1
     is_gaussian: bool = False
+    side1: Mapping[str, Tensor] = field(default_factory=dict, compare=False)
+    side2: Mapping[str, Tensor] | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -87,6 +99,14 @@ class Kernel:
     def replace(self, **changes: object) -> Kernel:
         """Return a copy with the given fields replaced."""
         return dataclasses.replace(self, **changes)
+
+    def side_pair(self, name: str) -> tuple[Tensor, Tensor] | None:
+        """Side input ``name`` of ``x1`` and ``x2`` (``x1``'s twice when symmetric), or ``None``."""
+        s1 = self.side1.get(name)
+        if s1 is None:
+            return None
+        s2 = s1 if self.side2 is None else self.side2.get(name)
+        return None if s2 is None else (s1, s2)
 
     def cov2_or_cov1(self) -> Tensor:
         """``cov2``, falling back to ``cov1`` for symmetric kernels."""

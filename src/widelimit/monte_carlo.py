@@ -15,11 +15,12 @@ per-sample spread of order ``width^{-1/2}``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from widelimit._validation import (
     as_float_tensor,
@@ -62,6 +63,7 @@ def monte_carlo_kernel(
     seed: Seed = 0,
     get: str | Sequence[str] = ("nngp", "ntk"),
     progress: bool = True,
+    **side: Tensor | tuple[Tensor, Tensor],
 ) -> MonteCarloKernel:
     """Estimate NNGP/NTK by sampling ``n_samples`` networks ``net.module(width)``.
 
@@ -74,6 +76,8 @@ def monte_carlo_kernel(
             caller) or ``None`` (torch's global RNG).
         get: ``"nngp"``, ``"ntk"`` or both.
         progress: show a progress bar on stderr (default on; ``False`` for none).
+        **side: side inputs as in :meth:`~widelimit.layers.base.Layer.kernel`, e.g.
+            ``pattern=(a1, a2)``; the networks are called as ``module(x, **side)``.
     Returns:
         :class:`MonteCarloKernel` with means and standard errors. The networks are
         built in the dtype/device of ``x1``.
@@ -89,9 +93,11 @@ def monte_carlo_kernel(
     spec = net if width is None else net.with_width(width)
     in_shape = tuple(x1.shape[1:])
     spec.out_shape(in_shape)
+    side1, side2 = spec.check_side_inputs(side, x1, x2)
     gen = as_generator(seed)
     n1 = x1.shape[0]
     xs = x1 if x2 is None else torch.cat([x1, x2])
+    side_all = side1 if side2 is None else {k: torch.cat([v, side2[k]]) for k, v in side1.items()}
 
     sums: dict[str, Tensor] = {}
     sq: dict[str, Tensor] = {}
@@ -101,12 +107,17 @@ def monte_carlo_kernel(
             mod = spec.make_module(in_shape, generator=gen, dtype=x1.dtype, device=x1.device)
             est: dict[str, Tensor] = {}
             with torch.no_grad():
-                f = mod(xs)
+                f = mod(xs, **side_all) if side_all else mod(xs)
             if isinstance(f, tuple):
                 raise ValueError("the network ends with parallel branches; add FanInSum()")
             f1, f2 = f[:n1], (f[:n1] if x2 is None else f[n1:])
             est["nngp"] = torch.einsum("nc...,mc...->nm...", f1, f2) / f.shape[1]
-            if "ntk" in gets:
+            if "ntk" in gets and side_all:
+                # one packed input per example, so that the per-example Jacobians see the side
+                bound = SideBoundModule(mod, in_shape, side1)
+                z2 = None if x2 is None or side2 is None else bound.pack(x2, side2)
+                est["ntk"] = empirical_ntk(bound, bound.pack(x1, side1), z2)
+            elif "ntk" in gets:
                 est["ntk"] = empirical_ntk(mod, x1, x2)
             for key, v in est.items():
                 sums[key] = sums.get(key, 0) + v
@@ -123,4 +134,34 @@ def monte_carlo_kernel(
     return MonteCarloKernel(nngp, ntk, nngp_sem, ntk_sem, n_samples, width)
 
 
-__all__ = ["MonteCarloKernel", "monte_carlo_kernel"]
+class SideBoundModule(nn.Module):
+    """``module(x, **side)`` as a module of one packed input ``z: (N, D)`` per example.
+
+    ``z`` is the flattened features followed by each flattened side input
+    (:meth:`pack`), so per-example tools (the empirical NTK) pass the side
+    inputs along with the features; they are cast back to their dtype on the way in.
+    """
+
+    def __init__(self, module: nn.Module, in_shape: tuple[int, ...], side: dict[str, Tensor]):
+        super().__init__()
+        self.module = module
+        self.in_shape = tuple(in_shape)
+        self.side_specs = [(name, tuple(t.shape[1:]), t.dtype) for name, t in side.items()]
+
+    def pack(self, x: Tensor, side: dict[str, Tensor]) -> Tensor:
+        """``(N, D)``: ``x`` and the side inputs (same keys as at construction), flattened."""
+        parts = [x.flatten(1)] + [side[n].flatten(1).to(x.dtype) for n, _, _ in self.side_specs]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        n, size = z.shape[0], math.prod(self.in_shape)
+        x, off = z[:, :size].reshape(n, *self.in_shape), size
+        side = {}
+        for name, shape, dtype in self.side_specs:
+            k = math.prod(shape)
+            side[name] = z[:, off : off + k].reshape(n, *shape).to(dtype)
+            off += k
+        return self.module(x, **side)
+
+
+__all__ = ["MonteCarloKernel", "SideBoundModule", "monte_carlo_kernel"]

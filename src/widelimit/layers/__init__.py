@@ -6,6 +6,7 @@
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
+* ``graph.py``: ``Aggregate`` (graph convolution over a per-example adjacency);
 * ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
 
 The public names are exactly the submodules' ``__all__`` lists (no second list here);
@@ -18,6 +19,7 @@ from widelimit.layers import (
     conv,
     custom_activations,
     dense,
+    graph,
     normalization,
     pooling,
 )
@@ -27,6 +29,7 @@ from widelimit.layers.combinators import *  # noqa: F403
 from widelimit.layers.conv import *  # noqa: F403
 from widelimit.layers.custom_activations import *  # noqa: F403
 from widelimit.layers.dense import *  # noqa: F403
+from widelimit.layers.graph import *  # noqa: F403
 from widelimit.layers.normalization import *  # noqa: F403
 from widelimit.layers.pooling import *  # noqa: F403
 
@@ -36,5 +39,6 @@ __all__ += combinators.__all__
 __all__ += conv.__all__
 __all__ += custom_activations.__all__
 __all__ += dense.__all__
+__all__ += graph.__all__
 __all__ += normalization.__all__
 __all__ += pooling.__all__

@@ -21,13 +21,27 @@ of each pair of examples maps from the same block and the two examples'
 self-covariances; on dense features every entry from the same entry and the
 two variances) are evaluated tile by tile with in-place rules
 (``transform_tile``); see :mod:`widelimit.layers.tiles` for that protocol.
+
+Side inputs: data that comes with each example but is not the features, e.g.
+the graph of :class:`~widelimit.layers.graph.Aggregate`.  A layer that needs one
+lists its keyword in ``side_inputs`` and normalises it in ``prepare_side``; the
+user passes it by that keyword, as Neural Tangents does::
+
+    net.kernel(x1, pattern=a1)                  # x2 is None: one tensor
+    net.kernel(x1, x2, pattern=(a1, a2))        # one per batch
+    net.module(width, input_shape=...)(x, pattern=a)   # the finite network
+
+In the kernel it travels as ``Kernel.side1``/``side2`` (sliced per tile by the
+tiled engine); in the finite network ``SerialModule``/``ParallelModule`` hand
+it to the sub-modules whose ``takes_side`` is true (:func:`call_module`), updated by
+the modules that change it (``side_out``, :func:`side_after`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -70,6 +84,9 @@ class Layer(ABC):
     #: such layers is evaluated tile by tile (:mod:`widelimit.layers.tiles`).
     pairwise: ClassVar[bool] = False
 
+    #: Keywords of the side inputs this layer reads (module docstring), e.g. ``("pattern",)``.
+    side_inputs: ClassVar[tuple[str, ...]] = ()
+
     # ------------------------------------------------------------- the rules
     @abstractmethod
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
@@ -107,6 +124,22 @@ class Layer(ABC):
     def is_pairwise(self) -> bool:
         """Whether this layer and all its sub-layers are pairwise (``pairwise``)."""
         return self.pairwise and all(c.is_pairwise() for c in self.children())
+
+    def side_input_layers(self) -> dict[str, Layer]:
+        """The first layer (in forward order) reading each side input, by keyword."""
+        out: dict[str, Layer] = {name: self for name in self.side_inputs}
+        for c in self.children():
+            for name, layer in c.side_input_layers().items():
+                out.setdefault(name, layer)
+        return out
+
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        """Check side input ``name`` for the batch ``x`` and return it per example ``(N, ...)``.
+
+        Layers listing ``name`` in ``side_inputs`` override this; ``arg`` names the
+        user's argument in error messages (e.g. ``"pattern[1]"``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} reads no side input {arg!r}")
 
     def needs_full_spatial(self) -> bool:
         """Whether any layer in this spec mixes spatial positions."""
@@ -178,6 +211,7 @@ class Layer(ABC):
         x2: Tensor | None = None,
         *,
         get: str | Sequence[str] = GET_CHOICES,
+        **side: Tensor | tuple[Tensor, Tensor],
     ) -> Kernel:
         """Infinite-width NNGP (and NTK) of the network's outputs.
 
@@ -186,6 +220,9 @@ class Layer(ABC):
             x2: second batch with the same trailing shape, or ``None`` for ``x1``.
             get: ``"nngp"``, ``"ntk"`` or both; the NNGP is always computed
                 (the NTK recursion needs it), the NTK only when asked.
+            **side: side inputs the network's layers read (module docstring), e.g.
+                ``pattern=a1`` (``x2`` None) or ``pattern=(a1, a2)`` for
+                :class:`~widelimit.layers.graph.Aggregate`.
         Returns:
             A :class:`Kernel`; for a network ending in a readout (``Dense`` or
             pooling + ``Dense``) ``nngp``/``ntk`` are ``(N1, N2)``.
@@ -200,6 +237,7 @@ class Layer(ABC):
                     "`x1` and `x2` must have the same per-example shape; got "
                     f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
                 )
+        side1, side2 = self.check_side_inputs(side, x1, x2)
         check_dense_input(self, tuple(x1.shape[1:]))  # an MLP on images: needs Flatten
         self.out_shape(tuple(x1.shape[1:]))  # validates the architecture against the input
         full = self.needs_full_spatial()
@@ -207,10 +245,13 @@ class Layer(ABC):
             x1.requires_grad or (x2 is not None and x2.requires_grad)
         )
         if self.is_pairwise() and not differentiate:
-            k = pairwise_kernel(self, x1, x2, ntk="ntk" in gets, full_spatial=full)
+            k = pairwise_kernel(
+                self, x1, x2, ntk="ntk" in gets, full_spatial=full, side1=side1, side2=side2
+            )
             check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
             return k
         k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
+        k0 = k0.replace(side1=side1, side2=side2)
         k = network_output(self.transform_kernel(k0))
         check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
         if k.is_symmetric and not k.spatial:
@@ -219,6 +260,64 @@ class Layer(ABC):
                 ntk=None if k.ntk is None else 0.5 * (k.ntk + k.ntk.T),
             )
         return k
+
+    def check_side_inputs(
+        self, side: Mapping[str, object], x1: Tensor, x2: Tensor | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """Side inputs given as keywords to :meth:`kernel` (module docstring), checked.
+
+        Returns ``side1``, ``side2``: per-example tensors ``(N1, ...)``/``(N2, ...)``
+        by keyword (``side2`` is ``None`` when ``x2`` is).  Raises ``TypeError`` for a
+        keyword no layer reads or a value of the wrong form, ``ValueError`` for shapes.
+        """
+        readers = self.side_input_layers()
+        side1: dict[str, Tensor] = {}
+        side2: dict[str, Tensor] = {}
+        for name, value in side.items():
+            if name not in readers:
+                known = ", ".join(f"{n}=" for n in readers) or "none"
+                raise TypeError(
+                    f"kernel() got an unexpected keyword argument {name!r}; the side inputs "
+                    f"of this network are: {known}"
+                )
+            layer = readers[name]
+            if x2 is None:
+                if isinstance(value, tuple | list):
+                    raise TypeError(
+                        f"`{name}` must be one tensor for x1 when x2 is None; got a "
+                        f"{type(value).__name__} (pass ({name}1, {name}2) together with x2)"
+                    )
+                side1[name] = _per_example(layer, name, value, x1, name)
+            else:
+                if not isinstance(value, tuple | list) or len(value) != 2:
+                    raise TypeError(
+                        f"`{name}` must be a pair ({name}1, {name}2) for x1 and x2; got "
+                        f"{type(value).__name__}"
+                    )
+                side1[name] = _per_example(layer, name, value[0], x1, f"{name}[0]")
+                side2[name] = _per_example(layer, name, value[1], x2, f"{name}[1]")
+        return side1, (None if x2 is None else side2)
+
+
+def _per_example(layer: Layer, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+    t = layer.prepare_side(name, value, x, arg)
+    if t.ndim == 0 or t.shape[0] != x.shape[0]:  # pragma: no cover - prepare_side checks
+        raise ValueError(f"`{arg}` must have one entry per example ({x.shape[0]})")
+    return t
+
+
+def call_module(module: nn.Module, x: object, side: dict[str, object]) -> object:
+    """``module(x, **side)`` if ``module.takes_side`` (it reads side inputs), else ``module(x)``."""
+    if side and getattr(module, "takes_side", False):
+        return module(x, **side)
+    return module(x)
+
+
+def side_after(module: nn.Module, side: dict[str, object]) -> dict[str, object]:
+    """Side inputs for the modules after ``module``: ``module.side_out(side)`` if it has one
+    (e.g. a strided convolution shrinks the mask), else ``side`` unchanged."""
+    fn = getattr(module, "side_out", None)
+    return side if fn is None or not side else fn(side)
 
 
 class WidthLayer(Layer):

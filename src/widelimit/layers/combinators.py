@@ -26,6 +26,8 @@ from widelimit.layers.base import (
     KernelLike,
     Layer,
     ShapeLike,
+    call_module,
+    side_after,
     single_kernel,
     single_shape,
 )
@@ -33,29 +35,47 @@ from widelimit.layers.inputs import is_zero_constant
 
 
 class SerialModule(nn.Module):
-    """Apply sub-modules in order (values may be tensors or tuples of tensors)."""
+    """Apply sub-modules in order (values may be tensors or tuples of tensors).
+
+    Side inputs given as keywords (``forward(x, pattern=a)``) reach the sub-modules
+    that take them (:func:`~widelimit.layers.base.call_module`).
+    """
+
+    takes_side = True
 
     def __init__(self, mods: list[nn.Module]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(mods)
 
-    def forward(self, x):
+    def forward(self, x, **side):
         for m in self.layers:
-            x = m(x)
+            x = call_module(m, x, side)
+            side = side_after(m, side)
         return x
+
+    def side_out(self, side: dict) -> dict:
+        for m in self.layers:
+            side = side_after(m, side)
+        return side
 
 
 class ParallelModule(nn.Module):
-    """Apply the i-th sub-module to the i-th branch."""
+    """Apply the i-th sub-module to the i-th branch (side inputs as in :class:`SerialModule`)."""
+
+    takes_side = True
 
     def __init__(self, mods: list[nn.Module]) -> None:
         super().__init__()
         self.branches = nn.ModuleList(mods)
 
-    def forward(self, xs):
+    def forward(self, xs, **side):
         if not isinstance(xs, tuple) or len(xs) != len(self.branches):
             raise ValueError(f"ParallelModule expects a tuple of {len(self.branches)} tensors")
-        return tuple(m(x) for m, x in zip(self.branches, xs, strict=True))
+        return tuple(call_module(m, x, side) for m, x in zip(self.branches, xs, strict=True))
+
+    def side_out(self, side: dict) -> dict:
+        # branches end with equal shapes (FanInSum checks), so the first one's side serves
+        return side_after(self.branches[0], side)
 
 
 class FanOutModule(nn.Module):

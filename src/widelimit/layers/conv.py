@@ -36,6 +36,9 @@ Kernel rule (Novak et al. 2019, eq. (7); Arora et al. 2019, §4), with
 the ``k`` shifted diagonals of each ``(H, H')`` block.  Zero padding is
 handled by adding each shift into the output rows/columns it reaches, so
 ``"same"`` costs no padded copy (see ``benchmarks/conv.py``).
+
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): masked
+positions are read as zeros and the output mask is the mask at each window's centre.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from widelimit.layers.dense import (
     init_affine,
 )
 from widelimit.layers.inputs import is_zero_constant
+from widelimit.layers.masking import MASK, centre_mask, mask_kernel, prepare_mask, with_mask
 from widelimit.layers.spatial import AXIS_NAMES
 
 PADDINGS = ("valid", "same", "circular")
@@ -209,6 +213,29 @@ def check_kernel_rank(layer: str, k: Kernel, n_spatial: int) -> None:
         )
 
 
+def window_mask(k: Kernel, wins: Sequence[AxisWindow]) -> Kernel:
+    """``k`` with its mask (if any) replaced by the mask of a window layer's output."""
+    pair = k.side_pair(MASK)
+    if pair is None:
+        return k
+    geo = ([w.before for w in wins], [w.k for w in wins], [w.stride for w in wins])
+    outs = [w.out for w in wins]
+    return with_mask(k, centre_mask(pair[0], *geo, outs), centre_mask(pair[1], *geo, outs))
+
+
+def window_side_out(side: dict, pads, kernel_size, stride) -> dict:
+    """Module side of :func:`window_mask`: ``pads`` ``((before, after), ...)`` per axis."""
+    m = side.get(MASK)
+    if m is None:
+        return side
+    outs = [
+        (size + b + a - k) // s + 1
+        for size, (b, a), k, s in zip(m.shape[1:], pads, kernel_size, stride, strict=True)
+    ]
+    befores = [b for b, _ in pads]
+    return {**side, MASK: centre_mask(m, befores, kernel_size, stride, outs)}
+
+
 # --------------------------------------------------------------------------
 # Finite module
 # --------------------------------------------------------------------------
@@ -243,6 +270,7 @@ class ConvModule(nn.Module):
         self.kernel_size, self.stride, self.parameterization = kernel_size, stride, parameterization
         # F.pad order: last axis first
         self.pad = tuple(p for bef_aft in reversed(pads) for p in bef_aft)
+        self.pads = tuple(pads)
         self.mode = "circular" if circular else "constant"
         fan_in = in_channels * math.prod(kernel_size)
         init_affine(
@@ -251,18 +279,27 @@ class ConvModule(nn.Module):
             width_factor_in=width_factor_in,
         )  # fmt: skip
 
-    def forward(self, x: Tensor) -> Tensor:
+    takes_side = True  # reads the mask (widelimit.layers.masking)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
+        """``(N, in, *S) -> (N, out, *S_out)``; positions where ``mask`` is 0 read as zeros."""
         nd = len(self.kernel_size)
         if x.ndim != 2 + nd or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Conv{nd}d module expects (N, {self.in_channels}, "
                 f"{'L' if nd == 1 else 'H, W'}) inputs; got shape {tuple(x.shape)}"
             )
+        if mask is not None:
+            x = x * mask.to(x.dtype).unsqueeze(1)
         if any(self.pad):
             x = F.pad(x, self.pad, mode=self.mode)
         conv = F.conv1d if nd == 1 else F.conv2d
         bias = None if self.bias is None else self.b_scale * self.bias
         return conv(x, self.w_scale * self.weight, bias, stride=self.stride)
+
+    def side_out(self, side: dict) -> dict:
+        """The mask of the output: the input mask at each window's centre."""
+        return window_side_out(side, self.pads, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
         return (
@@ -291,6 +328,7 @@ class _Conv(WidthLayer):
     width_field: ClassVar[str] = "out_channels"
     n_spatial: ClassVar[int] = 2
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
 
     def __post_init__(self) -> None:
         check_positive_int("out_channels", self.out_channels)
@@ -348,8 +386,11 @@ class _Conv(WidthLayer):
             t = window_sum(t, spatial_dims(n_lead, axis, full), win, self.padding == "circular")
         return t
 
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
+
     def transform_kernel(self, k: KernelLike) -> Kernel:
-        k = single_kernel(self, k)
+        k = mask_kernel(single_kernel(self, k))  # masked positions read as zeros
         check_kernel_rank(self._name, k, self.n_spatial)
         wins = self.windows(k.spatial)
         full = k.full_spatial
@@ -378,7 +419,7 @@ class _Conv(WidthLayer):
         cov2 = None
         if k.cov2 is not None:
             cov2 = (w2 / size) * self._window_op(k.cov2, 1, full, wins) + b2
-        return k.replace(
+        return window_mask(k, wins).replace(
             nngp=nngp,
             ntk=ntk,
             cov1=cov1,

@@ -16,6 +16,12 @@ for a linear map ``y = P x`` applied per channel::
   mean of the spatial *diagonal*, ``Σ' = (1/|S|) Σ_i Σ[i, i]`` — only the
   diagonal is needed, so a CNN + Flatten readout stays in the cheap layout.
 
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): ``AvgPool``
+reads masked positions as zeros (they still count in the window's mean, like
+padding) and keeps the mask at each window's centre; ``GlobalAvgPool`` averages
+over the unmasked positions only, ``Σ' = Σ_{i,j} m[i] m'[j] Σ[i, j] / (|m| |m'|)``;
+``Flatten`` zeroes the masked positions.  Both drop the mask.
+
 The outputs of these maps applied to a Gaussian layer are still zero-mean
 Gaussian, so ``is_gaussian`` is kept (``FanInSum`` may add them).
 """
@@ -39,7 +45,17 @@ from widelimit.layers.conv import (
     check_padding,
     check_spatial_rank,
     spatial_dims,
+    window_mask,
+    window_side_out,
     window_sum,
+)
+from widelimit.layers.masking import (
+    MASK,
+    drop_mask,
+    mask_kernel,
+    masked_global_mean,
+    prepare_mask,
+    with_mask,
 )
 from widelimit.layers.spatial import AXIS_NAMES, spatial_diagonal
 
@@ -62,20 +78,28 @@ def _needs_full(layer: Layer, k: Kernel) -> None:
 class AvgPoolModule(nn.Module):
     """Finite average pooling: pad (zeros or wrap-around), then mean over each window."""
 
+    takes_side = True  # reads the mask (widelimit.layers.masking)
+
     def __init__(self, window, stride, pads, circular: bool) -> None:
         super().__init__()
         self.window, self.stride = window, stride
         self.pad = tuple(p for bef_aft in reversed(pads) for p in bef_aft)
+        self.pads = tuple(pads)
         self.mode = "circular" if circular else "constant"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
         nd = len(self.window)
         if x.ndim != 2 + nd:
             raise ValueError(f"AvgPool{nd}d module expects {2 + nd}-D inputs; got {tuple(x.shape)}")
+        if mask is not None:
+            x = x * mask.to(x.dtype).unsqueeze(1)
         if any(self.pad):
             x = F.pad(x, self.pad, mode=self.mode)
         pool = F.avg_pool1d if nd == 1 else F.avg_pool2d
         return pool(x, self.window, self.stride)
+
+    def side_out(self, side: dict) -> dict:
+        return window_side_out(side, self.pads, self.window, self.stride)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, stride={self.stride}, pad={self.pad}, mode={self.mode}"
@@ -90,6 +114,7 @@ class _AvgPool(Layer):
     mixes_positions: ClassVar[bool] = True
     n_spatial: ClassVar[int] = 2
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
 
     def __post_init__(self) -> None:
         n = self.n_spatial
@@ -135,12 +160,15 @@ class _AvgPool(Layer):
             t = window_sum(window_sum(t, (d1,), win, circ), (d2,), win, circ)
         return t / math.prod(self.window) ** 2
 
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
+
     def transform_kernel(self, k: KernelLike) -> Kernel:
-        k = single_kernel(self, k)
+        k = mask_kernel(single_kernel(self, k))  # masked positions read as zeros
         check_kernel_rank(type(self).__name__, k, self.n_spatial)
         _needs_full(self, k)
         wins = self.windows(k.spatial)
-        return k.replace(
+        return window_mask(k, wins).replace(
             nngp=self._op(k.nngp, 2, wins),
             ntk=None if k.ntk is None else self._op(k.ntk, 2, wins),
             cov1=self._op(k.cov1, 1, wins),
@@ -171,15 +199,35 @@ class AvgPool2d(_AvgPool):
 
 
 class GlobalAvgPoolModule(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, *S) -> (N, C)``: mean over all spatial positions."""
-        return x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
+    takes_side = True  # reads the mask (widelimit.layers.masking)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
+        """``(N, C, *S) -> (N, C)``: mean over all (or the unmasked) spatial positions."""
+        if x.ndim <= 2:
+            return x
+        dims = tuple(range(2, x.ndim))
+        if mask is None:
+            return x.mean(dim=dims)
+        m = mask.to(x.dtype).unsqueeze(1)
+        count = m.sum(dim=dims)
+        return (x * m).sum(dim=dims) / count.clamp_min(1.0)  # 0 for an empty mask
+
+    def side_out(self, side: dict) -> dict:
+        return drop_mask(side)
 
 
 class FlattenModule(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, *S) -> (N, C·|S|)`` (channel-major, like ``torch.flatten(x, 1)``)."""
+    takes_side = True  # reads the mask (widelimit.layers.masking)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
+        """``(N, C, *S) -> (N, C·|S|)`` (channel-major, like ``torch.flatten(x, 1)``);
+        masked positions are zeroed."""
+        if mask is not None and x.ndim > 2:
+            x = x * mask.to(x.dtype).unsqueeze(1)
         return x.flatten(1)
+
+    def side_out(self, side: dict) -> dict:
+        return drop_mask(side)
 
 
 def _check_spatial_input(layer: Layer, in_shape: ShapeLike) -> tuple[int, ...]:
@@ -198,6 +246,10 @@ class GlobalAvgPool(Layer):
 
     mixes_positions: ClassVar[bool] = True
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
+
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         return (_check_spatial_input(self, in_shape)[0],)
@@ -211,6 +263,12 @@ class GlobalAvgPool(Layer):
         if not k.spatial:
             raise ValueError("GlobalAvgPool expects a kernel with spatial axes; got dense features")
         _needs_full(self, k)
+        if k.side_pair(MASK) is not None:  # mean over the unmasked positions
+            nngp, ntk, cov1, cov2 = masked_global_mean(k)
+            out = with_mask(k, None, None)
+            return out.replace(
+                nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, spatial=(), full_spatial=False
+            )
 
         def mean(t: Tensor | None, n_lead: int) -> Tensor | None:
             # Σ' = (1/|S|²) Σ_{i,j} Σ[i, j]
@@ -235,6 +293,10 @@ class Flatten(Layer):
     """
 
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
+
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)
@@ -248,6 +310,8 @@ class Flatten(Layer):
         k = single_kernel(self, k)
         if not k.spatial:
             return k
+        if k.side_pair(MASK) is not None:  # zero the masked positions, then drop the mask
+            k = with_mask(mask_kernel(k), None, None)
         n_sp = len(k.spatial)
 
         def diag_mean(t: Tensor | None, n_lead: int) -> Tensor | None:

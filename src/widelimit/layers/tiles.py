@@ -57,6 +57,10 @@ The layer protocol (internal; new layers use it to get the fast path)
   ``√(q1 q2)`` per entry.  Without it the layer's ``dual`` is called on the
   tile (still tiled, still bounded in memory).
 
+Side inputs (``Kernel.side1``/``side2``, e.g. each example's graph) are sliced
+with the tile: a tile's ``side1`` holds its rows' entries, ``side2`` its columns'
+(never ``None``), so a layer that reads them is pairwise like any other.
+
 The driver works on any device (tensors follow ``x1``'s device and dtype;
 dense tiles are larger off the CPU, where launch overhead matters more than cache).
 """
@@ -64,6 +68,7 @@ dense tiles are larger off the CPU, where launch overhead matters more than cach
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,7 +81,14 @@ from widelimit.layers.inputs import gram, self_gram
 if TYPE_CHECKING:  # pragma: no cover
     from widelimit.layers.base import Layer
 
-__all__ = ["Tile", "correlation_", "network_output", "pairwise_kernel", "tile_shape"]
+__all__ = [
+    "Tile",
+    "correlation_",
+    "network_output",
+    "pairwise_kernel",
+    "slice_side",
+    "tile_shape",
+]
 
 #: Entries of one tile on the CPU (about the L2 cache) and on other devices.
 TILE_ENTRIES_CPU = 1 << 18
@@ -137,8 +149,20 @@ def _mirror_tile(m: Tensor, p0: int, p1: int, a0: int, a1: int) -> None:
         m[a0:a1, p0:p1].copy_(m[p0:p1, a0:a1].T)
 
 
+def slice_side(side: Mapping[str, Tensor], start: int, stop: int) -> dict[str, Tensor]:
+    """Side inputs of the examples ``start:stop`` (each tensor sliced on its leading axis)."""
+    return {name: t[start:stop] for name, t in side.items()}
+
+
 def pairwise_kernel(
-    spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full_spatial: bool = False
+    spec: Layer,
+    x1: Tensor,
+    x2: Tensor | None,
+    *,
+    ntk: bool,
+    full_spatial: bool = False,
+    side1: Mapping[str, Tensor] | None = None,
+    side2: Mapping[str, Tensor] | None = None,
 ) -> Kernel:
     """NNGP (and NTK when ``ntk``) of a pairwise ``spec`` (``is_pairwise()``), tile by tile.
 
@@ -148,12 +172,16 @@ def pairwise_kernel(
             ``None`` for ``x1`` (then only the tiles on and above the diagonal are
             computed and mirrored).
         full_spatial: track all position pairs (``spec.needs_full_spatial()``).
+        side1, side2: side inputs of ``x1``/``x2`` (:class:`~widelimit.kernel.Kernel`),
+            sliced with each tile; ``side2`` is ignored when ``x2`` is None.
     Returns:
         The kernel ``spec.transform_kernel(input_kernel(...))`` up to rounding; exactly
         symmetric when ``x2`` is None.
     """
+    side1 = {} if side1 is None else dict(side1)
+    side2 = side1 if x2 is None or side2 is None else dict(side2)
     if x1.ndim > 2:
-        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial)
+        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
     sym = x2 is None
     xb = x1 if x2 is None else x2
     n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
@@ -185,6 +213,8 @@ def pairwise_kernel(
                 cov2=q2[a0:a1],
                 channels=d,
                 has_diagonal=sym and a0 == c0,
+                side1=slice_side(side1, p0, p1),
+                side2=slice_side(side2, a0, a1),
             )
             out = network_output(spec.transform_tile(tile))
             if not _same_buffer(out.nngp, s):
@@ -214,6 +244,8 @@ def pairwise_kernel(
         full_spatial=False,
         channels=last.channels,
         is_gaussian=last.is_gaussian,
+        side1=side1,
+        side2=None if sym else side2,
     )
 
 
@@ -235,7 +267,15 @@ def _swap_pairs(t: Tensor, n_spatial: int, full: bool) -> Tensor:
     return t.permute(perm)
 
 
-def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, full: bool) -> Kernel:
+def _spatial_kernel(
+    spec: Layer,
+    x1: Tensor,
+    x2: Tensor | None,
+    *,
+    ntk: bool,
+    full: bool,
+    side: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
+) -> Kernel:
     """:func:`pairwise_kernel` for ``(N, C, *spatial)`` inputs: square tiles of example pairs."""
     sym = x2 is None
     xb = x1 if x2 is None else x2
@@ -260,6 +300,8 @@ def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, fu
                 full_spatial=full,
                 channels=int(x1.shape[1]),
                 has_diagonal=sym and r0 == c0,
+                side1=slice_side(side[0], r0, r1),
+                side2=slice_side(side[1], c0, c1),
             )
             out = network_output(spec.transform_tile(tile))
             if nngp is None:  # output layout known from the first tile
@@ -294,4 +336,6 @@ def _spatial_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool, fu
         full_spatial=last.full_spatial,
         channels=last.channels,
         is_gaussian=last.is_gaussian,
+        side1=dict(side[0]),
+        side2=None if sym else dict(side[1]),
     )
