@@ -2,6 +2,7 @@
 
 * ``dense.py``: ``Dense`` and the input kernel;
 * ``activations.py``: elementwise activations (closed-form and numerical duals);
+* ``attention.py``: ``GlobalSelfAttention``;
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
@@ -11,8 +12,17 @@ The public names are exactly the submodules' ``__all__`` lists (no second list h
 ``Layer`` comes from ``base.py``.
 """
 
-from widelimit.layers import activations, combinators, conv, dense, normalization, pooling
+from widelimit.layers import (
+    activations,
+    attention,
+    combinators,
+    conv,
+    dense,
+    normalization,
+    pooling,
+)
 from widelimit.layers.activations import *  # noqa: F403
+from widelimit.layers.attention import *  # noqa: F403
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import *  # noqa: F403
 from widelimit.layers.conv import *  # noqa: F403
@@ -22,6 +32,7 @@ from widelimit.layers.pooling import *  # noqa: F403
 
 __all__ = ["Layer"]
 __all__ += activations.__all__
+__all__ += attention.__all__
 __all__ += combinators.__all__
 __all__ += conv.__all__
 __all__ += dense.__all__
