@@ -97,6 +97,7 @@ from widelimit.layers.base import (
     single_shape,
 )
 from widelimit.layers.inputs import is_zero_constant
+from widelimit.seeding import Seed, as_generator
 
 MECHANISMS = ("softmax", "identity", "relu", "abs")
 POS_EMBS = ("none", "sum", "concat")
@@ -204,7 +205,9 @@ class GlobalSelfAttentionModule(nn.Module):
     Parameters: ``key_weight`` ``(H, C_k, d_k)``, ``query_weight`` (same; absent when tied),
     ``value_weight`` ``(H, C_v, d_v)``, ``out_weight`` ``(C_out, H·d_v)``, ``bias``
     ``(C_out,)`` (absent when ``b_std == 0``), ``pos_emb`` ``(C_e, |S|)`` (absent without
-    embedding), all ``N(0, 1)``.  ``forward``: ``(N, C, *S) -> (N, C_out, *S)``.
+    embedding), all ``N(0, 1)``, drawn on the CPU from ``seed`` (``int``,
+    ``torch.Generator`` or ``None``: the global RNG).
+    ``forward``: ``(N, C, *S) -> (N, C_out, *S)``.
     """
 
     def __init__(
@@ -212,11 +215,12 @@ class GlobalSelfAttentionModule(nn.Module):
         layer: GlobalSelfAttention,
         in_shape: tuple[int, ...],
         *,
-        generator: torch.Generator | None = None,
+        seed: Seed = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        generator = as_generator(seed)
         c, spatial = in_shape[0], tuple(in_shape[1:])
         dims = layer.dims(c)
         self.layer, self.in_channels, self.spatial = layer, c, spatial
@@ -471,9 +475,7 @@ class GlobalSelfAttention(WidthLayer):
 
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         s = self._check_input(in_shape)
-        return GlobalSelfAttentionModule(
-            self, tuple(s), generator=generator, dtype=dtype, device=device
-        )
+        return GlobalSelfAttentionModule(self, tuple(s), seed=generator, dtype=dtype, device=device)
 
     def attention_weights(self, cov: Tensor) -> Tensor:
         """Limiting weights ``A = φ(σq σk Σ̂)`` from ``(..., |S|, |S|)`` self-covariances
