@@ -495,3 +495,13 @@ def test_agrees_with_neural_tangents(tmp_path):
             got = getattr(k, name).numpy()
             assert got.shape == want.shape
             assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max(), (out, name)
+
+
+def test_from_module_refuses_multihead_attention_with_the_reason():
+    mha = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 1), torch.nn.MultiheadAttention(8, 2))
+    with pytest.raises(
+        ValueError, match=r"MultiheadAttention cannot be mapped.*GlobalSelfAttention"
+    ):
+        wl.from_module(mha)
+    with pytest.raises(TypeError):  # why: it cannot even run inside nn.Sequential
+        mha(torch.randn(2, 4, 5))
