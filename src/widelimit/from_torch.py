@@ -94,7 +94,15 @@ TORCH_DEFAULT_W_STD = 1.0 / math.sqrt(3.0)
 _PLANNED = {
     "ConvTranspose1d": "ConvTranspose1d",
     "ConvTranspose2d": "ConvTranspose2d",
-    "MultiheadAttention": "GlobalSelfAttention",
+}
+_UNMAPPABLE = {
+    "MultiheadAttention": (
+        "its forward takes (query, key, value) in (L, N, E) or (N, L, E) layout and returns a "
+        "tuple (output, weights), so it cannot run inside an nn.Sequential; and its attention "
+        "(independent query/key projections, 1/sqrt(head_dim) scaling, softmax) has no "
+        "closed-form infinite-width kernel. Write the spec with "
+        "widelimit.GlobalSelfAttention instead (linear_scaling=True for a softmax kernel)"
+    ),
 }
 _SUPPORTED = (
     "nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d(1), "
@@ -485,6 +493,10 @@ def from_module(
     for name, m in leaves:
         layer: Layer | None
         kind = type(m).__name__
+        if kind in _UNMAPPABLE:
+            raise ValueError(
+                f"{_describe(name, m)}: nn.{kind} cannot be mapped: {_UNMAPPABLE[kind]}"
+            )
         if kind in _PLANNED:
             raise ValueError(
                 f"{_describe(name, m)}: nn.{kind} is not yet a widelimit layer (planned as "

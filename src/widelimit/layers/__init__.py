@@ -3,6 +3,7 @@
 * ``dense.py``: ``Dense`` and the input kernel;
 * ``activations.py``: elementwise activations (closed-form and numerical duals);
 * ``custom_activations.py``: ``Polynomial``, ``Gabor``, ``ExpNormalized``;
+* ``attention.py``: ``GlobalSelfAttention``;
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
@@ -15,6 +16,7 @@ The public names are exactly the submodules' ``__all__`` lists (no second list h
 
 from widelimit.layers import (
     activations,
+    attention,
     combinators,
     conv,
     custom_activations,
@@ -24,6 +26,7 @@ from widelimit.layers import (
     pooling,
 )
 from widelimit.layers.activations import *  # noqa: F403
+from widelimit.layers.attention import *  # noqa: F403
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import *  # noqa: F403
 from widelimit.layers.conv import *  # noqa: F403
@@ -35,6 +38,7 @@ from widelimit.layers.pooling import *  # noqa: F403
 
 __all__ = ["Layer"]
 __all__ += activations.__all__
+__all__ += attention.__all__
 __all__ += combinators.__all__
 __all__ += conv.__all__
 __all__ += custom_activations.__all__
