@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import widelimit as wl
 from test_conv_monte_carlo import _images, check_against_mc
 from widelimit.empirical import empirical_ntk
+from widelimit.from_torch import from_module
 from widelimit.layers import (
     ConvTranspose1d,
     ConvTranspose2d,
@@ -311,6 +313,104 @@ def test_monte_carlo_1d_standard_spatial_output():
         )  # fmt: skip
 
     check_against_mc(make, x, hidden=1, seed=12)
+
+
+# --------------------------------------------------------------------------- from_module
+def _user_convt(width=8):
+    return nn.Sequential(
+        nn.ConvTranspose2d(2, width, 3, stride=2),  # valid, output 2·3 + 1 = 7
+        nn.ReLU(),
+        nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),  # 'same' (k − s = 2), 14
+        nn.Tanh(),
+        nn.ConvTranspose2d(width, width, (1, 2), stride=(3, 3), output_padding=(2, 1)),  # valid
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 3),
+    )
+
+
+def test_from_module_maps_structure_and_function():
+    user = _user_convt().to(F64)
+    spec = from_module(user, parameterization="standard", input_shape=(2, 3, 3))
+    kinds = [(type(m).__name__, m.padding) for m in spec.layers if hasattr(m, "padding")]
+    assert kinds == [("ConvTranspose2d", p) for p in ("valid", "same", "valid")]
+    mod = spec.module(input_shape=(2, 3, 3), seed=0, dtype=F64)
+    with torch.no_grad():  # the user's parameters in the spec's module: the same function
+        for u, m in zip(user, mod.layers, strict=True):
+            if hasattr(u, "weight"):
+                assert m.weight.shape == u.weight.shape
+                m.weight.copy_(u.weight)
+                m.bias.copy_(u.bias)
+        x = _x(4, 2, 3, 3)
+        torch.testing.assert_close(mod(x), user(x), rtol=1e-12, atol=1e-12)
+    assert spec.output_shape((2, 3, 3)) == (3,)
+    # torch's default init: Var W = 1/(3·out·∏k) (fan-in from weight.shape[1]), in widelimit's
+    # Var W = σw²/(in·∏k) that is σw² = in/(3·out)
+    first = spec.layers[0]
+    assert first.w_std == pytest.approx(math.sqrt(2 / (3 * 8)))
+    assert first.b_std == pytest.approx(1 / math.sqrt(3 * 8 * 9))
+    w = torch.cat([nn.ConvTranspose2d(2, 8, 3).weight.detach().flatten() for _ in range(200)])
+    assert float(w.var()) * 2 * 9 == pytest.approx(first.w_std**2, rel=0.05)
+
+
+def test_from_module_kernel_matches_monte_carlo_over_gaussian_reinit():
+    """Gaussian re-initialisation of the user's module (fan-in = in·∏k, widelimit's)."""
+    width, w_std, b_std = 64, 1.4, 0.2
+    user = nn.Sequential(
+        nn.ConvTranspose1d(2, width, 4, stride=2, padding=1),  # "same": 4 -> 8
+        nn.ReLU(),
+        nn.ConvTranspose1d(width, width, 2, stride=2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(width * 16, 4),
+    ).to(F64)
+    spec = from_module(user, w_std=w_std, b_std=b_std, parameterization="standard")
+    x = _images()[:, :, :, 0].contiguous()  # (3, 2, 4)
+
+    def reinit(seed):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in user.modules():
+                if isinstance(m, nn.Linear | nn.ConvTranspose1d):
+                    lin = isinstance(m, nn.Linear)
+                    fan_in = m.in_features if lin else m.in_channels * m.kernel_size[0]
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=F64))
+                    m.weight.mul_(w_std / math.sqrt(fan_in))
+                    m.bias.copy_(b_std * torch.randn(m.bias.shape, generator=g, dtype=F64))
+
+    k = spec.kernel(x)
+    for key, n in (("nngp", 300), ("ntk", 60)):
+        vals = []
+        for s in range(n):
+            reinit(1000 * (key == "ntk") + s)
+            if key == "nngp":
+                with torch.no_grad():
+                    f = user(x)
+                vals.append(f @ f.T / f.shape[1])
+            else:
+                vals.append(empirical_ntk(user, x))
+        v = torch.stack(vals)
+        m, sem = v.mean(0), v.std(0) / math.sqrt(n)
+        a = getattr(k, key)
+        bias = 3.0 / width * float(a.abs().max())  # two hidden nonlinearities: O(1/width)
+        ratio = float(((a - m).abs() / (4.5 * sem + bias)).max())
+        assert ratio <= 1.0, (key, ratio)
+
+
+@pytest.mark.parametrize(
+    ("module", "match"),
+    [
+        (nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1), "padding 1 with output_padding 0"),
+        (nn.ConvTranspose1d(2, 4, 1, stride=2), r"output_padding=1 \('valid'\)"),
+        (nn.ConvTranspose2d(2, 4, (4, 3), stride=2, padding=(1, 0)), "different widelimit"),
+        (nn.ConvTranspose1d(2, 4, 3, dilation=2), "dilation"),
+        (nn.ConvTranspose1d(2, 4, 3, groups=2), "groups"),
+        (nn.Sequential(nn.Conv1d(3, 4, 2), nn.ConvTranspose1d(3, 4, 2)), "inconsistent widths"),
+    ],
+)
+def test_from_module_refuses_other_geometries(module, match):
+    with pytest.raises(ValueError, match=match):
+        from_module(module)
 
 
 # --------------------------------------------------------------------------- Neural Tangents
