@@ -44,8 +44,9 @@ from widelimit.spec_text import parse_net
 
 F64 = torch.float64
 PADDINGS = ("valid", "same", "circular")
-# (stride, kernel): k > s with k − s odd and even, k = s, k < s
-GEOMETRIES = ((1, 3), (2, 3), (2, 4), (2, 2), (3, 2))
+# (stride, kernel): k > s with k − s odd and even, k = s, k < s; (1, 9) on 4 inputs wraps
+# around twice with "circular"
+GEOMETRIES = ((1, 3), (2, 3), (2, 4), (2, 2), (3, 2), (1, 9))
 
 
 @pytest.fixture(autouse=True, scope="module")
