@@ -63,6 +63,7 @@ from widelimit.layers.conv import (
     window_sum,
 )
 from widelimit.layers.dense import init_affine
+from widelimit.seeding import Seed, as_generator
 
 __all__ = ["ConvTranspose1d", "ConvTranspose2d", "ConvTransposeModule"]
 
@@ -118,7 +119,8 @@ class ConvTransposeModule(nn.Module):
     """Finite ``n_spatial``-D transposed convolution (see module docstring).
 
     Parameters: ``weight: (in, out, *kernel_size)`` (torch's ``ConvTranspose`` layout),
-    ``bias: (out,)`` (absent when ``b_std == 0``).  ``forward``: ``(N, in, *S) -> (N, out,
+    ``bias: (out,)`` (absent when ``b_std == 0``), drawn from ``seed`` (an int, a
+    ``torch.Generator`` or ``None`` for torch's global RNG).  ``forward``: ``(N, in, *S) -> (N, out,
     *S_out)`` with ``S_out`` per axis as in the module docstring.
     """
 
@@ -133,11 +135,12 @@ class ConvTransposeModule(nn.Module):
         b_std: float,
         parameterization: str,
         *,
-        generator: torch.Generator | None = None,
+        seed: Seed = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        generator = as_generator(seed)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.parameterization = parameterization
@@ -223,7 +226,7 @@ class _ConvTranspose(ConvBase):
             self.w_std,
             self.b_std,
             self.parameterization,
-            generator=generator,
+            seed=generator,
             dtype=dtype,
             device=device,
         )
