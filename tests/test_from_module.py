@@ -299,10 +299,10 @@ def test_cnn_kernel_matches_monte_carlo_over_gaussian_reinit():
 @pytest.mark.parametrize(
     ("module", "match"),
     [
-        (nn.Sequential(nn.Linear(4, 8), nn.ConvTranspose1d(8, 8, 3)), "ConvTranspose1d.*planned"),
+        (nn.Sequential(nn.Linear(4, 8), nn.ConvTranspose1d(8, 8, 3)), "ConvTranspose1d.*C, L"),
         (
-            nn.Sequential(nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 8, 3)),
-            "ConvTranspose2d.*planned",
+            nn.Sequential(nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 8, 3, 2, output_padding=1)),
+            "ConvTranspose2d.*output_padding 1",
         ),
         (nn.Sequential(nn.Linear(4, 8), nn.MultiheadAttention(8, 2)), "MultiheadAttention"),
         (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)), "'1'.*BatchNorm1d"),

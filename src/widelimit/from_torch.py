@@ -4,6 +4,7 @@ Each standard PyTorch layer maps to the widelimit layer with the same finite
 forward pass (widelimit keeps NCL / NCHW, as torch does)::
 
     nn.Linear            -> Dense            nn.Conv1d / nn.Conv2d  -> Conv1d / Conv2d
+    nn.ConvTranspose1d / 2d -> ConvTranspose1d / 2d (padding/output_padding as below)
     nn.AvgPool1d / 2d    -> AvgPool1d / 2d   nn.AdaptiveAvgPool1d/2d(1) -> GlobalAvgPool
     nn.Flatten           -> Flatten          nn.LayerNorm (no affine)   -> LayerNorm
     nn.Dropout           -> Dropout          nn.Identity                -> Identity
@@ -30,6 +31,15 @@ default initialisation of ``nn.Linear`` and ``nn.ConvNd`` (``reset_parameters``)
   widths (its bias terms are ``O(1/width)``, the order of the finite-width
   corrections themselves); ``spec.with_width(...)`` keeps those values.  Pass
   ``b_std=0.0`` for the strict limit.
+
+``nn.ConvTranspose1d/2d`` stores its weight as ``(in, out, *k)`` and PyTorch computes the
+fan-in of its default init from the second axis: ``Var W = 1/(3·out·∏k)``.  Widelimit's
+(and Neural Tangents') transposed convolutions use ``fan_in = in·∏k``, so the default
+is **``w_std = √(in/(3·out))``** (``1/√3`` when ``in = out``) and ``b_std = 1/√(3·out·∏k)``,
+again at the module's own widths.  Padding: ``padding=0`` with ``output_padding =
+max(stride − k, 0)`` is widelimit's ``"valid"`` and ``padding=(k − stride)/2`` (``k − stride``
+even and positive) with ``output_padding=0`` its ``"same"``, per axis; any other
+combination raises.
 
 Weights drawn uniformly rather than Gaussian give the same limit for every
 layer whose fan-in grows with the width: given the previous layer, a
@@ -67,6 +77,8 @@ from widelimit.layers import (
     AvgPool2d,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     Dense,
     Dropout,
     Flatten,
@@ -91,10 +103,7 @@ TORCH_DEFAULT_W_STD = 1.0 / math.sqrt(3.0)
 """``w_std`` of PyTorch's default ``kaiming_uniform_(a=√5)``: ``U(±1/√fan_in)`` has variance
 ``1/(3·fan_in)``."""
 
-_PLANNED = {
-    "ConvTranspose1d": "ConvTranspose1d",
-    "ConvTranspose2d": "ConvTranspose2d",
-}
+_PLANNED: dict[str, str] = {}
 _UNMAPPABLE = {
     "MultiheadAttention": (
         "its forward takes (query, key, value) in (L, N, E) or (N, L, E) layout and returns a "
@@ -105,11 +114,15 @@ _UNMAPPABLE = {
     ),
 }
 _SUPPORTED = (
-    "nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d(1), "
+    "nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.AvgPool1d, "
+    "nn.AvgPool2d, nn.AdaptiveAvgPool1d(1), "
     "nn.AdaptiveAvgPool2d(1), nn.Flatten, nn.LayerNorm, nn.Dropout, nn.Identity, nn.ReLU, "
     "nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nested "
     "nn.Sequential"
 )
+
+
+_AFFINE = nn.Linear | nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d
 
 
 @dataclass
@@ -318,6 +331,70 @@ def _conv(name, m, state, w_std, b_std, override, param) -> Layer:
     return layer
 
 
+def _transpose_padding(name: str, m: nn.Module) -> str:
+    """Widelimit's padding name for torch's ``padding``/``output_padding`` (module docstring)."""
+    kinds = {"valid", "same"}
+    for p, op, k, s in zip(m.padding, m.output_padding, m.kernel_size, m.stride, strict=True):
+        ok = set()
+        if p == 0 and op == max(s - k, 0):
+            ok |= {"valid", "same"} if k <= s else {"valid"}  # k <= s: the two coincide
+        if k > s and (k - s) % 2 == 0 and p == (k - s) // 2 and op == 0:
+            ok.add("same")
+        kinds &= ok
+        if not ok:
+            raise ValueError(
+                f"{_describe(name, m)}: padding {p} with output_padding {op} (kernel {k}, "
+                f"stride {s}) is not a widelimit transposed-convolution geometry; use padding=0 "
+                f"and output_padding={max(s - k, 0)} ('valid')"
+                + (
+                    f", or padding={(k - s) // 2} and output_padding=0 ('same')"
+                    if k > s and (k - s) % 2 == 0
+                    else ""
+                )
+            )
+    if not kinds:
+        raise ValueError(
+            f"{_describe(name, m)}: its axes map to different widelimit paddings ('valid' on "
+            "one, 'same' on another); use one geometry on every axis"
+        )
+    return "valid" if "valid" in kinds else "same"
+
+
+def _conv_transpose(name, m, state, w_std, b_std, override, param) -> Layer:
+    nd = 1 if isinstance(m, nn.ConvTranspose1d) else 2
+    _expect_rank(name, m, state, nd)
+    if m.groups != 1 or any(d != 1 for d in m.dilation):
+        raise ValueError(
+            f"{_describe(name, m)}: groups and dilation other than 1 are not widelimit layers"
+        )
+    _expect_channels(name, m, state, m.in_channels, "input channels")
+    padding = _transpose_padding(name, m)
+    kernel, stride = tuple(m.kernel_size), tuple(m.stride)
+    # torch's default init takes the fan-in from weight.shape[1] = out_channels (docstring)
+    w, b = _scales(name, m, m.out_channels * math.prod(kernel), w_std, b_std, override)
+    if w_std is None and "w_std" not in override:
+        w = TORCH_DEFAULT_W_STD * math.sqrt(m.in_channels / m.out_channels)
+    cls = ConvTranspose1d if nd == 1 else ConvTranspose2d
+    layer = cls(
+        m.out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        w_std=w,
+        b_std=b,
+        parameterization=param,
+    )
+    if state.spatial is not None:
+        state.spatial = tuple(
+            (n - 1) * s - 2 * p + k + op
+            for n, p, k, s, op in zip(
+                state.spatial, m.padding, kernel, stride, m.output_padding, strict=True
+            )
+        )
+    state.rank, state.channels, state.flattened_from = nd, m.out_channels, None
+    return layer
+
+
 def _linear(name, m, state, w_std, b_std, override, param) -> Layer:
     _expect_rank(name, m, state, 0)
     _expect_channels(name, m, state, m.in_features, "input features")
@@ -470,7 +547,7 @@ def from_module(
     leaves = _leaves(module)
     if not leaves:
         raise ValueError("`module` is an empty nn.Sequential; there is no network to map")
-    affine = {n for n, m in leaves if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
+    affine = {n for n, m in leaves if isinstance(m, _AFFINE)}
     first_use: dict[int, str] = {}
     for name, m in leaves:
         if any(True for _ in m.parameters()) and first_use.setdefault(id(m), name) != name:
@@ -506,6 +583,8 @@ def from_module(
             layer = _linear(name, m, state, w_std, b_std, over.get(name, {}), param)
         elif isinstance(m, nn.Conv1d | nn.Conv2d):
             layer = _conv(name, m, state, w_std, b_std, over.get(name, {}), param)
+        elif isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d):
+            layer = _conv_transpose(name, m, state, w_std, b_std, over.get(name, {}), param)
         elif isinstance(m, nn.AvgPool1d | nn.AvgPool2d):
             layer = _avg_pool(name, m, state)
         elif isinstance(m, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):

@@ -5,6 +5,7 @@
 * ``custom_activations.py``: ``Polynomial``, ``Gabor``, ``ExpNormalized``;
 * ``attention.py``: ``GlobalSelfAttention``;
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
+* ``conv_transpose.py``: ``ConvTranspose1d``, ``ConvTranspose2d``;
 * ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
 * ``graph.py``: ``Aggregate`` (graph convolution over a per-example adjacency);
@@ -19,6 +20,7 @@ from widelimit.layers import (
     attention,
     combinators,
     conv,
+    conv_transpose,
     custom_activations,
     dense,
     graph,
@@ -30,6 +32,7 @@ from widelimit.layers.attention import *  # noqa: F403
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import *  # noqa: F403
 from widelimit.layers.conv import *  # noqa: F403
+from widelimit.layers.conv_transpose import *  # noqa: F403
 from widelimit.layers.custom_activations import *  # noqa: F403
 from widelimit.layers.dense import *  # noqa: F403
 from widelimit.layers.graph import *  # noqa: F403
@@ -42,6 +45,7 @@ __all__ += attention.__all__
 __all__ += combinators.__all__
 __all__ += conv.__all__
 __all__ += custom_activations.__all__
+__all__ += conv_transpose.__all__
 __all__ += dense.__all__
 __all__ += graph.__all__
 __all__ += normalization.__all__

@@ -430,6 +430,12 @@ class _Conv(WidthLayer):
         )
 
 
+#: Base of the convolution layers: fields, validation and the affine kernel rule written once,
+#: given the per-axis geometry ``windows`` and the window-sum operator ``_window_op``; the
+#: transposed convolutions (``conv_transpose.py``) subclass it with their own geometry.
+ConvBase = _Conv
+
+
 @dataclass(frozen=True)
 class Conv1d(_Conv):
     """1-D convolution on ``(N, C, L)`` signals (see module docstring).
