@@ -51,7 +51,7 @@ from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import self_pairs
-from widelimit.layers.tiles import Tile, correlation_
+from widelimit.layers.tiles import Tile, correlation_, snap_factor
 
 Fn = Callable[[Tensor], Tensor]
 Dual = tuple[Tensor, Tensor | None]
@@ -74,10 +74,12 @@ class ElementwiseModule(nn.Module):
 
 
 def correlation(q1: Tensor, q2: Tensor, s12: Tensor) -> tuple[Tensor, Tensor]:
-    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0)."""
+    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0);
+    ``|c|`` within 8 ulps of 1 is exactly ±1 (:func:`snap_factor`)."""
     prod = (q1 * q2).clamp_min(0).sqrt()
     tiny = torch.finfo(prod.dtype).tiny
-    c = torch.where(prod > tiny, s12 / prod.clamp_min(tiny), torch.zeros_like(s12))
+    scaled = prod.clamp_min(tiny) / snap_factor(prod.dtype)
+    c = torch.where(prod > tiny, s12 / scaled, torch.zeros_like(s12))
     return prod, c.clamp(-1.0, 1.0)
 
 
@@ -180,7 +182,7 @@ class Elementwise(Layer):
             return self.dual(q1, q2, s12, ntk=ntk)
         ip = _inplace(s12, q1, q2)
         r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
-        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0)
+        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0) * snap_factor(q2.dtype)
         c = (
             s12.mul_(r1)
             if ip and owned and s12.shape == torch.broadcast_shapes(s12.shape, r1.shape, r2.shape)

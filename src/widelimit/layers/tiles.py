@@ -76,7 +76,15 @@ from widelimit.layers.inputs import gram, self_gram
 if TYPE_CHECKING:  # pragma: no cover
     from widelimit.layers.base import Layer
 
-__all__ = ["Tile", "correlation_", "network_output", "pairwise_kernel", "tile_shape"]
+__all__ = [
+    "SNAP_ULPS",
+    "Tile",
+    "correlation_",
+    "network_output",
+    "pairwise_kernel",
+    "snap_factor",
+    "tile_shape",
+]
 
 #: Entries of one tile on the CPU (about the L2 cache) and on other devices.
 TILE_ENTRIES_CPU = 1 << 18
@@ -96,15 +104,35 @@ class Tile(Kernel):
     has_diagonal: bool = False
 
 
+#: Correlations within this many ulps of ±1 are rounded to exactly ±1 (:func:`snap_factor`).
+SNAP_ULPS = 8
+
+
+def snap_factor(dtype: torch.dtype) -> float:
+    """``1 + SNAP_ULPS·ε``: correlations are multiplied by it before clamping to ``[−1, 1]``.
+
+    Exactly collinear inputs (``x' = a·x``, 1-D inputs, LayerNorm outputs) have ``|c| = 1``,
+    but ``c = s·(1/√q1)·(1/√q2)`` comes out a few ulps below it, and the arcsine/arc-cosine
+    duals turn ``1 − |c| = ε`` into ``√(2ε)`` ≈ 2e-8 of the scale (two stacked ones into
+    ``ε^{1/4}``), enough for eigenvalues of −3e-10·trace.  The factor rounds ``|c| ≥ 1 −
+    8ε`` to ±1 after the clamp.  It moves every other ``c`` by 8ε relative (1.8e-15 in
+    float64), less than the rounding error of ``c`` itself (the matrix product, two
+    reciprocal square roots and two products already carry several ε), and it costs nothing:
+    it is folded into the ``1/√q`` vector.
+    """
+    return 1.0 + SNAP_ULPS * torch.finfo(dtype).eps
+
+
 def correlation_(t: Tile) -> Tensor:
     """Overwrite ``t.nngp`` with the correlation ``c = s · r1[:, None] · r2[None, :]``.
 
-    ``r = 1/√q`` (0 where ``q = 0``, so ``c = 0`` there), clamped to ``[−1, 1]``;
+    ``r = 1/√q`` (0 where ``q = 0``, so ``c = 0`` there), clamped to ``[−1, 1]`` after
+    rounding ``|c|`` within 8 ulps of 1 to ±1 (:func:`snap_factor`);
     on the diagonal of ``k(x)`` ``c`` is set to exactly 1 (0 for zero variances).
     Two passes over the tile instead of forming ``√(q1 q2)`` per entry.
     """
     r1 = torch.where(t.cov1 > 0, t.cov1.rsqrt(), 0.0)
-    r2 = torch.where(t.cov2 > 0, t.cov2.rsqrt(), 0.0)
+    r2 = torch.where(t.cov2 > 0, t.cov2.rsqrt(), 0.0) * snap_factor(t.cov2.dtype)
     c = t.nngp.mul_(r1[:, None]).mul_(r2).clamp_(-1.0, 1.0)
     if t.has_diagonal:
         c.diagonal().copy_(t.cov1 > 0)
@@ -153,7 +181,14 @@ def pairwise_kernel(
         symmetric when ``x2`` is None.
     """
     if x1.ndim > 2:
-        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial)
+        k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial)
+    else:
+        k = _dense_kernel(spec, x1, x2, ntk=ntk)
+    return tie_duplicates(spec, x1, x2, k, full_spatial=full_spatial)
+
+
+def _dense_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -> Kernel:
+    """:func:`pairwise_kernel` for ``(N, d)`` inputs: panels of the Gram matrix cut in tiles."""
     sym = x2 is None
     xb = x1 if x2 is None else x2
     n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
@@ -215,6 +250,88 @@ def pairwise_kernel(
         channels=last.channels,
         is_gaussian=last.is_gaussian,
     )
+
+
+#: Rows of the small symmetric kernels that give the self-kernels of duplicated inputs.
+SELF_CHUNK = 64
+
+
+def duplicate_groups(x1: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """Group ids of exactly equal examples: ``(id1 (N1,), id2 (N2,))``, or ``None`` if none.
+
+    Rows are compared bit for bit (``torch.unique`` over the flattened examples).  With
+    ``x2 = None`` the groups are the repeated rows of ``x1`` (``id2`` is ``id1``); otherwise
+    the rows of ``x2`` equal to a row of ``x1``.  ``None`` when there is no such pair, the
+    common case, which then costs one sort of the rows.
+    """
+    flat1 = x1.reshape(len(x1), -1)
+    if x2 is None:
+        _, ids, counts = torch.unique(flat1, dim=0, return_inverse=True, return_counts=True)
+        return (ids, ids) if bool((counts > 1).any()) else None
+    flat = torch.cat([flat1, x2.reshape(len(x2), -1)])
+    _, ids = torch.unique(flat, dim=0, return_inverse=True)
+    id1, id2 = ids[: len(x1)], ids[len(x1) :]
+    return (id1, id2) if bool(torch.isin(id2, id1).any()) else None
+
+
+def tie_duplicates(
+    spec: Layer, x1: Tensor, x2: Tensor | None, k: Kernel, *, full_spatial: bool
+) -> Kernel:
+    """Give every pair of exactly equal examples the kernel of the example with itself.
+
+    ``k(x, x)`` is computed with the correlation ``c = 1`` exactly (the self-pair rule of
+    the module docstring), but a pair of equal examples in different places of a batch
+    gets ``c`` from a matrix product and row sums that round differently: ``c = 1 − ε``.
+    The arcsine/arc-cosine duals (ReLU family, Sign, Erf, GELU) turn that into ``√(2ε)``
+    ≈ 2e-8 of the scale, two stacked ones into ``ε^{1/4}``, and saturating activations on
+    inputs of norm 1e6 give relative errors up to 1e-5; a test point equal to a training
+    point would then not reproduce the training diagonal.  Here those pairs get exactly
+    the self-kernel instead (overwritten in ``k``): from the diagonal of ``k`` when
+    ``x2`` is None, else from small symmetric kernels of the shared examples
+    (``SELF_CHUNK`` at a time, so ``SELF_CHUNK / N2`` of the work at most).
+    """
+    groups = duplicate_groups(x1, x2)
+    if groups is None:
+        return k
+    id1, id2 = groups
+    shared = torch.isin(id1, id2) if x2 is not None else torch.bincount(id1)[id1] > 1
+    rows = shared.nonzero().squeeze(1)  # examples of x1 with an equal example in x2
+    cols = torch.isin(id2, id1[rows]).nonzero().squeeze(1)
+    pair = id1[rows][:, None] == id2[cols][None, :]
+    ii, jj = pair.nonzero().unbind(1)
+    ii, jj = rows[ii], cols[jj]
+    # one representative row of x1 per group and its self-kernel (NNGP, NTK)
+    uniq, first = _first_index(id1[rows])
+    reps = rows[first]
+    if x2 is None:
+        selves = [None if t is None else t[reps, reps] for t in (k.nngp, k.ntk)]
+    else:
+        parts = [
+            spec.kernel(
+                x1[reps[i : i + SELF_CHUNK]], get=("nngp", "ntk") if k.ntk is not None else "nngp"
+            )
+            for i in range(0, len(reps), SELF_CHUNK)
+        ]
+        idx = [torch.arange(len(p.nngp), device=reps.device) for p in parts]
+        selves = [
+            torch.cat([p.nngp[i, i] for p, i in zip(parts, idx, strict=True)]),
+            None
+            if k.ntk is None
+            else torch.cat([p.ntk[i, i] for p, i in zip(parts, idx, strict=True)]),
+        ]
+    which = torch.searchsorted(uniq, id1[ii])  # position of each pair's group in uniq
+    for t, self_t in zip((k.nngp, k.ntk), selves, strict=True):
+        if t is not None and self_t is not None:
+            t[ii, jj] = self_t[which].to(t.dtype)
+    return k
+
+
+def _first_index(ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted distinct values of ``ids`` and the index of each one's first occurrence."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(ids), device=ids.device), "amin")
+    return uniq, first
 
 
 def network_output(k: Kernel | tuple) -> Kernel:
