@@ -256,21 +256,45 @@ def _dense_kernel(spec: Layer, x1: Tensor, x2: Tensor | None, *, ntk: bool) -> K
 SELF_CHUNK = 64
 
 
+def _row_hashes(flat: Tensor) -> Tensor:
+    """An int64 key per row (``(n, f)`` → ``(n,)``), equal for bitwise-equal rows.
+
+    The bits of two row reductions (the sum and a fixed random weighting): each row is
+    reduced by the same code, so equal rows give equal keys; unequal rows rarely collide,
+    and collisions are resolved by an exact comparison afterwards.  (Elementwise products and
+    row sums, not a matrix-vector product, whose rounding may depend on the row's place.)
+    """
+    g = torch.Generator().manual_seed(0x5EED)
+    w = torch.rand(flat.shape[1], generator=g, dtype=torch.float64).to(flat)
+    weighted = torch.cat([(flat[i : i + 4096] * w).sum(1) for i in range(0, len(flat), 4096)])
+    sums = torch.stack([flat.sum(1), weighted], 1).double()
+    bits = sums.view(torch.int64)
+    return bits[:, 0] * 1_000_003 + bits[:, 1]  # wraps around modulo 2**64
+
+
 def duplicate_groups(x1: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """Group ids of exactly equal examples: ``(id1 (N1,), id2 (N2,))``, or ``None`` if none.
 
-    Rows are compared bit for bit (``torch.unique`` over the flattened examples).  With
-    ``x2 = None`` the groups are the repeated rows of ``x1`` (``id2`` is ``id1``); otherwise
-    the rows of ``x2`` equal to a row of ``x1``.  ``None`` when there is no such pair, the
-    common case, which then costs one sort of the rows.
+    Rows are compared bit for bit.  With ``x2 = None`` the groups are the repeated rows of
+    ``x1`` (``id2`` is ``id1``); otherwise the rows of ``x2`` equal to a row of ``x1``.  Rows
+    whose hash is unique get distinct ids without being compared, so the common case (no
+    equal examples) costs one pass over the inputs and a sort of ``N1 + N2`` integers; the
+    few candidates are then compared exactly (``torch.unique`` over their rows).
     """
-    flat1 = x1.reshape(len(x1), -1)
-    if x2 is None:
-        _, ids, counts = torch.unique(flat1, dim=0, return_inverse=True, return_counts=True)
-        return (ids, ids) if bool((counts > 1).any()) else None
-    flat = torch.cat([flat1, x2.reshape(len(x2), -1)])
-    _, ids = torch.unique(flat, dim=0, return_inverse=True)
+    flat = x1.reshape(len(x1), -1)
+    if x2 is not None:
+        flat = torch.cat([flat, x2.reshape(len(x2), -1)])
+    h = _row_hashes(flat.contiguous())
+    _, inv, counts = torch.unique(h, return_inverse=True, return_counts=True)
+    cand = (counts[inv] > 1).nonzero().squeeze(1)
+    if not len(cand):
+        return None
+    ids = torch.arange(len(flat), device=flat.device)  # distinct unless proven equal
+    _, inv_c = torch.unique(flat[cand], dim=0, return_inverse=True)
+    ids[cand] = len(flat) + inv_c  # exact groups among the candidates
     id1, id2 = ids[: len(x1)], ids[len(x1) :]
+    if x2 is None:
+        return (id1, id1) if len(torch.unique(id1)) < len(id1) else None
     return (id1, id2) if bool(torch.isin(id2, id1).any()) else None
 
 
