@@ -74,12 +74,13 @@ class ElementwiseModule(nn.Module):
 
 
 def correlation(q1: Tensor, q2: Tensor, s12: Tensor) -> tuple[Tensor, Tensor]:
-    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0);
-    ``|c|`` within 8 ulps of 1 is exactly ±1 (:func:`snap_factor`)."""
+    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0).
+
+    No rounding to ±1 here (unlike the kernel engine's :func:`~widelimit.layers.tiles.
+    snap_factor`): callers such as the SDE drifts pass correlations that are exact."""
     prod = (q1 * q2).clamp_min(0).sqrt()
     tiny = torch.finfo(prod.dtype).tiny
-    scaled = prod.clamp_min(tiny) / snap_factor(prod.dtype)
-    c = torch.where(prod > tiny, s12 / scaled, torch.zeros_like(s12))
+    c = torch.where(prod > tiny, s12 / prod.clamp_min(tiny), torch.zeros_like(s12))
     return prod, c.clamp(-1.0, 1.0)
 
 
@@ -178,9 +179,11 @@ class Elementwise(Layer):
         :meth:`dual_correlation` the correlation is formed from ``1/√q`` of the (small,
         broadcasting) variance tensors, and set to exactly 1 on the self-pairs selected by
         ``pairs`` (a view function; ``θ = 0`` there)."""
-        if not self.has_dual_correlation():
-            return self.dual(q1, q2, s12, ntk=ntk)
         ip = _inplace(s12, q1, q2)
+        if not self.has_dual_correlation():
+            # |c| within 8 ulps of 1 → ±1 through the dual's clamp (tiles.snap_factor)
+            s12 = _op(ip and owned, s12, "mul", snap_factor(s12.dtype))
+            return self.dual(q1, q2, s12, ntk=ntk)
         r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
         r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0) * snap_factor(q2.dtype)
         c = (
@@ -237,7 +240,8 @@ class Elementwise(Layer):
             cov1, _ = self.dual_correlation((q1 > 0).to(q1.dtype), q1, q1, ntk=False)
             cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
         else:
-            nngp, dd = self.dual(q1[:, None], q2[None, :], t.nngp, ntk=want_ntk)
+            s12 = t.nngp.mul_(snap_factor(t.nngp.dtype))  # |c| ≈ 1 → ±1 in the dual's clamp
+            nngp, dd = self.dual(q1[:, None], q2[None, :], s12, ntk=want_ntk)
             cov1, _ = self.dual(q1, q1, q1, ntk=False)
             cov2, _ = self.dual(q2, q2, q2, ntk=False)
         if t.has_diagonal:

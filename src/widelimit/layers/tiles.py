@@ -118,7 +118,9 @@ def snap_factor(dtype: torch.dtype) -> float:
     8ε`` to ±1 after the clamp.  It moves every other ``c`` by 8ε relative (1.8e-15 in
     float64), less than the rounding error of ``c`` itself (the matrix product, two
     reciprocal square roots and two products already carry several ε), and it costs nothing:
-    it is folded into the ``1/√q`` vector.
+    it is folded into the ``1/√q`` vector.  Used where the kernel engine forms ``c`` from a
+    Gram matrix (:func:`correlation_`, ``Elementwise._dual_of``), not where a caller hands
+    in an exact correlation (``activations.correlation``: the SDE drifts, the c-map).
     """
     return 1.0 + SNAP_ULPS * torch.finfo(dtype).eps
 
