@@ -19,6 +19,7 @@ import math
 import pytest
 import torch
 
+from widelimit import layers as L
 from widelimit.layers import (
     AvgPool2d,
     Conv2d,
@@ -97,9 +98,11 @@ def test_tiled_fc_equals_plain_formula(tiny_tiles, act: str) -> None:
     k = _fc(ReLU() if act == "relu" else Erf()).kernel(x)
     s, th = _plain_fc(x, act, LAYERS)
     scale = float(s.abs().max())
-    # c = ±1 ± ulp (arccos-limited, module doc): diagonal, duplicate and antipodal pairs
+    # c = ±1 ± ulp (arccos-limited, module doc): diagonal, duplicate, antipodal and collinear
+    # (x[13] = 1e-3·x[1]) pairs; widelimit makes c exactly ±1 there, the plain formula not
     limited = torch.eye(len(x), dtype=torch.bool)
     limited[2, 7] = limited[7, 2] = limited[5, 11] = limited[11, 5] = True
+    limited[1, 13] = limited[13, 1] = True
     torch.testing.assert_close(k.nngp, s, rtol=0, atol=1e-12 * scale)
     atol = 1e-12 * float(th.abs().max())
     torch.testing.assert_close(k.ntk[~limited], th[~limited], rtol=0, atol=atol)
@@ -230,3 +233,52 @@ def test_differentiable_inputs_take_the_untiled_route() -> None:
     kt = net.kernel(x)
     torch.testing.assert_close(k.nngp.detach(), kt.nngp, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(k.ntk.detach(), kt.ntk, rtol=1e-7, atol=1e-12)
+
+
+# ------------------------------------------------------------- duplicated examples
+@pytest.mark.parametrize(
+    "net, shape, scale",
+    [
+        # stacked arcsine / arc-cosine duals: c = 1 − ε would give ε^{1/4} ≈ 1e-4 errors
+        (L.serial(L.Dense(4), L.Sign(), L.Dense(4), L.ReLU(), L.Dense(1, 1.0, 0.1)), (3,), 1e-3),
+        # saturating Erf on inputs of norm 1e6: 1/√det cancels to 1e-5 relative
+        (L.serial(L.Conv1d(2, 3, padding="same"), L.Erf(), L.GlobalAvgPool(), L.Dense(1)),
+         (3, 6), 1e6),
+        (L.serial(L.Dense(4), L.Erf(), L.Dense(1, 1.0, 0.1)), (4,), 3e2),
+    ],
+)  # fmt: skip
+def test_a_test_point_equal_to_a_training_point_reproduces_its_self_kernel(
+    net, shape, scale
+) -> None:
+    """k(x_test, x_train)[i, j] equals k(x_train)[j, j] exactly when x_test[i] == x_train[j],
+    and k(x_train) has equal rows for equal examples (independent route: the diagonal)."""
+    g = torch.Generator().manual_seed(0)
+    x_train = torch.randn(5, *shape, generator=g, dtype=torch.float64) * scale
+    x_train[3] = x_train[1]  # a duplicate inside the training set
+    x_test = torch.randn(4, *shape, generator=g, dtype=torch.float64) * scale
+    x_test[2] = x_train[1]
+    x_test[0] = x_train[4]
+    whole = net.kernel(x_train)
+    cross = net.kernel(x_test, x_train)
+    for name in ("nngp", "ntk"):
+        k, kc = getattr(whole, name), getattr(cross, name)
+        d = k.diagonal()
+        assert torch.equal(k[1, 3], d[1]) and torch.equal(k[3, 1], d[1])
+        assert torch.equal(d[1], d[3])
+        rel = lambda a, b: float((a - b).abs() / b.abs())  # noqa: E731
+        # the self-kernels come from two evaluations of the same exact (c = 1) rule
+        assert rel(kc[2, 1], d[1]) <= 1e-14 and rel(kc[2, 3], d[1]) <= 1e-14
+        assert rel(kc[0, 4], d[4]) <= 1e-14
+        assert float(torch.linalg.eigvalsh(k)[0]) >= -1e-12 * float(d.sum())
+
+
+def test_duplicate_groups_finds_equal_rows_only() -> None:
+    from widelimit.layers.tiles import duplicate_groups
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]])
+    assert duplicate_groups(x[:2], None) is None
+    id1, id2 = duplicate_groups(x, None)
+    assert id1[0] == id1[2] != id1[1]
+    assert duplicate_groups(x[:2], torch.tensor([[1.0, 2.0 + 2.0**-20]])) is None
+    id1, id2 = duplicate_groups(x[:2], torch.tensor([[5.0, 5.0], [3.0, 4.0]]))
+    assert id2[1] == id1[1] and id2[0] not in set(id1.tolist())

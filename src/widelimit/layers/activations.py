@@ -51,7 +51,7 @@ from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
 from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import self_pairs
-from widelimit.layers.tiles import Tile, correlation_
+from widelimit.layers.tiles import Tile, correlation_, snap_factor
 
 Fn = Callable[[Tensor], Tensor]
 Dual = tuple[Tensor, Tensor | None]
@@ -75,7 +75,10 @@ class ElementwiseModule(nn.Module):
 
 
 def correlation(q1: Tensor, q2: Tensor, s12: Tensor) -> tuple[Tensor, Tensor]:
-    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0)."""
+    """``(√(q1 q2), c)`` with ``c = s12/√(q1 q2)`` clamped to ``[-1, 1]`` (0 where q1 q2 = 0).
+
+    No rounding to ±1 here (unlike the kernel engine's :func:`~widelimit.layers.tiles.
+    snap_factor`): callers such as the SDE drifts pass correlations that are exact."""
     prod = (q1 * q2).clamp_min(0).sqrt()
     tiny = torch.finfo(prod.dtype).tiny
     c = torch.where(prod > tiny, s12 / prod.clamp_min(tiny), torch.zeros_like(s12))
@@ -182,11 +185,13 @@ class Elementwise(Layer):
         :meth:`dual_correlation` the correlation is formed from ``1/√q`` of the (small,
         broadcasting) variance tensors, and set to exactly 1 on the self-pairs selected by
         ``pairs`` (a view function; ``θ = 0`` there)."""
-        if not self.has_dual_correlation():
-            return self.dual(q1, q2, s12, ntk=ntk)
         ip = _inplace(s12, q1, q2)
+        if not self.has_dual_correlation():
+            # |c| within 8 ulps of 1 → ±1 through the dual's clamp (tiles.snap_factor)
+            s12 = _op(ip and owned, s12, "mul", snap_factor(s12.dtype))
+            return self.dual(q1, q2, s12, ntk=ntk)
         r1 = torch.where(q1 > 0, q1.rsqrt(), 0.0)  # c = 0 where a variance is 0
-        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0)
+        r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0) * snap_factor(q2.dtype)
         c = (
             s12.mul_(r1)
             if ip and owned and s12.shape == torch.broadcast_shapes(s12.shape, r1.shape, r2.shape)
@@ -241,7 +246,8 @@ class Elementwise(Layer):
             cov1, _ = self.dual_correlation((q1 > 0).to(q1.dtype), q1, q1, ntk=False)
             cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
         else:
-            nngp, dd = self.dual(q1[:, None], q2[None, :], t.nngp, ntk=want_ntk)
+            s12 = t.nngp.mul_(snap_factor(t.nngp.dtype))  # |c| ≈ 1 → ±1 in the dual's clamp
+            nngp, dd = self.dual(q1[:, None], q2[None, :], s12, ntk=want_ntk)
             cov1, _ = self.dual(q1, q1, q1, ntk=False)
             cov2, _ = self.dual(q2, q2, q2, ntk=False)
         if t.has_diagonal:

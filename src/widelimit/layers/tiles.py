@@ -82,11 +82,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from widelimit.layers.base import Layer
 
 __all__ = [
+    "SNAP_ULPS",
     "Tile",
     "correlation_",
     "network_output",
     "pairwise_kernel",
     "slice_side",
+    "snap_factor",
     "tile_shape",
 ]
 
@@ -108,15 +110,37 @@ class Tile(Kernel):
     has_diagonal: bool = False
 
 
+#: Correlations within this many ulps of ±1 are rounded to exactly ±1 (:func:`snap_factor`).
+SNAP_ULPS = 8
+
+
+def snap_factor(dtype: torch.dtype) -> float:
+    """``1 + SNAP_ULPS·ε``: correlations are multiplied by it before clamping to ``[−1, 1]``.
+
+    Exactly collinear inputs (``x' = a·x``, 1-D inputs, LayerNorm outputs) have ``|c| = 1``,
+    but ``c = s·(1/√q1)·(1/√q2)`` comes out a few ulps below it, and the arcsine/arc-cosine
+    duals turn ``1 − |c| = ε`` into ``√(2ε)`` ≈ 2e-8 of the scale (two stacked ones into
+    ``ε^{1/4}``), enough for eigenvalues of −3e-10·trace.  The factor rounds ``|c| ≥ 1 −
+    8ε`` to ±1 after the clamp.  It moves every other ``c`` by 8ε relative (1.8e-15 in
+    float64), less than the rounding error of ``c`` itself (the matrix product, two
+    reciprocal square roots and two products already carry several ε), and it costs nothing:
+    it is folded into the ``1/√q`` vector.  Used where the kernel engine forms ``c`` from a
+    Gram matrix (:func:`correlation_`, ``Elementwise._dual_of``), not where a caller hands
+    in an exact correlation (``activations.correlation``: the SDE drifts, the c-map).
+    """
+    return 1.0 + SNAP_ULPS * torch.finfo(dtype).eps
+
+
 def correlation_(t: Tile) -> Tensor:
     """Overwrite ``t.nngp`` with the correlation ``c = s · r1[:, None] · r2[None, :]``.
 
-    ``r = 1/√q`` (0 where ``q = 0``, so ``c = 0`` there), clamped to ``[−1, 1]``;
+    ``r = 1/√q`` (0 where ``q = 0``, so ``c = 0`` there), clamped to ``[−1, 1]`` after
+    rounding ``|c|`` within 8 ulps of 1 to ±1 (:func:`snap_factor`);
     on the diagonal of ``k(x)`` ``c`` is set to exactly 1 (0 for zero variances).
     Two passes over the tile instead of forming ``√(q1 q2)`` per entry.
     """
     r1 = torch.where(t.cov1 > 0, t.cov1.rsqrt(), 0.0)
-    r2 = torch.where(t.cov2 > 0, t.cov2.rsqrt(), 0.0)
+    r2 = torch.where(t.cov2 > 0, t.cov2.rsqrt(), 0.0) * snap_factor(t.cov2.dtype)
     c = t.nngp.mul_(r1[:, None]).mul_(r2).clamp_(-1.0, 1.0)
     if t.has_diagonal:
         c.diagonal().copy_(t.cov1 > 0)
@@ -181,7 +205,24 @@ def pairwise_kernel(
     side1 = {} if side1 is None else dict(side1)
     side2 = side1 if x2 is None or side2 is None else dict(side2)
     if x1.ndim > 2:
-        return _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
+        k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
+    else:
+        k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
+    if side1 or side2:  # equal inputs with different side inputs are different examples
+        return k
+    return tie_duplicates(spec, x1, x2, k, full_spatial=full_spatial)
+
+
+def _dense_kernel(
+    spec: Layer,
+    x1: Tensor,
+    x2: Tensor | None,
+    *,
+    ntk: bool,
+    side: tuple[dict[str, Tensor], dict[str, Tensor]],
+) -> Kernel:
+    """:func:`pairwise_kernel` for ``(N, d)`` inputs: panels of the Gram matrix cut in tiles."""
+    side1, side2 = side
     sym = x2 is None
     xb = x1 if x2 is None else x2
     n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
@@ -247,6 +288,112 @@ def pairwise_kernel(
         side1=side1,
         side2=None if sym else side2,
     )
+
+
+#: Rows of the small symmetric kernels that give the self-kernels of duplicated inputs.
+SELF_CHUNK = 64
+
+
+def _row_hashes(flat: Tensor) -> Tensor:
+    """An int64 key per row (``(n, f)`` → ``(n,)``), equal for bitwise-equal rows.
+
+    The bits of two row reductions (the sum and a fixed random weighting): each row is
+    reduced by the same code, so equal rows give equal keys; unequal rows rarely collide,
+    and collisions are resolved by an exact comparison afterwards.  (Elementwise products and
+    row sums, not a matrix-vector product, whose rounding may depend on the row's place.)
+    """
+    g = torch.Generator().manual_seed(0x5EED)
+    w = torch.rand(flat.shape[1], generator=g, dtype=torch.float64).to(flat)
+    weighted = torch.cat([(flat[i : i + 4096] * w).sum(1) for i in range(0, len(flat), 4096)])
+    sums = torch.stack([flat.sum(1), weighted], 1).double()
+    bits = sums.view(torch.int64)
+    return bits[:, 0] * 1_000_003 + bits[:, 1]  # wraps around modulo 2**64
+
+
+def duplicate_groups(x1: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """Group ids of exactly equal examples: ``(id1 (N1,), id2 (N2,))``, or ``None`` if none.
+
+    Rows are compared bit for bit.  With ``x2 = None`` the groups are the repeated rows of
+    ``x1`` (``id2`` is ``id1``); otherwise the rows of ``x2`` equal to a row of ``x1``.  Rows
+    whose hash is unique get distinct ids without being compared, so the common case (no
+    equal examples) costs one pass over the inputs and a sort of ``N1 + N2`` integers; the
+    few candidates are then compared exactly (``torch.unique`` over their rows).
+    """
+    flat = x1.reshape(len(x1), -1)
+    if x2 is not None:
+        flat = torch.cat([flat, x2.reshape(len(x2), -1)])
+    h = _row_hashes(flat.contiguous())
+    _, inv, counts = torch.unique(h, return_inverse=True, return_counts=True)
+    cand = (counts[inv] > 1).nonzero().squeeze(1)
+    if not len(cand):
+        return None
+    ids = torch.arange(len(flat), device=flat.device)  # distinct unless proven equal
+    _, inv_c = torch.unique(flat[cand], dim=0, return_inverse=True)
+    ids[cand] = len(flat) + inv_c  # exact groups among the candidates
+    id1, id2 = ids[: len(x1)], ids[len(x1) :]
+    if x2 is None:
+        return (id1, id1) if len(torch.unique(id1)) < len(id1) else None
+    return (id1, id2) if bool(torch.isin(id2, id1).any()) else None
+
+
+def tie_duplicates(
+    spec: Layer, x1: Tensor, x2: Tensor | None, k: Kernel, *, full_spatial: bool
+) -> Kernel:
+    """Give every pair of exactly equal examples the kernel of the example with itself.
+
+    ``k(x, x)`` is computed with the correlation ``c = 1`` exactly (the self-pair rule of
+    the module docstring), but a pair of equal examples in different places of a batch
+    gets ``c`` from a matrix product and row sums that round differently: ``c = 1 − ε``.
+    The arcsine/arc-cosine duals (ReLU family, Sign, Erf, GELU) turn that into ``√(2ε)``
+    ≈ 2e-8 of the scale, two stacked ones into ``ε^{1/4}``, and saturating activations on
+    inputs of norm 1e6 give relative errors up to 1e-5; a test point equal to a training
+    point would then not reproduce the training diagonal.  Here those pairs get exactly
+    the self-kernel instead (overwritten in ``k``): from the diagonal of ``k`` when
+    ``x2`` is None, else from small symmetric kernels of the shared examples
+    (``SELF_CHUNK`` at a time, so ``SELF_CHUNK / N2`` of the work at most).
+    """
+    groups = duplicate_groups(x1, x2)
+    if groups is None:
+        return k
+    id1, id2 = groups
+    shared = torch.isin(id1, id2) if x2 is not None else torch.bincount(id1)[id1] > 1
+    rows = shared.nonzero().squeeze(1)  # examples of x1 with an equal example in x2
+    cols = torch.isin(id2, id1[rows]).nonzero().squeeze(1)
+    pair = id1[rows][:, None] == id2[cols][None, :]
+    ii, jj = pair.nonzero().unbind(1)
+    ii, jj = rows[ii], cols[jj]
+    # one representative row of x1 per group and its self-kernel (NNGP, NTK)
+    uniq, first = _first_index(id1[rows])
+    reps = rows[first]
+    if x2 is None:
+        selves = [None if t is None else t[reps, reps] for t in (k.nngp, k.ntk)]
+    else:
+        parts = [
+            spec.kernel(
+                x1[reps[i : i + SELF_CHUNK]], get=("nngp", "ntk") if k.ntk is not None else "nngp"
+            )
+            for i in range(0, len(reps), SELF_CHUNK)
+        ]
+        idx = [torch.arange(len(p.nngp), device=reps.device) for p in parts]
+        selves = [
+            torch.cat([p.nngp[i, i] for p, i in zip(parts, idx, strict=True)]),
+            None
+            if k.ntk is None
+            else torch.cat([p.ntk[i, i] for p, i in zip(parts, idx, strict=True)]),
+        ]
+    which = torch.searchsorted(uniq, id1[ii])  # position of each pair's group in uniq
+    for t, self_t in zip((k.nngp, k.ntk), selves, strict=True):
+        if t is not None and self_t is not None:
+            t[ii, jj] = self_t[which].to(t.dtype)
+    return k
+
+
+def _first_index(ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted distinct values of ``ids`` and the index of each one's first occurrence."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(ids), device=ids.device), "amin")
+    return uniq, first
 
 
 def network_output(k: Kernel | tuple) -> Kernel:
