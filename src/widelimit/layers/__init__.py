@@ -3,7 +3,8 @@
 * ``dense.py``: ``Dense`` and the input kernel;
 * ``activations.py``: elementwise activations (closed-form and numerical duals);
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
-* ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
+* ``pooling.py``: ``AvgPool1d/2d``, ``SumPool1d/2d``, ``GlobalAvgPool``, ``GlobalSumPool``,
+  ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
 * ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
 
