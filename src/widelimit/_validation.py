@@ -73,7 +73,11 @@ def as_float_tensor(
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 """Refused by :func:`as_float_tensor` (documented in README, "Errors and guarantees")."""
 
-_SPATIAL_MODULES = ("widelimit.layers.conv", "widelimit.layers.pooling")
+_SPATIAL_MODULES = (
+    "widelimit.layers.conv",
+    "widelimit.layers.local",
+    "widelimit.layers.pooling",
+)
 
 
 def _leaves(net: object) -> list[object]:
