@@ -119,15 +119,18 @@ class ConvLocalModule(nn.Module):
             )
         if any(self.pad):
             x = F.pad(x, self.pad, mode=self.mode)
-        w = self.w_scale * self.weight
-        if nd == 1:
-            patches = x.unfold(2, self.kernel_size[0], self.stride[0])  # (N, C, L', k)
-            out = torch.einsum("ncpa,ocap->nop", patches, w)
-        else:
-            patches = x.unfold(2, self.kernel_size[0], self.stride[0]).unfold(
-                3, self.kernel_size[1], self.stride[1]
-            )  # (N, C, H', W', kh, kw)
-            out = torch.einsum("ncpqab,ocabpq->nopq", patches, w)
+        # patches (N, C·|window|, |out positions|), channel-major like the weight's (C, *k)
+        # (F.unfold, im2col, also has a vmap rule: the empirical NTK stays fast)
+        x2d = x.unsqueeze(2) if nd == 1 else x
+        k2d = (1, *self.kernel_size) if nd == 1 else self.kernel_size
+        s2d = (1, *self.stride) if nd == 1 else self.stride
+        patches = F.unfold(x2d, k2d, stride=s2d)
+        w = (self.w_scale * self.weight).reshape(
+            self.out_channels, patches.shape[1], patches.shape[2]
+        )
+        out = torch.einsum("njp,ojp->nop", patches, w).reshape(
+            x.shape[0], self.out_channels, *self.out_spatial
+        )
         if self.bias is not None:
             out = out + self.b_scale * self.bias
         return out
