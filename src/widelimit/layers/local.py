@@ -24,13 +24,13 @@ convolution with the same arguments (``A`` the window mean of
     Θ'[p, p] = n·A(Σ)[p, p] + 1[σb > 0] + σw² A(Θ)[p, p]         ("standard")
     Σ'[p, p'] = Θ'[p, p'] = 0                                    (p ≠ p')
 
-(Novak et al. 2019, §5.1 and App. D; Neural Tangents' ``stax.ConvLocal``, whose
-kernels these equal).  Hence in the diagonal layout (a net that never pools)
-``ConvLocalNd`` and ``ConvNd`` have the same kernel — an LCN and a CNN with a
-``Flatten`` readout are equivalent at infinite width — and the two differ only
-when a later layer mixes positions (pooling, where the CNN's cross-position
-covariances contribute and the LCN's are 0).  The layer itself mixes no
-positions and no examples (``pairwise``).
+(Novak et al. 2019, who show that without pooling the LCN-GP equals the CNN-GP; Neural
+Tangents' ``stax.ConvLocal``, whose kernels these equal). Hence in the diagonal layout
+(a net that never pools) ``ConvLocalNd`` and ``ConvNd`` have the same kernel — an LCN
+and a CNN with a ``Flatten`` readout are equivalent at infinite width — and the two
+differ only when a later layer mixes positions (pooling, where the CNN's cross-position
+covariances contribute and the LCN's are 0). The layer itself mixes no positions and no
+examples (``pairwise``).
 """
 
 from __future__ import annotations
