@@ -287,3 +287,24 @@ def test_matches_neural_tangents_mask_constant(tmp_path):
         for q in ("nngp", "ntk"):
             want = nt[f"{name}_{q}"]
             np.testing.assert_allclose(getattr(k, q).numpy(), want, rtol=1e-10, atol=0)
+
+
+def test_global_sum_pool_with_a_mask_sums_the_unmasked_positions() -> None:
+    """GlobalSumPool over a masked signal = GlobalSumPool over the truncated signal (same
+    convs), kernel and finite module alike."""
+    import widelimit as wl
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 2, 7, generator=g, dtype=torch.float64)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[:, 5:] = False
+    net = wl.serial(wl.Conv1d(4, 1, w_std=1.3, b_std=0.2), wl.ReLU(), wl.GlobalSumPool(),
+                    wl.Dense(1))  # fmt: skip
+    k_masked = net.kernel(x, mask=mask)
+    k_trunc = net.kernel(x[..., :5])
+    torch.testing.assert_close(k_masked.nngp, k_trunc.nngp, rtol=1e-12, atol=0)
+    torch.testing.assert_close(k_masked.ntk, k_trunc.ntk, rtol=1e-12, atol=0)
+    f = net.module(8, input_shape=(2, 7), seed=0, dtype=torch.float64)
+    y = x.clone()
+    y[..., 5:] = 100.0  # values at masked positions must not matter
+    torch.testing.assert_close(f(y, mask=mask), f(x[..., :5]), rtol=1e-12, atol=1e-12)

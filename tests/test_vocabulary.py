@@ -487,10 +487,15 @@ _OLD_NAMES = {
     "rng",
 }
 
-# Layer protocol (layers/base.py, dense.py, conv.py — owned by the kernel engineers): the
+# Layer protocol (layers/base.py, dense.py, conv.py, local.py — owned by the kernel engineers): the
 # hook make_module(in_shape, *, generator=...) and the finite modules' constructors still
 # take a torch.Generator; users pass seed= to Layer.module(). To be renamed there.
-_PENDING = {"make_module", "DenseModule.__init__", "ConvModule.__init__"}
+_PENDING = {
+    "make_module",
+    "DenseModule.__init__",
+    "ConvModule.__init__",
+    "ConvLocalModule.__init__",
+}
 
 
 def _public_modules():

@@ -76,6 +76,7 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 _SPATIAL_MODULES = (
     "widelimit.layers.attention",
     "widelimit.layers.conv",
+    "widelimit.layers.local",
     "widelimit.layers.pooling",
 )
 

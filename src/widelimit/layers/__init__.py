@@ -6,7 +6,9 @@
 * ``attention.py``: ``GlobalSelfAttention``;
 * ``conv.py``: ``Conv1d``, ``Conv2d``;
 * ``conv_transpose.py``: ``ConvTranspose1d``, ``ConvTranspose2d``;
-* ``pooling.py``: ``AvgPool1d/2d``, ``GlobalAvgPool``, ``Flatten``;
+* ``local.py``: ``ConvLocal1d``, ``ConvLocal2d`` (locally connected: unshared weights);
+* ``pooling.py``: ``AvgPool1d/2d``, ``SumPool1d/2d``, ``GlobalAvgPool``, ``GlobalSumPool``,
+  ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
 * ``graph.py``: ``Aggregate`` (graph convolution over a per-example adjacency);
 * ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
@@ -24,6 +26,7 @@ from widelimit.layers import (
     custom_activations,
     dense,
     graph,
+    local,
     normalization,
     pooling,
 )
@@ -36,6 +39,7 @@ from widelimit.layers.conv_transpose import *  # noqa: F403
 from widelimit.layers.custom_activations import *  # noqa: F403
 from widelimit.layers.dense import *  # noqa: F403
 from widelimit.layers.graph import *  # noqa: F403
+from widelimit.layers.local import *  # noqa: F403
 from widelimit.layers.normalization import *  # noqa: F403
 from widelimit.layers.pooling import *  # noqa: F403
 
@@ -48,5 +52,6 @@ __all__ += custom_activations.__all__
 __all__ += conv_transpose.__all__
 __all__ += dense.__all__
 __all__ += graph.__all__
+__all__ += local.__all__
 __all__ += normalization.__all__
 __all__ += pooling.__all__

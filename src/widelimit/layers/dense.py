@@ -108,15 +108,18 @@ def init_affine(
     dtype: torch.dtype,
     device: torch.device | str | None,
     width_factor_in: int = 1,
+    bias_shape: tuple[int, ...] | None = None,
 ) -> None:
-    """Give an affine module ``weight`` (``weight_shape``), ``bias`` (``(weight_shape[0],)``,
-    ``None`` when ``b_std == 0``) and the scales ``w_scale``/``b_scale`` of its forward pass
-    ``h = w_scale·W·x + b_scale·b``, initialised per ``parameterization`` (module docstring;
-    ``width_factor_in`` = ``s_in`` of the standard parameterization's width factor).
-    Shared by dense and convolution layers."""
+    """Give an affine module ``weight`` (``weight_shape``), ``bias`` (``bias_shape``, default
+    ``(weight_shape[0],)``; ``None`` when ``b_std == 0``) and the scales ``w_scale``/``b_scale``
+    of its forward pass ``h = w_scale·W·x + b_scale·b``, initialised per ``parameterization``
+    (module docstring; ``width_factor_in`` = ``s_in`` of the standard parameterization's width
+    factor). Shared by dense, convolution and locally connected layers."""
     kw = {"generator": generator, "dtype": dtype, "device": device}
     w = randn(weight_shape, **kw)
-    b = randn((weight_shape[0],), **kw) if b_std > 0 else None
+    if bias_shape is None:
+        bias_shape = (weight_shape[0],)
+    b = randn(bias_shape, **kw) if b_std > 0 else None
     if parameterization == "ntk":
         module.w_scale, module.b_scale = w_std / math.sqrt(fan_in), b_std
     else:

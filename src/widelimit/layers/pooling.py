@@ -1,6 +1,7 @@
-"""Pooling and flattening: ``AvgPool1d``/``AvgPool2d``, ``GlobalAvgPool``, ``Flatten``.
+"""Pooling and flattening: ``AvgPool1d/2d``, ``SumPool1d/2d``, ``GlobalAvgPool``,
+``GlobalSumPool``, ``Flatten``.
 
-All three are linear maps without parameters, so (Novak et al. 2019, §3.2)
+All of them are linear maps without parameters, so (Novak et al. 2019, §3.2)
 for a linear map ``y = P x`` applied per channel::
 
     Σ'(x, x') = P Σ(x, x') Pᵀ          Θ' = P Θ Pᵀ
@@ -10,7 +11,14 @@ for a linear map ``y = P x`` applied per channel::
   ``Σ'[i, j] = (1/k²) Σ_{a, b} Σ[s·i + a − before, s·j + b − before]``, a mean
   over windows on both sides.  It mixes positions, so the network tracks the
   full spatial layout.
-* ``GlobalAvgPool``: ``Σ' = (1/|S|²) Σ_{i, j} Σ[i, j]`` (full layout needed).
+* ``SumPool`` (same arguments): the window *sum*, ``k × AvgPool``, so
+  ``Σ' = k² · AvgPool(Σ)`` (``k = |window|``).  Padded zeros add nothing, so with
+  ``padding="same"`` a window at the edge sums its valid entries only — the same
+  numbers as Neural Tangents' ``SumPool`` (whose default stride is 1; ours, like
+  torch's pooling, is the window).
+* ``GlobalAvgPool``: ``Σ' = (1/|S|²) Σ_{i, j} Σ[i, j]`` (full layout needed);
+  ``GlobalSumPool``: the sum over positions, ``Σ' = Σ_{i, j} Σ[i, j] = |S|² ·
+  GlobalAvgPool(Σ)``.
 * ``Flatten``: features ``(c, i)`` with fan-in ``C·|S|`` for the next
   ``Dense``; its input covariance ``(1/(C|S|)) Σ_{c,i} x_{c,i} x'_{c,i}`` is the
   mean of the spatial *diagonal*, ``Σ' = (1/|S|) Σ_i Σ[i, i]`` — only the
@@ -105,6 +113,14 @@ class AvgPoolModule(nn.Module):
         return f"window={self.window}, stride={self.stride}, pad={self.pad}, mode={self.mode}"
 
 
+class SumPoolModule(AvgPoolModule):
+    """Finite sum pooling: pad (zeros or wrap-around), then sum over each window
+    (``|window|`` times the average; padded zeros add nothing)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * math.prod(self.window)
+
+
 @dataclass(frozen=True)
 class _AvgPool(Layer):
     window: int | tuple[int, ...] = 2
@@ -115,6 +131,8 @@ class _AvgPool(Layer):
     n_spatial: ClassVar[int] = 2
     pairwise: ClassVar[bool] = True
     side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
+    #: mean over the window (AvgPool) or sum (SumPool, ``|window|`` × the mean)
+    normalize: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         n = self.n_spatial
@@ -129,7 +147,8 @@ class _AvgPool(Layer):
             if k > size:
                 raise ValueError(
                     f"{name}: pooling window {k} along axis {ax} is larger than the input size "
-                    f"{size}; use a smaller window or GlobalAvgPool()"
+                    f"{size}; use a smaller window or "
+                    f"{'GlobalAvgPool' if self.normalize else 'GlobalSumPool'}()"
                 )
         return tuple(
             axis_window(name, ax, size, k, s, self.padding)
@@ -145,7 +164,7 @@ class _AvgPool(Layer):
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         s = check_spatial_rank(type(self).__name__, single_shape(self, in_shape), self.n_spatial)
         wins = self.windows(s[1:])
-        return AvgPoolModule(
+        return (AvgPoolModule if self.normalize else SumPoolModule)(
             self.window,
             self.stride,
             tuple((w.before, w.after) for w in wins),
@@ -158,7 +177,8 @@ class _AvgPool(Layer):
             d1, d2 = spatial_dims(n_lead, axis, True)
             # windows on both sides independently: P Σ Pᵀ along this axis
             t = window_sum(window_sum(t, (d1,), win, circ), (d2,), win, circ)
-        return t / math.prod(self.window) ** 2
+        # the sums over both windows are the SumPool rule; AvgPool divides by k² (k = |window|)
+        return t / math.prod(self.window) ** 2 if self.normalize else t
 
     def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
         return prepare_mask(value, x, arg)
@@ -193,8 +213,27 @@ class AvgPool2d(_AvgPool):
     n_spatial: ClassVar[int] = 2
 
 
+@dataclass(frozen=True)
+class SumPool1d(_AvgPool):
+    """Sum pooling on ``(N, C, L)``: ``|window|`` × ``AvgPool1d`` with the same ``window``,
+    ``stride`` (default ``window``) and ``padding`` (padded zeros add nothing; module
+    docstring)."""
+
+    n_spatial: ClassVar[int] = 1
+    normalize: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class SumPool2d(_AvgPool):
+    """Sum pooling on ``(N, C, H, W)``: ``kh·kw`` × ``AvgPool2d`` with the same ``window``,
+    ``stride`` (default ``window``) and ``padding`` (module docstring)."""
+
+    n_spatial: ClassVar[int] = 2
+    normalize: ClassVar[bool] = False
+
+
 # --------------------------------------------------------------------------
-# Global average pooling and flattening
+# Global average/sum pooling and flattening
 # --------------------------------------------------------------------------
 
 
@@ -211,6 +250,21 @@ class GlobalAvgPoolModule(nn.Module):
         m = mask.to(x.dtype).unsqueeze(1)
         count = m.sum(dim=dims)
         return (x * m).sum(dim=dims) / count.clamp_min(1.0)  # 0 for an empty mask
+
+    def side_out(self, side: dict) -> dict:
+        return drop_mask(side)
+
+
+class GlobalSumPoolModule(nn.Module):
+    takes_side = True  # reads the mask (widelimit.layers.masking)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
+        """``(N, C, *S) -> (N, C)``: sum over all (or the unmasked) spatial positions."""
+        if x.ndim <= 2:
+            return x
+        if mask is not None:
+            x = x * mask.to(x.dtype).unsqueeze(1)
+        return x.sum(dim=tuple(range(2, x.ndim)))
 
     def side_out(self, side: dict) -> dict:
         return drop_mask(side)
@@ -241,12 +295,13 @@ def _check_spatial_input(layer: Layer, in_shape: ShapeLike) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool(Layer):
-    """Mean over all spatial positions: ``(N, C, *S) -> (N, C)`` (module docstring)."""
-
+class _GlobalPool(Layer):
     mixes_positions: ClassVar[bool] = True
     pairwise: ClassVar[bool] = True
     side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
+
+    #: mean over the positions (GlobalAvgPool) or sum (GlobalSumPool)
+    normalize: ClassVar[bool] = True
 
     def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
         return prepare_mask(value, x, arg)
@@ -256,23 +311,29 @@ class GlobalAvgPool(Layer):
 
     def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
         _check_spatial_input(self, in_shape)
-        return GlobalAvgPoolModule()
+        return GlobalAvgPoolModule() if self.normalize else GlobalSumPoolModule()
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
         k = single_kernel(self, k)
+        name = type(self).__name__
         if not k.spatial:
-            raise ValueError("GlobalAvgPool expects a kernel with spatial axes; got dense features")
+            raise ValueError(f"{name} expects a kernel with spatial axes; got dense features")
         _needs_full(self, k)
-        if k.side_pair(MASK) is not None:  # mean over the unmasked positions
+        if k.side_pair(MASK) is not None and self.normalize:  # mean over the unmasked positions
             nngp, ntk, cov1, cov2 = masked_global_mean(k)
             out = with_mask(k, None, None)
             return out.replace(
                 nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, spatial=(), full_spatial=False
             )
+        if k.side_pair(MASK) is not None:  # sum: masked positions read as zeros
+            k = with_mask(mask_kernel(k), None, None)
 
         def mean(t: Tensor | None, n_lead: int) -> Tensor | None:
-            # Σ' = (1/|S|²) Σ_{i,j} Σ[i, j]
-            return None if t is None else t.mean(dim=tuple(range(n_lead, t.ndim)))
+            # Σ' = (1/|S|²) Σ_{i,j} Σ[i, j]  (GlobalSumPool: Σ' = Σ_{i,j} Σ[i, j])
+            if t is None:
+                return None
+            dims = tuple(range(n_lead, t.ndim))
+            return t.mean(dim=dims) if self.normalize else t.sum(dim=dims)
 
         return k.replace(
             nngp=mean(k.nngp, 2),
@@ -282,6 +343,19 @@ class GlobalAvgPool(Layer):
             spatial=(),
             full_spatial=False,
         )
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(_GlobalPool):
+    """Mean over all spatial positions: ``(N, C, *S) -> (N, C)`` (module docstring)."""
+
+
+@dataclass(frozen=True)
+class GlobalSumPool(_GlobalPool):
+    """Sum over all spatial positions: ``(N, C, *S) -> (N, C)``; ``|S|`` × ``GlobalAvgPool``
+    (module docstring)."""
+
+    normalize: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -343,4 +417,9 @@ __all__ = [
     "FlattenModule",
     "GlobalAvgPool",
     "GlobalAvgPoolModule",
+    "GlobalSumPool",
+    "GlobalSumPoolModule",
+    "SumPool1d",
+    "SumPool2d",
+    "SumPoolModule",
 ]
