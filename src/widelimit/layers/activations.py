@@ -316,13 +316,7 @@ def _piecewise_linear_from_correlation(a: float, b: float, c: Tensor, ntk: bool)
     p, ab = a * a + b * b, a * b
     # sin θ = √((1 − c)(1 + c)), accurate near |c| = 1
     one_plus_c = c + 1.0
-    sin_theta = _op(ip, torch.rsub(c, 1.0), "mul", one_plus_c)
-    if ip and c.dtype == torch.float64 and c.device.type == "cpu":
-        # √x as x/√(x + tiny) (0 at x = 0): float64 sqrt is ~3× slower than rsqrt on CPU
-        tiny = torch.finfo(c.dtype).tiny
-        sin_theta.mul_(torch.add(sin_theta, tiny, out=one_plus_c).rsqrt_())
-    else:
-        sin_theta = _op(ip, sin_theta, "sqrt")
+    sin_theta = _op(ip, _op(ip, torch.rsub(c, 1.0), "mul", one_plus_c), "sqrt")
     theta = torch.arccos(c) if ab != 0 else None  # ReLU-like slopes (a·b = 0) skip θ-terms
     # π − θ = arccos(−c), accurate near c = −1 (in place: in the 1 + c buffer)
     alpha = torch.neg(c, out=one_plus_c).acos_() if ip else torch.arccos(-c)
