@@ -14,12 +14,16 @@ on stdin, one JSON reply a line on stdout:
 * ``{"cmd": "save", "nngp": "a.npy", "ntk": "b.npy"}``: write the last result;
 * ``{"cmd": "quit"}``.
 
-Start it with ``argv[1] == "1"`` for float64 (``jax_enable_x64``).
+Start it with ``argv[1] == "1"`` for float64 (``jax_enable_x64``).  With the environment
+variable ``WIDELIMIT_NT_CPU=K`` it pins itself to CPU ``K`` before JAX is imported (so every
+XLA thread inherits the pin).  ``setup`` replies with the number of threads the process has
+after the warm-up call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -49,6 +53,9 @@ def _build(stax, layers):
 
 def main() -> None:
     x64 = len(sys.argv) > 1 and sys.argv[1] == "1"
+    cpu = os.environ.get("WIDELIMIT_NT_CPU")
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu)})
     import jax
 
     if x64:
@@ -69,6 +76,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = jax.block_until_ready(fn(x, None, get=("nngp", "ntk")))
                 msg = {"ok": True, "compile_seconds": time.perf_counter() - t0}
+                if os.path.isdir("/proc/self/task"):
+                    msg["threads"] = len(os.listdir("/proc/self/task"))
             elif cmd["cmd"] == "time":
                 c0, t0 = time.process_time(), time.perf_counter()
                 out = jax.block_until_ready(fn(x, None, get=("nngp", "ntk")))

@@ -9,20 +9,30 @@ Workloads (issue 12), NNGP+NTK of ``x`` with itself, float32 and float64:
 
 Columns: ``widelimit_s`` (best of the pairs), ``nt_s`` and ``ratio`` = widelimit / Neural
 Tangents, measured in interleaved pairs A, B, A, B, ... (minimum of each side) so that load
-from other processes hits both alike; ``cpu_ratio`` is the same ratio of process CPU times
-(robust when the machine is shared, but it adds up threads in ``--threads default``);
+from other processes hits both alike; ``widelimit_cpu_s``, ``nt_cpu_s`` and ``cpu_ratio``: the
+same with process CPU times (all threads; robust when the machine is shared, but it adds up
+threads in ``--threads default``); ``nt_idle_cpu_s``: CPU time the (idle) Neural Tangents
+worker used while widelimit ran (its largest value over the pairs; should be 0);
 ``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
 (``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
 ``ratio_to_bound`` (both in CPU time); ``peak_MiB`` = extra resident memory during one
-widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK.
+widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK;
+``load`` = the 1-minute load average after the row.
 
 Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
 ``WIDELIMIT_NT_PYTHON``; build one with ``../shared/peers/neural-tangents.sh``), jitted with
 ``get`` static, warmed up, ``block_until_ready``, NHWC images, x64 enabled for float64.  Without
-it the peer columns are empty.  ``--threads 1`` (default) pins both sides to one thread
-(``torch.set_num_threads(1)``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1``, ``OMP_NUM_THREADS=1``); ``--threads default`` leaves both
-at their defaults.  ``--memory`` instead reports the peak RSS of fresh processes computing
+it the peer columns are empty.
+
+Threads.  ``--threads 1`` (default) makes both sides single-threaded: widelimit with
+``torch.set_num_threads(1)`` and ``torch.set_num_interop_threads(1)``; the worker with
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` and
+``OMP_NUM_THREADS=1`` set before JAX is imported.  Those flags alone do not stop XLA's CPU
+client from running a jitted call on two threads at once (measured with jaxlib 0.4.25: the
+caller thread and a pool thread both busy, ~40 % of the CPU time on the caller), so on Linux
+both processes are also pinned to the same single CPU (``sched_setaffinity``; the jitted call
+then runs inline on one thread).  ``--threads default`` leaves both at their defaults (no
+flags, no pinning).  ``--memory`` instead reports the peak RSS of fresh processes computing
 FC ReLU float32 at N = 20,000 and conv + GAP ("same", N = 64).
 
     python -m benchmarks.kernels [--json] [--quick] [--pairs 5] [--threads 1|default]
@@ -110,16 +120,23 @@ def inputs(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class NeuralTangents:
-    """A persistent ``_nt_worker.py`` subprocess of the Neural Tangents Python."""
+    """A persistent ``_nt_worker.py`` subprocess of the Neural Tangents Python.
 
-    def __init__(self, python: str, x64: bool, single_thread: bool) -> None:
+    ``cpu``: pin the worker to that CPU (it pins itself before importing JAX).
+    """
+
+    def __init__(self, python: str, x64: bool, single_thread: bool, cpu: int | None = None):
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         env["JAX_PLATFORMS"] = "cpu"
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "WIDELIMIT_NT_CPU"):
+            env.pop(var, None)  # both modes start from the same, known settings
         if single_thread:
             env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
             env["OMP_NUM_THREADS"] = "1"
+        if cpu is not None:
+            env["WIDELIMIT_NT_CPU"] = str(cpu)
         self.proc = subprocess.Popen(
             [python, str(_WORKER), "1" if x64 else "0"],
             stdin=subprocess.PIPE,
@@ -128,6 +145,10 @@ class NeuralTangents:
             text=True,
             env=env,
         )
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system, all threads) the worker has used so far (Linux only)."""
+        return _proc_cpu_seconds(self.proc.pid)
 
     def ask(self, **cmd: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -147,6 +168,16 @@ class NeuralTangents:
         except (RuntimeError, BrokenPipeError, OSError):
             pass
         self.proc.wait(timeout=30)
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` from ``/proc/<pid>/stat`` (None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def nt_python(flag: str | None) -> str | None:
@@ -211,22 +242,37 @@ def run(
 ) -> list[dict]:
     """Rows of the workload table (module docstring)."""
     single = threads == "1"
+    cpu = None
+    saved_threads = torch.get_num_threads()
+    saved_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if single:
         torch.set_num_threads(1)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set, or inter-op work already started: keep it
+            pass
+        if saved_affinity:
+            cpu = max(saved_affinity)  # both sides on the same single CPU
+            os.sched_setaffinity(0, {cpu})
     nt = nt_python(nt)
     rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="widelimit-bench-"))
-    for dtype in (torch.float32, torch.float64):
-        peer = NeuralTangents(nt, dtype == torch.float64, single) if nt else None
-        try:
-            for w in workloads(quick):
-                if only and not w["name"].lower().startswith(only):
-                    continue
-                rows.append(_one(w, dtype, pairs, peer, tmp, threads))
-                print(f"[kernels] {rows[-1]}", file=sys.stderr, flush=True)
-        finally:
-            if peer is not None:
-                peer.close()
+    try:
+        for dtype in (torch.float32, torch.float64):
+            peer = NeuralTangents(nt, dtype == torch.float64, single, cpu) if nt else None
+            try:
+                for w in workloads(quick):
+                    if only and not w["name"].lower().startswith(only):
+                        continue
+                    rows.append(_one(w, dtype, pairs, peer, tmp, threads))
+                    print(f"[kernels] {rows[-1]}", file=sys.stderr, flush=True)
+            finally:
+                if peer is not None:
+                    peer.close()
+    finally:
+        torch.set_num_threads(saved_threads)
+        if saved_affinity:
+            os.sched_setaffinity(0, saved_affinity)
     return rows
 
 
@@ -245,12 +291,16 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
         "widelimit_s": None,
         "nt_s": None,
         "ratio": None,
+        "widelimit_cpu_s": None,
+        "nt_cpu_s": None,
         "cpu_ratio": None,
+        "nt_idle_cpu_s": None,
         "bound_s": None,
         "ratio_to_bound": None,
         "peak_MiB": round(mem.peak_mb, 1),
         "first_call_s": t_cold,
         "max_rel_diff": None,
+        "load": None,
     }
     if peer is not None:
         xf = tmp / "x.npy"
@@ -265,12 +315,16 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
             print(f"[kernels] Neural Tangents failed on {w['name']}: {err}", file=sys.stderr)
             peer = None
     del k
-    mine, theirs, mine_cpu, theirs_cpu, gemm, one_pass = [], [], [], [], [], []
+    mine, theirs, mine_cpu, theirs_cpu, gemm, one_pass, idle = [], [], [], [], [], [], []
     for _ in range(pairs):
+        before = peer.cpu_seconds() if peer is not None else None
         wall, cpu = _time_cpu(lambda: net.kernel(x))
         mine.append(wall)
         mine_cpu.append(cpu)
         if peer is not None:
+            after = peer.cpu_seconds()
+            if before is not None and after is not None:
+                idle.append(after - before)
             reply = peer.ask(cmd="time")
             theirs.append(reply["seconds"])
             theirs_cpu.append(reply["cpu_seconds"])
@@ -279,13 +333,18 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
             gemm.append(g)
             one_pass.append(p)
     row["widelimit_s"] = min(mine)
+    row["widelimit_cpu_s"] = min(mine_cpu)
     if theirs:
         row["nt_s"] = min(theirs)
         row["ratio"] = row["widelimit_s"] / row["nt_s"]
+        row["nt_cpu_s"] = min(theirs_cpu)
         row["cpu_ratio"] = min(mine_cpu) / min(theirs_cpu)
+    if idle:
+        row["nt_idle_cpu_s"] = max(idle)
     if fc_relu:
         row["bound_s"] = min(gemm) + DEPTH * PASSES * min(one_pass)
         row["ratio_to_bound"] = min(mine_cpu) / row["bound_s"]  # CPU times (shared machine)
+    row["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return row
 
 

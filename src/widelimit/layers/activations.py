@@ -614,11 +614,18 @@ class Erf(Elementwise):
             nngp = _op(ip, nngp, "add", self.shift**2)
         if not ntk:
             return nngp, None
-        # det = 1 + 2q1 + 2q2 + 4 q1 q2 (1 − c)(1 + c) > 0, free of cancellation
+        # det = 1 + 2q1 + 2q2 + 4 q1 q2 (1 − c)(1 + c) > 0, free of cancellation, as
+        # k·det = k(1 + 2q2) + q1·(2k + 4k q2 (1 − c)(1 + c)) with k = π²/16, so that
+        # E[φ'φ'] = (4/π)/√det = 1/√(k·det): two fused multiply-adds, no final scaling
+        k = math.pi**2 / 16
         det = _op(ip, torch.rsub(c, 1.0), "mul", _op(ip, c, "add", 1.0))
-        det = _op(ip, _op(ip, det, "mul", 4 * q1), "mul", q2)
-        det = _op(ip, _op(ip, det, "add", 1 + 2 * q1), "add", 2 * q2)
-        return nngp, _op(ip, _op(ip, det, "rsqrt"), "mul", 4 * a2 * b2 / math.pi)
+        scale = a2 * b2  # E[φ'φ'] of a·erf(b·x) is a²b² × that of erf at variances b²q
+        if scale == 0.0:
+            return nngp, torch.zeros_like(nngp)
+        k = k / scale**2
+        det = torch.addcmul(c.new_tensor(2 * k), det, 4 * k * q2, out=det if ip else None)
+        det = torch.addcmul(k * (1 + 2 * q2), det, q1, out=det if ip else None)
+        return nngp, _op(ip, det, "rsqrt")
 
 
 @dataclass(frozen=True)

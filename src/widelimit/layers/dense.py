@@ -176,6 +176,15 @@ class DenseModule(nn.Module):
         return f"{self.in_features}, {self.out_features}, parameterization={self.parameterization}"
 
 
+def _affine_(t: Tensor, a: float, b: float) -> Tensor:
+    """``t ← a·t + b`` in place, in one pass (none when ``a = 1, b = 0``)."""
+    if b == 0.0:
+        return t if a == 1.0 else t.mul_(a)
+    if a == 1.0:
+        return t.add_(b)
+    return torch.add(t.new_tensor(b), t, alpha=a, out=t)  # b + a·t, b a 0-dim tensor
+
+
 @dataclass(frozen=True)
 class Dense(WidthLayer):
     """Fully-connected layer with ``out_features`` outputs.
@@ -269,10 +278,12 @@ class Dense(WidthLayer):
                 theta.mul_(w2).add_(s, alpha=n)
                 if bias:
                     theta.add_(bias)
-        s.mul_(w2).add_(b2)  # Σ' = σw² Σ + σb²
+        _affine_(s, w2, b2)  # Σ' = σw² Σ + σb²
         if theta is not None and self.parameterization == "ntk":
-            # Θ' = Σ' + σw² Θ; the raw input's Θ = 0 gives Θ' = Σ' (no zeros array)
-            theta = s.clone() if is_zero_constant(theta) else theta.mul_(w2).add_(s)
+            # Θ' = Σ' + σw² Θ (one pass); the raw input's Θ = 0 gives Θ' = Σ' (no zeros array)
+            theta = (
+                s.clone() if is_zero_constant(theta) else torch.add(s, theta, alpha=w2, out=theta)
+            )
         return t.replace(
             nngp=s,
             ntk=theta,
