@@ -177,12 +177,17 @@ class DenseModule(nn.Module):
 
 
 def _affine_(t: Tensor, a: float, b: float) -> Tensor:
-    """``t ← a·t + b`` in place, in one pass (none when ``a = 1, b = 0``)."""
+    """``t ← a·t + b`` in place (no pass when ``a = 1, b = 0``).
+
+    Rounded exactly as ``a * cov + b`` on the variance vectors (multiply, then add): a fused
+    multiply-add would round the kernel's diagonal differently from the variances, so that
+    the correlation of an example with itself came out 1 − ε, which arc-cosine duals amplify
+    to √ε (seen as 1e-8 errors in attention kernels)."""
     if b == 0.0:
         return t if a == 1.0 else t.mul_(a)
     if a == 1.0:
         return t.add_(b)
-    return torch.add(t.new_tensor(b), t, alpha=a, out=t)  # b + a·t, b a 0-dim tensor
+    return t.mul_(a).add_(b)
 
 
 @dataclass(frozen=True)
