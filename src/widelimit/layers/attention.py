@@ -71,8 +71,19 @@ it mixes positions (the network tracks the full spatial layout).  Only the
 ``"ntk"`` parameterization exists for this layer (as in Neural Tangents).
 The attention weights are computed in one place per face
 (:meth:`GlobalSelfAttention.attention_weights` and
-:meth:`GlobalSelfAttentionModule.attention_weights`), where a mask of padded
-positions would enter (``−∞`` logits for softmax, zeros otherwise).
+:meth:`GlobalSelfAttentionModule.attention_weights`).
+
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): the inputs
+and the positional embeddings at masked positions are read as zeros
+(``Σ[i, j] ← m[i] Σ[i, j] m'[j]``, ``R ← m R m'``) and masked positions are
+excluded as keys, as in Neural Tangents: ``−∞`` logits for the softmax (a softmax
+over the unmasked keys of each example's own ``Σ̂(x, x)``), ``0`` logits for the
+elementwise mechanisms (``φ(0) = 0``; with ``1/√d_k`` scaling the logits of a
+masked key have variance 0 already).  A masked query position attends to the
+unmasked keys with a zero query (uniformly, for the softmax); its output is
+computed alike by kernel and module, is meaningless, and keeps its mask (Neural
+Tangents zeroes it in the kernel instead).  An example with no unmasked position
+gets weights 0: its output is the bias.
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ normaliser estimated from finitely many positions, random at infinite width: the
 limit is not a Gaussian process with a closed-form kernel, and the layer refuses
 it (as Neural Tangents does).
 
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): over
+spatial axes, the finite mean and variance run over the unmasked positions
+only, and so does the average ``q̄(x)[i] = Σ_p m[p] q(x)[p] / Σ_p m[p]`` over the
+line through ``i``; a line without an unmasked position outputs 0 (``q̄ = ∞``).
+``axis="channels"`` is per position and ignores the mask.
+
 ``Dropout(rate)``: the kernel is the identity — it describes the network at
 evaluation time, when dropout is off.  The finite module is built in eval
 mode (the identity, matching the kernel); call ``.train()`` on the network to
