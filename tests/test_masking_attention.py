@@ -16,7 +16,9 @@ Routes, each independent of the rule under test:
 * Monte Carlo through a finite network with masks of mixed lengths (error model of
   ``tests/test_attention.py``: ``|analytic − MC| ≤ Z·sem + BIAS_C·max|K|/width``), with a
   power check (the kernel of the unmasked inputs fails it);
-* Neural Tangents 0.6.5 with ``mask_constant`` (slow; skipped without its venv).
+* Neural Tangents 0.6.5 with ``mask_constant`` (slow; skipped without its venv): softmax
+  with summed embeddings and ``1/√d_k`` identity attention, then ``LayerNorm("all")``,
+  agree to 8e-13 relative (asserted at 1e-10).
 """
 
 from __future__ import annotations
@@ -346,8 +348,9 @@ def _mc_net(out: int):
     )
 
 
-@pytest.mark.slow
 def test_monte_carlo_mixed_lengths():
+    """Calibration: allowed-error ratio 0.13 (max z 2.1, relative error 0.016); the unmasked
+    kernel scores 2.0."""
     x = _signals(4, seed=16, length=6, c=4)
     m = _prefix_mask([6, 3, 5, 2], length=6)
     x = _scramble(x, m, seed=17)  # large values at the masked positions
