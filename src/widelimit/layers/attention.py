@@ -71,8 +71,19 @@ it mixes positions (the network tracks the full spatial layout).  Only the
 ``"ntk"`` parameterization exists for this layer (as in Neural Tangents).
 The attention weights are computed in one place per face
 (:meth:`GlobalSelfAttention.attention_weights` and
-:meth:`GlobalSelfAttentionModule.attention_weights`), where a mask of padded
-positions would enter (``−∞`` logits for softmax, zeros otherwise).
+:meth:`GlobalSelfAttentionModule.attention_weights`).
+
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): the inputs
+and the positional embeddings at masked positions are read as zeros
+(``Σ[i, j] ← m[i] Σ[i, j] m'[j]``, ``R ← m R m'``) and masked positions are
+excluded as keys, as in Neural Tangents: ``−∞`` logits for the softmax (a softmax
+over the unmasked keys of each example's own ``Σ̂(x, x)``), ``0`` logits for the
+elementwise mechanisms (``φ(0) = 0``; with ``1/√d_k`` scaling the logits of a
+masked key have variance 0 already).  A masked query position attends to the
+unmasked keys with a zero query (uniformly, for the softmax); its output is
+computed alike by kernel and module, is meaningless, and keeps its mask (Neural
+Tangents zeroes it in the kernel instead).  An example with no unmasked position
+gets weights 0: its output is the bias.
 """
 
 from __future__ import annotations
@@ -97,6 +108,7 @@ from widelimit.layers.base import (
     single_shape,
 )
 from widelimit.layers.inputs import is_zero_constant
+from widelimit.layers.masking import MASK, mask_kernel, prepare_mask
 from widelimit.seeding import Seed, as_generator
 
 MECHANISMS = ("softmax", "identity", "relu", "abs")
@@ -125,11 +137,23 @@ class _Identity(Elementwise):
 _ELEMENTWISE: dict[str, Elementwise] = {"identity": _Identity(), "relu": ReLU(), "abs": Abs()}
 
 
-def attention_fn(mechanism: str, logits: Tensor) -> Tensor:
-    """``φ(logits)``: softmax over the last axis (keys), or the elementwise function."""
+def attention_fn(mechanism: str, logits: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    """``φ(logits)``: softmax over the last axis (keys), or the elementwise function.
+
+    ``key_mask`` (broadcastable to ``logits``, 1 where the key position exists) excludes
+    masked keys (Neural Tangents' rule): their logits are ``−∞`` for the softmax (which then
+    runs over the unmasked keys only) and ``0`` for the elementwise mechanisms, whose
+    ``φ(0) = 0``; a row with no unmasked key gets weights 0.
+    """
     if mechanism == "softmax":
-        return torch.softmax(logits, dim=-1)
-    return _ELEMENTWISE[mechanism].fn(logits)
+        if key_mask is None:
+            return torch.softmax(logits, dim=-1)
+        valid = key_mask > 0
+        some = valid.any(dim=-1, keepdim=True)  # rows with no key keep finite logits ...
+        logits = logits.masked_fill(~valid & some, -math.inf)
+        return torch.softmax(logits, dim=-1) * key_mask  # ... and get weights 0
+    weights = _ELEMENTWISE[mechanism].fn(logits)
+    return weights if key_mask is None else weights * key_mask
 
 
 # --------------------------------------------------------------------------
@@ -207,8 +231,13 @@ class GlobalSelfAttentionModule(nn.Module):
     ``(C_out,)`` (absent when ``b_std == 0``), ``pos_emb`` ``(C_e, |S|)`` (absent without
     embedding), all ``N(0, 1)``, drawn on the CPU from ``seed`` (``int``,
     ``torch.Generator`` or ``None``: the global RNG).
-    ``forward``: ``(N, C, *S) -> (N, C_out, *S)``.
+    ``forward``: ``(N, C, *S) -> (N, C_out, *S)``; with ``mask`` ``(N, *S)`` (the side input
+    of :mod:`widelimit.layers.masking`) the masked inputs and embeddings are read as zeros and
+    the masked positions are excluded as keys (their outputs are computed, as the kernel's,
+    and stay masked).
     """
+
+    takes_side = True  # reads the mask (widelimit.layers.masking)
 
     def __init__(
         self,
@@ -248,12 +277,11 @@ class GlobalSelfAttentionModule(nn.Module):
         self.value_scale = layer.w_std_value / math.sqrt(self.value_in)
         self.out_scale = layer.w_std_out / math.sqrt(h * dv)
 
-    def attention_weights(self, logits: Tensor) -> Tensor:
-        """``φ(logits)`` over the key axis; ``logits``: ``(N, H, |S|, |S|)``.
-
-        (A mask of padded positions would set their logits here: ``−∞`` for softmax.)
-        """
-        return attention_fn(self.layer.attention_mechanism, logits)
+    def attention_weights(self, logits: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``φ(logits)`` over the key axis; ``logits``: ``(N, H, |S|, |S|)``; ``mask``
+        ``(N, |S|)`` excludes the masked keys (:func:`attention_fn`)."""
+        key_mask = None if mask is None else mask[:, None, None, :]
+        return attention_fn(self.layer.attention_mechanism, logits, key_mask)
 
     def embedding(self) -> Tensor | None:
         """The positional embedding ``e = σe·z Lᵀ``: ``(C_e, |S|)``, or ``None``."""
@@ -262,7 +290,7 @@ class GlobalSelfAttentionModule(nn.Module):
         e = self.pos_emb if self.pos_emb_factor is None else self.pos_emb @ self.pos_emb_factor.T
         return self.layer.pos_emb_std * e
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
         if x.ndim != 2 + len(self.spatial) or tuple(x.shape[1:]) != (
             self.in_channels,
             *self.spatial,
@@ -273,9 +301,15 @@ class GlobalSelfAttentionModule(nn.Module):
             )
         n = x.shape[0]
         xs = x.flatten(2)  # (N, C, |S|)
+        m = None
+        if mask is not None:  # masked positions read as zeros, inputs and embeddings alike
+            m = mask.to(xs.dtype).reshape(n, -1)
+            xs = xs * m[:, None, :]
         xk = xv = xs
         e = self.embedding()
         if e is not None:
+            if m is not None:
+                e = e * m[:, None, :]  # (N, C_e, |S|)
             if self.layer.pos_emb == "sum":
                 xk = xs + e
             else:
@@ -289,7 +323,7 @@ class GlobalSelfAttentionModule(nn.Module):
             else torch.einsum("ncs,hcd->nhsd", xk, self.query_weight)
         )
         logits = (queries @ keys.transpose(-1, -2)) * self.logit_scale  # (N, H, |S|, |S|)
-        weights = self.attention_weights(logits)
+        weights = self.attention_weights(logits, m)
         values = torch.einsum("ncs,hcd->nhsd", xv, self.value_weight) * self.value_scale
         heads = (weights @ values).permute(0, 1, 3, 2).reshape(n, -1, xs.shape[-1])
         out = torch.einsum("oc,ncs->nos", self.out_weight, heads) * self.out_scale
@@ -360,6 +394,7 @@ class GlobalSelfAttention(WidthLayer):
     width_field: ClassVar[str] = "out_channels"
     mixes_positions: ClassVar[bool] = True
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
 
     def __post_init__(self) -> None:
         for name in ("out_channels", "key_channels", "value_channels", "pos_emb_channels"):
@@ -477,10 +512,16 @@ class GlobalSelfAttention(WidthLayer):
         s = self._check_input(in_shape)
         return GlobalSelfAttentionModule(self, tuple(s), seed=generator, dtype=dtype, device=device)
 
-    def attention_weights(self, cov: Tensor) -> Tensor:
-        """Limiting weights ``A = φ(σq σk Σ̂)`` from ``(..., |S|, |S|)`` self-covariances
-        (linear scaling; a mask of padded positions would enter here)."""
-        return attention_fn(self.attention_mechanism, (self.w_std_query * self.w_std_key) * cov)
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
+
+    def attention_weights(self, cov: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Limiting weights ``A = φ(σq σk Σ̂)`` from ``(N, |S|, |S|)`` self-covariances
+        (linear scaling), each example's own; ``mask`` ``(N, |S|)`` excludes its masked
+        keys (softmax over the unmasked ones, :func:`attention_fn`)."""
+        logits = (self.w_std_query * self.w_std_key) * cov
+        key_mask = None if mask is None else mask[:, None, :]
+        return attention_fn(self.attention_mechanism, logits, key_mask)
 
     def transform_kernel(self, k: KernelLike) -> Kernel:
         k = single_kernel(self, k)
@@ -502,6 +543,11 @@ class GlobalSelfAttention(WidthLayer):
                 "(the finite module works for Monte Carlo)"
             )
         n_sp, spatial = len(k.spatial), k.spatial
+        pair = k.side_pair(MASK)
+        m1 = m2 = None
+        if pair is not None:  # masked inputs read as zeros (the mask passes through)
+            k = mask_kernel(k)
+            m1, m2 = (m.reshape(m.shape[0], -1) for m in pair)  # (N, |S|) row-major
         dims = self.dims(k.channels)
         c_e = dims["pos_emb"]
         w_in, w_e = 1.0, 0.0
@@ -509,20 +555,25 @@ class GlobalSelfAttention(WidthLayer):
             w_e = self.pos_emb_std**2
         elif self.pos_emb == "concat":
             w_in, w_e = k.channels / dims["key_in"], self.pos_emb_std**2 * c_e / dims["key_in"]
-        r = None
+        r = r1 = r2 = None
         if self.pos_emb != "none":
             r = self.pos_emb_matrix(spatial, dtype=k.dtype, device=k.device)
             if r is None:
                 r = torch.eye(math.prod(spatial), dtype=k.dtype, device=k.device)
+            r1 = r2 = r
+            if m1 is not None:  # embeddings at masked positions read as zeros too
+                r1 = m1[:, :, None] * r * m1[:, None, :]  # (N1, |S|, |S|)
+                r2 = m2[:, :, None] * r * m2[:, None, :]
+                r = m1[:, None, :, None] * r * m2[None, :, None, :]  # (N1, N2, |S|, |S|)
 
         def flat(t: Tensor, n_lead: int) -> Tensor:
             return _flatten_pairs(t, n_lead, n_sp)
 
-        def hat(t: Tensor | None) -> Tensor | None:  # Σ̂ = ω Σ + ω_e R (inputs of keys)
-            return t if t is None or r is None else w_in * t + w_e * r
+        def hat(t: Tensor | None, rr: Tensor | None) -> Tensor | None:  # Σ̂ = ω Σ + ω_e R
+            return t if t is None or rr is None else w_in * t + w_e * rr  # (inputs of keys)
 
-        def tilde(t: Tensor | None) -> Tensor | None:  # Σ̃: inputs of values
-            return hat(t) if self.pos_emb_values else t
+        def tilde(t: Tensor | None, rr: Tensor | None) -> Tensor | None:  # Σ̃: of values
+            return hat(t, rr) if self.pos_emb_values else t
 
         c1 = flat(k.cov1, 1)
         c2 = c1 if k.cov2 is None else flat(k.cov2, 1)
@@ -533,32 +584,35 @@ class GlobalSelfAttention(WidthLayer):
         ov2, b2 = (self.w_std_value * self.w_std_out) ** 2, self.b_std**2
         b_ntk = 1.0 if self.b_std > 0 else 0.0
         if self.linear_scaling:
-            a1 = self.attention_weights(hat(c1))  # (N1, |S|, |S|)
-            a2 = a1 if k.cov2 is None else self.attention_weights(hat(c2))
+            a1 = self.attention_weights(hat(c1, r1), m1)  # (N1, |S|, |S|)
+            a2 = a1 if k.cov2 is None else self.attention_weights(hat(c2, r2), m2)
 
             def sandwich(x1: Tensor, t: Tensor, x2: Tensor) -> Tensor:  # A(x) T A(x')ᵀ
                 return torch.einsum("asp,abpq,btq->abst", x1, t, x2)
 
-            nngp = ov2 * sandwich(a1, tilde(s12), a2) + b2
+            nngp = ov2 * sandwich(a1, tilde(s12, r), a2) + b2
             ntk = None
             if t12 is not None:
-                ntk = ov2 * sandwich(a1, tilde(t12) + 2 * tilde(s12), a2) + b_ntk * b2
-            cov1 = ov2 * torch.einsum("asp,apq,atq->ast", a1, tilde(c1), a1) + b2
+                ntk = ov2 * sandwich(a1, tilde(t12, r) + 2 * tilde(s12, r), a2) + b_ntk * b2
+            cov1 = ov2 * torch.einsum("asp,apq,atq->ast", a1, tilde(c1, r1), a1) + b2
             cov2 = None
             if k.cov2 is not None:
-                cov2 = ov2 * torch.einsum("asp,apq,atq->ast", a2, tilde(c2), a2) + b2
+                cov2 = ov2 * torch.einsum("asp,apq,atq->ast", a2, tilde(c2, r2), a2) + b2
         else:
-            d1 = torch.diagonal(hat(c1), dim1=-2, dim2=-1)  # (N1, |S|) logit-input variances
-            d2 = torch.diagonal(hat(c2), dim1=-2, dim2=-1)
+            # masked keys: their logits have variance 0 (inputs read as zeros), so φ(0) = 0
+            # for every elementwise mechanism, and the values there are zero too
+            d1 = torch.diagonal(hat(c1, r1), dim1=-2, dim2=-1)  # (N1, |S|) logit-input vars
+            d2 = torch.diagonal(hat(c2, r2), dim1=-2, dim2=-1)
             nngp, ntk = self._gaussian_logit_rule(
-                hat(s12), hat(t12), tilde(s12), tilde(t12), d1[:, None], d2[None]
+                hat(s12, r), hat(t12, r), tilde(s12, r), tilde(t12, r), d1[:, None], d2[None]
             )
             nngp = ov2 * nngp + b2
             ntk = None if ntk is None else ov2 * ntk + b_ntk * b2
-            cov1 = ov2 * self._gaussian_logit_rule(hat(c1), None, tilde(c1), None, d1, d1)[0] + b2
+            g = self._gaussian_logit_rule(hat(c1, r1), None, tilde(c1, r1), None, d1, d1)[0]
+            cov1 = ov2 * g + b2
             cov2 = None
             if k.cov2 is not None:
-                g = self._gaussian_logit_rule(hat(c2), None, tilde(c2), None, d2, d2)[0]
+                g = self._gaussian_logit_rule(hat(c2, r2), None, tilde(c2, r2), None, d2, d2)[0]
                 cov2 = ov2 * g + b2
         return k.replace(
             nngp=_unflatten_pairs(nngp, 2, spatial),

@@ -20,6 +20,11 @@ positions ignores the masked ones:
   gets 0);
 * ``Flatten`` zeroes the masked positions (the next ``Dense`` keeps its fan-in
   ``C·|S|``);
+* ``GlobalSelfAttention`` reads masked inputs (and positional embeddings) as zeros and
+  excludes masked positions as keys: ``−∞`` logits, so the softmax runs over the
+  unmasked keys (Neural Tangents' rule); the mask passes through unchanged;
+* ``LayerNorm`` over spatial axes takes its mean and variance over the unmasked
+  positions only (a line without one outputs 0);
 * pointwise layers (activations, ``LayerNorm`` over channels, ``Dropout``,
   ``Multiply``) need no mask: what they compute at a masked position is never
   read by a later layer.

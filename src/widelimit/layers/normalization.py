@@ -32,6 +32,12 @@ normaliser estimated from finitely many positions, random at infinite width: the
 limit is not a Gaussian process with a closed-form kernel, and the layer refuses
 it (as Neural Tangents does).
 
+Masked inputs (``mask=`` side input, :mod:`widelimit.layers.masking`): over
+spatial axes, the finite mean and variance run over the unmasked positions
+only, and so does the average ``q̄(x)[i] = Σ_p m[p] q(x)[p] / Σ_p m[p]`` over the
+line through ``i``; a line without an unmasked position outputs 0 (``q̄ = ∞``).
+``axis="channels"`` is per position and ignores the mask.
+
 ``Dropout(rate)``: the kernel is the identity — it describes the network at
 evaluation time, when dropout is off.  The finite module is built in eval
 mode (the identity, matching the kernel); call ``.train()`` on the network to
@@ -55,6 +61,7 @@ from widelimit._validation import check_nonnegative
 from widelimit.deprecation import warn_deprecated
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.masking import MASK, prepare_mask
 from widelimit.layers.spatial import expand_first, expand_second, spatial_diagonal
 
 # --------------------------------------------------------------------------
@@ -64,17 +71,31 @@ from widelimit.layers.spatial import expand_first, expand_second, spatial_diagon
 
 class LayerNormModule(nn.Module):
     """Normalise ``(N, C, *S)`` over ``dims`` (default ``(1,)``: features/channels at every
-    position), no affine part: ``(x − mean) / √(var + eps)`` with the biased variance."""
+    position), no affine part: ``(x − mean) / √(var + eps)`` with the biased variance.
+
+    With ``mask`` ``(N, *S)`` (:mod:`widelimit.layers.masking`) and spatial ``dims``, the mean
+    and variance are taken over the unmasked positions only and applied to every position;
+    a line of ``dims`` without an unmasked position outputs 0."""
+
+    takes_side = True  # reads the mask (widelimit.layers.masking)
 
     def __init__(self, eps: float, dims: tuple[int, ...] = (1,)) -> None:
         super().__init__()
         self.eps = eps
         self.dims = tuple(dims)
 
-    def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=self.dims, keepdim=True)
-        var = x.var(dim=self.dims, keepdim=True, unbiased=False)
-        return (x - mean) / torch.sqrt(var + self.eps)
+    def forward(self, x: Tensor, mask: Tensor | None = None, **other_side: object) -> Tensor:
+        if mask is None or self.dims == (1,) or x.ndim < 3:
+            mean = x.mean(dim=self.dims, keepdim=True)
+            var = x.var(dim=self.dims, keepdim=True, unbiased=False)
+            return (x - mean) / torch.sqrt(var + self.eps)
+        m = mask.to(x.dtype).unsqueeze(1).expand_as(x)
+        count = m.sum(dim=self.dims, keepdim=True)
+        some = count > 0
+        mean = (x * m).sum(dim=self.dims, keepdim=True) / count.clamp_min(1.0)
+        var = ((x - mean).square() * m).sum(dim=self.dims, keepdim=True) / count.clamp_min(1.0)
+        y = (x - mean) / torch.sqrt(torch.where(some, var + self.eps, 1.0))
+        return torch.where(some, y, 0.0)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}" + ("" if self.dims == (1,) else f", dims={self.dims}")
@@ -145,6 +166,7 @@ class LayerNorm(Layer):
     """
 
     pairwise: ClassVar[bool] = True
+    side_inputs: ClassVar[tuple[str, ...]] = (MASK,)
 
     eps: float = 1e-12
     axis: str | int | tuple[int, ...] = "channels"
@@ -185,6 +207,9 @@ class LayerNorm(Layer):
                 "closed-form kernel)"
             )
         return tuple(sorted(d - 2 for d in dims if d >= 2))
+
+    def prepare_side(self, name: str, value: object, x: Tensor, arg: str) -> Tensor:
+        return prepare_mask(value, x, arg)
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
         s = single_shape(self, in_shape)
@@ -232,20 +257,30 @@ class LayerNorm(Layer):
 def _averaged_variances(k: Kernel, axes: tuple[int, ...]):
     """Variances averaged over the spatial ``axes`` (``q̄``, module docstring), broadcastable
     to ``nngp`` (``q1``, ``q2``), to ``cov1`` (pair ``(a1, b1)``) and to ``cov2`` (pair, or
-    ``None`` for a symmetric kernel): the shapes of ``Kernel.variances``/``self_variances``."""
+    ``None`` for a symmetric kernel): the shapes of ``Kernel.variances``/``self_variances``.
+
+    With a mask (``k.side_pair("mask")``) the average runs over the unmasked positions only;
+    a line without one gets ``q̄ = ∞`` (the finite module outputs 0 there)."""
     n = len(k.spatial)
+    dims = tuple(1 + a for a in axes)
+    masks = k.side_pair(MASK)
 
     def per_position(cov: Tensor) -> Tensor:  # (N, *spatial): the variance at each position
         return spatial_diagonal(cov, n) if k.full_spatial else cov
 
-    def averaged(cov: Tensor) -> Tensor:  # (N, *spatial) with size 1 along the axes
-        return per_position(cov).mean(dim=tuple(1 + a for a in axes), keepdim=True)
+    def averaged(cov: Tensor, m: Tensor | None) -> Tensor:  # size 1 along the axes
+        if m is None:
+            return per_position(cov).mean(dim=dims, keepdim=True)
+        count = m.sum(dim=dims, keepdim=True)
+        total = (per_position(cov) * m).sum(dim=dims, keepdim=True)
+        return torch.where(count > 0, total / count.clamp_min(1.0), math.inf)
 
     def pair(v: Tensor) -> tuple[Tensor, Tensor]:  # at the first / second position of a pair
         return (expand_first(v), expand_second(v)) if k.full_spatial else (v, v)
 
-    v1 = averaged(k.cov1)
-    v2 = v1 if k.cov2 is None else averaged(k.cov2)
+    m1, m2 = (None, None) if masks is None else masks
+    v1 = averaged(k.cov1, m1)
+    v2 = v1 if k.cov2 is None else averaged(k.cov2, m2)
     a1, b1 = pair(v1)
     pair2 = None if k.cov2 is None else pair(v2)
     return a1.unsqueeze(1), pair(v2)[1].unsqueeze(0), (a1, b1), pair2
