@@ -144,24 +144,27 @@ MC_NETS = {
         FanInProd(),
         Dense(2, 1.0, 0.1),
     ),
+    # unequal branch widths (width=None below): checks the channel weights 96/384, 288/384
     "concat": serial(
-        Dense(8, 1.3, 0.2),
+        Dense(256, 1.3, 0.2),
         FanOut(2),
-        parallel(serial(Dense(8, 1.4), ReLU()), serial(ReLU(), Dense(8, 0.8, 0.4))),
+        parallel(serial(Dense(96, 1.4), ReLU()), serial(ReLU(), Dense(288, 0.8, 0.4))),
         FanInConcat(),
         Dense(2, 1.0, 0.1),
     ),
 }
+MC_WIDTH = {"prod": 256, "concat": None}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MC_NETS))
 def test_kernels_match_monte_carlo(name: str) -> None:
-    width = 256
+    width = MC_WIDTH[name]
     x = _x(4, 5, seed=1)
-    net = MC_NETS[name]
-    k = net.with_width(width).kernel(x)
-    mc = monte_carlo_kernel(net, x, width=width, n_samples=150, seed=3, progress=False)
+    net = MC_NETS[name] if width is None else MC_NETS[name].with_width(width)
+    width = width or 96  # the narrowest hidden layer sets the 1/width bias
+    k = net.kernel(x)
+    mc = monte_carlo_kernel(net, x, width=None, n_samples=150, seed=3, progress=False)
     _check(k.nngp, mc.nngp, mc.nngp_sem, BIAS_C * float(k.nngp.abs().max()) / width)
     _check(k.ntk, mc.ntk, mc.ntk_sem, BIAS_C * float(k.ntk.abs().max()) / width)
 
@@ -193,36 +196,17 @@ def test_tiles_equal_untiled_route_dense(monkeypatch, fan_in) -> None:
 @pytest.mark.parametrize("fan_in", [FanInProd(), FanInConcat()], ids=["prod", "concat"])
 def test_tiles_equal_untiled_route_images(monkeypatch, fan_in) -> None:
     """Full spatial layout (GlobalAvgPool head): products/averages of position-pair blocks."""
-    monkeypatch.setattr(tiles, "TILE_ENTRIES_SPATIAL", 4 * 16**2)
+    monkeypatch.setattr(tiles, "TILE_ENTRIES_SPATIAL", 4 * 16**2)  # 2×2 example pairs
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, 2, 4, 4, generator=g, dtype=F64)
+    c2 = 3 if isinstance(fan_in, FanInProd) else 5  # a product needs equal shapes
     net = serial(
         FanOut(2),
-        parallel(
-            Conv2d(3, 3, padding="same", w_std=1.4), serial(Conv2d(4, 3), ReLU(), Conv2d(3, 1))
-        ),
+        parallel(Conv2d(3, 3, padding="same"), serial(Conv2d(c2, 3, padding="same"), ReLU())),
         fan_in,
         GlobalAvgPool(),
         Dense(1),
     )
-    if isinstance(fan_in, FanInProd):  # shapes must match: (3, 4, 4) vs (3, 2, 2)
-        with pytest.raises(ValueError, match="equal shapes"):
-            net.kernel(x)
-        net = serial(
-            FanOut(2),
-            parallel(Conv2d(3, 3, padding="same"), serial(Conv2d(3, 3, padding="same"), ReLU())),
-            fan_in,
-            GlobalAvgPool(),
-            Dense(1),
-        )
-    else:
-        net = serial(
-            FanOut(2),
-            parallel(Conv2d(3, 3, padding="same"), serial(Conv2d(5, 3, padding="same"), ReLU())),
-            fan_in,
-            GlobalAvgPool(),
-            Dense(1),
-        )
     k = net.kernel(x)
     ref = net.transform_kernel(input_kernel(x, None, full_spatial=True, ntk=True))
     torch.testing.assert_close(k.nngp, ref.nngp, rtol=1e-10, atol=1e-14)
@@ -260,6 +244,10 @@ def test_errors() -> None:
         serial(Dense(3), FanInConcat()).kernel(x)
     with pytest.raises(ValueError, match="equal shapes"):
         serial(FanOut(2), parallel(Dense(3), Dense(4)), FanInProd()).kernel(x)
+    with pytest.raises(ValueError, match="equal shapes"):  # (3, 4, 4) vs (3, 2, 2)
+        serial(FanOut(2), parallel(Conv2d(3, 3, padding="same"), Conv2d(3, 3)), FanInProd()).kernel(
+            torch.randn(2, 1, 4, 4, dtype=F64)
+        )
     with pytest.raises(ValueError, match="channel axis"):
         serial(FanOut(2), parallel(Conv2d(2, 1), Conv2d(2, 1)), FanInConcat(axis=2)).kernel(
             torch.randn(2, 1, 3, 3, dtype=F64)
