@@ -9,9 +9,14 @@ with ``Z = 4.5`` and a finite-width bias ``BIAS_C·max|K|/width``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+
+import numpy as np
 import pytest
 import torch
 
+from nt_reference import NT_PYTHON
 from widelimit.layers import (
     Conv2d,
     Dense,
@@ -266,3 +271,84 @@ def test_errors() -> None:
         repeat(Dense(3), 0)
     with pytest.raises(TypeError, match="widelimit layer"):
         repeat(ReLU, 2)
+
+
+# ------------------------------------------------------------------ Neural Tangents
+_NT_SCRIPT = r"""
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from neural_tangents import stax
+
+work = sys.argv[1]
+x = np.load(work + "/x.npy")
+branches = stax.parallel(
+    stax.Dense(8, 1.2, 0.3),
+    stax.serial(stax.Dense(8, 1.5, 0.1), stax.Erf(), stax.Dense(8, 1.1, 0.2)),
+)
+head = [stax.Dense(8, 1.3, 0.2), stax.Relu(), stax.FanOut(2), branches]
+nets = {
+    "prod": stax.serial(*head, stax.FanInProd(), stax.Dense(2, 1.0, 0.1)),
+    "concat": stax.serial(
+        stax.Dense(16, 1.3, 0.2),
+        stax.FanOut(2),
+        stax.parallel(
+            stax.serial(stax.Dense(6, 1.4, None, parameterization="standard"), stax.Relu()),
+            stax.serial(stax.Relu(), stax.Dense(18, 0.8, 0.4, parameterization="standard")),
+        ),
+        stax.FanInConcat(),
+        stax.Dense(2, 1.0, 0.1, parameterization="standard"),
+    ),
+}
+for name, (_, _, kernel_fn) in nets.items():
+    k = kernel_fn(x, None, ("nngp", "ntk"))
+    np.save(f"{work}/{name}_nngp.npy", np.asarray(k.nngp))
+    np.save(f"{work}/{name}_ntk.npy", np.asarray(k.ntk))
+"""
+
+
+def _nt_nets():
+    head = [
+        Dense(8, 1.3, 0.2),
+        ReLU(),
+        FanOut(2),
+        parallel(Dense(8, 1.2, 0.3), serial(Dense(8, 1.5, 0.1), Erf(), Dense(8, 1.1, 0.2))),
+    ]
+    std = {"parameterization": "standard"}
+    return {
+        "prod": serial(*head, FanInProd(), Dense(2, 1.0, 0.1)),
+        "concat": serial(
+            Dense(16, 1.3, 0.2),
+            FanOut(2),
+            parallel(
+                serial(Dense(6, 1.4, 0.0, **std), ReLU()),
+                serial(ReLU(), Dense(18, 0.8, 0.4, **std)),
+            ),
+            FanInConcat(),
+            Dense(2, 1.0, 0.1, **std),
+        ),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NT_PYTHON is None, reason="Neural Tangents environment not installed")
+def test_matches_neural_tangents(tmp_path) -> None:
+    """NT 0.6.5's stax.FanInProd / stax.FanInConcat on the same nets (its own Python); b_std = 0
+    is NT's b_std=None (no bias parameter), as in tests/nt_reference.py."""
+    x = _x(5, 3, seed=4)
+    np.save(tmp_path / "x.npy", x.numpy())
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    subprocess.run(
+        [str(NT_PYTHON), "-c", _NT_SCRIPT, str(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    for name, net in _nt_nets().items():
+        k = net.kernel(x)
+        for attr in ("nngp", "ntk"):
+            ref = torch.from_numpy(np.load(tmp_path / f"{name}_{attr}.npy"))
+            torch.testing.assert_close(getattr(k, attr), ref, rtol=1e-10, atol=1e-12)
