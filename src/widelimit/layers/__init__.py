@@ -11,7 +11,8 @@
   ``Flatten``;
 * ``normalization.py``: ``LayerNorm``, ``Dropout``, ``Multiply`` (``Scale``: deprecated);
 * ``graph.py``: ``Aggregate`` (graph convolution over a per-example adjacency);
-* ``combinators.py``: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
+* ``combinators.py``: ``serial``, ``parallel``, ``repeat``, ``FanOut``, ``FanInSum``,
+  ``FanInProd``, ``FanInConcat``, ``Identity``.
 
 The public names are exactly the submodules' ``__all__`` lists (no second list here);
 ``Layer`` comes from ``base.py``.

@@ -1,4 +1,5 @@
-"""Combinators: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``Identity``.
+"""Combinators: ``serial``, ``parallel``, ``repeat``, ``FanOut``, ``FanInSum``, ``FanInProd``,
+``FanInConcat``, ``Identity``.
 
 Residual block example::
 
@@ -10,6 +11,14 @@ branches' kernels.  Adding is exact when the branches are uncorrelated given
 the input, which holds when every branch but at most one ends in a
 zero-mean Gaussian layer (``Dense``/``Conv``); ``FanInSum`` checks this and
 raises otherwise (e.g. ``Identity`` + ``ReLU`` branch would need a cross term).
+
+``FanInProd`` multiplies the branches elementwise (Neural Tangents' ``stax.FanInProd``):
+for *independent* branches the second moments multiply, NNGP ``Π_i K_i`` and NTK
+``Σ_i Θ_i Π_{j≠i} K_j``.  ``FanInConcat`` stacks the branches along the channel axis
+(Neural Tangents' ``stax.FanInConcat`` on channels): the next layer averages over all
+channels, so the kernel is the channel-count-weighted average of the branches' kernels.
+Neither output is a Gaussian pre-activation, so an activation may not follow directly
+(put a ``Dense``/``Conv`` in between).
 """
 
 from __future__ import annotations
@@ -95,6 +104,19 @@ class FanInSumModule(nn.Module):
         return out
 
 
+class FanInProdModule(nn.Module):
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class FanInConcatModule(nn.Module):
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        return torch.cat(xs, dim=1)
+
+
 class IdentityModule(nn.Module):
     def forward(self, x):
         return x
@@ -115,6 +137,7 @@ class Serial(Layer):
                     f"serial(...) argument {i} must be a widelimit layer; got "
                     f"{type(layer).__name__} (did you forget the parentheses, e.g. ReLU()?)"
                 )
+        _check_products(self.layers)
 
     def children(self) -> tuple[Layer, ...]:
         return self.layers
@@ -285,6 +308,161 @@ class FanInSum(Layer):
         )
 
 
+def _fan_in_kernels(name: str, k: KernelLike) -> tuple[Kernel, ...]:
+    if not isinstance(k, tuple):
+        raise ValueError(f"{name}() needs several branches; put FanOut(n) before it")
+    if len({kk.ntk is None for kk in k}) != 1:  # pragma: no cover - branches share `get`
+        raise ValueError(f"{name}(): branches disagree on whether the NTK is computed")
+    return k
+
+
+@dataclass(frozen=True)
+class FanInProd(Layer):
+    """Multiply the branches elementwise (their shapes must match).
+
+    Kernel rule (Neural Tangents' ``stax.FanInProd``): for branch outputs that are
+    *independent* given the input, the second moments multiply:
+    NNGP ``Σ = Π_i Σ_i`` and NTK ``Θ = Σ_i Θ_i Π_{j≠i} Σ_j`` (product rule), on every
+    layout (dense ``(N1, N2)``, diagonal or full spatial), ``cov1``/``cov2`` alike.
+
+    Assumption: the branches are independent, which holds when every branch but at most
+    one contains its own weights (a ``Dense``/``Conv``...); ``serial(...)`` checks this
+    where it can see the branches (``FanOut``/``parallel`` before ``FanInProd``) and
+    raises otherwise (``FanOut(2) -> FanInProd`` computes ``x²``, whose second moment is
+    not ``Σ²``).  The output is not Gaussian: an activation may not follow directly.
+    """
+
+    pairwise: ClassVar[bool] = True
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        if not isinstance(in_shape, Branches):
+            raise ValueError("FanInProd() needs several branches; put FanOut(n) before it")
+        if len(set(in_shape)) != 1:
+            raise ValueError(
+                f"FanInProd() branches must have equal shapes; got {[tuple(s) for s in in_shape]}"
+            )
+        return in_shape[0]
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        self.out_shape(in_shape)
+        return FanInProdModule()
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = _fan_in_kernels("FanInProd", k)
+        layouts = {(kk.spatial, kk.full_spatial, kk.nngp.shape, kk.channels) for kk in k}
+        if len(layouts) != 1:
+            raise ValueError(
+                "FanInProd(): branch kernels have different shapes/spatial layouts; "
+                "the branches must end with equal shapes"
+            )
+
+        def prod(vals: list[Tensor | None]) -> Tensor | None:
+            if vals[0] is None:
+                return None
+            out = vals[0]
+            for v in vals[1:]:
+                out = out * v
+            return out
+
+        nngp, ntk = k[0].nngp, k[0].ntk
+        for kk in k[1:]:
+            if ntk is not None:  # (Π_{<i} Σ)·Θ_i + Θ_{<i}·Σ_i, before nngp is updated
+                ntk = ntk * kk.nngp + nngp * kk.ntk
+            nngp = nngp * kk.nngp
+        return k[0].replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=prod([kk.cov1 for kk in k]),
+            cov2=prod([kk.cov2 for kk in k]),
+            is_gaussian=len(k) == 1 and k[0].is_gaussian,
+        )
+
+
+@dataclass(frozen=True)
+class FanInConcat(Layer):
+    """Concatenate the branches along the channel axis (``axis=1``: NCHW / NCL / ``(N, d)``).
+
+    Kernel rule (Neural Tangents' ``stax.FanInConcat`` on the channel axis): the next
+    layer averages over all ``C = Σ_i C_i`` channels, so NNGP and NTK are the weighted
+    averages ``Σ_i (C_i / C) K_i`` (``C_i``: the branch's channel count,
+    ``Kernel.channels``).  Exact whatever the branches' dependence (no cross-branch term
+    enters a channel average).  The output channels are not identically distributed,
+    so the result is not a Gaussian pre-activation: an activation may not follow
+    directly (put a ``Dense``/``Conv`` in between).
+
+    Args:
+        axis: the concatenation axis counted with the batch axis (1, or ``-1`` on dense
+            features ``(N, d)``); spatial axes are not supported (ValueError).
+    """
+
+    axis: int = 1
+
+    pairwise: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.axis, bool) or not isinstance(self.axis, int):
+            raise TypeError(f"FanInConcat `axis` must be an int; got {self.axis!r}")
+        if self.axis == 0:
+            raise ValueError("FanInConcat `axis` must not be 0 (the batch axis); use axis=1")
+
+    def _check_axis(self, ndim: int) -> None:
+        """``ndim``: per-example rank (1 for dense features)."""
+        if not -(ndim + 1) <= self.axis <= ndim:
+            raise ValueError(
+                f"FanInConcat `axis`={self.axis} is out of range for inputs of rank {ndim + 1}"
+            )
+        if self.axis % (ndim + 1) != 1:
+            raise ValueError(
+                f"FanInConcat `axis`={self.axis}: only concatenation along the channel axis "
+                "(axis=1) is supported; concatenating along a spatial axis would need the "
+                "cross-branch position covariances"
+            )
+
+    def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
+        if not isinstance(in_shape, Branches):
+            raise ValueError("FanInConcat() needs several branches; put FanOut(n) before it")
+        self._check_axis(len(in_shape[0]))
+        if len({tuple(s[1:]) for s in in_shape}) != 1 or len({len(s) for s in in_shape}) != 1:
+            raise ValueError(
+                "FanInConcat() branches must have equal shapes except the channel axis; "
+                f"got {[tuple(s) for s in in_shape]}"
+            )
+        return (sum(s[0] for s in in_shape), *in_shape[0][1:])
+
+    def make_module(self, in_shape, *, generator=None, dtype=torch.float32, device=None):
+        self.out_shape(in_shape)
+        return FanInConcatModule()
+
+    def transform_kernel(self, k: KernelLike) -> Kernel:
+        k = _fan_in_kernels("FanInConcat", k)
+        self._check_axis(1 + len(k[0].spatial))
+        layouts = {(kk.spatial, kk.full_spatial, kk.nngp.shape) for kk in k}
+        if len(layouts) != 1:
+            raise ValueError(
+                "FanInConcat(): branch kernels have different spatial layouts/shapes; "
+                "the branches must end with equal shapes except the channel axis"
+            )
+        total = sum(kk.channels for kk in k)
+
+        def average(attr: str) -> Tensor | None:
+            vals = [getattr(kk, attr) for kk in k]
+            if vals[0] is None:
+                return None
+            out = vals[0] * (k[0].channels / total)
+            for kk, v in zip(k[1:], vals[1:], strict=True):
+                out = out + v * (kk.channels / total)
+            return out
+
+        return k[0].replace(
+            nngp=average("nngp"),
+            ntk=average("ntk"),
+            cov1=average("cov1"),
+            cov2=average("cov2"),
+            channels=total,
+            is_gaussian=False,
+        )
+
+
 @dataclass(frozen=True)
 class Identity(Layer):
     """Pass the input through unchanged."""
@@ -315,4 +493,66 @@ def parallel(*layers: Layer) -> Parallel:
     return Parallel(tuple(layers))
 
 
-__all__ = ["FanInSum", "FanOut", "Identity", "Parallel", "Serial", "parallel", "serial"]
+def repeat(layer: Layer, n: int) -> Serial:
+    """``n`` copies of ``layer`` in sequence, each with its own weights in the finite net:
+    ``repeat(serial(Dense(512), ReLU()), 3)`` (Neural Tangents' ``stax.repeat``)."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"repeat `layer` must be a widelimit layer; got {type(layer).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"repeat `n` must be a positive integer; got {n!r}")
+    return Serial((layer,) * n)
+
+
+def _flatten(layers: tuple[Layer, ...]) -> list[Layer]:
+    out: list[Layer] = []
+    for layer in layers:
+        out.extend(_flatten(layer.layers) if isinstance(layer, Serial) else [layer])
+    return out
+
+
+def _check_products(layers: tuple[Layer, ...]) -> None:
+    """Refuse ``FanInProd`` of branches that are visibly dependent (see :class:`FanInProd`).
+
+    Walks back from each ``FanInProd`` through the ``parallel`` layers to the ``FanOut``
+    and counts the branches without weights (no ``Dense``/``Conv``): more than one means
+    two branches are deterministic functions of the same input.
+    """
+    flat = _flatten(layers)
+    for i, layer in enumerate(flat):
+        if not isinstance(layer, FanInProd):
+            continue
+        weighted: list[bool] | None = None
+        j = i - 1
+        while j >= 0 and isinstance(flat[j], Parallel):
+            branch = [bool(b.width_layers()) for b in flat[j].layers]
+            weighted = (
+                branch
+                if weighted is None or len(weighted) != len(branch)
+                else [a or b for a, b in zip(weighted, branch, strict=True)]
+            )
+            j -= 1
+        if j < 0 or not isinstance(flat[j], FanOut):
+            continue  # branches made elsewhere: nothing to check here
+        if weighted is None:
+            weighted = [False] * flat[j].n
+        plain = [b for b, w in enumerate(weighted) if not w]
+        if len(weighted) > 1 and len(plain) > 1:
+            raise ValueError(
+                f"FanInProd(): branches {plain} have no weights of their own (no Dense/Conv), "
+                "so they are dependent and the product's kernel is not the product of "
+                "kernels; give every branch but at most one its own Dense/Conv"
+            )
+
+
+__all__ = [
+    "FanInConcat",
+    "FanInProd",
+    "FanInSum",
+    "FanOut",
+    "Identity",
+    "Parallel",
+    "Serial",
+    "parallel",
+    "repeat",
+    "serial",
+]
