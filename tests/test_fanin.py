@@ -352,3 +352,17 @@ def test_matches_neural_tangents(tmp_path) -> None:
         for attr in ("nngp", "ntk"):
             ref = torch.from_numpy(np.load(tmp_path / f"{name}_{attr}.npy"))
             torch.testing.assert_close(getattr(k, attr), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_parser_knows_repeat_and_bounds_its_count() -> None:
+    from widelimit import layers as L
+    from widelimit.spec_text import known_layers, parse_net
+
+    assert "repeat" in known_layers()
+    net = parse_net("Dense(8) -> repeat(serial(Dense(16), ReLU), 3) -> Dense(1)")
+    ref = L.serial(L.Dense(8), L.repeat(L.serial(L.Dense(16), L.ReLU()), 3), L.Dense(1))
+    assert net == ref
+    for bad in ("repeat(Dense(8))", "repeat(Dense(8), n=2)", "repeat(Dense(8), 0)",
+                "repeat(Dense(8), 10**9)", "repeat(Dense(8), 100000)"):  # fmt: skip
+        with pytest.raises(ValueError):
+            parse_net(bad)

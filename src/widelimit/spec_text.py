@@ -45,6 +45,8 @@ _NOT_BUILDABLE = {
     "Serial",  # written serial(...) or with "->"
     "Parallel",  # written parallel(...)
 }
+_FUNCTIONS = ("serial", "parallel", "repeat")  # layer-building functions, not classes
+_MAX_REPEAT = 1000  # a net description is text from anywhere: no billion-layer nets
 _DEPRECATED = {"Scale"}  # still accepted (warns on construction), not listed by known_layers
 
 
@@ -56,7 +58,7 @@ def _registry() -> dict[str, object]:
         obj = getattr(layers_mod, name)
         if name in _NOT_BUILDABLE:
             continue
-        if (isinstance(obj, type) and issubclass(obj, Layer)) or name in ("serial", "parallel"):
+        if (isinstance(obj, type) and issubclass(obj, Layer)) or name in _FUNCTIONS:
             reg[name] = obj
     try:
         from widelimit.layers.activations import ACTIVATIONS  # name -> constructor
@@ -90,6 +92,13 @@ def _build(node: ast.AST, text: str, reg: dict[str, object]) -> Layer:
         name = node.func.id
         if name in ("serial", "parallel"):
             args = [_build(a, text, reg) for a in node.args]
+        elif name == "repeat":  # repeat(layer, n)
+            if len(node.args) != 2 or node.keywords:
+                raise ValueError("repeat takes a layer and a count, e.g. repeat(Dense(64), 3)")
+            count = _literal(node.args[1], text)
+            if isinstance(count, int) and not isinstance(count, bool) and count > _MAX_REPEAT:
+                raise ValueError(f"repeat count {count} is above the limit {_MAX_REPEAT}")
+            args = [_build(node.args[0], text, reg), count]
         else:
             args = [_literal(a, text) for a in node.args]
         kwargs = {kw.arg: _literal(kw.value, text) for kw in node.keywords if kw.arg}
