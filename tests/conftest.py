@@ -14,7 +14,7 @@ def _seed() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In CI (``CI=true``) also run the slow statistical tests (~25 min on 2 cores)."""
+    """In CI (``CI=true``) also run the slow statistical tests (~27 min on 2 cores)."""
     import os
 
     if os.environ.get("CI") == "true" and config.option.markexpr == "not slow":
