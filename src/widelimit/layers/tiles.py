@@ -210,7 +210,7 @@ def pairwise_kernel(
         k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
     if side1 or side2:  # equal inputs with different side inputs are different examples
         return k
-    return tie_duplicates(spec, x1, x2, k, full_spatial=full_spatial)
+    return tie_duplicates(spec, x1, x2, k)
 
 
 def _dense_kernel(
@@ -336,9 +336,7 @@ def duplicate_groups(x1: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor] | N
     return (id1, id2) if bool(torch.isin(id2, id1).any()) else None
 
 
-def tie_duplicates(
-    spec: Layer, x1: Tensor, x2: Tensor | None, k: Kernel, *, full_spatial: bool
-) -> Kernel:
+def tie_duplicates(spec: Layer, x1: Tensor, x2: Tensor | None, k: Kernel) -> Kernel:
     """Give every pair of exactly equal examples the kernel of the example with itself.
 
     ``k(x, x)`` is computed with the correlation ``c = 1`` exactly (the self-pair rule of
@@ -365,27 +363,22 @@ def tie_duplicates(
     # one representative row of x1 per group and its self-kernel (NNGP, NTK)
     uniq, first = _first_index(id1[rows])
     reps = rows[first]
+    names = ("nngp", "ntk") if k.ntk is not None else ("nngp",)
     if x2 is None:
-        selves = [None if t is None else t[reps, reps] for t in (k.nngp, k.ntk)]
+        selves = [getattr(k, n)[reps, reps] for n in names]
     else:
-        parts = [
-            spec.kernel(
-                x1[reps[i : i + SELF_CHUNK]], get=("nngp", "ntk") if k.ntk is not None else "nngp"
-            )
-            for i in range(0, len(reps), SELF_CHUNK)
-        ]
-        idx = [torch.arange(len(p.nngp), device=reps.device) for p in parts]
-        selves = [
-            torch.cat([p.nngp[i, i] for p, i in zip(parts, idx, strict=True)]),
-            None
-            if k.ntk is None
-            else torch.cat([p.ntk[i, i] for p, i in zip(parts, idx, strict=True)]),
-        ]
+        parts = [spec.kernel(x1[chunk], get=names) for chunk in reps.split(SELF_CHUNK)]
+        selves = [torch.cat([_pair_diagonal(getattr(p, n)) for p in parts]) for n in names]
     which = torch.searchsorted(uniq, id1[ii])  # position of each pair's group in uniq
-    for t, self_t in zip((k.nngp, k.ntk), selves, strict=True):
-        if t is not None and self_t is not None:
-            t[ii, jj] = self_t[which].to(t.dtype)
+    for n, self_t in zip(names, selves, strict=True):
+        getattr(k, n)[ii, jj] = self_t[which]
     return k
+
+
+def _pair_diagonal(t: Tensor) -> Tensor:
+    """``t[i, i]`` for every example ``i`` of a symmetric kernel: ``(N, N, *S)`` → ``(N, *S)``."""
+    i = torch.arange(len(t), device=t.device)
+    return t[i, i]
 
 
 def _first_index(ids: Tensor) -> tuple[Tensor, Tensor]:
