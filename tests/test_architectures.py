@@ -21,15 +21,6 @@ from widelimit.layers.pooling import AvgPool2d, Flatten, GlobalAvgPool
 from widelimit.monte_carlo import monte_carlo_kernel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: intra-op threads only add contention on shared cores (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _vectors(n=4, d=5, seed=1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)

@@ -48,14 +48,6 @@ BIAS_C = 10.0
 ATT = dict(n_heads=2, w_std_key=1.1, w_std_query=0.9, w_std_value=1.2, w_std_out=0.8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _signals(n: int = 3, c: int = 4, length: int = 5, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, c, length, generator=g, dtype=torch.float64)

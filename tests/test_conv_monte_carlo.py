@@ -36,15 +36,6 @@ NNGP_SAMPLES = 300
 NTK_SAMPLES = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: intra-op threads only add contention on shared cores (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _images(n=3, c=2, h=4, w=4, seed=1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)

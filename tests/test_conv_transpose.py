@@ -49,14 +49,6 @@ PADDINGS = ("valid", "same", "circular")
 GEOMETRIES = ((1, 3), (2, 3), (2, 4), (2, 2), (3, 2), (1, 9))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _x(*shape, seed=0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=g, dtype=F64)

@@ -47,14 +47,6 @@ Z = 4.5
 BIAS_C = 3.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n: int, c: int, nodes: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(n, c, *nodes)`` and weighted random graphs ``(n, *nodes, *nodes)``."""
     g = torch.Generator().manual_seed(seed)

@@ -43,14 +43,6 @@ F64 = torch.float64
 AXES_2D = ["channels", "all", (1, 2), (1, 3), (-1, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _images(n=3, c=2, h=5, w=4, seed=1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g, dtype=F64)

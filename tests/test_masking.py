@@ -44,14 +44,6 @@ Z = 4.5
 L = 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _signals(n: int, seed: int, length: int = L) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, length, generator=g, dtype=torch.float64)

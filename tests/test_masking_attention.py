@@ -64,14 +64,6 @@ ATTENTIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _signals(n: int, seed: int, length: int = L, c: int = 3) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, c, length, generator=g, dtype=torch.float64)
