@@ -195,6 +195,44 @@ def test_spatial_output_is_mirrored_with_position_pairs_swapped(monkeypatch, poo
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("erf", [Erf(), Erf(0.5, 1 / 2.4020563531719796, 0.5), Erf(2.0, 3.0)])
+def test_erf_dense_tile_rule_equals_williams_formula(erf: Erf, dtype: torch.dtype) -> None:
+    """``Erf.dense_tile_dual`` (u = c·2v1v2 in two passes) against Williams' formula per entry
+    in float64, on a tile with its diagonal, a zero variance, a duplicate, an antipodal pair
+    and variances from 1e-6 to 1e4; the self-pairs are the exact values at c = 1."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(9, 5, generator=g, dtype=F64) * torch.logspace(-3, 2, 9, dtype=F64)[:, None]
+    x[4], x[6], x[8] = 0.0, x[1], -x[2]
+    s64 = x @ x[:7].T / 5  # rows 0-8 × columns 0-6: a tile holding the diagonal block
+    s64 = s64.T.contiguous()  # (7, 9): rows are the first 7 examples
+    q64 = (x * x).sum(1) / 5
+    t = tiles.Tile(
+        nngp=s64.to(dtype, copy=True), ntk=s64.to(dtype) * 0.5, cov1=q64[:7].to(dtype),
+        cov2=q64.to(dtype), channels=5, has_diagonal=True, is_gaussian=True,
+    )  # fmt: skip
+    out = erf.transform_tile(t)
+    a2, b2, c2 = erf.amplitude**2, erf.input_scale**2, erf.shift**2
+    p1, p2, ss = b2 * q64[:7, None], b2 * q64[None, :], b2 * s64
+    pq = (1 + 2 * p1) * (1 + 2 * p2)
+    nngp = 2 * a2 / math.pi * torch.arcsin((2 * ss / pq.sqrt()).clamp(-1, 1)) + c2
+    det = 1 + 2 * p1 + 2 * p2 + 4 * p1 * p2 * (1 - (ss / (p1 * p2).sqrt()) ** 2).nan_to_num(1.0)
+    dd = a2 * b2 * 4 / math.pi / det.sqrt()
+    self_pairs = torch.zeros(7, 9, dtype=torch.bool)
+    self_pairs[range(7), range(7)] = True
+    self_pairs[1, 6] = True
+    dd = torch.where(self_pairs, a2 * b2 * 4 / math.pi / (1 + 4 * p1).sqrt(), dd)
+    eps = torch.finfo(dtype).eps
+    # |u| ≤ 1 carries ~4ε absolute; arcsin′ and (1 − u²)^(-3/2) ≤ (1+2p)^(3/2) amplify it
+    tol_nngp = 50 * eps * a2 + 4 * eps * c2
+    torch.testing.assert_close(out.nngp.double(), nngp, rtol=0, atol=tol_nngp)
+    rel = ((out.ntk.double() - 0.5 * s64 * dd).abs() / (0.5 * s64 * dd).abs().clamp_min(1e-300))
+    cond = (1 + 2 * b2 * q64.max()) ** 1.5
+    assert float(rel.max()) <= 50 * eps * float(cond)
+    assert torch.equal(out.nngp.diagonal(), out.cov1)
+    assert torch.all(out.nngp[4] == c2)  # zero variance: u = 0
+
+
 def test_float32_within_1e5_of_float64_and_dtype_device_kept() -> None:
     x = torch.randn(300, 50, generator=torch.Generator().manual_seed(5), dtype=F64)
     for act in (ReLU(), Erf()):
