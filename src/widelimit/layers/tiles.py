@@ -14,8 +14,8 @@ and pushes it through the whole network while it is in cache, writing the
 results straight into the outputs:
 
 * dense inputs ``(N, d)``: the Gram matrix is computed one panel of 256 rows at
-  a time, straight into the NNGP output, and cut into column tiles of about
-  ``2**18`` entries; memory is the two ``(N1, N2)`` outputs plus a few
+  a time, straight into the NNGP output, and cut into column tiles of 4 MiB
+  (``TILE_BYTES_CPU``); memory is the two ``(N1, N2)`` outputs plus a few
   tile-sized temporaries (no ``N × N`` intermediate);
 * inputs with spatial axes: square tiles of example pairs with about ``2**20``
   kernel entries;
@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from widelimit._hugepages import empty_output
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import gram, self_gram
 
@@ -92,8 +93,13 @@ __all__ = [
     "tile_shape",
 ]
 
-#: Entries of one tile on the CPU (about the L2 cache) and on other devices.
-TILE_ENTRIES_CPU = 1 << 18
+#: Bytes of one dense tile on the CPU: 4 MiB (2**20 float32 or 2**19 float64 entries).  A
+#: tile and its few temporaries stay in the L3 cache; smaller tiles (the L2's 2**18 float32
+#: entries) spend more in per-tile Python and vector work than they save (5-12% slower
+#: for the fully connected benchmark nets on 2 cores, measured interleaved).
+TILE_BYTES_CPU = 4 << 20
+#: Entries of one tile on the CPU (``None``: from ``TILE_BYTES_CPU``) and on other devices.
+TILE_ENTRIES_CPU: int | None = None
 TILE_ENTRIES_OTHER = 1 << 24
 #: Rows of one panel of the Gram matrix (one matrix multiply per panel).
 PANEL_ROWS = 256
@@ -147,13 +153,19 @@ def correlation_(t: Tile) -> Tensor:
     return c
 
 
-def tile_shape(n_rows: int, n_cols: int, device: torch.device) -> tuple[int, int]:
+def tile_shape(
+    n_rows: int, n_cols: int, device: torch.device, itemsize: int = 4
+) -> tuple[int, int]:
     """``(panel rows, tile columns)``: a panel's columns are cut in tiles of that width.
 
-    The width is at least the panel height so that, for ``k(x)``, the first tile
-    of a panel holds its whole diagonal block.
+    ``itemsize``: bytes per entry (sets the CPU tile size).  The width is at least the
+    panel height so that, for ``k(x)``, the first tile of a panel holds its whole
+    diagonal block.
     """
-    entries = TILE_ENTRIES_CPU if device.type == "cpu" else TILE_ENTRIES_OTHER
+    if device.type != "cpu":
+        entries = TILE_ENTRIES_OTHER
+    else:
+        entries = TILE_ENTRIES_CPU or TILE_BYTES_CPU // itemsize
     rows = max(1, min(PANEL_ROWS, n_rows))
     return rows, max(rows, entries // rows, 1)
 
@@ -228,12 +240,12 @@ def _dense_kernel(
     n1, n2, d = int(x1.shape[0]), int(xb.shape[0]), int(x1.shape[1])
     q1 = self_gram(x1)
     q2 = q1 if sym else self_gram(xb)
-    nngp = x1.new_empty((n1, n2))
-    theta = x1.new_empty((n1, n2)) if ntk else None
+    nngp = empty_output(x1, (n1, n2))
+    theta = empty_output(x1, (n1, n2)) if ntk else None
     zero = x1.new_zeros(()) if ntk else None  # Θ⁰ = 0 as a broadcasting scalar
     cov1 = x1.new_empty((n1,))
     cov2 = None if sym else x1.new_empty((n2,))
-    rows, width = tile_shape(n1, n2, x1.device)
+    rows, width = tile_shape(n1, n2, x1.device, x1.element_size())
     last: Kernel | None = None
     for p0 in range(0, n1, rows):
         p1 = min(p0 + rows, n1)
@@ -445,8 +457,8 @@ def _spatial_kernel(
             )
             out = network_output(spec.transform_tile(tile))
             if nngp is None:  # output layout known from the first tile
-                nngp = out.nngp.new_empty((n1, n2, *out.nngp.shape[2:]))
-                theta = nngp.new_empty(nngp.shape) if ntk else None
+                nngp = empty_output(out.nngp, (n1, n2, *out.nngp.shape[2:]))
+                theta = empty_output(nngp, nngp.shape) if ntk else None
                 cov1 = out.cov1.new_empty((n1, *out.cov1.shape[1:]))
                 cov2 = None if sym else out.cov2.new_empty((n2, *out.cov2.shape[1:]))
             o_sp, o_full = len(out.spatial), out.full_spatial
