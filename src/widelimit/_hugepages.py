@@ -1,4 +1,4 @@
-"""Large output buffers backed by transparent huge pages (Linux CPU tensors; a hint elsewhere a no-op).
+"""Large kernel outputs backed by transparent huge pages (Linux CPU tensors; elsewhere a no-op).
 
 A fresh ``N × N`` kernel output is first touched page by page while the engine writes
 it: 4 KiB pages cost one page fault each (8,192 faults for a 32 MB float64 kernel at
@@ -77,4 +77,3 @@ def thp_mode() -> str | None:
         return None
     start, end = text.find("["), text.find("]")
     return text[start + 1 : end] if 0 <= start < end else None
-
