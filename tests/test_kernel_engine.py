@@ -226,7 +226,7 @@ def test_erf_dense_tile_rule_equals_williams_formula(erf: Erf, dtype: torch.dtyp
     # |u| ≤ 1 carries ~4ε absolute; arcsin′ and (1 − u²)^(-3/2) ≤ (1+2p)^(3/2) amplify it
     tol_nngp = 50 * eps * a2 + 4 * eps * c2
     torch.testing.assert_close(out.nngp.double(), nngp, rtol=0, atol=tol_nngp)
-    rel = ((out.ntk.double() - 0.5 * s64 * dd).abs() / (0.5 * s64 * dd).abs().clamp_min(1e-300))
+    rel = (out.ntk.double() - 0.5 * s64 * dd).abs() / (0.5 * s64 * dd).abs().clamp_min(1e-300)
     cond = (1 + 2 * b2 * q64.max()) ** 1.5
     assert float(rel.max()) <= 50 * eps * float(cond)
     assert torch.equal(out.nngp.diagonal(), out.cov1)
