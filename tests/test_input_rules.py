@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from widelimit.layers import Conv2d, Dense, Exp, Flatten, GlobalAvgPool, ReLU, serial
+from widelimit.layers import Conv1d, Conv2d, Dense, Exp, Flatten, GlobalAvgPool, ReLU, serial
 from widelimit.scale import compute_kernel
 
 MLP = serial(Dense(8, 1.4, 0.1), ReLU(), Dense(1))
@@ -47,5 +47,9 @@ def test_overflowing_kernel_is_refused_not_returned_as_inf() -> None:
     x = 100 * torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"overflowed or is undefined.*rescale the inputs"):
         serial(Dense(4), Exp(), Dense(1)).kernel(x)
+    with pytest.raises(ValueError, match=r"overflowed or is undefined"):  # a cross kernel
+        serial(Dense(4), Exp(), Dense(1)).kernel(x[:1] / 100, x)
+    with pytest.raises(ValueError, match=r"overflowed or is undefined"):  # spatial tiles
+        serial(Conv1d(2, 1), Exp(), Flatten(), Dense(1)).kernel(x[:, None, :])
     k = serial(Dense(4), Exp(), Dense(1)).kernel(x / 100)
     assert bool(torch.isfinite(k.nngp).all())

@@ -245,11 +245,10 @@ class Layer(ABC):
             x1.requires_grad or (x2 is not None and x2.requires_grad)
         )
         if self.is_pairwise() and not differentiate:
-            k = pairwise_kernel(
+            # never hands back inf/NaN silently: checks its tiles as it computes them
+            return pairwise_kernel(
                 self, x1, x2, ntk="ntk" in gets, full_spatial=full, side1=side1, side2=side2
             )
-            check_kernel_finite(k.nngp, k.ntk)  # never hand back inf/NaN silently
-            return k
         k0 = input_kernel(x1, x2, full_spatial=full, ntk="ntk" in gets)
         k0 = k0.replace(side1=side1, side2=side2)
         k = network_output(self.transform_kernel(k0))

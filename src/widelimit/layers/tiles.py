@@ -76,6 +76,7 @@ import torch
 from torch import Tensor
 
 from widelimit._hugepages import empty_output
+from widelimit._validation import check_kernel_finite
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import gram, self_gram
 
@@ -213,12 +214,16 @@ def pairwise_kernel(
     Returns:
         The kernel ``spec.transform_kernel(input_kernel(...))`` up to rounding; exactly
         symmetric when ``x2`` is None.
+    Raises:
+        ValueError: an entry overflowed or is NaN
+            (:func:`~widelimit._validation.check_kernel_finite`).
     """
     side1 = {} if side1 is None else dict(side1)
     side2 = side1 if x2 is None or side2 is None else dict(side2)
     if x1.ndim > 2:
         k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
-    else:
+        check_kernel_finite(k.nngp, k.ntk)
+    else:  # checks its tiles for inf/NaN while they are in cache
         k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
     if side1 or side2:  # equal inputs with different side inputs are different examples
         return k
@@ -246,6 +251,7 @@ def _dense_kernel(
     cov1 = x1.new_empty((n1,))
     cov2 = None if sym else x1.new_empty((n2,))
     rows, width = tile_shape(n1, n2, x1.device, x1.element_size())
+    total = x1.new_zeros(())  # sum of every computed entry: finite iff all of them are
     last: Kernel | None = None
     for p0 in range(0, n1, rows):
         p1 = min(p0 + rows, n1)
@@ -272,6 +278,7 @@ def _dense_kernel(
             out = network_output(spec.transform_tile(tile))
             if not _same_buffer(out.nngp, s):
                 s.copy_(out.nngp)
+            total += s.sum()
             if sym:
                 _mirror_tile(nngp, p0, p1, a0, a1)
             if theta is not None:
@@ -280,6 +287,7 @@ def _dense_kernel(
                     raise RuntimeError("a layer dropped the NTK of a tile")
                 if not _same_buffer(out.ntk, th):
                     th.copy_(out.ntk)  # broadcasts a 0-dim Θ = 0
+                total += th.sum()
                 if sym:
                     _mirror_tile(theta, p0, p1, a0, a1)
             if a0 == c0:
@@ -288,6 +296,8 @@ def _dense_kernel(
                 cov2[a0:a1] = out.cov2
             last = out
     assert last is not None  # n1 >= 1 (as_float_tensor refuses empty batches)
+    if not bool(torch.isfinite(total)):  # an inf/NaN entry, or a sum past the float range
+        check_kernel_finite(nngp, theta)
     return Kernel(
         nngp=nngp,
         ntk=theta,
