@@ -195,6 +195,32 @@ def test_spatial_output_is_mirrored_with_position_pairs_swapped(monkeypatch, poo
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize(
+    "act",
+    [ReLU(), L.LeakyReLU(0.1), L.ABReLU(-0.4, 1.3), L.Abs(), Erf(), Erf(0.5, 0.4, 0.5)],
+    ids=["relu", "leaky", "abrelu", "abs", "erf", "erf-affine"],
+)
+def test_self_dual_equals_dual_at_correlation_one(act) -> None:
+    """The closed-form self-duals the tiled engine uses for every tile's rows and columns
+    equal the full formulas of ``dual_correlation`` at ``c = 1`` exactly, and its c = 0
+    convention at ``q = 0``.  (``dual`` at ``s = q`` forms ``c = 1 − ε``, which arc-cosine
+    terms turn into 1e-8 errors: it is the reference for ReLU and Erf only, whose ``E[φ²]``
+    has no such term.)"""
+    q = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-6, 6, 25, dtype=F64)])
+    nngp, dd = act.self_dual(q, ntk=True)
+    ref_nngp, ref_dd = act.dual_correlation(torch.ones_like(q), q, q)
+    torch.testing.assert_close(nngp, ref_nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(dd[1:], ref_dd[1:], rtol=1e-13, atol=0)
+    if isinstance(act, ReLU | Erf):
+        torch.testing.assert_close(
+            nngp, act.dual(q, q, q.clone(), ntk=False)[0], rtol=1e-13, atol=0
+        )
+    nngp0, dd0 = act.dual_correlation(torch.zeros(1, dtype=F64), q[:1], q[:1])  # c = 0, q = 0
+    torch.testing.assert_close(nngp[:1], nngp0, rtol=1e-15, atol=1e-16)
+    torch.testing.assert_close(dd[:1], dd0, rtol=1e-15, atol=1e-16)
+    assert nngp.dtype == dd.dtype == F64
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("erf", [Erf(), Erf(0.5, 1 / 2.4020563531719796, 0.5), Erf(2.0, 3.0)])
 def test_erf_dense_tile_rule_equals_williams_formula(erf: Erf, dtype: torch.dtype) -> None:

@@ -162,6 +162,15 @@ class Elementwise(Layer):
         """Whether the class implements :meth:`dual_correlation`."""
         return cls.dual_correlation is not Elementwise.dual_correlation
 
+    def self_dual(self, q: Tensor, *, ntk: bool) -> Dual:
+        """The dual of every example with itself (``c = 1``; ``c = 0`` where ``q = 0``).
+
+        ``q`` ``(n,)`` variances; returns ``(E[φ(u)²], E[φ'(u)²] or None)``, ``(n,)`` each.
+        Requires :meth:`dual_correlation`; layers override it with a cheaper closed form
+        (the tiled engine evaluates it for the rows and the columns of every tile).
+        """
+        return self.dual_correlation((q > 0).to(q.dtype), q, q, ntk=ntk)
+
     def dense_tile_dual(self, s: Tensor, q1: Tensor, q2: Tensor, *, ntk: bool) -> Dual | None:
         """Optional fast rule for one dense tile: the dual straight from the covariance.
 
@@ -255,17 +264,15 @@ class Elementwise(Layer):
         fast = self.dense_tile_dual(t.nngp, q1, q2, ntk=want_ntk)
         if fast is not None:
             nngp, dd = fast
-            cov1, dd1 = self.dual_correlation(
-                (q1 > 0).to(q1.dtype), q1, q1, ntk=want_ntk and t.has_diagonal
-            )
-            cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
+            cov1, dd1 = self.self_dual(q1, ntk=want_ntk and t.has_diagonal)
+            cov2, _ = self.self_dual(q2, ntk=False)
             if t.has_diagonal and dd is not None and dd1 is not None:
                 dd.diagonal().copy_(dd1)  # the self-pairs' values at c = 1 exactly
         elif self.has_dual_correlation():
             c = correlation_(t)  # overwrites t.nngp
             nngp, dd = self.dual_correlation(c, q1[:, None], q2[None, :], ntk=want_ntk)
-            cov1, _ = self.dual_correlation((q1 > 0).to(q1.dtype), q1, q1, ntk=False)
-            cov2, _ = self.dual_correlation((q2 > 0).to(q2.dtype), q2, q2, ntk=False)
+            cov1, _ = self.self_dual(q1, ntk=False)
+            cov2, _ = self.self_dual(q2, ntk=False)
         else:
             s12 = t.nngp.mul_(snap_factor(t.nngp.dtype))  # |c| ≈ 1 → ±1 in the dual's clamp
             nngp, dd = self.dual(q1[:, None], q2[None, :], s12, ntk=want_ntk)
@@ -391,6 +398,16 @@ class _PiecewiseLinear(Elementwise):
         a, b = self.slopes
         j, dd = _piecewise_linear_from_correlation(a, b, c, ntk)
         return _op(_inplace(j, prod), j, "mul", prod / (2 * math.pi)), dd
+
+    def self_dual(self, q: Tensor, *, ntk: bool) -> Dual:
+        """``E[φ(u)²] = (a² + b²) q/2``; ``E[φ'²] = (a² + b²)/2`` (``θ = 0``), and at ``q = 0``
+        (``c = 0``, ``θ = π/2``) ``(a² + b²)/4 + ab/2``, as :meth:`dual_correlation` gives."""
+        a, b = self.slopes
+        p = a * a + b * b
+        nngp = q * (p / 2)
+        if not ntk:
+            return nngp, None
+        return nngp, torch.where(q > 0, q.new_tensor(p / 2), q.new_tensor(p / 4 + a * b / 2))
 
     def dual_correlation(self, c, q1, q2, *, ntk=True):
         a, b = self.slopes
@@ -647,6 +664,18 @@ class Erf(Elementwise):
         det = torch.addcmul(c.new_tensor(2 * k), det, 4 * k * q2, out=det if ip else None)
         det = torch.addcmul(k * (1 + 2 * q2), det, q1, out=det if ip else None)
         return nngp, _op(ip, det, "rsqrt")
+
+    def self_dual(self, q: Tensor, *, ntk: bool) -> Dual:
+        """``c = 1``: ``u = 2p/(1+2p)``, ``E[φ²] = (2a²/π) arcsin u + shift²`` and
+        ``E[φ'²] = (4a²b²/π)/√(1+4p)`` (``(1+2p)² − 4p² = 1 + 4p``), ``p = b²q``."""
+        a2, b2 = self.amplitude**2, self.input_scale**2
+        p2 = q * (2 * b2)
+        nngp = (p2 / (p2 + 1)).clamp_(max=1.0).asin_().mul_(2 * a2 / math.pi)
+        if self.shift != 0.0:
+            nngp.add_(self.shift**2)
+        if not ntk:
+            return nngp, None
+        return nngp, (p2 * 2 + 1).rsqrt_().mul_(a2 * b2 * 4 / math.pi)
 
     def dense_tile_dual(self, s: Tensor, q1: Tensor, q2: Tensor, *, ntk: bool) -> Dual | None:
         """Both duals from ``u = 2b²s/√((1+2p1)(1+2p2))`` (``p = b²q``), formed in two passes.
