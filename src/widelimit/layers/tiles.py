@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from widelimit._hugepages import empty_output
+from widelimit._memory import empty_output, engine_heap
 from widelimit._validation import check_kernel_finite
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import gram, self_gram
@@ -220,14 +220,15 @@ def pairwise_kernel(
     """
     side1 = {} if side1 is None else dict(side1)
     side2 = side1 if x2 is None or side2 is None else dict(side2)
-    if x1.ndim > 2:
-        k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
-        check_kernel_finite(k.nngp, k.ntk)
-    else:  # checks its tiles for inf/NaN while they are in cache
-        k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
-    if side1 or side2:  # equal inputs with different side inputs are different examples
-        return k
-    return tie_duplicates(spec, x1, x2, k)
+    with engine_heap():  # freed tiles stay in the heap (widelimit._memory)
+        if x1.ndim > 2:
+            k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
+            check_kernel_finite(k.nngp, k.ntk)
+        else:  # checks its tiles for inf/NaN while they are in cache
+            k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
+        if side1 or side2:  # equal inputs with different side inputs are different examples
+            return k
+        return tie_duplicates(spec, x1, x2, k)
 
 
 def _dense_kernel(
