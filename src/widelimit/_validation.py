@@ -15,6 +15,7 @@ from torch import Tensor
 
 __all__ = [
     "HALF_DTYPES",
+    "all_finite",
     "as_float_tensor",
     "check_dense_input",
     "check_finite",
@@ -111,12 +112,20 @@ def check_dense_input(net: object, input_shape: Sequence[int]) -> None:
         )
 
 
+def all_finite(t: Tensor) -> bool:
+    """Whether every entry of ``t`` is finite (``True`` when empty).
+
+    A finite sum decides the common case in one read pass, without a mask of ``t``'s size;
+    the per-entry test runs only when the sum is not finite (a NaN/inf, or finite entries
+    whose sum overflows).
+    """
+    return not t.numel() or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_kernel_finite(nngp: Tensor, ntk: Tensor | None) -> None:
     """Raise ``ValueError`` if a computed kernel overflowed (inf) or is undefined (NaN)."""
     for name, k in (("NNGP", nngp), ("NTK", ntk)):
-        if k is None or not k.numel() or bool(torch.isfinite(k.sum())):
-            continue  # a finite sum means every entry is finite (one pass, no N×N mask)
-        if not bool(torch.isfinite(k).all()):
+        if k is not None and not all_finite(k):
             n_bad = int((~torch.isfinite(k)).sum())
             raise ValueError(
                 f"the {name} overflowed or is undefined in {n_bad} of {k.numel()} entries "
@@ -128,9 +137,7 @@ def check_kernel_finite(nngp: Tensor, ntk: Tensor | None) -> None:
 
 def check_finite(name: str, t: Tensor) -> None:
     """Raise ``ValueError`` if ``t`` contains NaN or ±inf, saying where."""
-    if not t.numel() or bool(torch.isfinite(t.sum())):
-        return  # a finite sum means every entry is finite (one read pass, no mask)
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         bad = (~torch.isfinite(t)).nonzero()
         n_bad = bad.shape[0]
         first = tuple(int(i) for i in bad[0])
