@@ -111,6 +111,42 @@ def nt_kernels(cases: list[tuple[list, np.ndarray]]) -> list[tuple[np.ndarray, n
         ]
 
 
+def run_npz_worker(
+    script: str, work: Path, name: str, *, timeout: int, probe: bool = False, **arrays
+):
+    """Run a Neural Tangents ``script`` (argv: input ``.npz``, output ``.npz``) on ``arrays``.
+
+    The script is written to ``work/name`` (not ``nt.py``: that name shadows a stdlib
+    module) and run by the NT Python on the CPU, one thread, without our ``PYTHONPATH``.
+    ``probe``: first check that Neural Tangents imports there, and skip the test if not.
+    Returns the loaded output ``.npz``; a failed run fails the test with its stderr.
+    """
+    import pytest
+
+    if NT_PYTHON is None:  # pragma: no cover - guarded by skipif in the tests
+        raise RuntimeError("the Neural Tangents environment is not installed")
+    np.savez(work / "in.npz", **arrays)
+    (work / name).write_text(script)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
+    if probe:
+        imports = subprocess.run(
+            [str(NT_PYTHON), "-c", "import neural_tangents"], env=env, capture_output=True
+        )
+        if imports.returncode != 0:  # pragma: no cover - a broken peer environment
+            pytest.skip("Neural Tangents does not import in its environment")
+    run = subprocess.run(
+        [str(NT_PYTHON), str(work / name), str(work / "in.npz"), str(work / "out.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return np.load(work / "out.npz")
+
+
 def widelimit_net(layers: list):
     """The widelimit spec of a layer list of :func:`nt_kernels` (the same network)."""
     import widelimit as wl

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_conv_monte_carlo import NNGP_SAMPLES, WIDTH, Z, _images, check_against_mc
+from test_conv_monte_carlo import NNGP_SAMPLES, WIDTH, Z, _images, _signals, check_against_mc
 from widelimit.kernel import Kernel
 from widelimit.layers import (
     Conv1d,
@@ -305,8 +305,7 @@ def test_monte_carlo_lcn_global_pool() -> None:
 
 def test_monte_carlo_lcn_standard_1d() -> None:
     """Standard parameterization (NTK grows with the fan-in C·k), stride 2, circular."""
-    x = _images()[:, :, :, 0].contiguous()
-    x = torch.cat([x, x.flip(-1)], dim=-1)  # (N, C, 8)
+    x = _signals()  # (N, C, 8)
 
     def make(out):
         return serial(

@@ -52,6 +52,12 @@ def _spatial_diagonal(t: torch.Tensor, full: bool) -> torch.Tensor:
     return t
 
 
+def _signals() -> torch.Tensor:
+    """``(3, 2, 8)`` 1-D signals: the first image column and its mirror image."""
+    x = _images()[:, :, :, 0].contiguous()
+    return torch.cat([x, x.flip(-1)], dim=-1)
+
+
 def check_against_mc(make, x, *, hidden: int, width=WIDTH, seed=0) -> None:
     """Analytic kernel vs Monte Carlo with the module docstring's error model.
 
@@ -119,8 +125,7 @@ def test_cnn_standard_parameterization() -> None:
 
 def test_conv1d_spatial_output() -> None:
     """A net ending in a conv: per-position kernels (diagonal of the full layout) compared."""
-    x = _images()[:, :, :, 0].contiguous()
-    x = torch.cat([x, x.flip(-1)], dim=-1)  # (N, C, 8)
+    x = _signals()  # (N, C, 8)
 
     def make(out):
         return serial(

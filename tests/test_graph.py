@@ -19,15 +19,12 @@ With two hidden nonlinearities a ``1/width`` bias ``BIAS_C·max|K|/width`` is ad
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import widelimit.layers.tiles as tiles
+from nt_reference import NT_PYTHON, run_npz_worker
 from widelimit.layers import (
     Aggregate,
     Conv1d,
@@ -42,7 +39,6 @@ from widelimit.layers.inputs import input_kernel
 from widelimit.monte_carlo import monte_carlo_kernel
 from widelimit.spec_text import parse_net
 
-NT_PYTHON = Path("/root/.cache/nt-venv/bin/python")
 Z = 4.5
 BIAS_C = 3.0
 
@@ -303,30 +299,14 @@ np.savez(sys.argv[2], nngp=np.asarray(k.nngp), ntk=np.asarray(k.ntk))
 
 
 @pytest.mark.slow  # importing JAX alone takes ~30-60 s on the shared machine
-@pytest.mark.skipif(not NT_PYTHON.exists(), reason="Neural Tangents environment not installed")
+@pytest.mark.skipif(NT_PYTHON is None, reason="Neural Tangents environment not installed")
 def test_matches_neural_tangents(tmp_path):
     x1, a1 = _data(4, 3, (7,), seed=15)
     x2, a2 = _data(3, 3, (7,), seed=16)
-    np.savez(tmp_path / "in.npz", x1=x1.numpy(), x2=x2.numpy(), a1=a1.numpy(), a2=a2.numpy())
-    script = tmp_path / "aggregate_worker.py"  # not "nt.py": that name shadows a stdlib module
-    script.write_text(_NT_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-    probe = subprocess.run(
-        [str(NT_PYTHON), "-c", "import neural_tangents"], env=env, capture_output=True, check=False
-    )
-    if probe.returncode != 0:  # pragma: no cover - a broken peer environment is not our failure
-        pytest.skip("Neural Tangents does not import in its environment")
-    run = subprocess.run(
-        [str(NT_PYTHON), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    nt = np.load(tmp_path / "out.npz")
+    nt = run_npz_worker(
+        _NT_SCRIPT, tmp_path, "aggregate_worker.py", timeout=300, probe=True,
+        x1=x1.numpy(), x2=x2.numpy(), a1=a1.numpy(), a2=a2.numpy(),
+    )  # fmt: skip
     net = serial(
         Aggregate(),
         Conv1d(1, 1, padding="same", w_std=1.3, b_std=0.2),

@@ -16,15 +16,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import widelimit.layers.tiles as tiles
+from nt_reference import NT_PYTHON, run_npz_worker
 from widelimit.layers import (
     AvgPool1d,
     AvgPool2d,
@@ -39,7 +36,6 @@ from widelimit.layers import (
 )
 from widelimit.monte_carlo import monte_carlo_kernel
 
-NT_PYTHON = Path("/root/.cache/nt-venv/bin/python")
 Z = 4.5
 L = 9
 
@@ -246,7 +242,7 @@ np.savez(sys.argv[2], **out)
 
 
 @pytest.mark.slow  # importing JAX alone takes ~30-60 s on the shared machine
-@pytest.mark.skipif(not NT_PYTHON.exists(), reason="Neural Tangents environment not installed")
+@pytest.mark.skipif(NT_PYTHON is None, reason="Neural Tangents environment not installed")
 def test_matches_neural_tangents_mask_constant(tmp_path):
     x1, x2 = _signals(4, seed=11, length=13), _signals(3, seed=12, length=13)
     m1 = _prefix_mask([13, 9, 6, 11], length=13)
@@ -254,26 +250,10 @@ def test_matches_neural_tangents_mask_constant(tmp_path):
     m2 = _prefix_mask([4, 13, 8], length=13)
     c = -7.0  # Neural Tangents masks the entries equal to mask_constant
     y1, y2 = torch.where(m1[:, None], x1, c), torch.where(m2[:, None], x2, c)
-    np.savez(tmp_path / "in.npz", x1=y1.numpy(), x2=y2.numpy(), c=c)
-    script = tmp_path / "mask_worker.py"
-    script.write_text(_NT_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-    probe = subprocess.run(
-        [str(NT_PYTHON), "-c", "import neural_tangents"], env=env, capture_output=True, check=False
-    )
-    if probe.returncode != 0:  # pragma: no cover - a broken peer environment is not our failure
-        pytest.skip("Neural Tangents does not import in its environment")
-    run = subprocess.run(
-        [str(NT_PYTHON), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    nt = np.load(tmp_path / "out.npz")
+    nt = run_npz_worker(
+        _NT_SCRIPT, tmp_path, "mask_worker.py", timeout=300, probe=True,
+        x1=y1.numpy(), x2=y2.numpy(), c=c,
+    )  # fmt: skip
     for name, readout in (("gap", GlobalAvgPool()), ("flatten", Flatten())):
         k = _strided_net(readout).kernel(x1, x2, mask=(m1, m2))
         for q in ("nngp", "ntk"):

@@ -24,16 +24,14 @@ Routes, each independent of the rule under test:
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import widelimit.layers.tiles as tiles
+from nt_reference import NT_PYTHON, run_npz_worker
 from widelimit.layers import (
     Conv1d,
     Conv2d,
@@ -46,7 +44,6 @@ from widelimit.layers import (
 )
 from widelimit.monte_carlo import monte_carlo_kernel
 
-NT_PYTHON = Path("/root/.cache/nt-venv/bin/python")
 Z = 4.5
 BIAS_C = 10.0  # calibrated in tests/test_attention.py
 L = 7
@@ -392,7 +389,7 @@ _NT_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # importing JAX alone takes ~30-60 s on the shared machine
-@pytest.mark.skipif(not NT_PYTHON.exists(), reason="Neural Tangents environment not installed")
+@pytest.mark.skipif(NT_PYTHON is None, reason="Neural Tangents environment not installed")
 def test_matches_neural_tangents_mask_constant(tmp_path):
     x1, x2 = _signals(3, seed=18, length=6), _signals(2, seed=19, length=6)
     m1 = _prefix_mask([6, 4, 5], length=6)
@@ -400,21 +397,10 @@ def test_matches_neural_tangents_mask_constant(tmp_path):
     m2 = _prefix_mask([3, 6], length=6)
     c = -7.0  # Neural Tangents masks the entries equal to mask_constant
     y1, y2 = torch.where(m1[:, None], x1, c), torch.where(m2[:, None], x2, c)
-    np.savez(tmp_path / "in.npz", x1=y1.numpy(), x2=y2.numpy(), c=c)
-    script = tmp_path / "mask_attention_worker.py"
-    script.write_text(_NT_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-    run = subprocess.run(
-        [str(NT_PYTHON), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    nt = np.load(tmp_path / "out.npz")
+    nt = run_npz_worker(
+        _NT_SCRIPT, tmp_path, "mask_attention_worker.py", timeout=600,
+        x1=y1.numpy(), x2=y2.numpy(), c=c,
+    )  # fmt: skip
     layers = {
         "softmax": GlobalSelfAttention(6, **ATT, b_std=0.3, pos_emb="sum", pos_emb_std=0.7),
         "identity": GlobalSelfAttention(

@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from test_conv_monte_carlo import _images, check_against_mc
+from test_conv_monte_carlo import _images, _signals, check_against_mc
 from widelimit.layers import (
     AvgPool1d,
     AvgPool2d,
@@ -224,8 +224,7 @@ def test_monte_carlo_sum_pool_2d_same() -> None:
 
 
 def test_monte_carlo_global_sum_pool_1d_circular() -> None:
-    x = _images()[:, :, :, 0].contiguous()
-    x = torch.cat([x, x.flip(-1)], dim=-1)  # (N, C, 8)
+    x = _signals()  # (N, C, 8)
 
     def make(out):
         return serial(
