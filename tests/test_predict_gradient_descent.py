@@ -427,21 +427,25 @@ def test_issue24_gradient_descent_loss_not_depending_on_f_is_refused(loss):
 
 @pytest.mark.parametrize("lr_mu", [(0.5, 0.7), (0.01, 0.9), (2.0, 0.0)])
 def test_heavy_ball_closed_form_matches_expm_in_every_damping_regime(lr_mu):
-    """``u'' = (1 − λu)/n + m u'`` against scipy's expm of ``(u, u', 1)`` for eigenvalues from 0
-    through critical damping (``λ = n m²/4``, and ±1e-9 around it) to strongly underdamped."""
-    from widelimit.predict import _heavy_ball_u
-
+    """``loss="mse"`` with momentum on a diagonal kernel, one eigenvalue per example, from 0
+    through critical damping (``λ = n m²/4``, and ±1e-9 around it) to just below the stability
+    limit: with ``k_test_train = I``, ``f0 − y = 1`` and ``f0_test = 0`` the test outputs are
+    ``−u(s)``, ``u'' = (1 − λu)/n + m u'``, against scipy's expm of ``(u, u', 1)``."""
     lr, mu = lr_mu
-    m, n_t = (mu - 1) / math.sqrt(lr), 6
+    m, n_t = (mu - 1) / math.sqrt(lr), 8
     crit = n_t * m * m / 4
+    top = 0.99 * 2 * (1 + mu) * n_t / lr  # just below the stability limit
     lam = torch.tensor(
-        [0.0, 1e-9, 0.01 * crit, crit * (1 - 1e-9), crit, crit * (1 + 1e-9), 3 * crit, 400 * crit],
+        [0.0, 1e-9, 0.01 * crit, crit * (1 - 1e-9), crit, crit * (1 + 1e-9), 3 * crit, top],
         dtype=torch.float64,
     )
-    s = torch.tensor([0.0, 0.3, 2.0, 11.0, 60.0], dtype=torch.float64)
-    u = _heavy_ball_u(lam, s, n_t, m)
+    t = torch.tensor([0.0, 0.3, 2.0, 11.0, 60.0], dtype=torch.float64)
+    eye = torch.eye(n_t, dtype=torch.float64)
+    gd = gradient_descent("mse", torch.diag(lam), torch.zeros(n_t, dtype=torch.float64),
+                          learning_rate=lr, momentum=mu)  # fmt: skip
+    u = -gd(t, torch.ones(n_t, dtype=torch.float64), 0.0, eye).test  # (T, N)
     for j, lj in enumerate(lam.tolist()):
         a = np.array([[0.0, 1.0, 0.0], [-lj / n_t, m, 1.0 / n_t], [0.0, 0.0, 0.0]])
-        for i, si in enumerate(s.tolist()):
-            ref = (sla.expm(a * si) @ np.array([0.0, 0.0, 1.0]))[0]
-            assert abs(float(u[i, j]) - ref) <= 1e-10 * max(1.0, abs(ref)), (lj, si, ref)
+        for i, ti in enumerate(t.tolist()):
+            ref = (sla.expm(a * math.sqrt(lr) * ti) @ np.array([0.0, 0.0, 1.0]))[0]
+            assert abs(float(u[i, j]) - ref) <= 1e-10 * max(1.0, abs(ref)), (lj, ti, ref)
