@@ -376,6 +376,20 @@ def test_issue24_gradient_descent_refuses_learning_rate_above_mse_stability_limi
         assert got == pytest.approx(limit, rel=1e-5)
 
 
+def test_issue24_stability_limit_from_lanczos_for_many_outputs():
+    """Above 64 outputs the curvature comes from Lanczos (eigsh): the callable MSE on
+    ``(20, 5)`` targets must give ``2·n_targets/λ_max(Θ)``, its exact limit."""
+    x, _, _ = _kernels(20, 0)
+    kxx = _spec().kernel(x).ntk
+    y = torch.zeros(20, 5, dtype=torch.float64)
+    limit = 2 * y.numel() / float(torch.linalg.eigvalsh(kxx)[-1])
+    with pytest.raises(ValueError, match=r"stability limit") as err:
+        gradient_descent(mse, kxx, y, learning_rate=1.001 * limit)(1.0, 1.0)
+    got = float(err.value.args[0].split("stability limit ")[1].split(" ")[0])
+    assert got == pytest.approx(limit, rel=1e-5)
+    gradient_descent(mse, kxx, y, learning_rate=0.999 * limit)(1.0, 1.0)
+
+
 def test_issue24_gradient_descent_refuses_learning_rate_above_cross_entropy_stability_limit():
     """At f = 0 the cross-entropy Hessian is ``(I − 11ᵀ/K)/(N·K)`` per example (softmax at the
     uniform point), so ``κ = λ_max(Θ)/(N·K)`` and the limit is ``2·N·K/λ_max(Θ)``."""

@@ -601,7 +601,7 @@ LOSSES = ("mse", "cross_entropy")
 MAX_EVALUATIONS = 100_000
 """Default budget of loss-gradient evaluations of one :class:`GradientDescent` ODE solve."""
 
-_DENSE_CURVATURE = 400  # up to this many outputs the Hessian is built column by column
+_DENSE_CURVATURE = 64  # up to this many outputs the Hessian is built column by column
 _CURVATURE_POINTS = 16  # requested times at which the curvature is checked (spread out)
 
 
