@@ -704,12 +704,10 @@ def _heavy_ball_u(lam: Tensor, s: Tensor, n_targets: int, m: float) -> Tensor:
     i.e. ``n·u`` is the divided difference of ``E``; at critical damping it is ``E'(m/2)``.
     """
     a = (lam.clamp_min(0.0) / n_targets).to(torch.complex128)[None, :]  # (1, N)
-    sc = s.to(torch.complex128)[:, None]  # (T, 1)
+    sc = s.to(torch.complex128)[:, None]  # (T, 1), finite (t = ∞ is refused by the caller)
     root = torch.sqrt(m * m - 4 * a)  # principal root; z₋ is the larger |z|
     z_lo = (m - root) / 2
     z_hi = a / z_lo  # = (m + root)/2 without cancellation
-    finite = torch.isfinite(s)[:, None]
-    sc = torch.where(finite, sc, torch.zeros_like(sc))  # t = ∞ is refused upstream
 
     def e(z):
         safe = torch.where(z == 0, torch.ones_like(z), z)
