@@ -403,6 +403,36 @@ def test_issue24_gradient_descent_refuses_learning_rate_above_cross_entropy_stab
     gradient_descent(cross_entropy, kxx, y, learning_rate=0.99 * limit)(0.0, 0.0)
 
 
+def test_issue24_stability_checked_on_the_way_for_cross_entropy():
+    """Binary cross-entropy from confidently wrong logits: the curvature is tiny at the start and
+    at the end and peaks where the trajectory crosses p = ½ (Hessian ``(2 p₁p₂/N)`` per example
+    on the logit difference direction, Θ = I), so checking the two ends is not enough.
+
+    At ``lr = 1.5 × 4N`` (the limit at p = ½ is ``2/(1/(2N)) = 4N``) the flow from margin −6
+    ends confidently right, with ``lr·κ < 2`` at both ends (computed here in closed form,
+    the flow taken at a stable rate with the same ``s = lr·t``), yet is refused on the way;
+    real descent jumps over the boundary in one step (margin −6 → 5.97).
+    """
+    n = 4
+    kxx = torch.eye(n, dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0]] * n, dtype=torch.float64)
+    f0 = torch.tensor([[-3.0, 3.0]] * n, dtype=torch.float64)
+    lr, t = 1.5 * 4 * n, 20.0
+
+    def kappa(f):  # λ_max of (1/N)(diag p − p pᵀ) for 2 classes: 2 p₁ p₂ / N
+        p = torch.softmax(f[0], 0)
+        return float(2 * p[0] * p[1] / n)
+
+    slow = gradient_descent(cross_entropy, kxx, y, learning_rate=1.0)(lr * t, f0).train
+    assert lr * kappa(f0) < 2 and lr * kappa(slow) < 2  # both ends pass
+    assert float(slow[0, 0] - slow[0, 1]) > 5  # and the flow ends confidently right
+    with pytest.raises(ValueError, match=r"stability limit .*on the way, near t = 0\.[3-7]"):
+        gradient_descent(cross_entropy, kxx, y, learning_rate=lr)(t, f0)
+    one_step = _discrete(kxx, kxx, y, f0, f0, lr, 1)[:n]  # the real descent
+    jump = -6 + 12 * (1 - math.exp(-6) / (1 + math.exp(-6)))  # −6 + lr·(2/N)(1 − σ(−6))
+    assert float(one_step[0, 0] - one_step[0, 1]) == pytest.approx(jump, rel=1e-12)
+
+
 @pytest.mark.parametrize("momentum", [None, 0.8])
 def test_issue24_gradient_descent_mse_cost_does_not_grow_with_t(momentum):
     """``t = 1e12`` (the ODE needed O(t) steps) is the converged solution: train outputs at

@@ -602,7 +602,7 @@ MAX_EVALUATIONS = 100_000
 """Default budget of loss-gradient evaluations of one :class:`GradientDescent` ODE solve."""
 
 _DENSE_CURVATURE = 64  # up to this many outputs the Hessian is built column by column
-_CURVATURE_POINTS = 16  # requested times at which the curvature is checked (spread out)
+_CURVATURE_POINTS = 16  # requested times, and points on the way, where κ is checked
 
 
 def _mse(f: Tensor, y: Tensor) -> Tensor:
@@ -884,8 +884,10 @@ class GradientDescent:
             test = f0t[None] - torch.einsum("mi,ti,ik->tmk", ktx @ v, u, r)
         return train, test
 
-    def _solve(self, ts: Tensor, f0: Tensor) -> Tensor:
-        """Integrated gradient at the (absolute) times ``ts``: ``(T, N, width)``."""
+    def _solve(self, ts: Tensor, f0: Tensor) -> tuple[Tensor, list[tuple[float, Tensor]]]:
+        """Integrated gradient at the (absolute) times ``ts``: ``(T, N, width)``, and the
+        ``(s, state)`` the solver passed through first after each of up to
+        ``2·_CURVATURE_POINTS`` marks, spaced evenly and log-evenly (1e-4·s_max to s_max)."""
         from scipy.integrate import solve_ivp
 
         y = self._y
@@ -911,8 +913,17 @@ class GradientDescent:
 
         reached = [0.0]
 
+        path: list[tuple[float, Tensor]] = []
+        s_end = float(ts.max()) if len(ts) else 0.0
+        k = np.arange(1, _CURVATURE_POINTS + 1) / _CURVATURE_POINTS
+        marks = np.unique(np.concatenate([k * s_end, s_end * 10.0 ** (4 * (k - 1))]))
+        nxt = [0]
+
         def rhs(s: float, state: np.ndarray) -> np.ndarray:
             reached[0] = max(reached[0], s)
+            if nxt[0] < len(marks) and s >= marks[nxt[0]]:  # κ is checked here later
+                path.append((s, torch.from_numpy(state[:size].copy())))  # G (or P)
+                nxt[0] = int(np.searchsorted(marks, s, side="right"))
             if not heavy:
                 return grad_at(state)  # dG/ds = ∇_f L(f0 − Θ G)
             p, vel = state[:size], state[size:]
@@ -948,7 +959,7 @@ class GradientDescent:
             states = torch.zeros(len(t_eval), size, dtype=torch.float64)
         integral = torch.empty_like(states)
         integral[order] = states
-        return integral.reshape(-1, n, width)
+        return integral.reshape(-1, n, width), path
 
     def __call__(
         self,
@@ -970,8 +981,9 @@ class GradientDescent:
             (``lr·t``; ``√lr·t`` with momentum).
         Raises:
             ValueError: ``learning_rate`` at or above the stability limit at the initial
-                outputs or at the outputs of (up to 16 of) the requested times (losses other
-                than ``"mse"``, whose limit is checked once, at construction).
+                outputs, at up to 32 points on the way or at (up to 16 of) the requested
+                times (losses other than ``"mse"``, whose limit is checked once, at
+                construction).
             RuntimeError: the ODE solve needs more than ``max_evaluations`` gradients.
         """
         y = self._y
@@ -1004,8 +1016,11 @@ class GradientDescent:
         else:
             self._grad(f0.reshape(y.shape), y.detach().to(torch.float64).cpu())  # checks loss
             self._check_curvature(f0, "at the initial outputs f0_train")
-            integral = self._solve(ts, f0)
+            integral, path = self._solve(ts, f0)
             train = f0[None] - torch.einsum("ij,tjk->tik", self._k64, integral)
+            for s_i, state in path:  # points along the way, spread in s
+                f = f0 - self._k64 @ state.reshape(f0.shape)
+                self._check_curvature(f, f"on the way, near t = {s_i / scale:.4g}")
             pick = torch.argsort(ts)
             if len(pick) > _CURVATURE_POINTS:
                 pick = pick[torch.linspace(0, len(pick) - 1, _CURVATURE_POINTS).round().long()]
@@ -1071,7 +1086,9 @@ def gradient_descent(
     converges, so such a ``learning_rate`` is refused (``ValueError`` giving the limit).
     For ``"mse"`` ``κ = λ_max(Θ)/n_targets`` everywhere (:func:`max_learning_rate`),
     checked here; for other losses ``κ`` depends on the outputs and is checked at each
-    call at ``f0_train`` and at the outputs of up to 16 of the requested times (from
+    call at ``f0_train``, at up to 32 points the ODE solver passes through (16 spread
+    evenly in ``s``, 16 log-evenly from ``1e-4·s_max``) and at the outputs of up to 16 of
+    the requested times (from
     Hessian-vector products; not between those points).
 
     Args:
