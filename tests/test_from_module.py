@@ -356,3 +356,143 @@ def test_argument_errors():
         from_module(
             nn.Sequential(nn.Conv1d(2, 8, 3), nn.Flatten(), nn.Linear(40, 2)), input_shape=(2, 8)
         )
+
+
+# --------------------------------------------------------------------------- issue 24, item 5
+class _Residual(nn.Sequential):
+    """A skip connection written as an nn.Sequential subclass: x + block(x)."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x):
+        return 2.0 * super().forward(x)
+
+
+class _ShiftedReLU(nn.ReLU):
+    def forward(self, x):
+        return torch.relu(x - 0.5)
+
+
+class _PlainLinear(nn.Linear):
+    """A subclass that changes nothing the forward pass or the init depends on."""
+
+
+class _NormalInitLinear(nn.Linear):
+    def reset_parameters(self):
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.in_features))
+        nn.init.zeros_(self.bias)
+
+
+def test_issue24_from_module_refuses_sequential_subclass_with_forward():
+    res = _Residual(nn.Linear(8, 8), nn.ReLU())
+    user = nn.Sequential(nn.Linear(4, 8), res, nn.Linear(8, 2))
+    # the module really computes something a chain would not: the skip is seen in the output
+    x = torch.randn(3, 4)
+    assert not torch.allclose(res(x @ torch.ones(4, 8)), nn.Sequential(*res)(x @ torch.ones(4, 8)))
+    with pytest.raises(ValueError, match=r"'1'.*_Residual subclasses nn\.Sequential.*forward"):
+        from_module(user)
+    with pytest.raises(ValueError, match=r"<module>.*_Residual"):
+        from_module(res)
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (_ScaledLinear(8, 8), r"'1'.*_ScaledLinear subclasses nn\.Linear.*own forward"),
+        (_ShiftedReLU(), r"'1'.*_ShiftedReLU subclasses nn\.ReLU.*own forward"),
+    ],
+)
+def test_issue24_from_module_refuses_layer_subclass_with_own_forward(layer, match):
+    with pytest.raises(ValueError, match=match):
+        from_module(nn.Sequential(nn.Linear(4, 8), layer, nn.Linear(8, 2)))
+
+
+def test_from_module_maps_subclass_without_changes():
+    user = nn.Sequential(_PlainLinear(4, 8), nn.ReLU(), _PlainLinear(8, 2))
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert from_module(user) == from_module(plain)
+
+
+def test_issue24_from_module_refuses_overridden_reset_parameters_without_scales():
+    user = nn.Sequential(_NormalInitLinear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"'0'.*reset_parameters.*w_std and b_std"):
+        from_module(user)
+    with pytest.raises(ValueError, match=r"'0'.*reset_parameters.*pass b_std"):
+        from_module(user, overrides={"0": {"w_std": 1.0}})
+    spec = from_module(user, overrides={"0": {"w_std": 1.0, "b_std": 0.0}})
+    assert (spec.layers[0].w_std, spec.layers[0].b_std) == (1.0, 0.0)
+    assert from_module(user, w_std=1.0, b_std=0.0).layers[0].w_std == 1.0
+
+
+def _spectral_new(m):
+    return torch.nn.utils.parametrizations.spectral_norm(m)
+
+
+def _weight_norm_new(m):
+    return torch.nn.utils.parametrizations.weight_norm(m)
+
+
+def _spectral_old(m):
+    return torch.nn.utils.spectral_norm(m)
+
+
+def _forward_hook(m):
+    m.register_forward_hook(lambda mod, inp, out: 2 * out)
+    return m
+
+
+def _pre_hook(m):
+    m.register_forward_pre_hook(lambda mod, inp: (inp[0] + 1,))
+    return m
+
+
+def _backward_hook(m):
+    m.register_full_backward_hook(lambda mod, gin, gout: None)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("wrap", "match"),
+    [
+        (_spectral_new, r"'2'.*parametrized \(weight"),
+        (_weight_norm_new, r"'2'.*parametrized \(weight"),
+        (_spectral_old, r"'2'.*forward pre-hook \(SpectralNorm"),
+        (_forward_hook, r"'2'.*forward hook"),
+        (_pre_hook, r"'2'.*forward pre-hook"),
+        (_backward_hook, r"'2'.*backward hook"),
+    ],
+)
+def test_issue24_from_module_refuses_spectral_norm_and_hooks(wrap, match):
+    user = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), wrap(nn.Linear(8, 8)), nn.ReLU())
+    with pytest.raises(ValueError, match=match):
+        from_module(user)
+
+
+def test_issue24_from_module_refuses_global_hooks():
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o)
+    try:
+        with pytest.raises(ValueError, match="global module hooks"):
+            from_module(nn.Sequential(nn.Linear(4, 8), nn.ReLU()))
+    finally:
+        handle.remove()
+    assert len(from_module(nn.Sequential(nn.Linear(4, 8), nn.ReLU())).layers) == 2
+
+
+def test_issue24_from_module_refuses_lazy_linear():
+    user = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"'0'.*uninitialised lazy module.*forward pass"):
+        from_module(user)
+    user(torch.randn(3, 5))  # initialised: it is an nn.Linear(5, 8) now
+    assert from_module(user) == from_module(
+        nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    )
+
+
+def test_from_module_meta_device_gives_the_cpu_spec():
+    """The spec reads only sizes, so a module on the meta device maps like one on the CPU."""
+    meta = nn.Sequential(nn.Linear(4, 8, device="meta"), nn.ReLU(), nn.Linear(8, 2, device="meta"))
+    cpu = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert from_module(meta) == from_module(cpu)

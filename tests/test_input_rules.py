@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import widelimit as wl
 from widelimit.layers import Conv1d, Conv2d, Dense, Exp, Flatten, GlobalAvgPool, ReLU, serial
 from widelimit.scale import compute_kernel
 
@@ -53,3 +54,63 @@ def test_overflowing_kernel_is_refused_not_returned_as_inf() -> None:
         serial(Conv1d(2, 1), Exp(), Flatten(), Dense(1)).kernel(x[:, None, :])
     k = serial(Dense(4), Exp(), Dense(1)).kernel(x / 100)
     assert bool(torch.isfinite(k.nngp).all())
+
+
+# --------------------------------------------------------------------------- issue 24, crashes
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda: Dense(8, w_std=1e200), "w_std"),
+        (lambda: Dense(8, b_std=1e160), "b_std"),
+        (lambda: Conv1d(8, 3, w_std=1e200), "w_std"),
+        (lambda: wl.ConvTranspose2d(8, 3, b_std=1e200), "b_std"),
+        (lambda: wl.ConvLocal1d(8, 3, w_std=1e200), "w_std"),
+        (lambda: wl.GlobalSelfAttention(w_std_value=1e200), "w_std_value"),
+        (lambda: wl.GlobalSelfAttention(pos_emb="sum", pos_emb_std=1e200), "pos_emb_std"),
+        (lambda: wl.Multiply(-1e200), "alpha"),
+    ],
+)
+def test_issue24_std_whose_square_overflows_is_refused(build, name) -> None:
+    """Was ``internal error OverflowError`` (Python's float ``**`` in the kernel)."""
+    with pytest.raises(ValueError, match=rf"`{name}` = .*too large.*square"):
+        net = serial(build())
+        net.kernel(torch.randn(2, 3, 5, dtype=torch.float64))
+    ok = Dense(8, w_std=1e150)  # the square 1e300 is finite: still accepted
+    k = serial(ok).kernel(torch.ones(1, 2, dtype=torch.float64)).nngp  # σw²·x·x/d
+    assert float(k) == pytest.approx(1e300, rel=1e-12)
+
+
+def test_issue24_repeat_refuses_huge_counts_before_building() -> None:
+    import tracemalloc
+
+    from widelimit.layers.combinators import MAX_REPEAT
+
+    tracemalloc.start()
+    with pytest.raises(
+        ValueError, match=rf"repeat `n` = 1000000000 is above the limit {MAX_REPEAT}"
+    ):
+        wl.repeat(Dense(8), 10**9)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1e6, peak  # nothing of size n was allocated
+    assert len(wl.repeat(Dense(8), MAX_REPEAT).layers) == MAX_REPEAT
+
+
+def test_issue24_meta_device_inputs_are_refused_clearly() -> None:
+    x = torch.randn(3, 4, device="meta")
+    with pytest.raises(ValueError, match=r"`x1` is on the meta device.*no values"):
+        MLP.kernel(x)
+    with pytest.raises(ValueError, match=r"`x2` is on the meta device"):
+        MLP.kernel(torch.randn(3, 4), x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_issue24_nonfinite_pos_emb_decay_is_refused_clearly(bad) -> None:
+    """Was a raw ``torch.linalg.eigh`` failure (``_LinAlgError``)."""
+
+    def decay(d):
+        return torch.where(d > 2, torch.full_like(d, bad), torch.exp(-d))
+
+    net = serial(wl.GlobalSelfAttention(pos_emb="sum", pos_emb_decay=decay))
+    with pytest.raises(ValueError, match=r"`pos_emb_decay` returned .* at distance [3-9].*finite"):
+        net.kernel(torch.randn(2, 3, 5, dtype=torch.float64))

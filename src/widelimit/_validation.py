@@ -23,6 +23,7 @@ __all__ = [
     "check_nonnegative",
     "check_positive_int",
     "check_same_dtype_device",
+    "check_std",
 ]
 
 
@@ -67,6 +68,11 @@ def as_float_tensor(
         raise ValueError(f"`{name}` must have {expected} dimensions; got shape {tuple(t.shape)}")
     if not allow_empty and t.numel() == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); pass at least one example")
+    if t.device.type == "meta":
+        raise ValueError(
+            f"`{name}` is on the meta device, which holds shapes but no values; create it on "
+            f"the CPU or a GPU (e.g. torch.randn(..., device='cpu')) to compute with it"
+        )
     check_finite(name, t)
     return t
 
@@ -163,6 +169,21 @@ def check_positive(name: str, value: float) -> float:
     v = check_nonnegative(name, value)
     if v == 0:
         raise ValueError(f"`{name}` must be > 0")
+    return v
+
+
+def check_std(name: str, value: float) -> float:
+    """Return ``float(value)``, a standard deviation whose square is finite, or raise.
+
+    Kernels use the variance ``value²``; above ``√(float64 max) ≈ 1.3e154`` it overflows,
+    which would surface as a bare ``OverflowError`` or an infinite kernel.
+    """
+    v = check_nonnegative(name, value)
+    if not math.isfinite(v * v):
+        raise ValueError(
+            f"`{name}` = {value!r} is too large: the kernel uses its square, which overflows "
+            "float64 (the limit is about 1.3e154); rescale the inputs or the outputs instead"
+        )
     return v
 
 

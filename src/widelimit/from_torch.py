@@ -15,6 +15,18 @@ forward pass (widelimit keeps NCL / NCHW, as torch does)::
 
 and nested ``nn.Sequential`` containers are flattened.
 
+**Only behaviour it can see.**  ``from_module`` maps a module by its class, so it
+refuses (naming the module's path and the reason) every module whose forward pass
+may differ from the class it would be mapped to: a subclass of a torch layer or of
+``nn.Sequential`` that defines its own ``forward`` (or ``__call__``), e.g. a
+residual block written as an ``nn.Sequential`` subclass; a module with forward or
+backward hooks (the old hook-based ``torch.nn.utils.spectral_norm`` and
+``weight_norm`` are pre-hooks), or global module hooks; a parametrized module
+(``torch.nn.utils.parametrizations.spectral_norm``/``weight_norm``/``orthogonal``);
+a subclass that overrides ``reset_parameters`` unless ``w_std`` and ``b_std`` are
+given (its initialisation is not PyTorch's default); and an uninitialised lazy module
+(``nn.LazyLinear``, ``nn.LazyConv2d``: run one forward pass first).
+
 **Initialisation scales.**  Widelimit's convention is ``Var W = σw²/fan_in``,
 ``Var b = σb²`` (``w_std = σw``, ``b_std = σb``).  Unless the caller gives
 ``w_std``/``b_std`` (globally or per layer), the scales are read from PyTorch's
@@ -67,6 +79,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as torch_module
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils import parametrize
 
 from widelimit._validation import check_nonnegative
 from widelimit.layers import (
@@ -140,6 +155,7 @@ class _State:
 def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Leaf modules of (nested) ``nn.Sequential`` containers, with their qualified names."""
     if isinstance(module, nn.Sequential):
+        _check_visible(prefix or "<module>", module, nn.Sequential)
         out = []
         # not named_children(): it skips a module that appears twice (weight tying)
         for name, child in module._modules.items():
@@ -147,6 +163,87 @@ def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
                 out.extend(_leaves(child, f"{prefix}.{name}" if prefix else name))
         return out
     return [(prefix or "<module>", module)]
+
+
+_HOOKS = {
+    "_forward_pre_hooks": "forward pre-hook",
+    "_forward_hooks": "forward hook",
+    "_backward_pre_hooks": "backward pre-hook",
+    "_backward_hooks": "backward hook",
+}
+_GLOBAL_HOOKS = (
+    "_global_forward_pre_hooks",
+    "_global_forward_hooks",
+    "_global_backward_pre_hooks",
+    "_global_backward_hooks",
+)
+
+
+def _torch_base(cls: type) -> type:
+    """The first class of ``cls``'s MRO defined by torch itself (``torch.nn.modules.*``)."""
+    for c in cls.__mro__:
+        if c.__module__.startswith("torch.nn.modules."):
+            return c
+    return nn.Module
+
+
+def _check_visible(name: str, m: nn.Module, base: type | None = None) -> None:
+    """Refuse a module whose forward pass ``from_module`` cannot read off its class.
+
+    ``base`` is the torch class ``m`` is mapped as (default: the first torch class of its
+    MRO); ``m`` must run ``base.forward`` unchanged: no subclass ``forward``/``__call__``,
+    no hooks, no parametrizations, and it must be initialised (not lazy).
+    """
+    cls = type(m)
+    base = base or _torch_base(cls)
+    where = f"'{name}' ({cls.__name__})" if m._modules else _describe(name, m)
+    if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
+        raise ValueError(
+            f"{where} is an uninitialised lazy module ({cls.__name__}): its input size is "
+            "unknown until it has seen an input; run one forward pass on an example batch "
+            "first (it then becomes an ordinary layer), or build it with explicit sizes "
+            "(e.g. nn.Linear(in_features, out_features))"
+        )
+    if parametrize.is_parametrized(m):
+        names = ", ".join(sorted(m.parametrizations.keys()))
+        raise ValueError(
+            f"{where} is parametrized ({names} computed by torch.nn.utils.parametrize, e.g. "
+            "spectral_norm or weight_norm): its effective weights are not the Gaussian "
+            "weights of the mapped layer, so from_module cannot give its kernel; remove the "
+            "parametrization (torch.nn.utils.parametrize.remove_parametrizations) or write "
+            "the spec by hand"
+        )
+    for attr, what in _HOOKS.items():
+        hooks = getattr(m, attr, None)
+        if hooks:
+            kinds = ", ".join(sorted({type(h).__name__ for h in hooks.values()}))
+            raise ValueError(
+                f"{where} has a {what} ({kinds}; e.g. the old torch.nn.utils.spectral_norm or "
+                "weight_norm): hooks can change what the module computes or how it trains, "
+                "which from_module cannot see; remove the hooks (handle.remove(), or "
+                "torch.nn.utils.remove_spectral_norm / remove_weight_norm) or write the spec "
+                "by hand"
+            )
+    for attr in _GLOBAL_HOOKS:
+        if getattr(torch_module, attr, None):
+            raise ValueError(
+                f"global module hooks are registered (torch.nn.modules.module.{attr}, e.g. by "
+                "torch.nn.modules.module.register_module_forward_hook): they run on every "
+                f"module, including {where}, and from_module cannot see what they do; remove "
+                "them before calling from_module"
+            )
+    if base is nn.Module:
+        return  # not a torch layer: the mapping itself refuses it, naming what is supported
+    for method in ("forward", "__call__"):
+        if getattr(cls, method) is not getattr(base, method):
+            kind = "nn.Sequential" if base is nn.Sequential else f"nn.{base.__name__}"
+            raise ValueError(
+                f"{where}: its class {cls.__qualname__} subclasses {kind} but defines its own "
+                f"{method} (e.g. a skip connection or a changed activation), which from_module "
+                f"cannot see; it maps layers by class and would treat it as a plain {kind}. "
+                "Write the spec with widelimit layers (a skip connection is "
+                "serial(FanOut(2), parallel(block, Identity()), FanInSum()))"
+            )
 
 
 def _describe(name: str, module: nn.Module) -> str:
@@ -187,8 +284,22 @@ def _scales(
     b_std: float | None,
     override: Mapping[str, float],
 ) -> tuple[float, float]:
-    w = override.get("w_std", TORCH_DEFAULT_W_STD if w_std is None else w_std)
     has_bias = getattr(module, "bias", None) is not None
+    base = _torch_base(type(module))
+    if type(module).reset_parameters is not base.reset_parameters:
+        missing = [
+            k
+            for k, v in (("w_std", w_std), ("b_std", b_std if has_bias else 0.0))
+            if v is None and k not in override
+        ]
+        if missing:
+            raise ValueError(
+                f"{_describe(name, module)}: its class {type(module).__qualname__} overrides "
+                f"reset_parameters, so its initialisation is not PyTorch's default that "
+                f"from_module reads the scales from; pass {' and '.join(missing)} (to "
+                f"from_module, or per layer in `overrides`) with the scales it draws"
+            )
+    w = override.get("w_std", TORCH_DEFAULT_W_STD if w_std is None else w_std)
     b_default = 1.0 / math.sqrt(3.0 * fan_in) if b_std is None else b_std
     b = override.get("b_std", b_default)
     if not has_bias:
@@ -547,6 +658,8 @@ def from_module(
     leaves = _leaves(module)
     if not leaves:
         raise ValueError("`module` is an empty nn.Sequential; there is no network to map")
+    for name, m in leaves:
+        _check_visible(name, m)
     affine = {n for n, m in leaves if isinstance(m, _AFFINE)}
     first_use: dict[int, str] = {}
     for name, m in leaves:

@@ -37,14 +37,20 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from widelimit._validation import as_float_tensor, check_nonnegative, check_positive
+from widelimit._validation import (
+    as_float_tensor,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from widelimit.deprecation import deprecated_attribute, renamed_kwargs
 
 __all__ = [
@@ -177,14 +183,13 @@ class _Eigen:
     conditioning: Conditioning
 
 
-def _eigen(name: str, k: Tensor, reg: float) -> _Eigen:
-    """Symmetric eigendecomposition with PSD check, conditioning and jitter (float64)."""
+def _spectrum(name: str, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(k64, evals, evecs)``: float64 symmetric part of a checked symmetric PSD kernel and its
+    ascending eigendecomposition; raises ``ValueError`` naming ``name`` otherwise."""
     n = k.shape[0]
     eps_in = torch.finfo(k.dtype).eps
     k64 = k.detach().to(torch.float64)
     scale = float(k64.abs().max())
-    if scale == 0.0 and reg == 0.0:
-        raise ValueError(f"`{name}` is identically zero; pass a nonzero kernel or diag_reg > 0")
     asym = float((k64 - k64.T).abs().max())
     if asym > 100 * eps_in * max(scale, 1e-300):
         raise ValueError(
@@ -200,6 +205,15 @@ def _eigen(name: str, k: Tensor, reg: float) -> _Eigen:
             f"`{name}` is not positive semi-definite: smallest eigenvalue {lo:.3g} "
             f"(largest {hi:.3g}); a covariance/NTK matrix must be PSD — check how it was built"
         )
+    return k64, evals, evecs
+
+
+def _eigen(name: str, k: Tensor, reg: float) -> _Eigen:
+    """Symmetric eigendecomposition with PSD check, conditioning and jitter (float64)."""
+    if float(k.detach().abs().max()) == 0.0 and reg == 0.0:
+        raise ValueError(f"`{name}` is identically zero; pass a nonzero kernel or diag_reg > 0")
+    k64, evals, evecs = _spectrum(name, k)
+    lo, hi = float(evals[0]), float(evals[-1])
     lam = evals + reg
     jitter = 0.0
     top = float(lam[-1])
@@ -581,33 +595,157 @@ def gradient_descent_mse_ensemble(
 # --------------------------------------------------------------------------- any loss
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+LOSSES = ("mse", "cross_entropy")
+"""Losses :func:`gradient_descent` knows by name (``"mse"`` has a closed form)."""
 
-def _as_loss(loss: object) -> LossFn:
+MAX_EVALUATIONS = 100_000
+"""Default budget of loss-gradient evaluations of one :class:`GradientDescent` ODE solve."""
+
+_DENSE_CURVATURE = 64  # up to this many outputs the Hessian is built column by column
+_CURVATURE_POINTS = 16  # requested times, and points on the way, where κ is checked
+
+
+def _mse(f: Tensor, y: Tensor) -> Tensor:
+    return 0.5 * ((f - y) ** 2).mean()  # the project's MSE convention (module docstring)
+
+
+def _cross_entropy(f: Tensor, y: Tensor) -> Tensor:
+    return torch.nn.functional.cross_entropy(f, y)  # mean over the N examples; y probabilities
+
+
+def _as_loss(loss: object) -> tuple[LossFn, str | None]:
+    """``(loss function, name)``; the name is ``None`` for a user callable."""
+    if isinstance(loss, str):
+        if loss == "mse":
+            return _mse, "mse"
+        if loss == "cross_entropy":
+            return _cross_entropy, "cross_entropy"
+        raise ValueError(
+            f"`loss` = {loss!r} is not a known loss; use one of {LOSSES} or a callable "
+            "loss(f_train, y_train) -> scalar tensor"
+        )
     if not callable(loss):
         raise TypeError(
-            "`loss` must be a callable loss(f_train, y_train) -> scalar tensor, e.g. "
-            f"lambda f, y: torch.nn.functional.cross_entropy(f, y); got {type(loss).__name__}"
+            "`loss` must be 'mse', 'cross_entropy' or a callable loss(f_train, y_train) -> "
+            "scalar tensor, e.g. lambda f, y: torch.nn.functional.cross_entropy(f, y); "
+            f"got {type(loss).__name__}"
         )
-    return loss  # type: ignore[return-value]
+    return loss, None  # type: ignore[return-value]
+
+
+def _is_integer(y: object) -> bool:
+    if isinstance(y, Tensor):
+        return not (y.is_floating_point() or y.is_complex())
+    if isinstance(y, np.ndarray | Sequence):
+        try:
+            return np.asarray(y).dtype.kind in "biu"
+        except (TypeError, ValueError):
+            return False  # as_float_tensor names the problem
+    return False
+
+
+def _gd_targets(y_train: object, n: int, loss_name: str | None, num_classes: int | None) -> Tensor:
+    """Targets of :func:`gradient_descent`: integer labels one-hot encoded only on request."""
+    if _is_integer(y_train):
+        if num_classes is None:
+            raise ValueError(
+                "`y_train` has an integer (or boolean) dtype: class labels must be turned into "
+                "targets of the outputs' shape explicitly. Pass num_classes=C to one-hot encode "
+                "labels of shape (N,) into (N, C) float targets (the outputs then have C "
+                "columns), or pass one-hot/probability targets as floats; for integer-valued "
+                "regression targets pass y_train.double()"
+            )
+        c = check_positive_int("num_classes", num_classes)
+        labels = y_train if isinstance(y_train, Tensor) else torch.as_tensor(np.asarray(y_train))
+        if labels.ndim != 1:
+            raise ValueError(
+                "with `num_classes`, `y_train` must be (N,) integer class labels; got shape "
+                f"{tuple(labels.shape)} (pass one-hot targets as floats instead)"
+            )
+        labels = labels.long()
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= c:
+            raise ValueError(
+                f"class labels in `y_train` must be in [0, num_classes) = [0, {c}); got labels "
+                f"from {lo} to {hi}"
+            )
+        y_train = torch.nn.functional.one_hot(labels, c).to(torch.float64)
+    elif num_classes is not None:
+        raise ValueError(
+            "`num_classes` one-hot encodes integer class labels, but `y_train` is floating "
+            "point (already targets of the outputs' shape); leave num_classes=None"
+        )
+    y = _check_targets(y_train, n)
+    if loss_name == "cross_entropy":
+        if y.ndim != 2 or y.shape[1] < 2:
+            raise ValueError(
+                "loss='cross_entropy' needs (N, C) targets with C >= 2 classes (one-hot rows or "
+                "class probabilities), or (N,) integer labels with num_classes=C; got shape "
+                f"{tuple(y.shape)}: one output per example is ambiguous (labels? logits of one "
+                "class?)"
+            )
+        sums = y.to(torch.float64).sum(1)
+        if bool((y < 0).any()) or float((sums - 1).abs().max()) > 1e-6:
+            raise ValueError(
+                "loss='cross_entropy' needs targets that are class probabilities (>= 0, each "
+                f"row summing to 1); got entries from {float(y.min()):.3g} and row sums from "
+                f"{float(sums.min()):.6g} to {float(sums.max()):.6g}"
+            )
+    return y
+
+
+def _heavy_ball_u(lam: Tensor, s: Tensor, n_targets: int, m: float) -> Tensor:
+    """``u(s)`` (``(T, N)``) with ``u'' = (1 − λu)/n + m u'``, ``u(0) = u'(0) = 0``, ``m < 0``.
+
+    Per eigenvalue ``λ`` of Θ, ``P = u·r0`` is the heavy-ball integral of the MSE gradient
+    (:class:`GradientDescent`).  With ``a = λ/n`` the characteristic roots are
+    ``z± = (m ± √(m² − 4a))/2`` (``z₊z₋ = a``, complex when underdamped) and
+    ``u = (E(z₊) − E(z₋)) / (n (z₊ − z₋))``, ``E(z) = (e^{zs} − 1)/z`` (``E(0) = s``),
+    i.e. ``n·u`` is the divided difference of ``E``; at critical damping it is ``E'(m/2)``.
+    """
+    a = (lam.clamp_min(0.0) / n_targets).to(torch.complex128)[None, :]  # (1, N)
+    sc = s.to(torch.complex128)[:, None]  # (T, 1), finite (t = ∞ is refused by the caller)
+    root = torch.sqrt(m * m - 4 * a)  # principal root; z₋ is the larger |z|
+    z_lo = (m - root) / 2
+    z_hi = a / z_lo  # = (m + root)/2 without cancellation
+
+    def e(z):
+        safe = torch.where(z == 0, torch.ones_like(z), z)
+        return torch.where(z == 0, sc + 0 * z, torch.expm1(z * sc) / safe)
+
+    diff = z_hi - z_lo
+    u = (e(z_hi) - e(z_lo)) / (n_targets * torch.where(diff == 0, torch.ones_like(diff), diff))
+    c = torch.full_like(a, m / 2)
+    crit = (c * sc).exp() * sc / c - torch.expm1(c * sc) / (c * c)  # E'(m/2)
+    near = diff.abs() <= 1e-7 * abs(m)
+    u = torch.where(near, crit / n_targets, u)
+    return u.real
 
 
 class GradientDescent:
     """Function-space gradient descent under a fixed NTK, for any differentiable loss.
 
     Returned by :func:`gradient_descent`; call it as
-    ``gd(t, f0_train=0.0, f0_test=None, k_test_train=None)``.  Each call solves
-    the ODE (:func:`scipy.integrate.solve_ivp`) from ``t = 0`` to ``max(t)``.
+    ``gd(t, f0_train=0.0, f0_test=None, k_test_train=None)``.
 
     The state is the integrated loss gradient, so test outputs cost one product:
     without momentum ``G(s) = ∫₀ˢ ∇_f L(f_train) ds`` and
     ``f_train = f0_train − Θ G``, ``f_test = f0_test − Θ*x G``; with momentum
     ``P'' = ∇_f L + m P'`` (``P(0) = P'(0) = 0``, ``m = (μ − 1)/√lr``) and
     ``f = f0 − Θ P`` on both sets (heavy ball started at rest).
+
+    ``loss="mse"`` has a closed form through the eigendecomposition ``Θ = V diag(λ) Vᵀ``
+    (cost independent of ``t``): ``G = V diag(u) Vᵀ (f0 − y)`` with
+    ``u = (1 − e^{−λs/n})/λ`` (no momentum) or the damped-oscillator solution of
+    :func:`_heavy_ball_u`.  Any other loss is integrated by
+    :func:`scipy.integrate.solve_ivp` from ``s = 0`` to ``max(s)`` in at most
+    ``max_evaluations`` gradient evaluations.
     """
 
     def __init__(
         self,
         loss: LossFn,
+        loss_name: str | None,
         k_train_train: Tensor,
         y_train: Tensor,
         learning_rate: float,
@@ -615,18 +753,50 @@ class GradientDescent:
         method: str,
         rtol: float,
         atol: float,
+        max_evaluations: int,
     ) -> None:
-        self._loss = loss
+        self._loss, self._loss_name = loss, loss_name
         self._k = k_train_train
         self._y = y_train
         self._lr = learning_rate
         self._momentum = momentum
         self._method, self._rtol, self._atol = method, rtol, atol
+        self._max_evaluations = max_evaluations
+        k64, evals, evecs = _spectrum("k_train_train", k_train_train)
+        self._k64 = k64.cpu()
+        self._lam, self._v = evals.clamp_min(0.0).cpu(), evecs.cpu()
+        self._sqrt_k = (self._v * self._lam.sqrt()) @ self._v.T  # Θ^{1/2}
+        if loss_name == "mse":  # ∇²_f L = I/n_targets: the curvature is the same everywhere
+            self._check_rate(
+                float(self._lam[-1]) / self.n_targets,
+                "the loss ½·mean (f − y)² has the same curvature everywhere",
+            )
 
     @property
     def n_targets(self) -> int:
         """``y_train.numel()``."""
         return self._y.numel()
+
+    def _check_rate(self, kappa: float, where: str) -> None:
+        """Refuse ``learning_rate ≥ 2(1 + μ)/κ``, ``κ = λ_max(Θ^{½} ∇²_f L Θ^{½})``."""
+        limit = 2.0 * (1.0 + (self._momentum or 0.0)) / kappa if kappa > 0 else math.inf
+        if self._lr < limit:
+            return
+        heavy = self._momentum is not None
+        raise ValueError(
+            f"`learning_rate` = {self._lr:g} is at or above the stability limit {limit:.6g} of "
+            f"gradient descent{' with momentum' if heavy else ''} here ({where}): the limit is "
+            "2(1 + μ)/κ with κ = λ_max(Θ·∇²_f loss) = "
+            f"{kappa:.6g}. Real gradient descent with this step diverges or oscillates while "
+            "the gradient flow solved here converges, so t (which counts steps of size "
+            f"learning_rate) would describe nothing real. Pass learning_rate < {limit:.6g}"
+            + (
+                ""
+                if heavy
+                else "; to study the flow itself, the result depends only on s = "
+                "learning_rate·t: take a learning_rate below the limit and t = s/learning_rate"
+            )
+        )
 
     def _grad(self, f: Tensor, y: Tensor) -> Tensor:
         """``∇_f loss(f, y)`` in float64, checked."""
@@ -639,15 +809,157 @@ class GradientDescent:
                     f"or sum); got {type(value).__name__} "
                     f"{tuple(value.shape) if isinstance(value, Tensor) else ''}"
                 )
-            (g,) = torch.autograd.grad(value.reshape(()), f, allow_unused=True)
+            g = None
+            if value.requires_grad:
+                (g,) = torch.autograd.grad(value.reshape(()), f, allow_unused=True)
         if g is None:
-            return torch.zeros_like(f)
+            raise ValueError(
+                "`loss(f_train, y_train)` does not depend on f_train (autograd finds no path "
+                "from the outputs to its value): the outputs would never move. Compute the loss "
+                "from its first argument with torch operations (no .detach(), .item() or numpy)"
+            )
         if not bool(torch.isfinite(g).all()):
             raise ValueError(
                 "`loss` has a non-finite gradient at the current outputs (NaN/inf); use a "
                 "numerically stable form, e.g. log_softmax instead of log(softmax)"
             )
         return g.detach()
+
+    def _curvature(self, f: Tensor) -> float:
+        """``κ = λ_max(Θ^{½} H Θ^{½})``, ``H = ∇²_f loss`` at outputs ``f`` (``(N, width)``).
+
+        The eigenvalues of ``Θ H`` (Θ acting on the examples) are those of this symmetric
+        matrix; built column by column from Hessian-vector products (double backward) up to
+        :data:`_DENSE_CURVATURE` outputs, by Lanczos (:func:`scipy.sparse.linalg.eigsh`) above.
+        """
+        from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+        y = self._y.detach().to(torch.float64).cpu()
+        n, width = f.shape
+        fr = f.detach().reshape(y.shape).requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self._loss(fr, y).reshape(()), fr, create_graph=True)
+        if not g.requires_grad:
+            return 0.0  # linear in f: no curvature
+
+        def matvec(vec: np.ndarray) -> np.ndarray:
+            w = (self._sqrt_k @ torch.from_numpy(np.asarray(vec).reshape(n, width))).reshape(
+                y.shape
+            )
+            (hw,) = torch.autograd.grad(g, fr, grad_outputs=w, retain_graph=True, allow_unused=True)
+            hw = torch.zeros_like(fr) if hw is None else hw
+            return (self._sqrt_k @ hw.detach().reshape(n, width)).reshape(-1).numpy()
+
+        size = n * width
+        if size <= _DENSE_CURVATURE:
+            mat = np.stack([matvec(col) for col in np.eye(size)], axis=1)
+            return float(np.linalg.eigvalsh(0.5 * (mat + mat.T))[-1])
+        op = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+        try:
+            top = eigsh(op, k=1, which="LA", tol=1e-8, return_eigenvectors=False)
+        except ArpackNoConvergence as err:
+            raise RuntimeError(
+                "could not find the largest curvature of the loss (Lanczos did not converge), "
+                "needed to check learning_rate against the stability limit of gradient descent"
+            ) from err
+        return float(top[0])
+
+    def _check_curvature(self, f: Tensor, where: str) -> None:
+        self._check_rate(self._curvature(f), where)
+
+    def _mse(self, ts: Tensor, f0: Tensor, ktx: Tensor | None, f0t: Tensor | None):
+        """Closed form for ``loss="mse"``: ``(train (T, N, w), test (T, M, w) or None)``."""
+        y64 = self._y.detach().to(torch.float64).cpu().reshape(f0.shape)
+        v, lam, n_t = self._v, self._lam, self.n_targets
+        r = v.T @ (f0 - y64)  # eigen-coordinates of f0 − y, (N, w)
+        if self._momentum is None:
+            decay = torch.exp(-lam[None, :] * ts[:, None] / n_t)  # (T, N)
+            u = _inv_expm1(lam, ts, n_t)
+        else:
+            u = _heavy_ball_u(lam, ts, n_t, (self._momentum - 1.0) / math.sqrt(self._lr))
+            decay = 1.0 - lam[None, :] * u
+        train = y64[None] + torch.einsum("ji,ti,ik->tjk", v, decay, r)
+        test = None
+        if ktx is not None:
+            test = f0t[None] - torch.einsum("mi,ti,ik->tmk", ktx @ v, u, r)
+        return train, test
+
+    def _solve(self, ts: Tensor, f0: Tensor) -> tuple[Tensor, list[tuple[float, Tensor]]]:
+        """Integrated gradient at the (absolute) times ``ts``: ``(T, N, width)``, and the
+        ``(s, state)`` the solver passed through first after each of up to
+        ``2·_CURVATURE_POINTS`` marks, spaced evenly and log-evenly (1e-4·s_max to s_max)."""
+        from scipy.integrate import solve_ivp
+
+        y = self._y
+        n, width = f0.shape
+        size = n * width
+        heavy = self._momentum is not None
+        mom = (self._momentum - 1.0) / math.sqrt(self._lr) if heavy else 0.0
+        y_in = y.detach().to(torch.float64).cpu()  # the loss sees targets in their own shape
+        k64 = self._k64
+        count = [0]
+        budget = self._max_evaluations
+
+        class _Budget(Exception):
+            pass
+
+        def grad_at(state_g: np.ndarray) -> np.ndarray:
+            count[0] += 1
+            if count[0] > budget:
+                raise _Budget
+            g_int = torch.from_numpy(state_g).reshape(n, width)
+            f = (f0 - k64 @ g_int).reshape(y.shape)  # f = f0 − Θ G (or Θ P)
+            return self._grad(f, y_in).reshape(-1).numpy()
+
+        reached = [0.0]
+
+        path: list[tuple[float, Tensor]] = []
+        s_end = float(ts.max()) if len(ts) else 0.0
+        k = np.arange(1, _CURVATURE_POINTS + 1) / _CURVATURE_POINTS
+        marks = np.unique(np.concatenate([k * s_end, s_end * 10.0 ** (4 * (k - 1))]))
+        nxt = [0]
+
+        def rhs(s: float, state: np.ndarray) -> np.ndarray:
+            reached[0] = max(reached[0], s)
+            if nxt[0] < len(marks) and s >= marks[nxt[0]]:  # κ is checked here later
+                path.append((s, torch.from_numpy(state[:size].copy())))  # G (or P)
+                nxt[0] = int(np.searchsorted(marks, s, side="right"))
+            if not heavy:
+                return grad_at(state)  # dG/ds = ∇_f L(f0 − Θ G)
+            p, vel = state[:size], state[size:]
+            return np.concatenate([vel, grad_at(p) + mom * vel])  # P'' = ∇L + m P'
+
+        order = torch.argsort(ts)
+        t_eval = ts[order].numpy()
+        state0 = np.zeros(2 * size if heavy else size)
+        if float(t_eval[-1]) > 0:
+            try:
+                sol = solve_ivp(
+                    rhs,
+                    (0.0, float(t_eval[-1])),
+                    state0,
+                    method=self._method,
+                    t_eval=t_eval,
+                    rtol=self._rtol,
+                    atol=self._atol,
+                )
+            except _Budget:
+                raise RuntimeError(
+                    f"the ODE solver used max_evaluations = {budget} evaluations of the loss "
+                    f"gradient and reached s = {reached[0]:.4g} of {float(t_eval[-1]):.4g} "
+                    "(s = learning_rate·t, or √learning_rate·t with momentum); the cost grows "
+                    "with s (on stiff problems like s·λ_max(Θ)/n_targets). Use loss='mse' for "
+                    "the closed form (any t at the same cost), a stiff method ('LSODA', "
+                    "'Radau'), shorter times, or a larger max_evaluations"
+                ) from None
+            if not sol.success:
+                raise RuntimeError(f"the ODE solver failed: {sol.message}")
+            states = torch.from_numpy(sol.y[:size].T.copy())  # (T, size), sorted times
+        else:
+            states = torch.zeros(len(t_eval), size, dtype=torch.float64)
+        integral = torch.empty_like(states)
+        integral[order] = states
+        return integral.reshape(-1, n, width), path
 
     def __call__(
         self,
@@ -667,10 +979,13 @@ class GradientDescent:
             :class:`FlowPrediction` with ``train (*t_shape, N, *y_shape)``, ``test
             (*t_shape, M, *y_shape)`` or ``None``, and ``t`` the solver time ``s``
             (``lr·t``; ``√lr·t`` with momentum).
+        Raises:
+            ValueError: ``learning_rate`` at or above the stability limit at the initial
+                outputs, at up to 32 points on the way or at (up to 16 of) the requested
+                times (losses other than ``"mse"``, whose limit is checked once, at
+                construction).
+            RuntimeError: the ODE solve needs more than ``max_evaluations`` gradients.
         """
-        import numpy as np
-        from scipy.integrate import solve_ivp
-
         y = self._y
         n = y.shape[0]
         heavy = self._momentum is not None
@@ -679,17 +994,16 @@ class GradientDescent:
         if torch.isinf(ts).any():
             raise ValueError(
                 "`t` must be finite for gradient_descent: under a general loss the outputs "
-                "need not converge (cross-entropy grows the logits forever); pass finite times"
+                "need not converge (cross-entropy grows the logits forever); pass finite times "
+                "(for MSE at t = ∞, gradient_descent_mse)"
             )
-        y64 = y.detach().to(torch.float64).cpu()
         f0 = as_float_tensor("f0_train", f0_train, min_ndim=0).detach().to(torch.float64).cpu()
         if f0.ndim and tuple(f0.shape) != tuple(y.shape):
             raise ValueError(
                 f"`f0_train` must be a scalar or {tuple(y.shape)}; got {tuple(f0.shape)}"
             )
         f0 = torch.broadcast_to(f0, y.shape).reshape(n, -1)
-        k64 = self._k.detach().to(torch.float64).cpu()
-        ktx = None
+        ktx = f0t = None
         if f0_test is not None or k_test_train is not None:
             if k_test_train is None or f0_test is None:
                 raise ValueError("test predictions need both `f0_test` and `k_test_train`")
@@ -697,65 +1011,45 @@ class GradientDescent:
             m = ktx.shape[0]
             f0t = as_float_tensor("f0_test", f0_test, min_ndim=0).detach().to(torch.float64)
             f0t = torch.broadcast_to(f0t.cpu(), (m, *y.shape[1:])).reshape(m, -1)
-        width = f0.shape[1]
-        size = n * width
-        mom = (self._momentum - 1.0) / scale if heavy else 0.0
-        y_in = y64  # the loss sees targets in their own shape, float64
-
-        def grad_at(state_g: np.ndarray) -> np.ndarray:
-            g_int = torch.from_numpy(state_g).reshape(n, width)
-            f = (f0 - k64 @ g_int).reshape(y.shape)  # f = f0 − Θ G (or Θ P)
-            return self._grad(f, y_in).reshape(-1).numpy()
-
-        def rhs(_s: float, state: np.ndarray) -> np.ndarray:
-            if not heavy:
-                return grad_at(state)  # dG/ds = ∇_f L(f0 − Θ G)
-            p, v = state[:size], state[size:]
-            return np.concatenate([v, grad_at(p) + mom * v])  # P'' = ∇L + m P'
-
-        order = torch.argsort(ts)
-        t_eval = ts[order].numpy()
-        state0 = np.zeros(2 * size if heavy else size)
-        if float(t_eval[-1]) > 0:
-            sol = solve_ivp(
-                rhs,
-                (0.0, float(t_eval[-1])),
-                state0,
-                method=self._method,
-                t_eval=t_eval,
-                rtol=self._rtol,
-                atol=self._atol,
-            )
-            if not sol.success:
-                raise RuntimeError(f"the ODE solver failed: {sol.message}")
-            states = torch.from_numpy(sol.y[:size].T.copy())  # (T, size), sorted times
+        if self._loss_name == "mse":
+            train, test = self._mse(ts, f0, ktx, f0t)
         else:
-            states = torch.zeros(len(t_eval), size, dtype=torch.float64)
-        integral = torch.empty_like(states)
-        integral[order] = states
-        integral = integral.reshape(-1, n, width)
+            self._grad(f0.reshape(y.shape), y.detach().to(torch.float64).cpu())  # checks loss
+            self._check_curvature(f0, "at the initial outputs f0_train")
+            integral, path = self._solve(ts, f0)
+            train = f0[None] - torch.einsum("ij,tjk->tik", self._k64, integral)
+            for s_i, state in path:  # points along the way, spread in s
+                f = f0 - self._k64 @ state.reshape(f0.shape)
+                self._check_curvature(f, f"on the way, near t = {s_i / scale:.4g}")
+            pick = torch.argsort(ts)
+            if len(pick) > _CURVATURE_POINTS:
+                pick = pick[torch.linspace(0, len(pick) - 1, _CURVATURE_POINTS).round().long()]
+            for i in pick.tolist():
+                self._check_curvature(train[i], f"at the outputs of t = {float(ts[i]) / scale:g}")
+            test = None
+            if ktx is not None:
+                test = f0t[None] - torch.einsum("ij,tjk->tik", ktx, integral)
         like = {"dtype": self._k.dtype, "device": self._k.device}
-        train = f0[None] - torch.einsum("ij,tjk->tik", k64, integral)
         train = train.reshape(*t_shape, n, *y.shape[1:]).to(**like)
-        test = None
-        if ktx is not None:
-            test = f0t[None] - torch.einsum("ij,tjk->tik", ktx, integral)
-            test = test.reshape(*t_shape, ktx.shape[0], *y.shape[1:]).to(**like)
+        if test is not None:
+            test = test.reshape(*t_shape, test.shape[1], *y.shape[1:]).to(**like)
         return FlowPrediction(train, test, ts.reshape(t_shape))
 
 
 def gradient_descent(
-    loss: LossFn,
+    loss: LossFn | str,
     k_train_train: Tensor,
     y_train: Tensor,
     *,
     learning_rate: float = 1.0,
     momentum: float | None = None,
+    num_classes: int | None = None,
     method: str = "DOP853",
     rtol: float = 1e-11,
     atol: float = 1e-13,
+    max_evaluations: int = MAX_EVALUATIONS,
 ) -> GradientDescent:
-    """Function-space training under a fixed NTK for any differentiable loss, by an ODE solver.
+    """Function-space training under a fixed NTK for any differentiable loss.
 
     Linearised training (Lee et al. 2019, eqs. (3)–(5)) of a network whose
     outputs on the training inputs are ``f``: gradient descent with step
@@ -772,29 +1066,53 @@ def gradient_descent(
 
     **How ``loss`` is normalised.**  ``loss`` is used as given: ``t`` counts
     steps of full-batch gradient descent with step ``learning_rate`` on exactly
-    this scalar, so a mean (rather than a sum) over examples matters.  The
-    project's MSE convention (module docstring) is
-    ``loss = lambda f, y: 0.5 * ((f - y) ** 2).mean()`` (mean over all
-    ``N × k`` targets); with it this function equals :func:`gradient_descent_mse`.
-    ``torch.nn.functional.cross_entropy(f, y)`` (``y`` one-hot or class
-    probabilities, ``(N, k)``) averages over the ``N`` examples only.
+    this scalar, so a mean (rather than a sum) over examples matters.
+    ``loss="mse"`` is the project's MSE convention ``0.5 * ((f - y) ** 2).mean()``
+    (mean over all ``N × k`` targets), solved in closed form (cost independent of
+    ``t``; equals :func:`gradient_descent_mse` with ``diag_reg=0``);
+    ``loss="cross_entropy"`` is ``torch.nn.functional.cross_entropy(f, y)`` with
+    ``(N, C)`` probability targets, averaged over the ``N`` examples.
+
+    **Targets.**  ``y_train`` has the shape of the outputs.  Integer (or boolean) class
+    labels are never read as numbers: give ``num_classes=C`` and labels ``(N,)`` in
+    ``[0, C)`` become one-hot ``(N, C)`` float targets (the outputs then have ``C``
+    columns), for any loss; without ``num_classes`` integer targets are refused.
+    ``loss="cross_entropy"`` also refuses targets that are not ``(N, C ≥ 2)`` rows of
+    class probabilities.
+
+    **Stability.**  ``t`` counts steps of size ``learning_rate``, and gradient descent
+    (heavy ball) is stable only while ``learning_rate·κ < 2(1 + μ)``, ``κ =
+    λ_max(Θ·∇²_f loss)``; above it real descent diverges or oscillates while the flow
+    converges, so such a ``learning_rate`` is refused (``ValueError`` giving the limit).
+    For ``"mse"`` ``κ = λ_max(Θ)/n_targets`` everywhere (:func:`max_learning_rate`),
+    checked here; for other losses ``κ`` depends on the outputs and is checked at each
+    call at ``f0_train``, at up to 32 points the ODE solver passes through (16 spread
+    evenly in ``s``, 16 log-evenly from ``1e-4·s_max``) and at the outputs of up to 16 of
+    the requested times (from
+    Hessian-vector products; not between those points).
 
     Args:
-        loss: ``loss(f_train, y_train) -> scalar``, differentiable by torch autograd in
-            ``f_train``; it receives float64 tensors of the shape of ``y_train``.
-        k_train_train: ``(N, N)`` NTK of the training inputs.
-        y_train: ``(N,)`` or ``(N, k)`` targets, the shape of the outputs.
+        loss: ``"mse"``, ``"cross_entropy"``, or ``loss(f_train, y_train) -> scalar``,
+            differentiable (twice, for the stability check) by torch autograd in
+            ``f_train``; it receives float64 tensors of the shape of the targets.
+        k_train_train: ``(N, N)`` NTK of the training inputs: symmetric PSD (checked as in
+            :func:`gp_inference`).
+        y_train: ``(N,)`` or ``(N, k)`` float targets, the shape of the outputs, or ``(N,)``
+            integer labels with ``num_classes``.
         learning_rate: step size ``lr > 0`` of the gradient descent being described.
         momentum: ``None`` (plain gradient descent) or ``μ`` in ``[0, 1)``.
+        num_classes: one-hot encode integer labels into this many columns (see Targets).
         method, rtol, atol: passed to :func:`scipy.integrate.solve_ivp` (use
             ``method="Radau"`` or ``"LSODA"`` for stiff problems: long times and a
-            widely spread NTK spectrum).
+            widely spread NTK spectrum); unused by ``"mse"``.
+        max_evaluations: budget of loss-gradient evaluations per ODE solve (the cost grows
+            with ``learning_rate·t``); above it a ``RuntimeError`` says how far it got.
     Returns:
         a :class:`GradientDescent`, callable on times like :class:`GradientFlow`.
     """
-    loss = _as_loss(loss)
+    loss_fn, loss_name = _as_loss(loss)
     k = _check_square("k_train_train", k_train_train)
-    y = _check_targets(y_train, k.shape[0])
+    y = _gd_targets(y_train, k.shape[0], loss_name, num_classes)
     lr = check_positive("learning_rate", learning_rate)
     if momentum is not None:
         momentum = check_nonnegative("momentum", momentum)
@@ -804,7 +1122,8 @@ def gradient_descent(
         raise TypeError(f"`method` must be a solve_ivp method name; got {type(method).__name__}")
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
-    return GradientDescent(loss, k, y, lr, momentum, method, rtol, atol)
+    budget = check_positive_int("max_evaluations", max_evaluations)
+    return GradientDescent(loss_fn, loss_name, k, y, lr, momentum, method, rtol, atol, budget)
 
 
 def max_learning_rate(
@@ -840,4 +1159,4 @@ def max_learning_rate(
     return 2.0 * (1.0 + mu) * n_targets / (max(lam_max, 0.0) + eps)
 
 
-__all__ += ["GradientDescent", "gradient_descent", "max_learning_rate"]
+__all__ += ["LOSSES", "MAX_EVALUATIONS", "GradientDescent", "gradient_descent", "max_learning_rate"]

@@ -96,7 +96,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit._validation import check_nonnegative, check_positive_int, check_std
 from widelimit.kernel import Kernel
 from widelimit.layers.activations import Abs, Elementwise, ReLU
 from widelimit.layers.base import (
@@ -208,6 +208,14 @@ def position_covariance(
             "`pos_emb_decay` must map a tensor of distances to a tensor of the same shape "
             f"(use torch functions, e.g. lambda d: torch.exp(-d / 4)); got {type(r).__name__}"
             + (f" of shape {tuple(r.shape)}" if isinstance(r, Tensor) else "")
+        )
+    bad = ~torch.isfinite(r)
+    if bool(bad.any()):
+        dist = float(d[bad][0])
+        raise ValueError(
+            f"`pos_emb_decay` returned {float(r[bad][0])} at distance {dist:g} ({int(bad.sum())} "
+            "of the entries are NaN/inf); it must be finite at every distance from 0 to "
+            f"{float(d.max()):g}, e.g. lambda d: torch.exp(-d / 4)"
         )
     return r.to(dtype)
 
@@ -410,8 +418,8 @@ class GlobalSelfAttention(WidthLayer):
                 f"got {self.attention_mechanism!r}"
             )
         for name in ("w_std_query", "w_std_key", "w_std_value", "w_std_out", "b_std"):
-            object.__setattr__(self, name, check_nonnegative(name, getattr(self, name)))
-        object.__setattr__(self, "pos_emb_std", check_nonnegative("pos_emb_std", self.pos_emb_std))
+            object.__setattr__(self, name, check_std(name, getattr(self, name)))
+        object.__setattr__(self, "pos_emb_std", check_std("pos_emb_std", self.pos_emb_std))
         object.__setattr__(
             self, "pos_emb_p_norm", check_nonnegative("pos_emb_p_norm", self.pos_emb_p_norm)
         )

@@ -493,6 +493,10 @@ def parallel(*layers: Layer) -> Parallel:
     return Parallel(tuple(layers))
 
 
+MAX_REPEAT = 100_000
+"""Largest ``n`` of :func:`repeat` (the text parser of net descriptions allows 1000)."""
+
+
 def repeat(layer: Layer, n: int) -> Serial:
     """``n`` copies of ``layer`` in sequence, each with its own weights in the finite net:
     ``repeat(serial(Dense(512), ReLU()), 3)`` (Neural Tangents' ``stax.repeat``)."""
@@ -500,6 +504,12 @@ def repeat(layer: Layer, n: int) -> Serial:
         raise TypeError(f"repeat `layer` must be a widelimit layer; got {type(layer).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"repeat `n` must be a positive integer; got {n!r}")
+    if n > MAX_REPEAT:  # checked before building: (layer,) * 10**9 exhausts memory
+        raise ValueError(
+            f"repeat `n` = {n} is above the limit {MAX_REPEAT}: every layer is stored and each "
+            "kernel evaluation walks all of them; for deep-network signal propagation use "
+            "widelimit.propagation (q/c maps iterated to any depth)"
+        )
     return Serial((layer,) * n)
 
 

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit._validation import check_positive_int, check_std
 from widelimit.kernel import Kernel
 from widelimit.layers.base import (
     KernelLike,
@@ -336,8 +336,8 @@ class _Conv(WidthLayer):
         object.__setattr__(self, "kernel_size", as_tuple("kernel_size", self.kernel_size, n))
         object.__setattr__(self, "stride", as_tuple("stride", self.stride, n))
         check_padding(self.padding)
-        object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
-        object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
+        object.__setattr__(self, "w_std", check_std("w_std", self.w_std))
+        object.__setattr__(self, "b_std", check_std("b_std", self.b_std))
         check_parameterization(self.parameterization)
         wf = check_width_factor(self.width_factor, self.parameterization)
         object.__setattr__(self, "width_factor", wf)

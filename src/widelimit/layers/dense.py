@@ -39,7 +39,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import check_nonnegative, check_positive_int
+from widelimit._validation import check_positive_int, check_std
 from widelimit.kernel import Kernel
 from widelimit.layers.base import (
     KernelLike,
@@ -217,8 +217,8 @@ class Dense(WidthLayer):
 
     def __post_init__(self) -> None:
         check_positive_int("out_features", self.out_features)
-        object.__setattr__(self, "w_std", check_nonnegative("w_std", self.w_std))
-        object.__setattr__(self, "b_std", check_nonnegative("b_std", self.b_std))
+        object.__setattr__(self, "w_std", check_std("w_std", self.w_std))
+        object.__setattr__(self, "b_std", check_std("b_std", self.b_std))
         check_parameterization(self.parameterization)
         wf = check_width_factor(self.width_factor, self.parameterization)
         object.__setattr__(self, "width_factor", wf)

@@ -57,7 +57,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from widelimit._validation import check_nonnegative
+from widelimit._validation import check_nonnegative, check_std
 from widelimit.deprecation import warn_deprecated
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
@@ -357,6 +357,7 @@ class Multiply(Layer):
             raise TypeError(f"`alpha` must be a real number; got {self.alpha!r}") from err
         if not math.isfinite(a):
             raise ValueError(f"`alpha` must be finite; got {self.alpha!r}")
+        check_std("alpha", abs(a))  # the kernel is scaled by α²
         object.__setattr__(self, "alpha", a)
 
     def out_shape(self, in_shape: ShapeLike) -> ShapeLike:
