@@ -122,7 +122,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         test_store: Annotated[
-            Path | None, typer.Option(help="Stored test-train kernel for --store.")
+            Path | None,
+            typer.Option(
+                help="Stored test-train kernel for --store (kernel --x1 TEST --x2 TRAIN, same "
+                "--net; checked to belong to --store)."
+            ),
         ] = None,
         method: Annotated[str, typer.Option(help="With --store: cg or cholesky.")] = "cg",
         targets: Annotated[Path | None, typer.Option("--targets", hidden=True)] = None,

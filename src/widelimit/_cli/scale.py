@@ -32,9 +32,12 @@ def kernel_to_store(
     overwrite: bool = False,
     repair: bool = False,
     progress: bool = True,
+    scaling: Any = None,
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
 
+    ``scaling`` (a :class:`widelimit.scaling.InputScaling`) is recorded in the store, so a
+    test-train store can reuse the training statistics (``kernel --scale-from``).
     On Ctrl-C prints ``interrupted: k/m tiles saved in STORE; run the same command
     again to resume`` and exits with status 130.
     """
@@ -50,6 +53,10 @@ def kernel_to_store(
         print(f"interrupted: {_saved(store)} tiles saved in {store}; run the same command "
               "again to resume", file=sys.stderr)  # fmt: skip
         raise typer.Exit(130) from None
+    if scaling is not None:
+        from widelimit.scaling import save_scaling
+
+        save_scaling(store, scaling)
     run = result.run
     summary = {
         "store": str(store),
