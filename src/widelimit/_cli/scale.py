@@ -7,6 +7,8 @@ so the tiled/out-of-core paths print the same way everywhere.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,7 @@ def kernel_to_store(
             progress=progress and not json,
         )  # fmt: skip
     except KeyboardInterrupt:
+        _exit_on_second_interrupt(store)
         print(f"interrupted: {_saved(store)} tiles saved in {store}; run the same command "
               "again to resume", file=sys.stderr)  # fmt: skip
         raise typer.Exit(130) from None
@@ -78,6 +81,29 @@ def kernel_to_store(
         rows = [[k, v] for k, v in summary.items()]
         console.print(table(f"kernel store {store}", ["field", "value"], rows))
     return summary
+
+
+def _exit_on_second_interrupt(store: str | Path) -> None:
+    """After a first Ctrl-C, make a second one exit at once (status 130), cleanly.
+
+    Between the first interrupt and the end of the process, Python waits for the tiles
+    still being computed in worker threads; a second ``KeyboardInterrupt`` raised in that
+    shutdown (or in torch's teardown) printed tracebacks or aborted with a C++
+    "terminate called".  ``os._exit`` skips that teardown; the store stays valid (a tile
+    without its completion record is recomputed on resume; the lock dies with the process).
+    """
+
+    def exit_now(signum: int, frame: object) -> None:
+        print(f"interrupted again: exiting now; {store} stays valid (unfinished tiles are "
+              "recomputed when you run the same command again)", file=sys.stderr)  # fmt: skip
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, exit_now)
+    except ValueError:  # not the main thread: leave the handler alone
+        pass
 
 
 def _saved(store: str | Path) -> str:
