@@ -134,3 +134,28 @@ def test_cli_kernel_input_shape_reshapes_rows() -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["x1_shape"] == [4, 1, 8, 8]
+
+
+def test_out_on_a_full_disk_leaves_no_truncated_npy(tmp_path, monkeypatch) -> None:
+    """Issue 24: `--out` on a full disk left a truncated nngp.npy."""
+    import errno
+
+    out = tmp_path / "o"
+    out.mkdir()
+    old = np.arange(3.0)
+    np.save(out / "nngp.npy", old)  # a previous run's file must survive
+    real_save = np.save
+
+    def full_disk(fh, arr, **kw):
+        fh.write(b"\x93NUMPY" + b"\0" * 94)  # part of the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    res = runner.invoke(
+        app, ["kernel", "--x1", "iris", "--n-rows", "4", "--get", "nngp", "--out", str(out)]
+    )
+    monkeypatch.setattr(np, "save", real_save)
+    assert res.exit_code != 0
+    assert "No space left on device" in res.output and "nngp.npy" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["nngp.npy"]  # no temp file left
+    np.testing.assert_array_equal(np.load(out / "nngp.npy"), old)

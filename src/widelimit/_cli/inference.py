@@ -16,6 +16,7 @@ from widelimit._cli.common import (
     load_array,
     parse_ints,
     print_json,
+    save_npy,
     table,
 )
 from widelimit._cli.deprecated import resolve_alias
@@ -190,9 +191,9 @@ def register(app: typer.Typer) -> None:
         }
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            np.save(out / "mean.npy", mean)
+            save_npy(out / "mean.npy", mean)
             if std is not None:
-                np.save(out / "std.npy", std)
+                save_npy(out / "std.npy", std)
         if json_out:
             print_json(summary)
             return

@@ -18,6 +18,7 @@ from widelimit._cli.common import (
     load_array,
     parse_ints,
     print_json,
+    save_npy,
     table,
 )
 from widelimit._cli.deprecated import resolve_alias
@@ -163,7 +164,7 @@ def register(app: typer.Typer) -> None:
             rows.append([name, str(tuple(mat.shape)), *info.values()])
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
-                np.save(out / f"{name}.npy", mat.cpu().numpy())
+                save_npy(out / f"{name}.npy", mat.cpu().numpy())
         if out is not None:
             summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
         if json_out:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from widelimit._cli.common import console, load_array, print_json, table
+from widelimit._cli.common import console, load_array, print_json, save_npy, table
 
 
 def kernel_to_store(
@@ -166,9 +166,9 @@ def predict_from_store(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "alpha.npy", res.alpha)
+        save_npy(out / "alpha.npy", res.alpha)
         if res.mean is not None:
-            np.save(out / "mean.npy", res.mean)
+            save_npy(out / "mean.npy", res.mean)
         summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
     if json:
         print_json(summary | {"mean": None if res.mean is None else res.mean})
