@@ -53,3 +53,21 @@ def test_overflowing_kernel_is_refused_not_returned_as_inf() -> None:
         serial(Conv1d(2, 1), Exp(), Flatten(), Dense(1)).kernel(x[:, None, :])
     k = serial(Dense(4), Exp(), Dense(1)).kernel(x / 100)
     assert bool(torch.isfinite(k.nngp).all())
+
+
+def test_numpy_negative_strides_big_endian_and_longdouble_are_accepted_not_called_non_numeric():
+    """Issue 24: these arrays were refused as "not numeric array-like"."""
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    x2 = x[1:4] * 0.5
+    ref = MLP.kernel(torch.as_tensor(x[::-1].copy()), torch.as_tensor(x2.copy()))
+    for a in (x[::-1], x.astype(">f8")[::-1], x[:, ::-1][:, ::-1][::-1]):
+        k = MLP.kernel(a, x2.astype(">f8"))
+        assert k.nngp.dtype == torch.float64
+        assert torch.equal(k.nngp, ref.nngp) and torch.equal(k.ntk, ref.ntk)
+    assert MLP.kernel(x.astype(">f4")).nngp.dtype == torch.float32
+    if np.dtype(np.longdouble).itemsize > 8:  # extended precision on this platform
+        with pytest.warns(UserWarning, match="extended precision.*converted to float64"):
+            k = MLP.kernel(x[::-1].astype(np.longdouble), x2)
+        assert torch.equal(k.nngp, ref.nngp)
+    with pytest.raises(TypeError, match="numeric array-like; got ndarray of dtype <U"):
+        MLP.kernel(np.array([["a", "b"]]))
