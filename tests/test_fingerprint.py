@@ -135,3 +135,38 @@ def test_library_functions_are_accepted_by_name() -> None:
         assert describe_spec(fn) == describe_spec(fn)
     assert describe_spec(torch.tanh) != describe_spec(torch.sigmoid)
     assert describe_spec(torch.nn.Tanh()) == describe_spec(torch.nn.Tanh())
+
+
+_SCRIPT = """
+import math, torch, numpy as np, widelimit as wl
+from widelimit.fingerprint import describe_spec
+A = 1.5
+NAMES = {"a", "b", "c"}
+def helper(z):
+    return torch.tanh(A * z) if "a" in NAMES else z
+def act(z, k=np.arange(3.0)):
+    return helper(z) + 0 * math.pi
+net = wl.serial(wl.Dense(4), wl.Activation(act), wl.Dense(1),
+                wl.GlobalSelfAttention(pos_emb="sum", pos_emb_decay=lambda d: torch.exp(-A * d)))
+print(describe_spec(net))
+"""
+
+
+def test_fingerprint_is_the_same_in_another_process(tmp_path) -> None:
+    """A store is resumed by a new process: no memory address or hash seed may leak in."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "fp.py"
+    script.write_text(_SCRIPT)
+    other = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout  # fmt: skip
+    here = io.StringIO()
+    with contextlib.redirect_stdout(here):
+        exec(compile(_SCRIPT, str(script), "exec", dont_inherit=True), {"__name__": "__main__"})
+    assert "<fn __main__.act#" in other and here.getvalue() == other
