@@ -61,6 +61,15 @@ _LIBRARY_PACKAGES = frozenset(
 )  # fmt: skip
 
 
+# C-level callables described by module and name (when the module is a library's)
+_OP_OVERLOAD = getattr(getattr(torch, "_ops", None), "OpOverload", None)
+_BUILTIN_TYPES: tuple[type, ...] = (
+    types.BuiltinFunctionType,
+    np.ufunc,
+    *((_OP_OVERLOAD,) if isinstance(_OP_OVERLOAD, type) else ()),
+)
+
+
 class FingerprintError(TypeError):
     """A part of a network spec whose behaviour cannot be fingerprinted."""
 
@@ -207,7 +216,7 @@ class _Describer:
             )
         if isinstance(obj, types.CodeType):
             return self._code(obj)
-        if isinstance(obj, types.BuiltinFunctionType | np.ufunc | torch._ops.OpOverload):
+        if isinstance(obj, _BUILTIN_TYPES):
             module = getattr(obj, "__module__", None)
             owner = getattr(obj, "__self__", None)
             if module is None and isinstance(owner, types.ModuleType):
