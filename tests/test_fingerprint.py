@@ -100,6 +100,26 @@ def test_tensor_fields_are_fingerprinted_by_all_their_bytes_not_their_repr() -> 
     assert describe_spec(np.arange(4.0)) != describe_spec(np.arange(4.0).astype(">f8"))
 
 
+def test_a_users_own_layer_class_counts_by_its_methods_not_only_its_name() -> None:
+    """A user's layer subclass with the same name and fields but another kernel rule."""
+
+    def layer_class(factor: float):
+        scope = {"wl": wl, "dataclasses": __import__("dataclasses"), "__name__": "user_nets"}
+        exec(
+            "@dataclasses.dataclass(frozen=True)\n"
+            "class Mine(wl.Dense):\n"
+            "    def kernel(self, *args, **kwargs):\n"
+            f"        return super().kernel(*args, **kwargs) * {factor!r}\n",
+            scope,
+        )
+        return scope["Mine"]
+
+    a, b, a2 = layer_class(1.0), layer_class(2.0), layer_class(1.0)
+    assert describe_spec(a(4)) == describe_spec(a2(4))
+    assert describe_spec(a(4)) != describe_spec(b(4))
+    assert describe_spec(a(4)) != describe_spec(a(5))
+
+
 def test_recursive_functions_and_self_references_terminate() -> None:
     scope: dict = {"math": math}
     exec("def f(n):\n    return 1 if n <= 0 else n * f(n - 1)\n", scope)

@@ -187,17 +187,18 @@ class _Describer:
         if isinstance(obj, Versioned):
             return f"<versioned {self._name(obj.fn)} {obj.version!r}>"
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            cls = type(obj)
             inner = ", ".join(
-                f"{f.name}={self(getattr(obj, f.name), f'{type(obj).__name__}.{f.name}')}"
+                f"{f.name}={self(getattr(obj, f.name), f'{cls.__name__}.{f.name}')}"
                 for f in dataclasses.fields(obj)
                 if not _is_default(f, getattr(obj, f.name))
             )
-            return f"{type(obj).__qualname__}({inner})"
+            # a user's own layer class: its methods (the kernel rule) count too
+            code = "" if _is_library(cls.__module__) else self(cls, f"class {cls.__name__}")
+            return f"{cls.__qualname__}{code}({inner})"
         if isinstance(obj, tuple | list):
             inner = ", ".join(self(v, f"[{i}]") for i, v in enumerate(obj))
             return f"({inner})" if isinstance(obj, tuple) else f"[{inner}]"
-        if isinstance(obj, torch.Size):
-            return repr(tuple(obj))
         if isinstance(obj, dict):
             items = sorted(f"{self(k, 'key')}: {self(v, f'[{k!r}]')}" for k, v in obj.items())
             return "{" + ", ".join(items) + "}"
@@ -297,12 +298,17 @@ class _Describer:
         if _is_library(cls.__module__):
             return f"<class {name}>"
         members = []
+        # dataclass fields (their defaults sit in the class namespace) and the generated
+        # __init__ are described by the instance's fields, not here: a field added later
+        # with a default keeps old fingerprints (see _is_default)
+        fields = getattr(cls, "__dataclass_fields__", {})
+        own = ("__call__", "__post_init__") if fields else ("__call__", "__init__", "__post_init__")
         for k, v in sorted(vars(cls).items()):
             if isinstance(v, staticmethod | classmethod):
                 v = v.__func__
             if isinstance(v, property):
                 v = (v.fget, v.fset)
-            if k.startswith("__") and k not in ("__call__", "__init__", "__post_init__"):
+            if k in fields or (k.startswith("__") and k not in own):
                 continue
             if isinstance(v, types.FunctionType | tuple | bool | int | float | str | type(None)):
                 members.append(f"{k}={self(v, f'{name}.{k}')}")
