@@ -154,7 +154,9 @@ def posterior_mean(
         y_train: ``(N,)`` or ``(N, k)`` training targets.
         test_store: ``(N*, N)`` test-train kernel: a store made with
             ``compute_kernel(net, x_test, x_train)`` (or its path), or an array; ``None``
-            returns only ``alpha``.
+            returns only ``alpha``.  A store must belong to ``store`` (same net, same
+            ``x_train`` rows in the same order: :func:`check_pairing`), else
+            :class:`~widelimit.scale.StoreMismatchError`.
         kernel: the kernel to use, ``"nngp"`` (GP posterior) or ``"ntk"`` (infinite-time NTK
             mean).
         diag_reg: ``σ²`` relative to ``mean(diag K)`` (or absolute, see below); default
