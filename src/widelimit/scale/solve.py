@@ -35,7 +35,7 @@ from widelimit.predict import DIAG_REG
 from widelimit.scale.read import KernelArray, StoredKernel, load_kernel
 from widelimit.scale.store import StoreMismatchError
 
-__all__ = ["PosteriorMean", "StoredOperator", "posterior_mean"]
+__all__ = ["PosteriorMean", "StoredOperator", "check_pairing", "posterior_mean"]
 
 PRECONDITIONERS = ("nystrom", "jacobi", "none")
 
