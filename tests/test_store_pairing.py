@@ -115,6 +115,9 @@ def test_scaling_recorded_in_train_store_pairs_the_test_store(tmp_path) -> None:
                             "--store", te_own])  # fmt: skip
     assert r.exit_code == 0, r.output
 
+    info = runner.invoke(app, ["store-info", tr, "--json"])
+    assert info.exit_code == 0 and json.loads(info.stdout)["scaling"] == "standardize"
+
     pred = ["predict", "--store", tr, "--y-train", f["y"], "--kernel", "nngp", "--json"]
     r = runner.invoke(app, [*pred, "--test-store", te, "--diag-reg", "1e-3"])
     assert r.exit_code == 0, r.output

@@ -106,6 +106,16 @@ def _exit_on_second_interrupt(store: str | Path) -> None:
         pass
 
 
+def _recorded_scaling(store: str | Path) -> str | None:
+    """``--scale`` recorded in a store by ``kernel --store`` (None: not recorded)."""
+    from widelimit.scaling import load_scaling
+
+    try:
+        return load_scaling(store).method
+    except ValueError:
+        return None
+
+
 def _saved(store: str | Path) -> str:
     """``k/m`` finished tiles of a store (``0/?`` if it was not created yet)."""
     from widelimit.scale.store import KernelStore
@@ -228,10 +238,11 @@ def register(app: typer.Typer) -> None:
             info = load_kernel(path).info()
         except FileNotFoundError as err:
             raise typer.BadParameter(str(err), param_hint="PATH") from err
+        fields = {**vars(info), "scaling": _recorded_scaling(path)}
         if json_out:
-            print_json(info)
+            print_json(fields)
         else:
-            rows = [[k, v] for k, v in vars(info).items()]
+            rows = [[k, v] for k, v in fields.items()]
             console.print(table(f"kernel store {path}", ["field", "value"], rows))
 
     @app.command("bench")
