@@ -37,11 +37,34 @@ def test_parse_net_round_trip() -> None:
         ("Dense(-3)", "positive"),
         ("", "empty"),
         ("Dense(3, bogus=1)", "bad arguments"),
+        ("Dense(3) ->", "'->' at line 1, column 10 has no layer after it"),
+        ("A -> -> B", "two '->' with no layer between them at line 1, column 3 and line 1, col"),
+        ("-> Dense(3)", "'->' at line 1, column 1 has no layer before it"),
+        ("Dense(3) ->\n\n# end\n", "line 1, column 10 has no layer after it"),
     ],
 )
 def test_parse_net_errors(text: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_net(text)
+
+
+def test_parse_net_dangling_arrows_are_refused_but_line_continuations_kept() -> None:
+    """Issue 24: "Dense(3) ->" and "A -> -> B" were accepted (empty parts dropped)."""
+    want = serial(Dense(3), ReLU(), Dense(1))
+    assert parse_net("Dense(3) ->\nReLU\n-> Dense(1)") == want
+    assert parse_net("# a net\nDense(3)  # hidden\nReLU\n\nDense(1)\n") == want
+
+
+def test_net_missing_file_says_no_such_file(tmp_path) -> None:
+    """Issue 24: `--net missing.txt` said "cannot parse" instead of naming the missing file."""
+    missing = str(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match=r"net file .*missing.txt' does not exist"):
+        load_net(missing)
+    res = runner.invoke(app, ["kernel", "--net", missing, "--x1", "iris", "--n-rows", "3"])
+    assert res.exit_code != 0 and "does not exist" in res.output
+    (tmp_path / "d.net").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        load_net(str(tmp_path / "d.net"))
 
 
 def test_load_net_from_toml(tmp_path) -> None:
@@ -111,3 +134,28 @@ def test_cli_kernel_input_shape_reshapes_rows() -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["x1_shape"] == [4, 1, 8, 8]
+
+
+def test_out_on_a_full_disk_leaves_no_truncated_npy(tmp_path, monkeypatch) -> None:
+    """Issue 24: `--out` on a full disk left a truncated nngp.npy."""
+    import errno
+
+    out = tmp_path / "o"
+    out.mkdir()
+    old = np.arange(3.0)
+    np.save(out / "nngp.npy", old)  # a previous run's file must survive
+    real_save = np.save
+
+    def full_disk(fh, arr, **kw):
+        fh.write(b"\x93NUMPY" + b"\0" * 94)  # part of the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    res = runner.invoke(
+        app, ["kernel", "--x1", "iris", "--n-rows", "4", "--get", "nngp", "--out", str(out)]
+    )
+    monkeypatch.setattr(np, "save", real_save)
+    assert res.exit_code != 0
+    assert "No space left on device" in res.output and "nngp.npy" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["nngp.npy"]  # no temp file left
+    np.testing.assert_array_equal(np.load(out / "nngp.npy"), old)

@@ -114,3 +114,21 @@ def test_issue24_nonfinite_pos_emb_decay_is_refused_clearly(bad) -> None:
     net = serial(wl.GlobalSelfAttention(pos_emb="sum", pos_emb_decay=decay))
     with pytest.raises(ValueError, match=r"`pos_emb_decay` returned .* at distance [3-9].*finite"):
         net.kernel(torch.randn(2, 3, 5, dtype=torch.float64))
+
+
+def test_numpy_negative_strides_big_endian_and_longdouble_are_accepted_not_called_non_numeric():
+    """Issue 24: these arrays were refused as "not numeric array-like"."""
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    x2 = x[1:4] * 0.5
+    ref = MLP.kernel(torch.as_tensor(x[::-1].copy()), torch.as_tensor(x2.copy()))
+    for a in (x[::-1], x.astype(">f8")[::-1], x[:, ::-1][:, ::-1][::-1]):
+        k = MLP.kernel(a, x2.astype(">f8"))
+        assert k.nngp.dtype == torch.float64
+        assert torch.equal(k.nngp, ref.nngp) and torch.equal(k.ntk, ref.ntk)
+    assert MLP.kernel(x.astype(">f4")).nngp.dtype == torch.float32
+    if np.dtype(np.longdouble).itemsize > 8:  # extended precision on this platform
+        with pytest.warns(UserWarning, match="extended precision.*converted to float64"):
+            k = MLP.kernel(x[::-1].astype(np.longdouble), x2)
+        assert torch.equal(k.nngp, ref.nngp)
+    with pytest.raises(TypeError, match="numeric array-like; got ndarray of dtype <U"):
+        MLP.kernel(np.array([["a", "b"]]))

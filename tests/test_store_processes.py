@@ -137,6 +137,26 @@ def test_ctrl_c_reports_saved_tiles_and_exits_130(tmp_path, job) -> None:
     _same_bytes(store, ref)
 
 
+def test_second_ctrl_c_within_50_ms_exits_cleanly_and_keeps_the_store_valid(tmp_path, job) -> None:
+    """Issue 24: a second Ctrl-C during the shutdown after the first aborted with a C++
+    "terminate called" (or printed tracebacks from threading/torch teardown)."""
+    argv, ref = job
+    store = tmp_path / "k.zarr"
+    proc = subprocess.Popen(argv(store, 0.2), stderr=subprocess.PIPE, text=True)
+    _wait_for(proc, store, 3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.03)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert verify_store(store) == []
+    x = torch.as_tensor(np.random.default_rng(7).normal(size=(70, 9)))
+    compute_kernel(parse_net(NET), x, store=store, scheduler="sync", progress=False)
+    _same_bytes(store, ref)
+
+
 @pytest.mark.slow  # three process start-ups + a resume: ~20 s idle, a minute on a busy machine
 def test_repeated_kill_9_at_random_moments_then_resume_gives_identical_bytes(tmp_path, job) -> None:
     argv, ref = job

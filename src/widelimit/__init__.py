@@ -8,6 +8,7 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 from widelimit import meanfield, propagation, scale, sde
 from widelimit.empirical import empirical_ntk, empirical_ntk_full
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
+from widelimit.fingerprint import versioned
 from widelimit.from_torch import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
@@ -55,4 +56,5 @@ __all__ = [
     "scale",
     "sde",
     "taylor_expand",
+    "versioned",
 ]

@@ -7,6 +7,7 @@ to fix it (docs/conventions.md, 'Errors'); nothing here uses ``assert``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,9 @@ def as_float_tensor(
     """Convert ``x`` (tensor, ndarray or nested sequence) to a floating tensor.
 
     Integer and boolean inputs are converted to float64 (as scikit-learn does);
-    float32/float64 tensors keep their dtype and device.  Raises ``TypeError`` for
+    float32/float64 tensors keep their dtype and device.  Numpy arrays may be
+    big-endian or have negative strides (converted, same values); ``np.longdouble``
+    is converted to float64 with a ``UserWarning``.  Raises ``TypeError`` for
     non-numeric, complex or half-precision (float16/bfloat16) data and
     ``ValueError`` for wrong rank, empty batches or NaN/inf entries.
     """
@@ -46,9 +49,12 @@ def as_float_tensor(
         t = x
     elif isinstance(x, np.ndarray | Sequence | float | int):
         try:
-            t = torch.as_tensor(np.asarray(x))
+            t = torch.as_tensor(_torch_compatible(name, np.asarray(x)))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"`{name}` must be numeric array-like; got {type(x).__name__}") from err
+            raise TypeError(
+                f"`{name}` must be numeric array-like; got {type(x).__name__}"
+                + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else "")
+            ) from err
     else:
         raise TypeError(f"`{name}` must be a torch.Tensor or numpy array; got {type(x).__name__}")
     if t.is_complex():
@@ -75,6 +81,31 @@ def as_float_tensor(
         )
     check_finite(name, t)
     return t
+
+
+def _torch_compatible(name: str, a: np.ndarray) -> np.ndarray:
+    """A numeric ndarray torch can take: native byte order, no negative strides, ≤ float64.
+
+    Big-endian arrays are byte-swapped and arrays with negative strides (``x[::-1]``)
+    copied (same values).  ``np.longdouble`` (80/128-bit extended precision) becomes
+    float64 with a warning: widelimit computes in float64 at most, so the kernel is
+    the same as from ``x.astype(np.float64)``.
+    """
+    if a.dtype.kind not in "biufc":
+        return a  # torch refuses it; the caller's TypeError names the dtype
+    if a.dtype.kind in "fc" and a.dtype.itemsize > (8 if a.dtype.kind == "f" else 16):
+        warnings.warn(
+            f"`{name}` has dtype {a.dtype} (extended precision); widelimit computes in "
+            "float64 at most: converted to float64",
+            UserWarning,
+            stacklevel=4,
+        )
+        a = a.astype(np.float64 if a.dtype.kind == "f" else np.complex128)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if any(s < 0 for s in a.strides):
+        a = np.ascontiguousarray(a)
+    return a
 
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["jsonable", "print_json"]
+__all__ = ["jsonable", "print_json", "save_npy"]
 
 
 def jsonable(obj: Any) -> Any:
@@ -53,3 +55,33 @@ def _key(k: object) -> str:
 def print_json(obj: Any) -> None:
     """Print ``jsonable(obj)`` as indented JSON on stdout (the output of ``--json``)."""
     print(json.dumps(jsonable(obj), indent=2))
+
+
+def save_npy(path: str | os.PathLike, array: Any) -> None:
+    """Write ``array`` to the ``.npy`` file ``path`` atomically.
+
+    The data go to a temporary file in the same directory, which is flushed to disk and
+    then renamed over ``path`` (``os.replace``): a reader sees the old file or the
+    complete new one, never a truncated one.  If the write fails (full disk, no
+    permission) the temporary file is removed, an older ``path`` is left unchanged,
+    and an ``OSError`` names the file and the cause.
+    """
+    p = Path(path)
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException as err:  # full disk, no permission, Ctrl-C: leave no partial file
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        if not isinstance(err, OSError):
+            raise
+        raise OSError(
+            err.errno,
+            f"cannot write {str(p)!r} ({err.strerror or err}); nothing was written there "
+            "(an older file is left unchanged): free some space or choose another directory",
+        ) from err

@@ -119,21 +119,75 @@ def _build(node: ast.AST, text: str, reg: dict[str, object]) -> Layer:
     return layer
 
 
+def _where(text: str, offset: int) -> str:
+    """``line L, column C`` of a character offset (1-based), for error messages."""
+    line = text.count("\n", 0, offset) + 1
+    return f"line {line}, column {offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+
+
+def _layer_texts(text: str) -> list[tuple[str, int]]:
+    """Split a description into layer texts and their offsets; refuse dangling arrows.
+
+    Layers are separated by ``->`` or by a line break; an arrow at the end of a line
+    continues on the next line.  Blank lines and lines starting with ``#`` are skipped.
+    An arrow with no layer before it, after it, or between it and another arrow
+    (``"Dense(3) ->"``, ``"A -> -> B"``) is a ``ValueError`` naming its position.
+    """
+    parts: list[tuple[str, int]] = []
+    pending: int | None = None  # offset of an arrow still waiting for its layer
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if body.strip() and not body.strip().startswith("#"):
+            pos = offset
+            for k, piece in enumerate(body.split("->")):
+                if k:  # the arrow before this piece
+                    arrow = pos - 2
+                    if not parts:
+                        raise ValueError(
+                            f"'->' at {_where(text, arrow)} has no layer before it; e.g. "
+                            "'Dense(512) -> ReLU -> Dense(1)'"
+                        )
+                    if pending is not None:
+                        raise ValueError(
+                            f"two '->' with no layer between them at {_where(text, pending)} "
+                            f"and {_where(text, arrow)}; remove one or put a layer between"
+                        )
+                    pending = arrow
+                stripped = piece.strip()
+                if stripped.startswith("#"):
+                    break  # a comment runs to the end of the line
+                if stripped:
+                    parts.append((stripped, pos + len(piece) - len(piece.lstrip())))
+                    pending = None
+                pos += len(piece) + 2
+        offset += len(line)
+    if pending is not None:
+        raise ValueError(
+            f"'->' at {_where(text, pending)} has no layer after it; remove it or add the "
+            "next layer"
+        )
+    return parts
+
+
 def parse_net(text: str) -> Layer:
     """Parse ``text`` (see module docstring) into a network spec (a ``serial`` of layers)."""
     from widelimit.layers.combinators import serial
 
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the net description is empty; e.g. 'Dense(512) -> ReLU -> Dense(1)'")
-    parts = [p.strip() for chunk in text.splitlines() for p in chunk.split("->")]
-    parts = [p for p in parts if p and not p.startswith("#")]
+    parts = _layer_texts(text)
+    if not parts:
+        raise ValueError("the net description has no layers; e.g. 'Dense(512) -> ReLU -> Dense(1)'")
     reg = _registry()
     layers = []
-    for p in parts:
+    for p, start in parts:
         try:
             tree = ast.parse(p, mode="eval")
         except SyntaxError as err:
-            raise ValueError(f"cannot parse layer {p!r}: {err.msg}") from err
+            raise ValueError(
+                f"cannot parse layer {p!r} at {_where(text, start)}: {err.msg}"
+            ) from err
         layers.append(_build(tree.body, p, reg))
     return layers[0] if len(layers) == 1 else serial(*layers)
 
@@ -141,8 +195,17 @@ def parse_net(text: str) -> Layer:
 def load_net(path_or_text: str) -> Layer:
     """Parse a description given inline, in a text file, or in a TOML file (key ``net``)."""
     p = Path(path_or_text)
-    if len(path_or_text) < 512 and p.suffix in (".toml", ".txt", ".net") and p.exists():
-        raw = p.read_text()
+    if len(path_or_text) < 512 and p.suffix in (".toml", ".txt", ".net"):
+        if not p.is_file():
+            what = "is a directory" if p.is_dir() else "does not exist"
+            raise ValueError(
+                f"net file {str(p)!r} {what}; give an existing .txt/.toml/.net file or the "
+                "description itself, e.g. 'Dense(512) -> ReLU -> Dense(1)'"
+            )
+        try:
+            raw = p.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"net file {str(p)!r} cannot be read: {err}") from err
         if p.suffix == ".toml":
             try:
                 import tomllib

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from widelimit.serialization import jsonable, print_json
+from widelimit.serialization import jsonable, print_json, save_npy
 from widelimit.spec_text import DEFAULT_NET
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "parse_floats",
     "parse_ints",
     "print_json",
+    "save_npy",
     "table",
 ]
 

@@ -16,6 +16,7 @@ from widelimit._cli.common import (
     load_array,
     parse_ints,
     print_json,
+    save_npy,
     table,
 )
 from widelimit._cli.deprecated import resolve_alias
@@ -122,7 +123,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         test_store: Annotated[
-            Path | None, typer.Option(help="Stored test-train kernel for --store.")
+            Path | None,
+            typer.Option(
+                help="Stored test-train kernel for --store (kernel --x1 TEST --x2 TRAIN, same "
+                "--net; checked to belong to --store)."
+            ),
         ] = None,
         method: Annotated[str, typer.Option(help="With --store: cg or cholesky.")] = "cg",
         targets: Annotated[Path | None, typer.Option("--targets", hidden=True)] = None,
@@ -186,9 +191,9 @@ def register(app: typer.Typer) -> None:
         }
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            np.save(out / "mean.npy", mean)
+            save_npy(out / "mean.npy", mean)
             if std is not None:
-                np.save(out / "std.npy", std)
+                save_npy(out / "std.npy", std)
         if json_out:
             print_json(summary)
             return

@@ -18,9 +18,11 @@ from widelimit._cli.common import (
     load_array,
     parse_ints,
     print_json,
+    save_npy,
     table,
 )
 from widelimit._cli.deprecated import resolve_alias
+from widelimit.scaling import SCALINGS, InputScaling, load_scaling
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -52,8 +54,22 @@ def register(app: typer.Typer) -> None:
         ] = None,
         get: Annotated[str, typer.Option(help="'nngp', 'ntk' or 'nngp,ntk'.")] = "nngp,ntk",
         scale: Annotated[
-            str, typer.Option(help="Input scaling: none | standardize | unit-norm (explicit).")
+            str,
+            typer.Option(
+                help="Input scaling: none | standardize | unit-norm. Fitted on --x1 only and "
+                "applied to --x1 and --x2 (scikit-learn's fit/transform): standardize uses "
+                "x1's per-feature mean and sd; unit-norm sets each row's norm to √d. "
+                "Recorded in --store."
+            ),
         ] = "none",
+        scale_from: Annotated[
+            Path | None,
+            typer.Option(
+                help="Apply the scaling recorded in this store (fitted on its x1) instead of "
+                "fitting one: for a test-train store give the train store, "
+                "e.g. --x1 test.npy --x2 train.npy --scale-from train.zarr."
+            ),
+        ] = None,
         dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
         device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
         out: Annotated[
@@ -109,7 +125,11 @@ def register(app: typer.Typer) -> None:
         arrays = [load_array(x1, "--x1", n_rows=n_rows, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, min_ndim=2))
-        arrays = [_scale(a, scale) for a in arrays]
+        scaling = _fit_scaling(scale, scale_from, arrays[0])
+        try:
+            arrays = [scaling.transform(a) for a in arrays]
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--scale-from") from err
         if input_shape is not None:
             try:
                 shape = parse_ints(input_shape, "--input-shape")
@@ -123,7 +143,7 @@ def register(app: typer.Typer) -> None:
             kernel_to_store(
                 spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
                 json_out, memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-                progress=progress,
+                progress=progress, scaling=scaling,
             )  # fmt: skip
             return
         t0 = time.perf_counter()
@@ -144,7 +164,7 @@ def register(app: typer.Typer) -> None:
             rows.append([name, str(tuple(mat.shape)), *info.values()])
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
-                np.save(out / f"{name}.npy", mat.cpu().numpy())
+                save_npy(out / f"{name}.npy", mat.cpu().numpy())
         if out is not None:
             summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
         if json_out:
@@ -156,19 +176,21 @@ def register(app: typer.Typer) -> None:
                 console.print(f"wrote {', '.join(summary['files'])}")
 
 
-def _scale(x: np.ndarray, how: str) -> np.ndarray:
-    if how == "none":
-        return x
-    flat = x.reshape(len(x), -1)
-    if how == "standardize":
-        sd = flat.std(0)
-        flat = (flat - flat.mean(0)) / np.where(sd > 0, sd, 1.0)
-    elif how == "unit-norm":
-        nrm = np.linalg.norm(flat, axis=1, keepdims=True)
-        flat = flat / np.where(nrm > 0, nrm, 1.0) * np.sqrt(flat.shape[1])
-    else:
-        raise typer.BadParameter("expected none | standardize | unit-norm", param_hint="--scale")
-    return flat.reshape(x.shape)
+def _fit_scaling(scale: str, scale_from: Path | None, x1: np.ndarray) -> InputScaling:
+    """The ``--scale`` fitted on x1, or the scaling recorded in ``--scale-from``."""
+    if scale not in SCALINGS:
+        raise typer.BadParameter(f"expected {' | '.join(SCALINGS)}", param_hint="--scale")
+    if scale_from is None:
+        return InputScaling.fit(scale, x1)
+    if scale != "none":
+        raise typer.BadParameter(
+            "give either --scale (fitted on --x1) or --scale-from (recorded in a store)",
+            param_hint="--scale-from",
+        )
+    try:
+        return load_scaling(scale_from)
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--scale-from") from err
 
 
 def _describe(mat: torch.Tensor, *, symmetric: bool) -> dict[str, float]:

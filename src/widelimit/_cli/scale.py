@@ -7,6 +7,8 @@ so the tiled/out-of-core paths print the same way everywhere.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from widelimit._cli.common import console, load_array, print_json, table
+from widelimit._cli.common import console, load_array, print_json, save_npy, table
 
 
 def kernel_to_store(
@@ -32,9 +34,12 @@ def kernel_to_store(
     overwrite: bool = False,
     repair: bool = False,
     progress: bool = True,
+    scaling: Any = None,
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
 
+    ``scaling`` (a :class:`widelimit.scaling.InputScaling`) is recorded in the store, so a
+    test-train store can reuse the training statistics (``kernel --scale-from``).
     On Ctrl-C prints ``interrupted: k/m tiles saved in STORE; run the same command
     again to resume`` and exits with status 130.
     """
@@ -47,9 +52,14 @@ def kernel_to_store(
             progress=progress and not json,
         )  # fmt: skip
     except KeyboardInterrupt:
+        _exit_on_second_interrupt(store)
         print(f"interrupted: {_saved(store)} tiles saved in {store}; run the same command "
               "again to resume", file=sys.stderr)  # fmt: skip
         raise typer.Exit(130) from None
+    if scaling is not None:
+        from widelimit.scaling import save_scaling
+
+        save_scaling(store, scaling)
     run = result.run
     summary = {
         "store": str(store),
@@ -71,6 +81,39 @@ def kernel_to_store(
         rows = [[k, v] for k, v in summary.items()]
         console.print(table(f"kernel store {store}", ["field", "value"], rows))
     return summary
+
+
+def _exit_on_second_interrupt(store: str | Path) -> None:
+    """After a first Ctrl-C, make a second one exit at once (status 130), cleanly.
+
+    Between the first interrupt and the end of the process, Python waits for the tiles
+    still being computed in worker threads; a second ``KeyboardInterrupt`` raised in that
+    shutdown (or in torch's teardown) printed tracebacks or aborted with a C++
+    "terminate called".  ``os._exit`` skips that teardown; the store stays valid (a tile
+    without its completion record is recomputed on resume; the lock dies with the process).
+    """
+
+    def exit_now(signum: int, frame: object) -> None:
+        print(f"interrupted again: exiting now; {store} stays valid (unfinished tiles are "
+              "recomputed when you run the same command again)", file=sys.stderr)  # fmt: skip
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, exit_now)
+    except ValueError:  # not the main thread: leave the handler alone
+        pass
+
+
+def _recorded_scaling(store: str | Path) -> str | None:
+    """``--scale`` recorded in a store by ``kernel --store`` (None: not recorded)."""
+    from widelimit.scaling import load_scaling
+
+    try:
+        return load_scaling(store).method
+    except ValueError:
+        return None
 
 
 def _saved(store: str | Path) -> str:
@@ -133,9 +176,9 @@ def predict_from_store(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "alpha.npy", res.alpha)
+        save_npy(out / "alpha.npy", res.alpha)
         if res.mean is not None:
-            np.save(out / "mean.npy", res.mean)
+            save_npy(out / "mean.npy", res.mean)
         summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
     if json:
         print_json(summary | {"mean": None if res.mean is None else res.mean})
@@ -195,10 +238,11 @@ def register(app: typer.Typer) -> None:
             info = load_kernel(path).info()
         except FileNotFoundError as err:
             raise typer.BadParameter(str(err), param_hint="PATH") from err
+        fields = {**vars(info), "scaling": _recorded_scaling(path)}
         if json_out:
-            print_json(info)
+            print_json(fields)
         else:
-            rows = [[k, v] for k, v in vars(info).items()]
+            rows = [[k, v] for k, v in fields.items()]
             console.print(table(f"kernel store {path}", ["field", "value"], rows))
 
     @app.command("bench")

@@ -209,8 +209,14 @@ def compute_kernel(
             chunk, changed data) and recompute only those instead of raising.
     Raises:
         :class:`~widelimit.scale.lock.StoreLockedError`: another live process is
-        writing ``store`` (a lock ``.NAME.lock`` beside it records its host and
-        pid; a lock left by a crashed process on this host is replaced).
+        writing ``store`` (an ``flock`` on ``.NAME.lock`` beside it, which records
+        its host and pid; the lock dies with its process).
+        :class:`~widelimit.scale.store.StoreMismatchError`: ``store`` holds a kernel
+        of another net (by :func:`widelimit.fingerprint.describe_spec`), data,
+        dtype, tile size or ``get``.
+        :class:`~widelimit.fingerprint.FingerprintError`: the net holds a callable
+        whose behaviour cannot be fingerprinted; wrap it with
+        :func:`widelimit.versioned`.
         :class:`~widelimit.scale.store.StoreCorruptError`: the store is damaged
         and ``repair`` is false.
     Returns:

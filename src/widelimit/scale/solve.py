@@ -33,8 +33,9 @@ from widelimit._validation import check_nonnegative, check_positive_int
 from widelimit.deprecation import renamed_kwargs
 from widelimit.predict import DIAG_REG
 from widelimit.scale.read import KernelArray, StoredKernel, load_kernel
+from widelimit.scale.store import StoreMismatchError
 
-__all__ = ["PosteriorMean", "StoredOperator", "posterior_mean"]
+__all__ = ["PosteriorMean", "StoredOperator", "check_pairing", "posterior_mean"]
 
 PRECONDITIONERS = ("nystrom", "jacobi", "none")
 
@@ -153,7 +154,9 @@ def posterior_mean(
         y_train: ``(N,)`` or ``(N, k)`` training targets.
         test_store: ``(N*, N)`` test-train kernel: a store made with
             ``compute_kernel(net, x_test, x_train)`` (or its path), or an array; ``None``
-            returns only ``alpha``.
+            returns only ``alpha``.  A store must belong to ``store`` (same net, same
+            ``x_train`` rows in the same order: :func:`check_pairing`), else
+            :class:`~widelimit.scale.StoreMismatchError`.
         kernel: the kernel to use, ``"nngp"`` (GP posterior) or ``"ntk"`` (infinite-time NTK
             mean).
         diag_reg: ``σ²`` relative to ``mean(diag K)`` (or absolute, see below); default
@@ -192,8 +195,8 @@ def posterior_mean(
             f"the training kernel; got shape {np.shape(y_train)}"
         )
     op = StoredOperator(k)
-    if test_store is not None:  # check the test kernel's shape before the (long) solve
-        _apply_test(test_store, kernel, np.zeros((op.n, 0)))
+    if test_store is not None:  # check the test kernel's shape and pairing before the solve
+        _apply_test(test_store, kernel, np.zeros((op.n, 0)), train)
     diag = op.diagonal()
     scale = float(diag.mean())
     noise = reg if diag_reg_absolute else reg * scale
@@ -206,7 +209,7 @@ def posterior_mean(
         x = blocked_cholesky_solve(k, noise, yy)
         res = np.linalg.norm(yy - op.matmat(x), axis=0) / np.linalg.norm(yy, axis=0).clip(1e-300)
         return PosteriorMean(
-            mean=None if test_store is None else _apply_test(test_store, kernel, x),
+            mean=None if test_store is None else _apply_test(test_store, kernel, x, train),
             alpha=x, iterations=0, residual=res, converged=bool(np.isfinite(res).all()),
             noise=noise, kernel=kernel, preconditioner="blocked cholesky",
             seconds=time.perf_counter() - t0,
@@ -248,7 +251,7 @@ def posterior_mean(
         rz = rz_new
     # true residual (guards against drift of the recursive one)
     res = np.linalg.norm(yy - op.matmat(x), axis=0) / ynorm
-    mean = None if test_store is None else _apply_test(test_store, kernel, x)
+    mean = None if test_store is None else _apply_test(test_store, kernel, x, train)
     return PosteriorMean(
         mean=mean,
         alpha=x,
@@ -263,7 +266,7 @@ def posterior_mean(
     )
 
 
-def _apply_test(test: object, kernel: str, alpha: np.ndarray) -> np.ndarray:
+def _apply_test(test: object, kernel: str, alpha: np.ndarray, train: StoredKernel) -> np.ndarray:
     if isinstance(test, np.ndarray):
         if test.ndim != 2 or test.shape[1] != alpha.shape[0]:
             raise ValueError(
@@ -278,7 +281,41 @@ def _apply_test(test: object, kernel: str, alpha: np.ndarray) -> np.ndarray:
             f"`test_store` must be a store of compute_kernel(net, x_test, x_train) with "
             f"{alpha.shape[0]} columns; got shape {kt.shape} (symmetric={store.symmetric})"
         )
+    check_pairing(train, store)
     out = np.zeros((kt.shape[0], alpha.shape[1]))
     for tile, data in kt.stored_tiles():
         out[tile.rows] += data @ alpha[tile.cols]
     return out
+
+
+def check_pairing(train: StoredKernel, test: StoredKernel) -> None:
+    """Refuse a test-train store that was not made for the train-train store ``train``.
+
+    Both stores record the network fingerprint and the hashes of their inputs: the
+    test store (``compute_kernel(net, x_test, x_train)``) must have the same net,
+    dtype and per-example input shape, and its ``x2`` must be the train store's
+    ``x1`` byte for byte (same rows, same order, same scaling).  Raises
+    :class:`~widelimit.scale.StoreMismatchError` naming what differs.
+    """
+    a, b = train.meta, test.meta
+    problems = []
+    if a.spec != b.spec:
+        problems.append("it was computed for another network (the net fingerprints differ)")
+    if b.x2 != a.x1:
+        problems.append(
+            "its training-side inputs x2 are not the train store's inputs x1 (hashes of the "
+            "bytes differ: other data, rows in another order, or another scaling)"
+        )
+    if a.input_shape != b.input_shape or a.dtype != b.dtype:
+        problems.append(
+            f"its inputs are {b.dtype} of shape {b.input_shape} per example, the train "
+            f"store's {a.dtype} of shape {a.input_shape}"
+        )
+    if problems:
+        raise StoreMismatchError(
+            f"`test_store` {str(test.store.path)!r} does not belong to the train store "
+            f"{str(train.store.path)!r}: " + "; ".join(problems) + ". Compute it with the "
+            "same net as compute_kernel(net, x_test, x_train), x_train exactly as given to "
+            "the train store (CLI: kernel --x1 TEST --x2 TRAIN with the train store's --net "
+            "and scaling)"
+        )

@@ -8,8 +8,9 @@ Layout of a store directory ``path.zarr``::
                            *after* its chunks, holding their checksums
 
 The metadata fingerprints everything a tile depends on: the network spec
-(a canonical description of the layer tree, functions included by code
-hash), the data (BLAKE2 of the bytes, shape and dtype of ``x1`` and ``x2``),
+(:func:`widelimit.fingerprint.describe_spec`: the layer tree, functions by a
+hash of their code, closures, defaults and globals, tensors by all their bytes),
+the data (BLAKE2 of the bytes, shape and dtype of ``x1`` and ``x2``),
 the dtype, the tile size and the requested kernels.  Re-opening a store with
 anything different is refused with :class:`StoreMismatchError`.  Records that
 cannot be parsed or do not match the plan, chunk files that are missing or
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from widelimit.fingerprint import describe_spec
 from widelimit.scale.tiles import Tile, TilePlan, tile_plan
 
 __all__ = [
@@ -67,42 +69,6 @@ REPAIR_HINT = (
 
 
 # ---------------------------------------------------------------- fingerprints
-def _is_default(f: dataclasses.Field, value: Any) -> bool:
-    """Whether a dataclass field holds its plain (non-factory) default value."""
-    if f.default is dataclasses.MISSING:
-        return False
-    try:
-        return type(value) is type(f.default) and bool(value == f.default)
-    except Exception:  # e.g. tensors: keep the field
-        return False
-
-
-def describe_spec(obj: Any) -> str:
-    """Canonical text of a network spec (dataclass tree), stable across processes.
-
-    Functions (e.g. the ``fn`` of ``Activation``) are described by module,
-    qualified name and a hash of their bytecode and constants, so two
-    different lambdas do not collide and no memory address leaks in.
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        inner = ", ".join(
-            f"{f.name}={describe_spec(getattr(obj, f.name))}"
-            for f in dataclasses.fields(obj)
-            if not _is_default(f, getattr(obj, f.name))
-        )
-        return f"{type(obj).__qualname__}({inner})"
-    if isinstance(obj, list | tuple):
-        return "(" + ", ".join(describe_spec(v) for v in obj) + ")"
-    if callable(obj) and hasattr(obj, "__qualname__"):
-        name = f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
-        code = getattr(obj, "__code__", None)
-        if code is not None:
-            blob = code.co_code + repr(code.co_consts).encode()
-            name += "#" + hashlib.blake2b(blob, digest_size=8).hexdigest()
-        return f"<fn {name}>"
-    return repr(obj)
-
-
 def data_fingerprint(x: np.ndarray) -> str:
     """BLAKE2 digest of an array's dtype, shape and bytes (C order)."""
     h = hashlib.blake2b(digest_size=16)
