@@ -1,8 +1,8 @@
 """``widelimit`` command-line interface (typer + rich): a thin layer over the API.
 
-Every command prints a rich table for people and accepts ``--json`` for
-machines.  Area commands live in ``widelimit._cli.<area>`` and are registered
-here.
+Every command writes its result to stdout (a table, ``--format`` plain/markdown/csv,
+or ``--json``) and progress/logs to stderr (docs/cli.md).  Area commands live in
+``widelimit._cli.<area>`` and are registered here.
 
 Failures: a mistake (bad option, unreadable file, damaged or locked store, an
 error raised by the library) prints one line ``error: ...`` on stderr and exits
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 #: Exceptions that mean "the input or the environment is wrong", not "widelimit is broken".
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, LookupError, ImportError)
@@ -68,6 +68,18 @@ class _OneLineErrors(TyperGroup):
             )
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """Help shows ``--json`` / ``--progress/--no-progress`` without a ``<bool>`` type: a flag
+    takes no value (typer's rich help prints one)."""
+    if self.is_flag:
+        return None
+    return _typer_display_type_rich(self, ctx)
+
+
+_typer_display_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 app = typer.Typer(

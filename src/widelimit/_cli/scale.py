@@ -15,7 +15,16 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from widelimit._cli.common import console, load_array, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    did_you_mean,
+    emit_json,
+    emit_table,
+    load_array,
+    output_format,
+)
 
 
 def kernel_to_store(
@@ -32,6 +41,7 @@ def kernel_to_store(
     overwrite: bool = False,
     repair: bool = False,
     progress: bool = True,
+    fmt: str = "table",
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
 
@@ -65,11 +75,11 @@ def kernel_to_store(
         "memory_per_tile_bytes": run.memory.per_tile,
         "scheduler": run.scheduler,
     }
-    if json:
-        print_json(summary)
+    if json or fmt == "json":
+        emit_json(summary)
     else:
         rows = [[k, v] for k, v in summary.items()]
-        console.print(table(f"kernel store {store}", ["field", "value"], rows))
+        emit_table(f"kernel store {store}", ["field", "value"], rows, fmt=fmt)
     return summary
 
 
@@ -99,6 +109,7 @@ def predict_from_store(
     method: str = "cg",
     json: bool = False,
     out: Path | None = None,
+    fmt: str = "table",
 ) -> dict[str, Any]:
     """GP posterior mean from stored kernels (PCG or blocked Cholesky, streaming tiles).
 
@@ -137,12 +148,12 @@ def predict_from_store(
         if res.mean is not None:
             np.save(out / "mean.npy", res.mean)
         summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
-    if json:
-        print_json(summary | {"mean": None if res.mean is None else res.mean})
+    if json or fmt == "json":
+        emit_json(summary | {"mean": None if res.mean is None else res.mean})
     else:
         rows = [[k, v] for k, v in summary.items()]
         title = f"posterior mean from stored kernel ({method})"
-        console.print(table(title, ["field", "value"], rows))
+        emit_table(title, ["field", "value"], rows, fmt=fmt)
     return summary
 
 
@@ -166,13 +177,15 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="Re-hash every finished tile and list every damaged one."),
         ] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
     ) -> None:
         """Show what a kernel store holds: shape, dtype, tiles done/total, fingerprints.
 
         A damaged store (bad record, missing or truncated chunk; with --verify also
         altered data) exits with status 2; --verify lists every damaged tile first.
         """
+        fmt = output_format(fmt, json_out)
         from widelimit.scale import StoreCorruptError, load_kernel, verify_store
         from widelimit.scale.store import REPAIR_HINT
 
@@ -182,11 +195,11 @@ def register(app: typer.Typer) -> None:
             except FileNotFoundError as err:
                 raise typer.BadParameter(str(err), param_hint="PATH") from err
             if bad:
-                if json_out:
-                    print_json({"path": str(path), "damaged": bad})
+                if fmt == "json":
+                    emit_json({"path": str(path), "damaged": bad})
                 else:
                     rows = [[b.split(":")[0], b.split(":", 1)[1].strip()] for b in bad]
-                    console.print(table(f"damaged tiles in {path}", ["tile", "problem"], rows))
+                    emit_table(f"damaged tiles in {path}", ["tile", "problem"], rows, fmt=fmt)
                 raise StoreCorruptError(
                     f"store {str(path)!r} is damaged: {len(bad)} bad tile(s) listed above; "
                     + REPAIR_HINT
@@ -195,11 +208,11 @@ def register(app: typer.Typer) -> None:
             info = load_kernel(path).info()
         except FileNotFoundError as err:
             raise typer.BadParameter(str(err), param_hint="PATH") from err
-        if json_out:
-            print_json(info)
+        if fmt == "json":
+            emit_json(info)
         else:
             rows = [[k, v] for k, v in vars(info).items()]
-            console.print(table(f"kernel store {path}", ["field", "value"], rows))
+            emit_table(f"kernel store {path}", ["field", "value"], rows, fmt=fmt)
 
     @app.command("bench")
     def bench_cmd(
@@ -213,6 +226,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run all benchmarks/*.py scripts: one Markdown report + JSON (python -m benchmarks)."""
         root = _repo_root()
+        available = sorted(
+            f.stem
+            for f in (root / "benchmarks").glob("*.py")
+            if not f.name.startswith("_") and "def run(" in f.read_text(errors="replace")
+        )  # fmt: skip (benchmarks.__main__.discover, without importing the scripts' package)
+        for name in only or []:
+            if name not in available:
+                raise typer.BadParameter(
+                    f"no benchmark {name!r}{did_you_mean(name, available)} "
+                    f"(available: {', '.join(available)})",
+                    param_hint="--only",
+                )
         cmd = [sys.executable, "-m", "benchmarks", "--out", str(out.resolve())]
         if quick:
             cmd.append("--quick")
