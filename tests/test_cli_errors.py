@@ -67,7 +67,7 @@ BAD_INPUTS = [
     (["kernel", "--x1", "digits", "--n-rows", "3", "--input-shape", "1,8,8"], ["Flatten"]),
     (["kernel", "--x1", "iris", "--input-shape", "0,4"], ["--input-shape", "positive"]),
     (["kernel", "--x1", "iris", "--dtype", "float16"], ["--dtype"]),
-    (["kernel", "--x1", "iris", "--get", "cov"], ["`get` must be a subset"]),
+    (["kernel", "--x1", "iris", "--get", "cov"], ["--get", "expected nngp or ntk"]),
     (["kernel", "--bogus"], ["No such option: --bogus"]),
     (["predict", "--x-train", "{d}/x.npy", "--x-test", "{d}/x.npy"], ["--y-train"]),
     (["predict", "--y-train", "{d}/y.npy", "--x-train", "{d}/x.npy"], ["--x-test"]),

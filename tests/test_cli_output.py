@@ -157,8 +157,10 @@ def test_kernel_default_directory_holds_the_kernels(data, tmp_path, monkeypatch)
         assert (tmp_path / "widelimit-kernels" / f"{name}.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "widelimit-kernels" / "kernel.json").read_text())
     assert saved["nngp"]["max_eig"] == info["nngp"]["max_eig"]
-    assert set(info["files"]) == {f"widelimit-kernels/{f}" for f in
-                                  ("nngp.npy", "ntk.npy", "nngp.png", "ntk.png", "kernel.json")}
+    assert set(info["files"]) == {
+        f"widelimit-kernels/{f}"
+        for f in ("nngp.npy", "ntk.npy", "nngp.png", "ntk.png", "kernel.json")
+    }
 
 
 def test_kernel_out_dash_writes_npy_and_npz_on_stdout(data) -> None:

@@ -1377,8 +1377,7 @@ def activation_from_name(name: str, **params: object) -> Elementwise:
         best = closest(name, ACTIVATIONS)
         tip = f"did you mean {best!r}? " if best else ""
         raise ValueError(
-            f"unknown activation {name!r}; {tip}known activations: "
-            f"{', '.join(sorted(ACTIVATIONS))}"
+            f"unknown activation {name!r}; {tip}known activations: {', '.join(sorted(ACTIVATIONS))}"
         )
     ctor = ACTIVATIONS[canonical]
     try:
