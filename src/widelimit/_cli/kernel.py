@@ -264,6 +264,8 @@ def _write_stdout(mats: dict[str, np.ndarray]) -> None:
 
 def _print_summary(summary: dict[str, Any], gets: tuple[str, ...], fmt: str) -> None:
     stats = ("mean_diag", "max_abs", "max_eig", "min_eig", "cond")
+    if not any("max_abs" in summary[g] for g in gets):  # --no-summary
+        stats = ()
     rows = []
     for name in gets:
         info = summary[name]
