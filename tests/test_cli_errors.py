@@ -1,4 +1,4 @@
-"""Every bad input to the CLI gets one line on stderr and exit status 2 (README, "Errors and
+"""Every bad input to the CLI gets one line on stderr and exit status 2 (docs/errors.md, "Errors and
 guarantees"); deprecated flags still work with a one-line notice; --debug shows the traceback."""
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def as_float_tensor(
 
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-"""Refused by :func:`as_float_tensor` (documented in README, "Errors and guarantees")."""
+"""Refused by :func:`as_float_tensor` (documented in docs/errors.md)."""
 
 _SPATIAL_MODULES = (
     "widelimit.layers.attention",
