@@ -171,7 +171,8 @@ def test_kernel_out_dash_writes_npy_and_npz_on_stdout(data) -> None:
     ref = parse_net(_default_net()).kernel(torch.as_tensor(np.load(x)), get="ntk").ntk
     np.testing.assert_allclose(ntk, ref.numpy(), rtol=1e-14)
     assert "ntk" in res.stderr  # the summary went to stderr
-    res = runner.invoke(app, ["kernel", "--x1", x, "--out", "-"])
+    res = runner.invoke(app, ["kernel", "--x1", x, "--out", "-", "--format", "csv"])
+    assert res.exit_code == 0, res.stderr
     with np.load(io.BytesIO(res.stdout_bytes)) as z:
         assert sorted(z.files) == ["nngp", "ntk"]
         np.testing.assert_allclose(z["ntk"], ntk, rtol=1e-14)

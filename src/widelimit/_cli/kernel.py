@@ -210,7 +210,7 @@ def register(app: typer.Typer) -> None:
             return
         if to_stdout:
             _write_stdout(mats)
-            fmt = "csv" if fmt == "csv" else "log"  # the table goes to stderr
+            fmt = "log"  # stdout holds the array: the summary goes to stderr
         _print_summary(summary, gets, fmt)
 
 
