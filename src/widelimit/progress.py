@@ -46,7 +46,8 @@ PLAIN_EVERY = 15.0
 
 
 def _stderr_is_terminal() -> bool:
-    return stderr_console.is_terminal
+    """A live display works here: a terminal, or a Jupyter kernel (rich draws a widget)."""
+    return stderr_console.is_terminal or stderr_console.is_jupyter
 
 
 class PlainProgress:
