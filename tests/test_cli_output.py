@@ -221,6 +221,7 @@ def test_kernel_summary_spectrum_against_numpy(monkeypatch) -> None:
         (["predict", "--y-train", "y.npy", "--kernel", "gp"], ["--kernel", "'nngp'"]),
         (["kernel", "--format", "yaml"], ["--format"]),
         (["bench", "--only", "kernals"], ["--only", "did you mean 'kernels'"]),
+        (["kernel", "--nrows", "5"], ["No such option: --nrows", "--n-rows"]),
     ],
 )
 def test_errors_name_the_option_and_the_closest_value(args, words) -> None:
@@ -230,6 +231,7 @@ def test_errors_name_the_option_and_the_closest_value(args, words) -> None:
     assert err.startswith("error:") and "\n" not in err and "usage:" not in err.lower(), err
     for w in words:
         assert w in err, err
+    assert "--n," not in err and "--n)" not in err  # hidden deprecated spellings not suggested
 
 
 def test_neural_tangents_spellings_are_accepted(tmp_path) -> None:

@@ -29,6 +29,16 @@ def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
+def _drop_hidden_suggestions(err: Exception, ctx: Any) -> None:
+    """``No such option`` suggests only options shown in ``--help`` (not the hidden deprecated
+    spellings such as ``--n`` for ``--n-rows``)."""
+    possible = getattr(err, "possibilities", None)
+    if not possible or ctx is None:
+        return
+    hidden = {o for p in ctx.command.params if getattr(p, "hidden", False) for o in p.opts}
+    err.possibilities = [o for o in possible if o not in hidden]  # type: ignore[attr-defined]
+
+
 class _OneLineErrors(TyperGroup):
     """Root command group: every failure becomes one line on stderr (see module docstring)."""
 
@@ -49,6 +59,7 @@ class _OneLineErrors(TyperGroup):
                 raise
             ctx = getattr(err, "ctx", None)
             hint = "" if ctx is None else f" (see '{ctx.command_path} --help')"
+            _drop_hidden_suggestions(err, ctx)
             message = err.format_message() if hasattr(err, "format_message") else str(err)
             if _one_line(message):  # empty for "no arguments: show the help"
                 print(f"error: {_one_line(message)}{hint}", file=sys.stderr)
