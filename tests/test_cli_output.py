@@ -67,8 +67,9 @@ def test_every_command_has_help_without_bool_placeholders() -> None:
         res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
         assert res.exit_code == 0, name
         assert "Usage: widelimit" in res.stdout and "<bool>" not in res.stdout, name
-        if name not in ("bench",):
-            assert "--json" in res.stdout and "--format" in res.stdout, name
+        assert "--json" in res.stdout, name
+        if name != "bench":  # bench's result is the benchmarks' own Markdown table (or --json)
+            assert "--format" in res.stdout, name
 
 
 @pytest.fixture(scope="module")

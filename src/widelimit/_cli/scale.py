@@ -223,8 +223,13 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option(help="Directory for benchmarks.md and benchmarks.json.")
         ] = Path("benchmark-results"),
+        json_out: JsonOpt = False,
     ) -> None:
-        """Run all benchmarks/*.py scripts: one Markdown report + JSON (python -m benchmarks)."""
+        """Run all benchmarks/*.py scripts: one Markdown report + JSON (python -m benchmarks).
+
+        The Markdown table is the result on stdout (--json: the JSON instead); each script's
+        progress is on stderr.
+        """
         root = _repo_root()
         available = sorted(
             f.stem
@@ -243,4 +248,11 @@ def register(app: typer.Typer) -> None:
             cmd.append("--quick")
         for name in only or []:
             cmd += ["--only", name]
-        raise typer.Exit(subprocess.call(cmd, cwd=root))
+        if not json_out:
+            raise typer.Exit(subprocess.call(cmd, cwd=root))
+        rc = subprocess.call(cmd, cwd=root, stdout=subprocess.DEVNULL)
+        if rc == 0:
+            import json
+
+            emit_json(json.loads((out.resolve() / "benchmarks.json").read_text()))
+        raise typer.Exit(rc)
