@@ -1,4 +1,4 @@
-"""Every bad input to the CLI gets one line on stderr and exit status 2 (README, "Errors and
+"""Every bad input to the CLI gets one line on stderr and exit status 2 (docs/errors.md, "Errors and
 guarantees"); deprecated flags still work with a one-line notice; --debug shows the traceback."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ BAD_INPUTS = [
     (["kernel", "--x1", "digits", "--n-rows", "3", "--input-shape", "1,8,8"], ["Flatten"]),
     (["kernel", "--x1", "iris", "--input-shape", "0,4"], ["--input-shape", "positive"]),
     (["kernel", "--x1", "iris", "--dtype", "float16"], ["--dtype"]),
-    (["kernel", "--x1", "iris", "--get", "cov"], ["`get` must be a subset"]),
+    (["kernel", "--x1", "iris", "--get", "cov"], ["--get", "expected nngp or ntk"]),
     (["kernel", "--bogus"], ["No such option: --bogus"]),
     (["predict", "--x-train", "{d}/x.npy", "--x-test", "{d}/x.npy"], ["--y-train"]),
     (["predict", "--y-train", "{d}/y.npy", "--x-train", "{d}/x.npy"], ["--x-test"]),

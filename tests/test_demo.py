@@ -25,6 +25,9 @@ def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     res = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
+    # docs/cli.md: the result (table, report path) on stdout, nothing of it on stderr
+    assert "widelimit demo" in res.stdout and "report: " in res.stdout
+    assert "┃" not in res.stderr and "report: " not in res.stderr
     return out, res.output
 
 

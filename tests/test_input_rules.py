@@ -1,4 +1,4 @@
-"""Input rules of the Python API (README, "Errors and guarantees")."""
+"""Input rules of the Python API (docs/errors.md)."""
 
 from __future__ import annotations
 

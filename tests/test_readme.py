@@ -1,7 +1,12 @@
-"""The README cannot drift: its Python blocks run and print what it says, its commands exist.
+"""The README and the docs pages moved out of it cannot drift: their Python blocks run and
+print what they say, their commands exist.
+
+The pages checked are ``README.md`` and :data:`DOC_PAGES` (the getting-started and how-to
+pages that hold the README's former reference sections, and docs/cli.md).
 
 * Every ```` ```python ```` block runs on its own (fresh namespace, its own empty working
-  directory), so a block that uses a name it does not define fails. All blocks run in one
+  directory), so a block that uses a name it does not define fails; ```` ```py ```` marks a
+  template that is shown, not run. All blocks run in one
   subprocess to pay the ``import torch`` once.
 * A ``print`` whose trailing comment starts with quoted numbers is checked against them:
   ``# ~X`` (a Monte Carlo quantity) must print a number within a factor 1.5 of ``X``;
@@ -31,21 +36,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOC_PAGES = ("getting-started", "layers-howto", "analyses-howto", "errors", "cli")
+"""docs/<page>.md whose blocks run like the README's (ids start with ``<page>:``)."""
+PAGES = {"README": README} | {
+    name: (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8") for name in DOC_PAGES
+}
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 _NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 
 def _blocks(lang: str) -> list[tuple[str, str]]:
-    """``(id, code)`` of every fenced block of ``lang``; ids name the README section."""
+    """``(id, code)`` of every fenced block of ``lang`` in the README and :data:`DOC_PAGES`;
+    ids name the section (README) or the page and the section (``page:section-k``)."""
     out, counts = [], {}
-    for m in _FENCE.finditer(README):
-        if m.group(1) != lang:
-            continue
-        heads = re.findall(r"^## (.+)$", README[: m.start()], re.M)
-        slug = re.sub(r"[^a-z0-9]+", "-", (heads[-1] if heads else "top").lower()).strip("-")
-        counts[slug] = counts.get(slug, 0) + 1
-        out.append((f"{slug}-{counts[slug]}", m.group(2)))
+    for page, text in PAGES.items():
+        for m in _FENCE.finditer(text):
+            if m.group(1) != lang:
+                continue
+            heads = re.findall(r"^## (.+)$", text[: m.start()], re.M)
+            slug = re.sub(r"[^a-z0-9]+", "-", (heads[-1] if heads else "top").lower()).strip("-")
+            slug = slug if page == "README" else f"{page}:{slug}"
+            counts[slug] = counts.get(slug, 0) + 1
+            out.append((f"{slug}-{counts[slug]}", m.group(2)))
     return out
 
 
@@ -172,7 +185,8 @@ def _commands() -> list[list[str]]:
     texts = []
     for _, code in _blocks("bash"):
         texts += code.replace("\\\n", " ").splitlines()
-    texts += re.findall(r"(?<!`)`(widelimit [^`]+)`", README)
+    for text in PAGES.values():
+        texts += re.findall(r"(?<!`)`(widelimit [^`]+)`", text)
     out = []
     for text in texts:
         tokens = shlex.split(text, comments=True)

@@ -1,6 +1,6 @@
 """Closed-form NTK of ``Dense(..., parameterization="standard")``, bias term included.
 
-Convention (src/widelimit/layers/dense.py, README "Conventions"): ``h = W·x + b`` with
+Convention (src/widelimit/layers/dense.py, docs/conventions.md): ``h = W·x + b`` with
 ``W ~ N(0, σw²/n)``, ``b ~ N(0, σb²)`` and fan-in ``n``.  Per output unit,
 ``∂h/∂W_ij = x_j`` gives ``Σ_j x_j x'_j = n·Σ`` (``Σ`` the per-unit input covariance),
 ``∂h/∂b = 1`` gives ``1`` and the earlier parameters give ``σw²·Θ`` (through

@@ -1,6 +1,6 @@
 """widelimit: infinite-width neural networks made computable, checkable and fast.
 
-Public API (see README): layers and combinators build a network spec; the spec
+Public API (see docs/getting-started.md): layers and combinators build a network spec; the spec
 gives analytic kernels (``net.kernel``), finite modules (``net.module``) and
 Monte Carlo estimates (``monte_carlo_kernel``).
 """

@@ -109,7 +109,7 @@ def _torch_compatible(name: str, a: np.ndarray) -> np.ndarray:
 
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-"""Refused by :func:`as_float_tensor` (documented in README, "Errors and guarantees")."""
+"""Refused by :func:`as_float_tensor` (documented in docs/errors.md)."""
 
 _SPATIAL_MODULES = (
     "widelimit.layers.attention",

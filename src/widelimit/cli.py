@@ -1,8 +1,8 @@
 """``widelimit`` command-line interface (typer + rich): a thin layer over the API.
 
-Every command prints a rich table for people and accepts ``--json`` for
-machines.  Area commands live in ``widelimit._cli.<area>`` and are registered
-here.
+Every command writes its result to stdout (a table, ``--format`` plain/markdown/csv,
+or ``--json``) and progress/logs to stderr (docs/cli.md).  Area commands live in
+``widelimit._cli.<area>`` and are registered here.
 
 Failures: a mistake (bad option, unreadable file, damaged or locked store, an
 error raised by the library) prints one line ``error: ...`` on stderr and exits
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 #: Exceptions that mean "the input or the environment is wrong", not "widelimit is broken".
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, LookupError, ImportError)
@@ -27,6 +27,16 @@ USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, LookupError, Import
 
 def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _drop_hidden_suggestions(err: Exception, ctx: Any) -> None:
+    """``No such option`` suggests only options shown in ``--help`` (not the hidden deprecated
+    spellings such as ``--n`` for ``--n-rows``)."""
+    possible = getattr(err, "possibilities", None)
+    if not possible or ctx is None:
+        return
+    hidden = {o for p in ctx.command.params if getattr(p, "hidden", False) for o in p.opts}
+    err.possibilities = [o for o in possible if o not in hidden]  # type: ignore[attr-defined]
 
 
 class _OneLineErrors(TyperGroup):
@@ -49,6 +59,7 @@ class _OneLineErrors(TyperGroup):
                 raise
             ctx = getattr(err, "ctx", None)
             hint = "" if ctx is None else f" (see '{ctx.command_path} --help')"
+            _drop_hidden_suggestions(err, ctx)
             message = err.format_message() if hasattr(err, "format_message") else str(err)
             if _one_line(message):  # empty for "no arguments: show the help"
                 print(f"error: {_one_line(message)}{hint}", file=sys.stderr)
@@ -68,6 +79,18 @@ class _OneLineErrors(TyperGroup):
             )
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """Help shows ``--json`` / ``--progress/--no-progress`` without a ``<bool>`` type: a flag
+    takes no value (typer's rich help prints one)."""
+    if self.is_flag:
+        return None
+    return _typer_display_type_rich(self, ctx)
+
+
+_typer_display_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 app = typer.Typer(

@@ -8,7 +8,11 @@ arguments or a bare name, e.g.::
 
 Layer names are the classes exported by :mod:`widelimit.layers` (and
 ``serial``/``parallel``); activations may also be given by their lowercase
-registry name (``relu``, ``tanh``, ``gelu``...).  Only literals are accepted as
+registry name (``relu``, ``tanh``, ``gelu``...).  Names are matched exactly first, then
+case-insensitively ignoring ``_`` and ``-`` when that names one layer, so Neural Tangents'
+spellings ``Relu``, ``Erf``, ``Gelu``, ``LeakyRelu``, ``ABRelu`` work, and keyword arguments
+likewise (``W_std`` is ``w_std``); an unknown name is answered with the closest known one.
+Only literals are accepted as
 arguments (numbers, strings, tuples): nothing is executed.  A TOML file with a
 top-level ``net = "..."`` string holds the same description.
 """
@@ -16,6 +20,9 @@ top-level ``net = "..."`` string holds the same description.
 from __future__ import annotations
 
 import ast
+import difflib
+import inspect
+from collections.abc import Iterable
 from pathlib import Path
 
 from widelimit.layers.base import Layer
@@ -75,6 +82,80 @@ def known_layers() -> list[str]:
     return sorted(set(_registry()) - _DEPRECATED)
 
 
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "").replace("-", "")
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to ``name`` (case-insensitive edit similarity), or ``None``.
+
+    Used for "did you mean" hints in errors (layers, arguments, activations, CLI choices).
+    """
+    by_key: dict[str, str] = {}
+    for k in known:
+        by_key.setdefault(_key(k), k)
+    if _key(name) in by_key:
+        return by_key[_key(name)]
+    hits = difflib.get_close_matches(_key(name), list(by_key), n=1, cutoff=0.6)
+    return by_key[hits[0]] if hits else None
+
+
+# Neural Tangents (stax) names without a case-insensitive twin here: suggested, never guessed.
+_NT_NAMES = {
+    "conv": "Conv2d",
+    "convtranspose": "ConvTranspose2d",
+    "convlocal": "ConvLocal2d",
+    "avgpool": "AvgPool2d",
+    "sumpool": "SumPool2d",
+    "selu": "ELU",
+    "sigmoidlike": "Sigmoid",
+}
+
+
+def _lookup(name: str, reg: dict[str, object]) -> object:
+    """The constructor for ``name``: exact, else the unique case-insensitive match."""
+    if name in reg:
+        return reg[name]
+    matches = {id(v): v for k, v in reg.items() if _key(k) == _key(name)}
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    listed = sorted(set(reg) - _DEPRECATED)
+    if len(matches) > 1:
+        same = sorted(k for k in reg if _key(k) == _key(name))
+        raise ValueError(f"layer name {name!r} is ambiguous: write one of {', '.join(same)}")
+    hint = _NT_NAMES.get(_key(name)) or closest(name, listed)
+    tip = f"did you mean {hint!r}? " if hint else ""
+    raise ValueError(f"unknown layer {name!r}; {tip}known layers: {', '.join(listed)}")
+
+
+def _match_kwargs(name: str, ctor: object, kwargs: dict[str, object]) -> dict[str, object]:
+    """Keyword names matched case-insensitively to the constructor's (``W_std`` -> ``w_std``);
+    an unknown one is an error naming the closest accepted keyword."""
+    try:
+        params = inspect.signature(ctor).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return kwargs
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    names = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    out: dict[str, object] = {}
+    for k, v in kwargs.items():
+        if k not in names:
+            same = [n for n in names if _key(n) == _key(k)]
+            if len(same) != 1:
+                best = closest(k, names)
+                tip = f"did you mean {best!r}? " if best else ""
+                raise ValueError(
+                    f"bad arguments for {name}: no keyword {k!r}; {tip}"
+                    f"{name} takes {', '.join(names) or 'no keywords'}"
+                )
+            k = same[0]
+        if k in out:
+            raise ValueError(f"bad arguments for {name}: {k!r} given twice")
+        out[k] = v
+    return out
+
+
 def _literal(node: ast.AST, text: str) -> object:
     try:
         return ast.literal_eval(node)
@@ -107,9 +188,8 @@ def _build(node: ast.AST, text: str, reg: dict[str, object]) -> Layer:
             f"cannot parse {ast.get_source_segment(text, node)!r}: expected a layer such as "
             "Dense(512) or ReLU"
         )
-    ctor = reg.get(name)
-    if ctor is None:
-        raise ValueError(f"unknown layer {name!r}; known layers: {', '.join(sorted(reg))}")
+    ctor = _lookup(name, reg)
+    kwargs = _match_kwargs(name, ctor, kwargs)
     try:
         layer = ctor(*args, **kwargs)  # type: ignore[operator]
     except TypeError as err:
@@ -219,4 +299,4 @@ def load_net(path_or_text: str) -> Layer:
     return parse_net(path_or_text)
 
 
-__all__ = ["DEFAULT_NET", "default_net", "known_layers", "load_net", "parse_net"]
+__all__ = ["DEFAULT_NET", "closest", "default_net", "known_layers", "load_net", "parse_net"]

@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    emit_json,
+    emit_table,
+    emit_text,
+    output_format,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,12 +36,12 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[
             bool, typer.Option("--quick", help="Small sizes (the whole atlas in a few minutes).")
         ] = False,
-        json_out: Annotated[
-            bool, typer.Option("--json", help="Print the page summaries as JSON on stdout.")
-        ] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         progress: Annotated[bool, typer.Option(help="Show progress bars (stderr).")] = True,
     ) -> None:
         """Write the atlas: every classic infinite-width result, finite nets beside the limit."""
+        fmt = output_format(fmt, json_out)
         from widelimit.atlas import resolve_page, write_atlas
 
         pages = None
@@ -55,16 +63,15 @@ def register(app: typer.Typer) -> None:
             }
             for p in res.pages
         ]
-        if json_out:
-            print_json({"out": res.out, "index": res.index, "seconds": res.seconds, "pages": rows})
+        if fmt == "json":
+            emit_json({"out": res.out, "index": res.index, "seconds": res.seconds, "pages": rows})
         else:
-            console.print(
-                table(
+            emit_table(
                     "widelimit atlas",
                     ["page", "ours", "theory", "tolerance", "check", "seconds"],
                     [[r["page"], r["value"], r["theory"], r["tolerance"],
                       "agrees" if r["ok"] else "DISAGREES", r["seconds"]] for r in rows],
-                )
+                fmt=fmt,
             )  # fmt: skip
-            console.print(f"atlas written to {res.index} ({res.seconds:.1f} s)")
+            emit_text(f"atlas written to {res.index} ({res.seconds:.1f} s)", fmt=fmt)
         sys.stdout.flush()

@@ -1,12 +1,26 @@
-"""Shared helpers for the CLI: console, JSON output, list parsers, the array loader,
-deprecated flag aliases and the default net.  Each exists once (docs/conventions.md)."""
+"""Shared helpers for the CLI: output (results on stdout, logs on stderr), options,
+choice and list parsers, the array loader and the default net.  Each exists once
+(docs/conventions.md); the output convention is stated in docs/cli.md.
+
+Output, in every command::
+
+    fmt = output_format(fmt, json_out)          # --format / --json -> one of FORMATS
+    if fmt == "json":
+        emit_json(summary)                      # the whole result, machine-readable
+    else:
+        emit_table("title", columns, rows, fmt=fmt)   # stdout, full width when piped
+        emit_text(f"wrote {path}", fmt=fmt)           # a result sentence (stdout)
+    log("using the first 200 rows ...")         # anything else: stderr
+    with progress(enabled) as bar: ...          # stderr; plain lines when not a TTY
+"""
 
 from __future__ import annotations
 
 import math
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -14,25 +28,47 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from widelimit.progress import activity, progress_bar
 from widelimit.serialization import jsonable, print_json, save_npy
 from widelimit.spec_text import DEFAULT_NET
 
 __all__ = [
     "BUILTIN",
     "DEFAULT_NET",
+    "FORMATS",
+    "Format",
+    "FormatOpt",
+    "JsonOpt",
+    "activity",
     "check_device",
     "console",
+    "did_you_mean",
+    "emit_json",
+    "emit_table",
+    "emit_text",
     "jsonable",
     "load_array",
+    "log",
+    "output_format",
+    "parse_choice",
+    "parse_choices",
     "parse_floats",
     "parse_ints",
     "print_json",
+    "progress",
     "save_npy",
+    "stdout_console",
     "table",
+    "warn",
 ]
 
 console = Console(stderr=True)
-"""Rich console for human output (stderr, so ``--json`` stdout stays clean)."""
+"""Rich console on stderr, for logs only; results go through :func:`emit_table`,
+:func:`emit_text` and :func:`emit_json` (stdout)."""
+
+progress = progress_bar
+"""The progress-bar factory (:func:`widelimit.progress.progress_bar`): stderr, rich bars on
+a terminal, sparse plain lines otherwise."""
 
 BUILTIN = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 """Built-in scikit-learn data sets accepted wherever a data file is."""
@@ -42,18 +78,170 @@ BUILTIN_ROWS = 200
 
 
 # ------------------------------------------------------------------ output
+FORMATS = ("table", "plain", "markdown", "csv", "json")
+"""Values of ``--format``: ``table`` (rich box table), ``plain`` (aligned columns, no box),
+``markdown`` (GitHub pipe table), ``csv`` (one ``# title`` line, then RFC 4180 rows),
+``json`` (the command's whole result, same as ``--json``)."""
+
+_WIDE = 10_000
+"""Console width used when stdout is not a terminal: tables keep their natural width."""
+
+
+class Format(str, Enum):
+    """Values of ``--format`` (see :data:`FORMATS`)."""
+
+    table = "table"
+    plain = "plain"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+FormatOpt = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="Result format on stdout: table, plain, markdown, csv or json (= --json).",
+    ),
+]
+"""The ``--format`` option every command takes: ``fmt: FormatOpt = Format.table``."""
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (= --format json).")
+]
+"""The ``--json`` flag every command takes: ``json_out: JsonOpt = False``."""
+
+
+def output_format(fmt: Format | str | None, json_out: bool = False) -> str:
+    """The format to write, a plain string: ``json`` if ``--json`` was given, else
+    ``--format``'s value."""
+    if json_out:
+        return "json"
+    fmt = "table" if fmt is None else (fmt.value if isinstance(fmt, Format) else fmt.lower())
+    if fmt not in FORMATS:  # pragma: no cover - click.Choice checks first
+        raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
+    return fmt
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     """Build a rich table; floats are shown with 4 significant digits.
 
-    Cells wrap (``overflow="fold"``) instead of being cut with an ellipsis, so long
-    values (paths, hashes, net descriptions) stay complete in an 80-column terminal.
+    The table is at least as wide as its title (so the title never wraps).  Cells wrap
+    (``overflow="fold"``) only on a narrow terminal; piped output is never wrapped
+    (:func:`emit_table`).
     """
-    t = Table(title=title)
+    t = Table(title=title, min_width=len(title) + 4)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r])
+        t.add_row(*[_cell(v) for v in r])
     return t
+
+
+def stdout_console() -> Console:
+    """A rich console on the current stdout: terminal width on a terminal, else wide enough
+    that nothing wraps (a table piped to a file keeps its natural width)."""
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, width=None if tty else _WIDE, soft_wrap=not tty)
+
+
+def emit_table(
+    title: str, columns: list[str], rows: list[list[Any]], *, fmt: str = "table"
+) -> None:
+    """Write one result table to stdout in ``fmt`` (see :data:`FORMATS`; not ``json``).
+
+    Floats are shown with 4 significant digits except in ``csv``, which keeps ``repr``
+    precision.  Several tables of one command are separated by a blank line.
+    """
+    out = sys.stdout
+    if fmt == "table":
+        stdout_console().print(table(title, columns, rows))
+    elif fmt == "csv":
+        import csv
+
+        out.write(f"# {title}\n")
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows([[repr(v) if isinstance(v, float) else v for v in r] for r in rows])
+        out.write("\n")
+    elif fmt == "markdown":
+        cells = [[_cell(v).replace("|", "\\|") for v in r] for r in rows]
+        out.write(f"**{title}**\n\n| " + " | ".join(columns) + " |\n")
+        out.write("|" + "|".join("---" for _ in columns) + "|\n")
+        out.writelines("| " + " | ".join(r) + " |\n" for r in cells)
+        out.write("\n")
+    elif fmt == "plain":
+        cells = [[str(c) for c in columns]] + [[_cell(v) for v in r] for r in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        out.write(f"# {title}\n")
+        out.writelines(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+            for r in cells
+        )
+        out.write("\n")
+    else:
+        raise ValueError(f"emit_table: fmt must be one of {FORMATS[:-1]}; got {fmt!r}")
+    out.flush()
+
+
+def emit_text(text: str, *, fmt: str = "table") -> None:
+    """A result sentence (e.g. ``wrote kernels/nngp.npy``): stdout, except with ``csv`` and
+    ``json`` output, which must stay parseable, where it goes to stderr."""
+    stream = sys.stderr if fmt in ("csv", "json") else sys.stdout
+    print(text, file=stream, flush=True)
+
+
+def emit_json(obj: Any) -> None:
+    """The command's result as indented JSON on stdout (:func:`~widelimit.serialization.jsonable`
+    converts tensors, arrays, dataclasses and paths)."""
+    print_json(obj)
+    sys.stdout.flush()
+
+
+def log(message: str) -> None:
+    """A log line on stderr (what is happening, what was assumed): never part of the result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """``warning: message`` on stderr."""
+    log(f"warning: {message}")
+
+
+# ------------------------------------------------------------------ choices
+def parse_choice(text: str, choices: tuple[str, ...] | list[str], option: str) -> str:
+    """``text`` matched case-insensitively (``-``/``_`` alike) to one of ``choices``, else a
+    ``BadParameter`` naming ``option``, the choices and the closest one."""
+    key = text.strip().lower().replace("_", "-")
+    for c in choices:
+        if c.lower().replace("_", "-") == key:
+            return c
+    listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    raise typer.BadParameter(
+        f"expected {listed} (any case); got {text!r}{did_you_mean(text, choices)}",
+        param_hint=option,
+    )
+
+
+def parse_choices(text: str, choices: tuple[str, ...] | list[str], option: str) -> tuple[str, ...]:
+    """Comma-separated :func:`parse_choice`: ``"NNGP,ntk"`` -> ``("nngp", "ntk")``."""
+    vals = tuple(parse_choice(v, choices, option) for v in text.split(",") if v.strip())
+    if not vals:
+        raise typer.BadParameter(f"expected one or more of {', '.join(choices)}", param_hint=option)
+    return vals
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known`` (case-insensitive), or ``""``."""
+    from widelimit.spec_text import closest
+
+    best = closest(name, known)
+    return f"; did you mean {best!r}?" if best else ""
 
 
 # ------------------------------------------------------------------ parsers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,12 +13,17 @@ import typer
 
 from widelimit._cli.common import (
     DEFAULT_NET,
-    console,
+    Format,
+    FormatOpt,
+    JsonOpt,
+    emit_json,
+    emit_table,
+    emit_text,
     load_array,
+    output_format,
+    parse_choice,
     parse_ints,
-    print_json,
     save_npy,
-    table,
 )
 from widelimit._cli.deprecated import resolve_alias
 
@@ -48,11 +54,11 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(min=1, help="torch threads (1 is fastest on busy CPUs).")
         ] = 1,
         progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
-        json_out: Annotated[
-            bool, typer.Option("--json", help="Print results JSON to stdout.")
-        ] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
     ) -> None:
         """Finite nets vs NNGP/NTK on real data; writes an HTML report + results.json."""
+        fmt = output_format(fmt, json_out)
         from widelimit.demo import DemoConfig, run_demo, summary_rows, write_report
         from widelimit.demo.report import result_dict
 
@@ -72,25 +78,27 @@ def register(app: typer.Typer) -> None:
         except (ValueError, ModuleNotFoundError) as err:
             raise typer.BadParameter(str(err)) from err
         html = write_report(res, out)
-        if json_out:
-            print_json(result_dict(res))
+        if fmt == "json":
+            emit_json(result_dict(res))
             return
         cols, rows = summary_rows(res)
-        console.print(table(f"widelimit demo ({res.seconds:.0f} s) — {res.protocol}", cols, rows))
+        emit_table(f"widelimit demo ({res.seconds:.0f} s) — {res.protocol}", cols, rows, fmt=fmt)
         inf, fit = res.infinite, res.dist_slope
-        console.print(
+        emit_text(
             f"NNGP test accuracy {inf.nngp_accuracy_inf:.4f}; NTK {inf.ntk_accuracy_inf:.4f} "
             f"(t=∞), {inf.ntk_accuracy_t_end:.4f} (t=K·η={res.t_end:.3g}); "
             f"slope of ‖f_width − f_NTK‖ vs width: {fit.slope:.3f} ± {fit.stderr:.3f} "
-            "(theory −0.5)"
+            "(theory −0.5)",
+            fmt=fmt,
         )
         if res.literature is not None:
             lit = res.literature
-            console.print(
+            emit_text(
                 f"MNIST-5k (1000 train): NNGP {lit.nngp_accuracy:.4f}, NTK {lit.ntk_accuracy:.4f}"
-                f" vs Lee et al. 2018 NNGP 0.9279 — {lit.protocol}"
+                f" vs Lee et al. 2018 NNGP 0.9279 — {lit.protocol}",
+                fmt=fmt,
             )
-        console.print(f"report: {html}")
+        emit_text(f"report: {html}", fmt=fmt)
 
     @app.command("predict")
     def predict_cmd(
@@ -103,7 +111,7 @@ def register(app: typer.Typer) -> None:
         x_test: Annotated[Path | None, typer.Option("--x-test", help="Test inputs (M, d).")] = None,
         net: Annotated[str, typer.Option(help="Net description or file.")] = DEFAULT_NET,
         kernel: Annotated[
-            str, typer.Option(help="nngp (GP posterior) or ntk (trained ensemble).")
+            str, typer.Option(help="nngp (GP posterior) or ntk (trained ensemble); any case.")
         ] = "ntk",
         t: Annotated[str, typer.Option(help="Gradient-flow time, or 'inf'.")] = "inf",
         diag_reg: Annotated[
@@ -114,7 +122,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
         cov: Annotated[bool, typer.Option(help="Also compute the covariance.")] = True,
         out: Annotated[Path | None, typer.Option(help="Directory for mean.npy / std.npy.")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         store: Annotated[
             Path | None,
             typer.Option(
@@ -136,6 +145,7 @@ def register(app: typer.Typer) -> None:
         get: Annotated[str | None, typer.Option("--get", hidden=True)] = None,
     ) -> None:
         """Infinite-width predictions (mean ± std) of a net on data files or stored kernels."""
+        fmt = output_format(fmt, json_out)
         from widelimit.predict import gradient_descent_mse_ensemble
         from widelimit.spec_text import load_net
 
@@ -145,8 +155,8 @@ def register(app: typer.Typer) -> None:
         kernel = resolve_alias(kernel, get, old="--get", new="--kernel", default="ntk")
         if y_train is None:
             raise typer.BadParameter("the training targets are required", param_hint="--y-train")
-        if kernel not in ("nngp", "ntk"):
-            raise typer.BadParameter("expected nngp or ntk", param_hint="--kernel")
+        kernel = parse_choice(kernel, ("nngp", "ntk"), "--kernel")
+        method = parse_choice(method, ("cg", "cholesky"), "--method")
         if store is not None:
             from widelimit._cli.scale import predict_from_store
 
@@ -154,7 +164,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("stored kernels support t=inf only", param_hint="--t")
             predict_from_store(
                 store, y_train, test_store=test_store, kernel=kernel, diag_reg=diag_reg,
-                diag_reg_absolute=diag_reg_absolute, method=method, json=json_out, out=out,
+                diag_reg_absolute=diag_reg_absolute, method=method, out=out, fmt=fmt,
             )  # fmt: skip
             return
         if x_train is None or x_test is None:
@@ -194,15 +204,18 @@ def register(app: typer.Typer) -> None:
             save_npy(out / "mean.npy", mean)
             if std is not None:
                 save_npy(out / "std.npy", std)
-        if json_out:
-            print_json(summary)
+        if fmt == "json":
+            emit_json(summary)
             return
         m2 = mean.reshape(len(mean), -1)
+        shown = min(len(m2), 20) if fmt == "table" and sys.stdout.isatty() else len(m2)
         rows = [
             [i, ", ".join(f"{v:.4g}" for v in m2[i]), "-" if std is None else float(std[i])]
-            for i in range(min(len(m2), 20))
+            for i in range(shown)
         ]
         title = f"widelimit predict ({kernel}, t={t}, cond {pred.conditioning.cond:.3g})"
-        console.print(table(title, ["test point", "mean", "std"], rows))
-        if len(m2) > 20:
-            console.print(f"... {len(m2) - 20} more rows (use --json or --out)")
+        emit_table(title, ["test point", "mean", "std"], rows, fmt=fmt)
+        if len(m2) > shown:
+            emit_text(
+                f"... {len(m2) - shown} more rows (all when piped; or --json, --out)", fmt=fmt
+            )

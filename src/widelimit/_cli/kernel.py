@@ -1,10 +1,22 @@
-"""``widelimit kernel``: NNGP/NTK of a net description on a data file or built-in data."""
+"""``widelimit kernel``: NNGP/NTK of a net description on a data file or built-in data.
+
+The kernels are kept: written to ``--out`` (default :data:`DEFAULT_OUT`) as
+``nngp.npy`` / ``ntk.npy`` with ``kernel.json`` (the printed summary), or with
+``--out -`` as one ``.npy`` (one kernel) or ``.npz`` (both) on stdout.  ``--json``
+carries the file paths and, for kernels of at most :data:`JSON_MATRIX_MAX` entries,
+the matrices themselves.  The summary's spectrum: the largest eigenvalue by Lanczos
+(``scipy.sparse.linalg.eigsh``), the smallest (and the condition number) by a full
+``eigvalsh`` only up to :data:`FULL_SPECTRUM_MAX` rows; its time is printed.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -13,18 +25,34 @@ import typer
 from widelimit._cli.common import (
     BUILTIN,
     DEFAULT_NET,
+    Format,
+    FormatOpt,
+    JsonOpt,
+    activity,
     check_device,
-    console,
+    emit_json,
+    emit_table,
+    emit_text,
     load_array,
+    output_format,
+    parse_choice,
+    parse_choices,
     parse_ints,
-    print_json,
     save_npy,
-    table,
 )
 from widelimit._cli.deprecated import resolve_alias
 from widelimit.scaling import SCALINGS, InputScaling, load_scaling
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SCALES = ("none", "standardize", "unit-norm")
+DEFAULT_OUT = Path("widelimit-kernels")
+"""Where ``widelimit kernel`` writes its kernels unless ``--out`` says otherwise."""
+JSON_MATRIX_MAX = 10_000
+"""``--json`` includes a kernel matrix itself when it has at most this many entries
+(e.g. 100 × 100); larger ones are only in their ``.npy`` files."""
+FULL_SPECTRUM_MAX = 1500
+"""Rows up to which the summary computes every eigenvalue (``eigvalsh``, ~1 s at 1500);
+above it only the largest (Lanczos) and ``min_eig``/``cond`` are null."""
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +80,9 @@ def register(app: typer.Typer) -> None:
                 "200 rows of a built-in data set).",
             ),
         ] = None,
-        get: Annotated[str, typer.Option(help="'nngp', 'ntk' or 'nngp,ntk'.")] = "nngp,ntk",
+        get: Annotated[
+            str, typer.Option(help="'nngp', 'ntk' or 'nngp,ntk' (any case).")
+        ] = "nngp,ntk",
         scale: Annotated[
             str,
             typer.Option(
@@ -73,9 +103,25 @@ def register(app: typer.Typer) -> None:
         dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
         device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
         out: Annotated[
-            Path | None, typer.Option(help="Directory for nngp.npy / ntk.npy (and a heatmap).")
-        ] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+            str,
+            typer.Option(
+                help="Directory for nngp.npy / ntk.npy / kernel.json (replaced if present), "
+                "or '-' for the kernel as .npy (both: .npz) on stdout."
+            ),
+        ] = str(DEFAULT_OUT),
+        plot: Annotated[
+            bool, typer.Option(help="Also write a heatmap per kernel (nngp.png, ntk.png).")
+        ] = False,
+        summary_on: Annotated[
+            bool,
+            typer.Option(
+                "--summary/--no-summary",
+                help=f"Summarise each kernel (diagonal, extreme eigenvalues; every eigenvalue "
+                f"only up to N={FULL_SPECTRUM_MAX}).",
+            ),
+        ] = True,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         input_shape: Annotated[
             str | None,
             typer.Option(help="Reshape each row to this per-example shape, e.g. 1,8,8 (NCHW)."),
@@ -103,7 +149,9 @@ def register(app: typer.Typer) -> None:
                 "truncated or altered chunk) instead of refusing."
             ),
         ] = False,
-        progress: Annotated[bool, typer.Option(help="Progress bar on stderr (--store).")] = True,
+        progress: Annotated[
+            bool, typer.Option(help="Progress on stderr (tiles with --store; else after 1 s).")
+        ] = True,
         data: Annotated[str | None, typer.Option("--data", hidden=True)] = None,
         data2: Annotated[str | None, typer.Option("--data2", hidden=True)] = None,
         n: Annotated[int | None, typer.Option("--n", hidden=True)] = None,
@@ -118,10 +166,15 @@ def register(app: typer.Typer) -> None:
             spec = load_net(net)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--net") from err
-        if dtype not in DTYPES:
-            raise typer.BadParameter(f"expected one of {list(DTYPES)}", param_hint="--dtype")
+        dtype = parse_choice(dtype, tuple(DTYPES), "--dtype")
+        scale = parse_choice(scale, SCALES, "--scale")
+        fmt = output_format(fmt, json_out)
         dev = check_device(device)
-        gets = tuple(g.strip() for g in get.split(",") if g.strip())
+        gets = tuple(dict.fromkeys(parse_choices(get, ("nngp", "ntk"), "--get")))
+        to_stdout = out == "-"
+        if to_stdout and fmt == "json":
+            raise typer.BadParameter("--out - writes the kernel itself on stdout; drop --json "
+                                     "or give --out a directory", param_hint="--out")  # fmt: skip
         arrays = [load_array(x1, "--x1", n_rows=n_rows, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, min_ndim=2))
@@ -142,38 +195,118 @@ def register(app: typer.Typer) -> None:
 
             kernel_to_store(
                 spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
-                json_out, memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-                progress=progress, scaling=scaling,
+                fmt == "json", memory_budget=memory_budget, overwrite=overwrite, repair=repair,
+                progress=progress, fmt=fmt, scaling=scaling,
             )  # fmt: skip
             return
         t0 = time.perf_counter()
         try:
-            k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)
+            with activity("computing " + " and ".join(g.upper() for g in gets), progress):
+                k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
         seconds = time.perf_counter() - t0
-        summary = {"net": repr(spec), "x1_shape": list(xs[0].shape), "seconds": seconds}
-        summary["x2_shape"] = list(xs[1].shape) if len(xs) > 1 else None
-        rows = []
-        for name in ("nngp", "ntk"):
-            mat = getattr(k, name)
-            if mat is None:
-                continue
-            info = _describe(mat, symmetric=k.is_symmetric)
-            summary[name] = info
-            rows.append([name, str(tuple(mat.shape)), *info.values()])
-            if out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                save_npy(out / f"{name}.npy", mat.cpu().numpy())
-        if out is not None:
-            summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
-        if json_out:
-            print_json(summary)
-        else:
-            cols = ["kernel", "shape", *next(iter([summary[g] for g in gets if g in summary]))]
-            console.print(table(f"widelimit kernel ({seconds:.3g} s)", cols, rows))
-            if out is not None:
-                console.print(f"wrote {', '.join(summary['files'])}")
+        mats = {name: getattr(k, name).detach().cpu().numpy() for name in gets}
+        summary: dict[str, Any] = {
+            "net": repr(spec),
+            "x1_shape": list(xs[0].shape),
+            "x2_shape": list(xs[1].shape) if len(xs) > 1 else None,
+            "scale": scale,
+            "seconds": seconds,
+        }
+        t1 = time.perf_counter()
+        for name, mat in mats.items():
+            summary[name] = {"shape": list(mat.shape)}
+            if summary_on:
+                summary[name] |= describe(mat, symmetric=k.is_symmetric)
+        summary["summary_seconds"] = time.perf_counter() - t1
+        files = _save(mats, summary, Path(out), plot) if not to_stdout else []
+        summary["files"] = files
+        if fmt == "json":
+            for name, mat in mats.items():
+                if mat.size <= JSON_MATRIX_MAX:
+                    summary[name]["matrix"] = mat
+            emit_json(summary)
+            return
+        if to_stdout:
+            _write_stdout(mats)
+            fmt = "log"  # stdout holds the array: the summary goes to stderr
+        _print_summary(summary, gets, fmt)
+
+
+def _save(mats: dict[str, np.ndarray], summary: dict[str, Any], out: Path, plot: bool) -> list[str]:
+    """Write ``<out>/<name>.npy``, ``<out>/kernel.json`` (and heatmaps); the paths written."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{str(out)!r} is a file, not a directory", param_hint="--out")
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, mat in mats.items():
+        save_npy(out / f"{name}.npy", mat)
+        files.append(str(out / f"{name}.npy"))
+        if plot:
+            files.append(str(_heatmap(mat, name, out / f"{name}.png")))
+    files.append(str(out / "kernel.json"))
+    from widelimit.serialization import jsonable
+
+    (out / "kernel.json").write_text(json.dumps(jsonable(summary | {"files": files}), indent=2))
+    return files
+
+
+def _heatmap(mat: np.ndarray, name: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = mat.reshape(mat.shape[0], mat.shape[1]) if mat.ndim == 2 else mat.reshape(len(mat), -1)
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    im = ax.imshow(m, cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=f"{name.upper()} value")
+    ax.set(title=f"{name.upper()} kernel ({m.shape[0]}×{m.shape[1]})", xlabel="x2 index",
+           ylabel="x1 index")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _write_stdout(mats: dict[str, np.ndarray]) -> None:
+    """One kernel as ``.npy``, several as ``.npz`` (names nngp, ntk) on binary stdout."""
+    buf = io.BytesIO()
+    if len(mats) == 1:
+        np.save(buf, next(iter(mats.values())))
+    else:
+        np.savez(buf, **mats)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(buf.getvalue())
+    sys.stdout.flush()
+
+
+def _print_summary(summary: dict[str, Any], gets: tuple[str, ...], fmt: str) -> None:
+    stats = ("mean_diag", "max_abs", "max_eig", "min_eig", "cond")
+    if not any("max_abs" in summary[g] for g in gets):  # --no-summary
+        stats = ()
+    rows = []
+    for name in gets:
+        info = summary[name]
+        vals = ["-" if info.get(s) is None else info[s] for s in stats]
+        rows.append([name, "×".join(map(str, info["shape"])), *vals])
+    t_sum = summary["summary_seconds"]
+    title = f"widelimit kernel ({summary['seconds']:.3g} s"
+    title += f" + summary {t_sum:.2g} s)" if t_sum >= 0.01 else ")"
+    if fmt == "log":
+        from widelimit._cli.common import table
+        from widelimit.progress import stderr_console
+
+        stderr_console.print(table(title, ["kernel", "shape", *stats], rows))
+        return
+    emit_table(title, ["kernel", "shape", *stats], rows, fmt=fmt)
+    n = summary["x1_shape"][0]
+    if any(summary[g].get("min_eig", 0) is None for g in gets):
+        emit_text(f"min_eig/cond not computed above N={FULL_SPECTRUM_MAX} rows (N={n}): "
+                  "every eigenvalue costs N³; see --help", fmt=fmt)  # fmt: skip
+    if summary["files"]:
+        emit_text(f"wrote {', '.join(summary['files'])}", fmt=fmt)
 
 
 def _fit_scaling(scale: str, scale_from: Path | None, x1: np.ndarray) -> InputScaling:
@@ -193,14 +326,28 @@ def _fit_scaling(scale: str, scale_from: Path | None, x1: np.ndarray) -> InputSc
         raise typer.BadParameter(str(err), param_hint="--scale-from") from err
 
 
-def _describe(mat: torch.Tensor, *, symmetric: bool) -> dict[str, float]:
-    m = mat.detach().to(torch.float64).cpu()
-    info = {"mean_diag": float("nan"), "min_eig": float("nan"), "cond": float("nan")}
-    if m.ndim == 2:
-        info["mean_diag"] = float(m.diagonal().mean()) if symmetric else float("nan")
-        if symmetric:
-            ev = torch.linalg.eigvalsh(m)
-            info["min_eig"] = float(ev[0])
-            info["cond"] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
-    info["max_abs"] = float(m.abs().max())
+def describe(mat: np.ndarray, *, symmetric: bool) -> dict[str, float | None]:
+    """Summary of one kernel matrix: ``mean_diag`` (symmetric only), ``max_abs``,
+    ``max_eig`` (Lanczos), ``min_eig`` and ``cond`` (full ``eigvalsh`` up to
+    :data:`FULL_SPECTRUM_MAX` rows, else ``None``).  Non-square or higher-rank kernels
+    get ``max_abs`` only."""
+    m = np.asarray(mat, dtype=np.float64)
+    info: dict[str, float | None] = {
+        "mean_diag": None, "max_abs": float(np.abs(m).max()),
+        "max_eig": None, "min_eig": None, "cond": None,
+    }  # fmt: skip
+    if m.ndim != 2 or not symmetric or m.shape[0] != m.shape[1]:
+        return info
+    n = m.shape[0]
+    info["mean_diag"] = float(m.diagonal().mean())
+    if n <= FULL_SPECTRUM_MAX:
+        ev = np.linalg.eigvalsh(m)
+        lo, hi = float(ev[0]), float(ev[-1])
+        info["min_eig"] = lo
+        info["cond"] = hi / lo if lo > 0 else float("inf")
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        hi = float(eigsh(m, k=1, which="LA", return_eigenvectors=False, tol=1e-8)[0])
+    info["max_eig"] = hi
     return info

@@ -8,7 +8,17 @@ from typing import Annotated
 import torch
 import typer
 
-from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    emit_json,
+    emit_table,
+    emit_text,
+    output_format,
+    parse_floats,
+    parse_ints,
+)
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
@@ -31,12 +41,14 @@ def register(app: typer.Typer) -> None:
         n_particles: Annotated[int, typer.Option(help="PDE quantile particles.")] = 2000,
         seed: Annotated[int, typer.Option(help="Seed (width ns[i] uses seed + i).")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
         seeds: Annotated[int | None, deprecated_option("--seeds", "--n-seeds")] = None,
         particles: Annotated[int | None, deprecated_option("--particles", "--n-particles")] = None,
     ) -> None:
         """Isotropic Gaussians (MMN 2018): SGD at several N beside the radial PDE."""
+        fmt = output_format(fmt, json_out)
         from widelimit.meanfield import IsotropicGaussians, PiecewiseLinear, compare_with_pde
 
         n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
@@ -59,28 +71,32 @@ def register(app: typer.Typer) -> None:
             )
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
+        files = []
+        if out is not None:
+            from widelimit.meanfield import plot_comparison
+
+            files = [str(p) for p in plot_comparison(comp, out)]
+        if fmt == "json":
+            emit_json(comp)
+            return
         rows = [["PDE", *comp.pde_risk]] + [
             [f"SGD N={n}", *r] for n, r in zip(comp.ns, comp.sgd_risk, strict=True)
         ]
-        console.print(table("risk R(ρ_t)", ["", *[f"t={t:g}" for t in comp.times]], rows))
+        emit_table("risk R(ρ_t)", ["", *[f"t={t:g}" for t in comp.times]], rows, fmt=fmt)
         rows = [[f"N={n}", *w] for n, w in zip(comp.ns, comp.w1, strict=True)]
-        console.print(table("W1(law of ‖w‖, PDE)", ["", *[f"t={t:g}" for t in comp.times]], rows))
+        emit_table("W1(law of ‖w‖, PDE)", ["", *[f"t={t:g}" for t in comp.times]], rows, fmt=fmt)
         rows = [
             [f"t={t:g}", comp.w1_slope[t], comp.risk_gap_slope.get(t, float("nan"))]
             for t in comp.w1_slope
         ]
-        console.print(table("fitted slopes vs N", ["time", "W1", "risk gap"], rows))
-        console.print(
+        emit_table("fitted slopes vs N", ["time", "W1", "risk gap"], rows, fmt=fmt)
+        emit_text(
             f"PDE solve {comp.pde_seconds:.2f} s; SGD at N={comp.ns[-1]}: "
-            f"{comp.sgd_seconds[-1]:.2f} s for {comp.n_seeds} seed(s)"
+            f"{comp.sgd_seconds[-1]:.2f} s for {comp.n_seeds} seed(s)",
+            fmt=fmt,
         )
-        if out is not None:
-            from widelimit.meanfield import plot_comparison
-
-            for p in plot_comparison(comp, out):
-                console.print(f"wrote {p}")
-        if json_out:
-            print_json(comp)
+        if files:
+            emit_text(f"wrote {', '.join(files)}", fmt=fmt)
 
     @app.command("parameterizations")
     def parameterizations_cmd(
@@ -93,11 +109,13 @@ def register(app: typer.Typer) -> None:
         n_seeds: Annotated[int, typer.Option(help="Initialisations per width.")] = 2,
         seed: Annotated[int, typer.Option(help="Seed of the data and initialisations.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for plots.")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
         seeds: Annotated[int | None, deprecated_option("--seeds", "--n-seeds")] = None,
     ) -> None:
         """SP / NTK / MF / μP across width: weight movement, feature change, coordinate check."""
+        fmt = output_format(fmt, json_out)
         from widelimit.meanfield import width_study
         from widelimit.meanfield.parameterizations import METRICS
 
@@ -115,16 +133,22 @@ def register(app: typer.Typer) -> None:
             )
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
-        rows = [[r[c] for c in ("param", "width", *METRICS)] for r in st.rows()]
-        console.print(
-            table(f"width study (depth {depth}, {steps} steps)", ["param", "width", *METRICS], rows)
-        )
-        rows = [[p, *[st.slopes[p][m] for m in METRICS]] for p in st.params]
-        console.print(table("log-log slopes vs width", ["param", *METRICS], rows))
+        files = []
         if out is not None:
             from widelimit.meanfield import plot_width_study
 
-            for p in plot_width_study(st, out):
-                console.print(f"wrote {p}")
-        if json_out:
-            print_json(st)
+            files = [str(p) for p in plot_width_study(st, out)]
+        if fmt == "json":
+            emit_json(st)
+            return
+        rows = [[r[c] for c in ("param", "width", *METRICS)] for r in st.rows()]
+        emit_table(
+            f"width study (depth {depth}, {steps} steps)",
+            ["param", "width", *METRICS],
+            rows,
+            fmt=fmt,
+        )
+        rows = [[p, *[st.slopes[p][m] for m in METRICS]] for p in st.params]
+        emit_table("log-log slopes vs width", ["param", *METRICS], rows, fmt=fmt)
+        if files:
+            emit_text(f"wrote {', '.join(files)}", fmt=fmt)

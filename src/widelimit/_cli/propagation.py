@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    emit_json,
+    emit_table,
+    emit_text,
+    output_format,
+    parse_floats,
+    parse_ints,
+)
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
@@ -34,7 +44,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Base seed of the finite nets.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for the plots (PNG).")] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars (stderr).")] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         sigma_w: Annotated[float | None, deprecated_option("--sigma-w", "--w-std")] = None,
         sigma_b: Annotated[float | None, deprecated_option("--sigma-b", "--b-std")] = None,
         sigma_b2: Annotated[str | None, deprecated_option("--sigma-b2", "--line-b-std")] = None,
@@ -44,6 +55,7 @@ def register(app: typer.Typer) -> None:
 
         σ are standard deviations (--w-std, --b-std, --line-b-std); tables also show σ².
         """
+        fmt = output_format(fmt, json_out)
         import numpy as np
 
         from widelimit.layers.activations import activation_from_name
@@ -73,7 +85,7 @@ def register(app: typer.Typer) -> None:
         else:
             line_b = parse_floats(line_b_std, "--line-b-std")
         ws = parse_ints(widths, "--widths", allow_empty=True)
-        progress = progress and not json_out
+        progress = progress and fmt != "json"
         try:
             traj = trajectory(act, w_std, b_std, depth, q0=q0, c0=c0)
             fp = fixed_point(act, w_std, b_std, q0=q0)
@@ -105,7 +117,7 @@ def register(app: typer.Typer) -> None:
             if study is not None:
                 files.append(str(plots.plot_histograms(study, out / "histograms.png")))
                 files.append(str(plots.plot_distances(study, out / "distances.png")))
-        if json_out:
+        if fmt == "json":
             summary = {"trajectory": traj, "fixed_point": fp, "critical_line": line, "files": files}
             if pd is not None:
                 summary["phase_diagram"] = pd
@@ -124,29 +136,25 @@ def register(app: typer.Typer) -> None:
                         "layer_slopes",
                     )
                 }
-            print_json(summary)
+            emit_json(summary)
             return
         title = f"propagate {traj.activation}, σw={w_std:g}, σb={b_std:g}"
         rows = [[int(l), float(traj.q[l - 1, 0]), float(traj.c[l - 1, 0, 1])] for l in traj.layers]
-        console.print(table(f"{title}: trajectory", ["layer", "q^l", "c^l"], rows))
-        console.print(
-            table(
-                "fixed point",
-                ["q*", "χ_q", "ξ_q", "χ₁", "c*", "χ_c", "ξ_c", "phase"],
-                [[fp.q_star, fp.chi_q, fp.xi_q, fp.chi1, fp.c_star, fp.chi_c, fp.xi_c, fp.phase]],
-            )
+        emit_table(f"{title}: trajectory", ["layer", "q^l", "c^l"], rows, fmt=fmt)
+        emit_table(
+            "fixed point",
+            ["q*", "χ_q", "ξ_q", "χ₁", "c*", "χ_c", "ξ_c", "phase"],
+            [[fp.q_star, fp.chi_q, fp.xi_q, fp.chi1, fp.c_star, fp.chi_c, fp.xi_c, fp.phase]],
+            fmt=fmt,
         )
-        console.print(
-            table(
-                "critical line (χ₁ = 1)",
-                ["σb", "σw", "σb²", "σw²", "q*", "χ₁ − 1"],
-                [
-                    [float(b), float(w), float(b * b), float(w * w), float(q), float(c - 1)]
-                    for b, w, q, c in zip(
-                        line.b_std, line.w_std, line.q_star, line.chi1, strict=True
-                    )
-                ],
-            )
+        emit_table(
+            "critical line (χ₁ = 1)",
+            ["σb", "σw", "σb²", "σw²", "q*", "χ₁ − 1"],
+            [
+                [float(b), float(w), float(b * b), float(w * w), float(q), float(c - 1)]
+                for b, w, q, c in zip(line.b_std, line.w_std, line.q_star, line.chi1, strict=True)
+            ],
+            fmt=fmt,
         )
         if study is not None:
             rows = []
@@ -155,8 +163,8 @@ def register(app: typer.Typer) -> None:
                 y = y.mean(1) if y.ndim == 2 else y
                 rows.append([k, *[float(v) for v in y], s, study.slopes_se[k]])
             cols = ["statistic", *[f"n={n}" for n in study.widths], "slope", "± se"]
-            console.print(
-                table(f"finite width ({study.n_seeds} seeds; theory slope −0.5)", cols, rows)
+            emit_table(
+                f"finite width ({study.n_seeds} seeds; theory slope −0.5)", cols, rows, fmt=fmt
             )
         if files:
-            console.print("wrote " + ", ".join(files))
+            emit_text("wrote " + ", ".join(files), fmt=fmt)

@@ -17,7 +17,17 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from widelimit._cli.common import console, load_array, print_json, save_npy, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    did_you_mean,
+    emit_json,
+    emit_table,
+    load_array,
+    output_format,
+    save_npy,
+)
 
 
 def kernel_to_store(
@@ -34,6 +44,7 @@ def kernel_to_store(
     overwrite: bool = False,
     repair: bool = False,
     progress: bool = True,
+    fmt: str = "table",
     scaling: Any = None,
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
@@ -75,11 +86,11 @@ def kernel_to_store(
         "memory_per_tile_bytes": run.memory.per_tile,
         "scheduler": run.scheduler,
     }
-    if json:
-        print_json(summary)
+    if json or fmt == "json":
+        emit_json(summary)
     else:
         rows = [[k, v] for k, v in summary.items()]
-        console.print(table(f"kernel store {store}", ["field", "value"], rows))
+        emit_table(f"kernel store {store}", ["field", "value"], rows, fmt=fmt)
     return summary
 
 
@@ -142,6 +153,7 @@ def predict_from_store(
     method: str = "cg",
     json: bool = False,
     out: Path | None = None,
+    fmt: str = "table",
 ) -> dict[str, Any]:
     """GP posterior mean from stored kernels (PCG or blocked Cholesky, streaming tiles).
 
@@ -180,12 +192,12 @@ def predict_from_store(
         if res.mean is not None:
             save_npy(out / "mean.npy", res.mean)
         summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
-    if json:
-        print_json(summary | {"mean": None if res.mean is None else res.mean})
+    if json or fmt == "json":
+        emit_json(summary | {"mean": None if res.mean is None else res.mean})
     else:
         rows = [[k, v] for k, v in summary.items()]
         title = f"posterior mean from stored kernel ({method})"
-        console.print(table(title, ["field", "value"], rows))
+        emit_table(title, ["field", "value"], rows, fmt=fmt)
     return summary
 
 
@@ -209,13 +221,15 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="Re-hash every finished tile and list every damaged one."),
         ] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
     ) -> None:
         """Show what a kernel store holds: shape, dtype, tiles done/total, fingerprints.
 
         A damaged store (bad record, missing or truncated chunk; with --verify also
         altered data) exits with status 2; --verify lists every damaged tile first.
         """
+        fmt = output_format(fmt, json_out)
         from widelimit.scale import StoreCorruptError, load_kernel, verify_store
         from widelimit.scale.store import REPAIR_HINT
 
@@ -225,11 +239,11 @@ def register(app: typer.Typer) -> None:
             except FileNotFoundError as err:
                 raise typer.BadParameter(str(err), param_hint="PATH") from err
             if bad:
-                if json_out:
-                    print_json({"path": str(path), "damaged": bad})
+                if fmt == "json":
+                    emit_json({"path": str(path), "damaged": bad})
                 else:
                     rows = [[b.split(":")[0], b.split(":", 1)[1].strip()] for b in bad]
-                    console.print(table(f"damaged tiles in {path}", ["tile", "problem"], rows))
+                    emit_table(f"damaged tiles in {path}", ["tile", "problem"], rows, fmt=fmt)
                 raise StoreCorruptError(
                     f"store {str(path)!r} is damaged: {len(bad)} bad tile(s) listed above; "
                     + REPAIR_HINT
@@ -239,11 +253,11 @@ def register(app: typer.Typer) -> None:
         except FileNotFoundError as err:
             raise typer.BadParameter(str(err), param_hint="PATH") from err
         fields = {**vars(info), "scaling": _recorded_scaling(path)}
-        if json_out:
-            print_json(fields)
+        if fmt == "json":
+            emit_json(fields)
         else:
             rows = [[k, v] for k, v in fields.items()]
-            console.print(table(f"kernel store {path}", ["field", "value"], rows))
+            emit_table(f"kernel store {path}", ["field", "value"], rows, fmt=fmt)
 
     @app.command("bench")
     def bench_cmd(
@@ -254,12 +268,36 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option(help="Directory for benchmarks.md and benchmarks.json.")
         ] = Path("benchmark-results"),
+        json_out: JsonOpt = False,
     ) -> None:
-        """Run all benchmarks/*.py scripts: one Markdown report + JSON (python -m benchmarks)."""
+        """Run all benchmarks/*.py scripts: one Markdown report + JSON (python -m benchmarks).
+
+        The Markdown table is the result on stdout (--json: the JSON instead); each script's
+        progress is on stderr.
+        """
         root = _repo_root()
+        available = sorted(
+            f.stem
+            for f in (root / "benchmarks").glob("*.py")
+            if not f.name.startswith("_") and "def run(" in f.read_text(errors="replace")
+        )  # fmt: skip (benchmarks.__main__.discover, without importing the scripts' package)
+        for name in only or []:
+            if name not in available:
+                raise typer.BadParameter(
+                    f"no benchmark {name!r}{did_you_mean(name, available)} "
+                    f"(available: {', '.join(available)})",
+                    param_hint="--only",
+                )
         cmd = [sys.executable, "-m", "benchmarks", "--out", str(out.resolve())]
         if quick:
             cmd.append("--quick")
         for name in only or []:
             cmd += ["--only", name]
-        raise typer.Exit(subprocess.call(cmd, cwd=root))
+        if not json_out:
+            raise typer.Exit(subprocess.call(cmd, cwd=root))
+        rc = subprocess.call(cmd, cwd=root, stdout=subprocess.DEVNULL)
+        if rc == 0:
+            import json
+
+            emit_json(json.loads((out.resolve() / "benchmarks.json").read_text()))
+        raise typer.Exit(rc)

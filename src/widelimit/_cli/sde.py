@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from widelimit._cli.common import console, parse_floats, parse_ints, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    emit_json,
+    emit_table,
+    emit_text,
+    output_format,
+    parse_choice,
+    parse_floats,
+    parse_ints,
+)
 from widelimit._cli.deprecated import deprecated_option, resolve_alias
 
 
@@ -36,17 +47,20 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Directory for the ECDF plots.")] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
         stability: Annotated[str | None, deprecated_option("--stability", "--activations")] = None,
     ) -> None:
         """Finite shaped ReLU nets (d = Tn) vs the covariance SDE: ρ_T and log-norm KS
         distances, quantiles, and the norm-stability verdict b_* checked on finite nets."""
+        fmt = output_format(fmt, json_out)
         import torch
 
         from widelimit.sde import compare_relu, demonstrate_stability
 
         activations = resolve_alias(activations, stability, old="--stability", new="--activations")
         ws, ts = parse_ints(widths, "--widths"), parse_floats(times, "--times")
+        sde = parse_choice(sde, ("correlation", "covariance"), "--sde")
         gen = torch.Generator().manual_seed(seed)  # one stream for both experiments
         try:
             cmp = compare_relu(
@@ -60,7 +74,7 @@ def register(app: typer.Typer) -> None:
                 dt=dt,
                 sde=sde,
                 seed=gen,
-                progress=progress and not json_out,
+                progress=progress and fmt != "json",
             )
             names = tuple(s.strip() for s in activations.split(",") if s.strip())
             demo = (
@@ -72,13 +86,32 @@ def register(app: typer.Typer) -> None:
                     n_nets=n_nets,
                     n_paths=n_paths,
                     seed=gen,
-                    progress=progress and not json_out,
+                    progress=progress and fmt != "json",
                 )
                 if names
                 else None
             )
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
+        files: list[Path] = []
+        if out is not None:
+            from widelimit.sde.plots import plot_comparison, plot_stability
+
+            files += plot_comparison(cmp, out)
+            if demo is not None:
+                files += plot_stability(demo, out)
+        if fmt == "json":
+            emit_json(
+                {
+                    "c_plus": cmp.c_plus,
+                    "c_minus": cmp.c_minus,
+                    "rho0": cmp.rho0,
+                    "rows": cmp.rows,
+                    "stability": None if demo is None else demo.rows,
+                    "plots": files,
+                }
+            )
+            return
         rows = [
             [
                 r.width,
@@ -92,50 +125,30 @@ def register(app: typer.Typer) -> None:
             ]
             for r in cmp.rows
         ]
-        console.print(
-            table(
-                f"shaped ReLU c₊={c_plus:g}, c₋={c_minus:g}, ρ₀={rho0:g}: finite nets vs SDE",
-                ["n", "T", "d", "KS ρ", "KS ln Φ", "KS noise", "mean ρ fin/SDE", "std ρ fin/SDE"],
-                rows,
-            )
+        emit_table(
+            f"shaped ReLU c₊={c_plus:g}, c₋={c_minus:g}, ρ₀={rho0:g}: finite nets vs SDE",
+            ["n", "T", "d", "KS ρ", "KS ln Φ", "KS noise", "mean ρ fin/SDE", "std ρ fin/SDE"],
+            rows,
+            fmt=fmt,
         )
         if demo is not None:
-            console.print(
-                table(
-                    f"norm stability (a={a}): fraction with Φ_T > {demo.threshold:g}",
-                    ["φ", "b_*", "verdict", "n", "T", "finite", "SDE", "± se"],
+            emit_table(
+                f"norm stability (a={a}): fraction with Φ_T > {demo.threshold:g}",
+                ["φ", "b_*", "verdict", "n", "T", "finite", "SDE", "± se"],
+                [
                     [
-                        [
-                            r.verdict.name,
-                            r.verdict.b_star,
-                            "stable" if r.verdict.stable else "unstable",
-                            r.width,
-                            r.T,
-                            r.frac_large_finite,
-                            r.frac_large_sde,
-                            r.se_frac,
-                        ]
-                        for r in demo.rows
-                    ],
-                )
+                        r.verdict.name,
+                        r.verdict.b_star,
+                        "stable" if r.verdict.stable else "unstable",
+                        r.width,
+                        r.T,
+                        r.frac_large_finite,
+                        r.frac_large_sde,
+                        r.se_frac,
+                    ]
+                    for r in demo.rows
+                ],
+                fmt=fmt,
             )
-        files: list[Path] = []
-        if out is not None:
-            from widelimit.sde.plots import plot_comparison, plot_stability
-
-            files += plot_comparison(cmp, out)
-            if demo is not None:
-                files += plot_stability(demo, out)
-            for f in files:
-                console.print(f"wrote {f}")
-        if json_out:
-            print_json(
-                {
-                    "c_plus": cmp.c_plus,
-                    "c_minus": cmp.c_minus,
-                    "rho0": cmp.rho0,
-                    "rows": cmp.rows,
-                    "stability": None if demo is None else demo.rows,
-                    "plots": files,
-                }
-            )
+        if files:
+            emit_text(f"wrote {', '.join(map(str, files))}", fmt=fmt)

@@ -1372,8 +1372,12 @@ def activation_from_name(name: str, **params: object) -> Elementwise:
     by_key = {_key(n): n for n in ACTIVATIONS}
     canonical = by_key.get(_key(name))
     if canonical is None:
+        from widelimit.spec_text import closest
+
+        best = closest(name, ACTIVATIONS)
+        tip = f"did you mean {best!r}? " if best else ""
         raise ValueError(
-            f"unknown activation {name!r}; known activations: {', '.join(sorted(ACTIVATIONS))}"
+            f"unknown activation {name!r}; {tip}known activations: {', '.join(sorted(ACTIVATIONS))}"
         )
     ctor = ACTIVATIONS[canonical]
     try:
