@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from widelimit._quadrature import autograd_derivative, gauss_legendre, gaussian_dual
 from widelimit.kernel import Kernel
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.dual_gradients import dual_with_grad
 from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import self_pairs
 from widelimit.layers.tiles import Tile, correlation_, snap_factor
@@ -1098,6 +1099,8 @@ class NumericalActivation(Elementwise):
     """Activation whose dual is computed by Gaussian quadrature (:mod:`widelimit._quadrature`)."""
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        if not _inplace(q1, q2, s12):  # autograd records: exact gradients (dual_gradients)
+            return dual_with_grad(self.fn, self.derivative, q1, q2, s12, ntk=ntk)
         return gaussian_dual(self.fn, self.derivative, q1, q2, s12, ntk=ntk)
 
 
