@@ -268,6 +268,20 @@ class _Coefficients:
         self.a = (vals * self.w) @ h
         self.aT = self.a.T.contiguous()  # (KMAX, U): row k is contiguous
         e2 = (vals * vals) @ self.w
+        # the rule stops at |z| = 12: the last unit panel must carry a small part of E[f²]
+        # (1e-4 flags f² growing like e^{z²/2} or faster, an infinite integral, and growth
+        # so fast that the truncation error would exceed 1e-4; e^{1.2 x} at q = 30 has 5e-6)
+        far = z.abs() > _ZMAX - 1
+        outer = (vals * vals)[:, far] @ self.w[far]
+        if bool((outer > 1e-4 * e2).any()):
+            i = int((outer / e2.clamp_min(1e-300)).argmax())
+            raise ValueError(
+                f"`{name}` grows too fast for the Gaussian quadrature: under x ~ N(0, "
+                f"{float(q[i]):.6g}), |x| > {(_ZMAX - 1) * float(sq[i]):.4g} (11 standard "
+                f"deviations) carries {float(outer[i] / e2[i]):.2g} of E[{name}(x)²], so that "
+                "second moment is infinite or not resolved. Use a function with finite "
+                "Gaussian moments at these variances (e.g. growing at most polynomially)"
+            )
         # T_K = E[f²] − Σ_{k<K} α_k²  (Parseval), relative to E[f²], floored at
         # 1e-14 to cover rounding and quadrature error of the subtraction.
         cum = torch.cumsum(self.a * self.a, dim=1)
