@@ -215,10 +215,18 @@ def autograd_derivative(fn: Fn) -> Fn:
     """Elementwise derivative of an elementwise torch function, by autograd (vectorised).
 
     ``d(x)[i] = ∂ fn(x)[i] / ∂ x[i]``, obtained as the gradient of ``fn(x).sum()``,
-    which is exact for elementwise functions.  Constant functions give zeros.
+    which is exact for elementwise functions.  Constant functions give zeros.  When
+    autograd records ``x`` the result is differentiable itself (``create_graph``), so
+    ``autograd_derivative(autograd_derivative(fn))`` is the second derivative.
     """
 
     def dfn(x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            y = fn(x)
+            if not isinstance(y, Tensor) or not y.requires_grad:
+                return torch.zeros_like(x)
+            (g,) = torch.autograd.grad(y.sum(), x, create_graph=True, allow_unused=True)
+            return torch.zeros_like(x) if g is None else g
         with torch.enable_grad():
             xx = x.detach().requires_grad_(True)
             y = fn(xx)

@@ -70,6 +70,28 @@ def jump_at_zero(f: Fn) -> float:
     return jump if abs(jump) > 1e-8 * scale else 0.0
 
 
+def _check_second_derivative(dfn: Fn, d2fn: Fn) -> None:
+    """``ValueError`` unless autograd's derivative of ``dfn`` matches its central
+    differences (step 1e-5: error ~1e-10) at six points away from 0: a ``derivative_fn``
+    written without differentiable torch operations would give φ'' = 0 silently."""
+    x = torch.tensor([-2.9, -1.3, -0.37, 0.37, 1.3, 2.9], dtype=torch.float64)
+    h = 1e-5
+    with torch.no_grad():
+        fd = (dfn(x + h).double() - dfn(x - h).double()) / (2 * h)
+        d1 = dfn(x).double()
+    ad = d2fn(x).double()
+    bad = (ad - fd).abs() > 1e-5 * (1 + fd.abs() + d1.abs())
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"the derivative φ' of this activation is not differentiable by autograd: at "
+            f"x = {float(x[i])} autograd gives φ'' = {float(ad[i])!r}, finite differences "
+            f"{float(fd[i])!r}. Gradients of kernels with respect to their inputs need φ''; "
+            "write `derivative_fn` with differentiable torch operations (or leave it None "
+            "to derive φ' by autograd), or detach the inputs"
+        )
+
+
 def _times_x(f: Fn) -> Fn:
     def g(x: Tensor) -> Tensor:
         return x * f(x)
@@ -189,6 +211,8 @@ def dual_with_grad(
     φ'' is taken by autograd from ``dfn``.  Same inputs, outputs and errors as
     ``gaussian_dual``; the outputs carry a ``grad_fn`` when an input requires grad.
     """
-    parts = (_Part(fn, dfn, "φ"), _Part(dfn, autograd_derivative(dfn), "φ'"))
+    d2fn = autograd_derivative(dfn)
+    _check_second_derivative(dfn, d2fn)
+    parts = (_Part(fn, dfn, "φ"), _Part(dfn, d2fn, "φ'"))
     out = _NumericalDual.apply(q1, q2, s12, parts, ntk)
     return (out[0], out[1]) if ntk else (out, None)
