@@ -81,7 +81,7 @@ def test_issue24_activation_infinite_derivative_moment_keeps_nngp_refuses_ntk() 
     ids=["relu_shifted", "step_shifted", "relu6", "abs_shifted"],
 )
 def test_issue24_activation_refuses_kinks_away_from_zero(fn, where: float) -> None:
-    with pytest.raises(ValueError, match="(kink|jumps) near x = ") as info:
+    with pytest.raises(ValueError, match=r"(kink|jumps) near x = ") as info:
         L.Activation(fn)
     at = float(str(info.value).split("near x = ")[1].split(" ")[0])
     assert abs(at - where) < 1e-3
