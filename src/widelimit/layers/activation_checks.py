@@ -18,7 +18,8 @@ and a remedy, the functions that would otherwise give a silently wrong kernel:
   a window whose variation is concentrated in one tenth of it, twice in a row on
   refinement, holds a jump (of ``φ``: a step; of ``φ'``: a kink).  A smooth function
   spreads its variation (one tenth carries ~1/10 of it).  Windows where the function
-  overflows are skipped (that is a question of moments).  Non-smooth points closer to
+  overflows are skipped (that is a question of moments); jumps smaller than ``1e-7·(1 +
+  |f|)`` are ignored (``F.softplus`` jumps by 2e-9 at its threshold 20).  Non-smooth points closer to
   0 than 1e-3, or beyond 1e3, are not searched.
 """
 
@@ -134,7 +135,9 @@ def find_jump(f: Fn) -> float | None:
                 v = f(pts.reshape(-1)).to(torch.float64).reshape(pts.shape)
             d = (v[:, 1:] - v[:, :-1]).abs()
             tv = d.sum(1)
-            scale = 1e-9 * v.abs().amax(1) + 1e-12
+            # jumps below 1e-7 of the function's size are ignored: F.softplus jumps by
+            # e^{-20} ≈ 2e-9 where it switches to x (threshold 20), an error far below that
+            scale = 1e-7 * (1 + v.abs().amax(1))
             # overflow (e.g. exp(x²) far out) is a question of moments, not of jumps
             busy = torch.isfinite(tv) & (d.amax(1) > 0.5 * tv) & (tv > scale)
             if not bool(busy.any()):
