@@ -36,6 +36,11 @@ def test_issue24_activation_refuses_shape_changes() -> None:
         L.Activation(lambda z: z.sum(-1))
 
 
+def test_issue24_activation_refuses_complex_values() -> None:
+    with pytest.raises(TypeError, match="complex"):
+        L.Activation(lambda z: torch.exp(1j * z))
+
+
 @pytest.mark.parametrize(
     ("fn", "why"),
     [

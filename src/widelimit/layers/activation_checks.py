@@ -18,9 +18,9 @@ and a remedy, the functions that would otherwise give a silently wrong kernel:
   a window whose variation is concentrated in one tenth of it, twice in a row on
   refinement, holds a jump (of ``φ``: a step; of ``φ'``: a kink).  A smooth function
   spreads its variation (one tenth carries ~1/10 of it).  Windows where the function
-  overflows are skipped (that is a question of moments); jumps smaller than ``1e-7·(1 +
-  |f|)`` are ignored (``F.softplus`` jumps by 2e-9 at its threshold 20).  Non-smooth points closer to
-  0 than 1e-3, or beyond 1e3, are not searched.
+  overflows are skipped (that is a question of moments); jumps smaller than
+  ``1e-7·(1 + |f|)`` are ignored (``F.softplus`` jumps by 2e-9 at its threshold 20).
+  Non-smooth points closer to 0 than 1e-3, or beyond 1e3, are not searched.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def _apply(f: Fn, x: Tensor, what: str, label: str) -> Tensor:
         raise ValueError(
             f"{label}: `{what}` must be elementwise (output shaped like its input); on shape "
             f"{tuple(x.shape)} it returned {got}"
+        )
+    if y.is_complex():
+        raise TypeError(
+            f"{label}: `{what}` returned complex values (dtype {y.dtype}); activations must be "
+            "real-valued (the imaginary part would be dropped). Return e.g. its real part"
         )
     return y.detach().to(torch.float64)
 
