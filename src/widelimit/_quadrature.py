@@ -67,9 +67,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["autograd_derivative", "gauss_legendre", "gaussian_dual"]
+__all__ = [
+    "autograd_derivative",
+    "gauss_legendre",
+    "gaussian_dual",
+    "gaussian_expectation",
+    "gaussian_mean",
+]
 
 Fn = Callable[[Tensor], Tensor]
+Pair = tuple[Fn, Fn]  # (function of u, function of v)
+Names = tuple[str, str]  # their argument names, for error messages
 
 _KMAX = 256  # Hermite coefficients per variance
 _LADDER = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Mehler lengths tried per entry
@@ -207,10 +215,18 @@ def autograd_derivative(fn: Fn) -> Fn:
     """Elementwise derivative of an elementwise torch function, by autograd (vectorised).
 
     ``d(x)[i] = ∂ fn(x)[i] / ∂ x[i]``, obtained as the gradient of ``fn(x).sum()``,
-    which is exact for elementwise functions.  Constant functions give zeros.
+    which is exact for elementwise functions.  Constant functions give zeros.  When
+    autograd records ``x`` the result is differentiable itself (``create_graph``), so
+    ``autograd_derivative(autograd_derivative(fn))`` is the second derivative.
     """
 
     def dfn(x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            y = fn(x)
+            if not isinstance(y, Tensor) or not y.requires_grad:
+                return torch.zeros_like(x)
+            (g,) = torch.autograd.grad(y.sum(), x, create_graph=True, allow_unused=True)
+            return torch.zeros_like(x) if g is None else g
         with torch.enable_grad():
             xx = x.detach().requires_grad_(True)
             y = fn(xx)
@@ -260,6 +276,20 @@ class _Coefficients:
         self.a = (vals * self.w) @ h
         self.aT = self.a.T.contiguous()  # (KMAX, U): row k is contiguous
         e2 = (vals * vals) @ self.w
+        # the rule stops at |z| = 12: the last unit panel must carry a small part of E[f²]
+        # (1e-4 flags f² growing like e^{z²/2} or faster, an infinite integral, and growth
+        # so fast that the truncation error would exceed 1e-4; e^{1.2 x} at q = 30 has 5e-6)
+        far = z.abs() > _ZMAX - 1
+        outer = (vals * vals)[:, far] @ self.w[far]
+        if bool((outer > 1e-4 * e2).any()):
+            i = int((outer / e2.clamp_min(1e-300)).argmax())
+            raise ValueError(
+                f"`{name}` grows too fast for the Gaussian quadrature: under x ~ N(0, "
+                f"{float(q[i]):.6g}), |x| > {(_ZMAX - 1) * float(sq[i]):.4g} (11 standard "
+                f"deviations) carries {float(outer[i] / e2[i]):.2g} of E[{name}(x)²], so that "
+                "second moment is infinite or not resolved. Use a function with finite "
+                "Gaussian moments at these variances (e.g. growing at most polynomially)"
+            )
         # T_K = E[f²] − Σ_{k<K} α_k²  (Parseval), relative to E[f²], floored at
         # 1e-14 to cover rounding and quadrature error of the subtraction.
         cum = torch.cumsum(self.a * self.a, dim=1)
@@ -312,8 +342,9 @@ def _horner(
 # --------------------------------------------------------------------------
 
 
-def _polar(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    """``E[f(u) f(v)]`` by the polar rule (module docstring, step 3); 1-D float64."""
+def _polar(fn: Pair, name: Names, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    """``E[f(u) g(v)]`` for ``fn = (f, g)`` by the polar rule (module docstring, step 3);
+    1-D float64."""
     dev = q1.device
     out = torch.empty_like(q1)
     # group entries by the grading depth they need (activation scale 1/√q) and
@@ -349,7 +380,7 @@ def _polar(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
             # z1 = r cos(ψ − θ/2), z2 = r cos(ψ + θ/2)
             u = (q1[j].sqrt()[:, None] * torch.cos(psi - th[:, None] / 2))[:, :, None] * r
             v = (q2[j].sqrt()[:, None] * torch.cos(psi + th[:, None] / 2))[:, :, None] * r
-            g = _call(fn, u, name) * _call(fn, v, name)  # (n, points on arcs, R)
+            g = _call(fn[0], u, name[0]) * _call(fn[1], v, name[1])  # (n, points on arcs, R)
             out[j] = ((g @ wr) * wpsi).sum(1) / (2 * math.pi)
     return out
 
@@ -379,7 +410,7 @@ def _barycentric(x: Tensor, nodes: Tensor) -> Tensor:
     return torch.where(rows[:, None], hit.to(x.dtype), basis)
 
 
-def _polar_many(fn: Fn, name: str, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+def _polar_many(fn: Pair, name: Names, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
     """Polar rule for many entries: tensor Chebyshev interpolation in
     ``(θ, log q1, log q2)`` from the polar rule at the nodes, checked against the
     direct rule on a random sample (falls back to the direct rule if the sample
@@ -512,45 +543,145 @@ def gaussian_dual(
         return _dual(fn, dfn, q1, q2, s12, ntk, rtol)
 
 
+def gaussian_expectation(
+    f: Fn,
+    g: Fn,
+    q1: Tensor,
+    q2: Tensor,
+    s12: Tensor,
+    *,
+    rtol: float | None = None,
+    names: Names = ("f", "g"),
+) -> Tensor:
+    """``E[f(u) g(v)]`` with ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])``: :func:`gaussian_dual`
+    with a different function on each side (same method, inputs and accuracy; ``rtol``
+    relative to ``√(E[f(u)²] E[g(v)²])``).  Used by the gradients of the numerical duals
+    (:mod:`widelimit.layers.dual_gradients`).  ``names`` label ``f``/``g`` in errors.
+    Not differentiable (computed under ``torch.no_grad``).
+    """
+    for name, h in zip(names, (f, g), strict=True):
+        if not callable(h):
+            raise TypeError(f"`{name}` must be callable; got {type(h).__name__}")
+    q1, q2, s12 = _check_inputs(q1, q2, s12)
+    if rtol is not None and not 0 < rtol < 1:
+        raise ValueError(f"`rtol` must be in (0, 1); got {rtol!r}")
+    if rtol is None:
+        rtol = 1e-11 if q1.dtype == torch.float64 else 1e-7
+    with torch.no_grad():
+        return _expectations([(f, g)], [names], q1, q2, s12, rtol)[0]
+
+
+def gaussian_mean(f: Fn, q: Tensor) -> Tensor:
+    """``E[f(√q z)]``, ``z ~ N(0, 1)``, per entry of the 1-D tensor ``q >= 0`` (same dtype).
+
+    The line rule of the Mehler coefficients (graded towards a non-smooth point at 0).
+    Many entries (> 4096): a Chebyshev interpolant in ``log q`` of the rule (33 to 129
+    nodes), used only if it agrees with the rule within 1e-11 of the table's largest value
+    on 24 random entries (else the rule at every entry).  Not differentiable.
+    """
+    if q.ndim != 1:
+        raise ValueError(f"`q` must be 1-D; got shape {tuple(q.shape)}")
+    if q.numel() == 0:
+        return torch.empty_like(q)
+    with torch.no_grad():
+        qd = q.to(torch.float64).clamp_min(0)
+        levels = _levels(float(qd.max()), 0.25)
+        out = None
+        if qd.numel() > 4096:
+            out = _mean_interpolated(f, qd, levels)
+        if out is None:
+            out = _mean_direct(f, qd, levels)
+    return out.to(q.dtype)
+
+
+def _mean_direct(f: Fn, q: Tensor, levels: int) -> Tensor:
+    """``E[f(√q z)]`` by the line rule with ``levels`` (float64, 1-D), in blocks."""
+    z, w = (torch.as_tensor(v, device=q.device) for v in _line_rule(levels))
+    out = torch.empty_like(q)
+    step = max(1, _POLAR_BLOCK // z.numel())
+    for s in range(0, q.numel(), step):
+        out[s : s + step] = _call(f, q[s : s + step, None].sqrt() * z, "f") @ w
+    return out
+
+
+def _mean_interpolated(f: Fn, q: Tensor, levels: int) -> Tensor | None:
+    """:func:`gaussian_mean` by interpolation in ``log q`` (docstring there), or ``None``."""
+    pos = q > 0
+    x = q[pos].log()
+    lo, hi = float(x.min()), float(x.max())
+    gen = torch.Generator(device=q.device).manual_seed(x.numel())
+    probe = torch.randperm(x.numel(), generator=gen, device=q.device)[:24]
+    direct = _mean_direct(f, x[probe].exp(), levels)
+    for n in (33, 65, 129):
+        nodes = _cheb_nodes(lo, hi, n).to(q.device)
+        table = _mean_direct(f, nodes.exp(), levels)
+        scale = float(table.abs().max())
+        if float((_barycentric(x[probe], nodes) @ table - direct).abs().max()) > 1e-11 * scale:
+            continue
+        res = torch.empty_like(x)
+        step = max(1, _POLAR_BLOCK // n)
+        for s in range(0, x.numel(), step):
+            res[s : s + step] = _barycentric(x[s : s + step], nodes) @ table
+        out = torch.empty_like(q)
+        out[pos] = res
+        if not bool(pos.all()):
+            out[~pos] = _mean_direct(f, q[~pos], levels)
+        return out
+    return None
+
+
 def _dual(
     fn: Fn, dfn: Fn | None, q1: Tensor, q2: Tensor, s12: Tensor, ntk: bool, rtol: float | None
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`gaussian_dual` on checked inputs: the dense Mehler pass over blocks of
     entries, then the entries it could not certify (module docstring, steps 1-3)."""
-    dtype, dev = q1.dtype, q1.device
     if rtol is None:
-        rtol = 1e-11 if dtype == torch.float64 else 1e-7
+        rtol = 1e-11 if q1.dtype == torch.float64 else 1e-7
+    pairs: list[Pair] = [(fn, fn)]
+    names: list[Names] = [("fn", "fn")]
+    if ntk:
+        d = dfn if dfn is not None else autograd_derivative(fn)
+        pairs.append((d, d))
+        names.append(("dfn", "dfn"))
+    out = _expectations(pairs, names, q1, q2, s12, rtol)
+    return out[0], (out[1] if ntk else None)
+
+
+def _expectations(
+    pairs: list[Pair], names: list[Names], q1: Tensor, q2: Tensor, s12: Tensor, rtol: float
+) -> list[Tensor]:
+    """``[E[f(u) g(v)] for (f, g) in pairs]`` on checked inputs: the dense Mehler pass
+    over blocks of entries, then the entries it could not certify (module docstring,
+    steps 1-3); ``rtol`` relative to ``√(E[f(u)²] E[g(v)²])``."""
+    dtype, dev = q1.dtype, q1.device
     shape = torch.broadcast_shapes(q1.shape, q2.shape, s12.shape)
     if len(shape) == 0:  # scalars: compute as one-element vectors
-        f, g = _dual(fn, dfn, q1.reshape(1), q2.reshape(1), s12.reshape(1), ntk, rtol)
-        return f.reshape(()), (None if g is None else g.reshape(()))
-    fns, names = [fn], ["fn"]
-    if ntk:
-        fns.append(dfn if dfn is not None else autograd_derivative(fn))
-        names.append("dfn")
-    out = [torch.empty(shape, dtype=dtype, device=dev) for _ in fns]
+        out = _expectations(pairs, names, q1.reshape(1), q2.reshape(1), s12.reshape(1), rtol)
+        return [t.reshape(()) for t in out]
+    out = [torch.empty(shape, dtype=dtype, device=dev) for _ in pairs]
     if math.prod(shape) == 0:
-        return out[0], (out[1] if ntk else None)
+        return out
 
     nd = len(shape)
     q1, q2, s12 = (t.reshape((1,) * (nd - t.ndim) + tuple(t.shape)) for t in (q1, q2, s12))
-    terms = _MehlerTerms(fns, names, q1, q2)
+    terms = _MehlerTerms(pairs, names, q1, q2)
     hard = _mehler_pass(terms, q1, q2, s12, rtol, out)
     for m, entries in enumerate(hard):
         if entries:
             _fill_hard(terms, m, entries, rtol, out[m])
-    return out[0], (out[1] if ntk else None)
+    return out
 
 
 class _MehlerTerms:
-    """Mehler coefficients of each function (``fn``, and ``dfn`` for the NTK) on both sides.
+    """Mehler coefficients of each pair of functions (e.g. ``(fn, fn)``, and ``(dfn, dfn)``
+    for the NTK): the first on side 1 (``u``), the second on side 2 (``v``).
 
-    Attributes (lists are per function):
-        fns, names: the functions and their argument names (for error messages).
+    Attributes (lists are per pair):
+        fns, names: the pairs ``(f, g)`` and their argument names (for error messages).
         u1, inv1 / u2, inv2: distinct variances of ``q1`` / ``q2`` (float64) and the index
             of each entry into them (shaped like ``q1`` / ``q2``).
         co1, co2: :class:`_Coefficients` of side 1 / 2 (the same objects when the
-            distinct variances agree).
+            functions and the distinct variances agree).
         active: which Mehler terms are non-zero on either side (others vanish by symmetry).
         rows1, rows2: ``(KMAX, U)`` coefficients in the dtype of ``q1``.
         a1, a2: ``(KMAX, *q.shape)`` coefficient tables broadcasting like ``q1`` / ``q2``,
@@ -558,24 +689,28 @@ class _MehlerTerms:
             ``(N1, 1)``, ``(1, N2)``), else ``None`` (the k-th slice is gathered term by term).
     """
 
-    def __init__(self, fns: list[Fn], names: list[str], q1: Tensor, q2: Tensor) -> None:
+    def __init__(self, fns: list[Pair], names: list[Names], q1: Tensor, q2: Tensor) -> None:
         self.fns, self.names = fns, names
         self.u1, self.inv1 = _distinct(q1)
         self.u2, self.inv2 = _distinct(q2)
         levels = _levels(max(float(self.u1[-1]), float(self.u2[-1])), 0.25)
-        self.co1 = [_Coefficients(f, n, self.u1, levels) for f, n in zip(fns, names, strict=True)]
-        if self.u1.shape == self.u2.shape and bool(torch.equal(self.u1, self.u2)):
-            self.co2 = self.co1
-        else:
-            self.co2 = [
-                _Coefficients(f, n, self.u2, levels) for f, n in zip(fns, names, strict=True)
-            ]
+        self.co1 = [
+            _Coefficients(f, n, self.u1, levels) for (f, _), (n, _) in zip(fns, names, strict=True)
+        ]
+        same_q = self.u1.shape == self.u2.shape and bool(torch.equal(self.u1, self.u2))
+        self.co2 = [
+            co if same_q and f is g else _Coefficients(g, n, self.u2, levels)
+            for co, (f, g), (_, n) in zip(self.co1, fns, names, strict=True)
+        ]
         self.active = [
             (torch.maximum(a.size, b.size) > 1e-14).tolist()
             for a, b in zip(self.co1, self.co2, strict=True)
         ]
         self.rows1 = [co.aT.to(q1.dtype) for co in self.co1]
-        self.rows2 = self.rows1 if self.co2 is self.co1 else [co.aT.to(q1.dtype) for co in self.co2]
+        self.rows2 = [
+            r if b is a else b.aT.to(q1.dtype)
+            for r, a, b in zip(self.rows1, self.co1, self.co2, strict=True)
+        ]
         self.a1 = [r[:, self.inv1] if self.inv1.numel() <= _SMALL else None for r in self.rows1]
         self.a2 = [r[:, self.inv2] if self.inv2.numel() <= _SMALL else None for r in self.rows2]
 
@@ -712,8 +847,8 @@ def _slices(
 
 
 def _hard_entries(
-    fn: Fn,
-    name: str,
+    fn: Pair,
+    name: Names,
     co1: _Coefficients,
     co2: _Coefficients,
     active: list[bool],

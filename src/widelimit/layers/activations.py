@@ -48,7 +48,9 @@ from torch import Tensor, nn
 
 from widelimit._quadrature import autograd_derivative, gauss_legendre, gaussian_dual
 from widelimit.kernel import Kernel
+from widelimit.layers.activation_checks import check_elementwise, find_jump, moment_problem
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
+from widelimit.layers.dual_gradients import dual_with_grad
 from widelimit.layers.inputs import is_zero_constant
 from widelimit.layers.spatial import self_pairs
 from widelimit.layers.tiles import Tile, correlation_, snap_factor
@@ -1098,6 +1100,8 @@ class NumericalActivation(Elementwise):
     """Activation whose dual is computed by Gaussian quadrature (:mod:`widelimit._quadrature`)."""
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        if not _inplace(q1, q2, s12):  # autograd records: exact gradients (dual_gradients)
+            return dual_with_grad(self.fn, self.derivative, q1, q2, s12, ntk=ntk)
         return gaussian_dual(self.fn, self.derivative, q1, q2, s12, ntk=ntk)
 
 
@@ -1149,6 +1153,7 @@ class Activation(NumericalActivation):
     derivative_dual_fn: DualFn | None = None
     check_rtol: float | None = 1e-6
     _d: Fn = field(init=False, repr=False, compare=False)
+    _ntk_problem: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -1171,8 +1176,50 @@ class Activation(NumericalActivation):
         object.__setattr__(self, "_d", d)
         if not self.name:
             object.__setattr__(self, "name", getattr(self.function, "__name__", "activation"))
+        self._check_function()
         if self.dual_fn is not None and self.check_rtol is not None:
             self._check_dual()
+
+    def _check_function(self) -> None:
+        """Refuse what the quadrature cannot integrate (:mod:`~widelimit.layers.
+        activation_checks`): non-elementwise functions always; infinite second moments
+        of φ and non-smooth points away from 0 when the quadrature is used (no
+        ``dual_fn``, or the check of ``dual_fn`` against it).  An infinite ``E[φ'²]``
+        only stops the NTK (recorded, raised by :meth:`dual` with ``ntk=True``)."""
+        label = f"Activation {self.name!r}"
+        check_elementwise(self.function, "function", label)
+        if self.derivative_fn is not None:
+            check_elementwise(self.derivative_fn, "derivative_fn", label)
+        if self.dual_fn is not None and self.check_rtol is None:
+            return  # the user's formulas replace the quadrature everywhere
+        skip = (
+            "; or, if you know the closed form, pass dual_fn=... (and derivative_dual_fn=...) "
+            "with check_rtol=None"
+        )
+        for what, f, kind in (("φ", self.function, "jumps"), ("φ'", self._d, "has a kink")):
+            at = find_jump(f)
+            if at is not None:
+                raise ValueError(
+                    f"{label}: the function {kind} near x = {at:.6g} ({what} is discontinuous "
+                    "there); the quadrature resolves a non-smooth point only at x = 0 and would "
+                    f"be off by up to several percent. Shift it to 0 (e.g. fold the offset into "
+                    f"the previous layer's bias){skip}"
+                )
+        problem = moment_problem(self.function, "φ")
+        if problem is not None:
+            raise ValueError(
+                f"{label}: {problem}, so its kernel is infinite. Use a function with finite "
+                f"Gaussian second moments (no non-integrable singularity, growth slower than "
+                f"exp(x²/(4q)))"
+            )
+        problem = moment_problem(self._d, "φ'")
+        if problem is not None:
+            object.__setattr__(
+                self,
+                "_ntk_problem",
+                f"{label}: {problem}, so the NTK factor E[φ'(u)φ'(v)] is infinite: this "
+                "activation has an NNGP but no NTK (ask for get='nngp' only)",
+            )
 
     def fn(self, x: Tensor) -> Tensor:
         return self.function(x)
@@ -1181,6 +1228,8 @@ class Activation(NumericalActivation):
         return self._d(x)
 
     def dual(self, q1, q2, s12, *, ntk=True):
+        if ntk and self._ntk_problem is not None and self.derivative_dual_fn is None:
+            raise ValueError(self._ntk_problem)
         if self.dual_fn is None:
             return super().dual(q1, q2, s12, ntk=ntk)
         prod, c = correlation(q1, q2, s12)
@@ -1197,20 +1246,20 @@ class Activation(NumericalActivation):
         pts = [(a, b, c) for a, b in _CHECK_VARIANCES for c in _CHECK_CORRELATIONS]
         q1, q2, c = (torch.tensor(col, dtype=torch.float64) for col in zip(*pts, strict=True))
         s12 = c * (q1 * q2).sqrt()
-        ref_n, ref_d = gaussian_dual(self.function, self._d, q1, q2, s12, ntk=True)
-        self_n1, self_d1 = gaussian_dual(self.function, self._d, q1, q1, q1, ntk=True)
-        self_n2, self_d2 = gaussian_dual(self.function, self._d, q2, q2, q2, ntk=True)
+        ntk = self._ntk_problem is None  # else E[φ'φ'] is infinite: nothing to compare
+        ref_n, ref_d = gaussian_dual(self.function, self._d, q1, q2, s12, ntk=ntk)
+        self_n1, self_d1 = gaussian_dual(self.function, self._d, q1, q1, q1, ntk=ntk)
+        self_n2, self_d2 = gaussian_dual(self.function, self._d, q2, q2, q2, ntk=ntk)
         with torch.no_grad():
-            got_n, got_d = self.dual(q1, q2, s12, ntk=True)
+            got_n, got_d = self.dual(q1, q2, s12, ntk=ntk)
         dd_label = (
             "`derivative_dual_fn`"
             if self.derivative_dual_fn is not None
             else "∂ `dual_fn` / ∂ s12 (autograd; pass `derivative_dual_fn` for a closed form)"
         )
-        checks = (
-            ("`dual_fn`", "E[φ(u)φ(v)]", got_n, ref_n, (self_n1 * self_n2).sqrt()),
-            (dd_label, "E[φ'(u)φ'(v)]", got_d, ref_d, (self_d1 * self_d2).sqrt()),
-        )
+        checks = [("`dual_fn`", "E[φ(u)φ(v)]", got_n, ref_n, (self_n1 * self_n2).sqrt())]
+        if ntk:
+            checks.append((dd_label, "E[φ'(u)φ'(v)]", got_d, ref_d, (self_d1 * self_d2).sqrt()))
         for label, what, got, ref, scale in checks:
             err = ((got - ref).abs() / scale.clamp_min(1e-300)).nan_to_num(nan=math.inf)
             i = int(err.argmax())

@@ -60,6 +60,11 @@ def _as_pattern(
         raise TypeError(
             f"`{arg}` must be a tensor (an adjacency); got {type(value).__name__}"
         ) from err
+    if a.is_complex():
+        raise TypeError(
+            f"`{arg}` must be a real adjacency; got complex dtype {a.dtype} (its imaginary part "
+            f"would be dropped). Pass a real tensor, e.g. `{arg}.real` if the imaginary part is 0"
+        )
     a = a.to(dtype=dtype, device=device)
     if check and not bool(torch.isfinite(a).all()):
         raise ValueError(f"`{arg}` must be finite; it has inf/NaN entries")

@@ -72,6 +72,11 @@ def prepare_mask(value: object, x: Tensor, arg: str) -> Tensor:
         m = torch.as_tensor(value, device=x.device)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"`{arg}` must be a tensor; got {type(value).__name__}") from err
+    if m.is_complex():
+        raise TypeError(
+            f"`{arg}` must be boolean or real 0/1; got complex dtype {m.dtype} (its imaginary "
+            f"part would be dropped). Pass a boolean mask, e.g. `{arg}.real != 0`"
+        )
     if x.ndim < 3:
         raise ValueError(
             f"`{arg}` masks positions, but the inputs are dense features {tuple(x.shape)}; "

@@ -216,8 +216,15 @@ def pairwise_kernel(
         symmetric when ``x2`` is None.
     Raises:
         ValueError: an entry overflowed or is NaN
-            (:func:`~widelimit._validation.check_kernel_finite`).
+            (:func:`~widelimit._validation.check_kernel_finite`), or an input requires
+            grad (this engine is not differentiable; the layers' ``transform_tile`` are).
     """
+    if torch.is_grad_enabled() and (x1.requires_grad or (x2 is not None and x2.requires_grad)):
+        raise ValueError(
+            "pairwise_kernel writes its tiles into preallocated outputs and is not "
+            "differentiable; call net.kernel(x1, x2), which takes the differentiable "
+            "whole-kernel route when an input requires grad, or pass detached inputs"
+        )
     side1 = {} if side1 is None else dict(side1)
     side2 = side1 if x2 is None or side2 is None else dict(side2)
     with engine_heap():  # freed tiles stay in the heap (widelimit._memory)
