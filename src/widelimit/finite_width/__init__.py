@@ -1,0 +1,19 @@
+"""Finite-width corrections at leading order in 1/n (docs/finite_width.md)."""
+
+from widelimit.finite_width.sampling import (
+    MonteCarloFourPoint,
+    monte_carlo_four_point,
+    sample_outputs,
+)
+from widelimit.finite_width.spec import DenseChain, dense_chain
+from widelimit.finite_width.vertex import FourPointFunction, four_point_function
+
+__all__ = [
+    "DenseChain",
+    "FourPointFunction",
+    "MonteCarloFourPoint",
+    "dense_chain",
+    "four_point_function",
+    "monte_carlo_four_point",
+    "sample_outputs",
+]

@@ -1,0 +1,150 @@
+"""The four-point vertex of a finite-width fully connected net at leading order in 1/n.
+
+Notation (docs/finite_width.md derives it): inputs ``α = 1..N``, pre-activations
+``z^(ℓ)_{i;α}`` of dense layer ``ℓ = 1..L`` (``L`` = readout), hidden widths ``n_ℓ``.
+Given the previous layer, the neurons of layer ``ℓ + 1`` are i.i.d. Gaussian with the
+*empirical* covariance::
+
+    Ĝ^(ℓ+1)_αβ = σb² + (σw²/n_ℓ) Σ_j φ(z^(ℓ)_{j;α}) φ(z^(ℓ)_{j;β}).
+
+So ``E[z_{i;α} z_{i;β}] = E[Ĝ_αβ]`` and every connected four-point function is a
+covariance of ``Ĝ``: with ``V_(αβ)(γδ) = Cov(Ĝ_αβ, Ĝ_γδ)``,
+
+* same neuron: ``κ4(z_α, z_β, z_γ, z_δ) = V_(αβ)(γδ) + V_(αγ)(βδ) + V_(αδ)(βγ)``;
+* two neurons ``i ≠ j``: ``E[z_{i;α} z_{i;β} z_{j;γ} z_{j;δ}] − K_αβ K_γδ = V_(αβ)(γδ)``.
+
+At leading order (``K`` the infinite-width metric, ``F(G)_αβ = E_G[φ_α φ_β]``, ``E4`` the
+Gaussian four-point expectation under ``K^(ℓ)``)::
+
+    K^(1) = σw² x·x'/d + σb²,        V^(1) = 0,
+    K^(ℓ+1) = σw² F(K^(ℓ)) + σb²,
+    V^(ℓ+1) = σw⁴ [ (E4 − F⊗F)/n_ℓ  +  J V^(ℓ) Jᵀ ],
+
+where ``J = ∂F/∂G`` at ``K^(ℓ)`` (:func:`~widelimit.finite_width.gaussian.linearisation`).
+The first term is the variance of an average of ``n_ℓ`` i.i.d. neurons; the second carries
+the fluctuation of the layer below through the map ``F``.  Corrections are ``O(1/n²)``.
+For one hidden layer (``L = 2``) ``V^(1) = 0`` and the neurons of layer 1 are exactly
+i.i.d., so ``V^(2)`` is exact at every width.  ``V`` is the Roberts–Yaida–Hanin four-point
+vertex divided by ``n_{ℓ−1}`` (their ``V`` is ``O(1)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from widelimit._validation import as_float_tensor
+from widelimit.finite_width.gaussian import four_point_expectations, linearisation
+from widelimit.finite_width.spec import dense_chain
+from widelimit.layers.base import Layer
+
+__all__ = ["FourPointFunction", "four_point_function", "pair_sum", "propagate_vertex"]
+
+
+def pair_sum(v: Tensor) -> Tensor:
+    """Same-neuron fourth cumulant from the vertex: ``V_(αβ)(γδ) + V_(αγ)(βδ) + V_(αδ)(βγ)``."""
+    return v + v.permute(0, 2, 1, 3) + v.permute(0, 3, 2, 1)
+
+
+def propagate_vertex(v: Tensor, a: Tensor, c: Tensor) -> Tensor:
+    """``J V Jᵀ`` for ``δF_αβ = A_αβ δG_αα + A_βα δG_ββ + C_αβ δG_αβ`` (``α ≠ β``),
+    ``δF_αα = A_αα δG_αα``; ``v (N, N, N, N)``, ``a, c (N, N)``."""
+    eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+    b = a.T.masked_fill(eye, 0.0)  # coefficient of δG_ββ
+    c = c.masked_fill(eye, 0.0)
+    dd = torch.einsum("aacc->ac", v)  # V_(αα)(γγ)
+    d_ = torch.einsum("aacd->acd", v)  # V_(αα)(γδ)
+    _d = torch.einsum("abcc->abc", v)  # V_(αβ)(γγ)
+    e = torch.einsum
+    return (
+        e("ab,cd,ac->abcd", a, a, dd)
+        + e("ab,cd,ad->abcd", a, b, dd)
+        + e("ab,cd,acd->abcd", a, c, d_)
+        + e("ab,cd,bc->abcd", b, a, dd)
+        + e("ab,cd,bd->abcd", b, b, dd)
+        + e("ab,cd,bcd->abcd", b, c, d_)
+        + e("ab,cd,abc->abcd", c, a, _d)
+        + e("ab,cd,abd->abcd", c, b, _d)
+        + e("ab,cd,abcd->abcd", c, c, v)
+    )
+
+
+@dataclass(frozen=True)
+class FourPointFunction:
+    """Two- and four-point functions of every dense layer's pre-activations at order 1/n.
+
+    Attributes:
+        kernels: ``L`` tensors ``(N, N)``: the infinite-width metric ``K^(ℓ)`` (the NNGP of
+            layer ℓ; ``kernels[-1]`` is the output NNGP).
+        vertices: ``L`` tensors ``(N, N, N, N)``: ``V^(ℓ) = Cov(Ĝ_αβ, Ĝ_γδ)`` at leading
+            order (module docstring), ``O(Σ 1/n)``; ``vertices[0] = 0``.  Symmetric under
+            ``α↔β``, ``γ↔δ`` and ``(αβ)↔(γδ)``.
+        widths: hidden widths ``n_1..n_{L−1}``.
+    """
+
+    kernels: tuple[Tensor, ...]
+    vertices: tuple[Tensor, ...]
+    widths: tuple[int, ...]
+
+    def cumulant(self, layer: int = -1) -> Tensor:
+        """Fourth cumulant of one neuron over four inputs, ``(N, N, N, N)``, fully symmetric."""
+        return pair_sum(self.vertices[layer])
+
+    def cross_cumulant(self, layer: int = -1) -> Tensor:
+        """``E[z_{i;α} z_{i;β} z_{j;γ} z_{j;δ}] − K_αβ K_γδ`` for two neurons ``i ≠ j``:
+        the vertex itself, ``(N, N, N, N)``."""
+        return self.vertices[layer]
+
+    def excess_kurtosis(self, layer: int = -1) -> Tensor:
+        """``κ4/K² = 3 V_(αα)(αα)/K_αα²`` of each output (one neuron, one input), ``(N,)``."""
+        q = torch.diagonal(self.kernels[layer])
+        return 3 * torch.einsum("aaaa->a", self.vertices[layer]) / q**2
+
+    def cross_kurtosis(self, layer: int = -1) -> Tensor:
+        """``E[z_i(x_α)² z_j(x_β)²]/(K_αα K_ββ) − 1`` for two neurons ``i ≠ j``, ``(N, N)``
+        (the input ``α = β`` on the diagonal)."""
+        q = torch.diagonal(self.kernels[layer])
+        return torch.einsum("aabb->ab", self.vertices[layer]) / (q[:, None] * q[None, :])
+
+
+def four_point_function(
+    net: Layer,
+    x: Tensor,
+    *,
+    widths: int | Sequence[int] | None = None,
+    orders: tuple[int, int, int, int] | None = None,
+) -> FourPointFunction:
+    """The leading-order 1/n four-point vertex of every layer of a fully connected net.
+
+    Args:
+        net: ``serial(Dense, φ, Dense, ..., Dense)`` (:func:`~widelimit.finite_width.spec.
+            dense_chain`); any activation but jumps (``Sign``); biases and both
+            parameterizations (the forward distribution does not depend on it).
+        x: ``(N, d)`` inputs (computed in float64; the results are cast back to ``x.dtype``).
+        widths: hidden widths (one int, one per hidden layer, or ``None`` for the spec's).
+        orders: quadrature orders of :func:`~widelimit.finite_width.gaussian.
+            four_point_expectations`.
+    Returns:
+        :class:`FourPointFunction`.
+    """
+    x = as_float_tensor("x", x, min_ndim=2, max_ndim=2)
+    chain = dense_chain(net, widths)
+    x64 = x.double()
+    d0 = chain.dense[0]
+    k = d0.w_std**2 * (x64 @ x64.T) / x64.shape[1] + d0.b_std**2
+    v = torch.zeros((x.shape[0],) * 4, dtype=torch.float64, device=x.device)
+    kernels, vertices = [k], [v]
+    for act, dense, n in zip(chain.activations, chain.dense[1:], chain.widths, strict=True):
+        w2, b2 = dense.w_std**2, dense.b_std**2
+        f, a, c, _ = linearisation(act, k)
+        e4 = four_point_expectations(act, k, orders=orders)
+        fresh = e4 - f[:, :, None, None] * f[None, None, :, :]
+        v = (w2 * w2) * (fresh / n + propagate_vertex(v, a, c))
+        k = w2 * f + b2
+        kernels.append(k)
+        vertices.append(v)
+    cast = [t.to(x.dtype) for t in kernels], [t.to(x.dtype) for t in vertices]
+    return FourPointFunction(tuple(cast[0]), tuple(cast[1]), chain.widths)
