@@ -41,12 +41,26 @@ from widelimit.finite_width.gaussian import four_point_expectations, linearisati
 from widelimit.finite_width.spec import dense_chain
 from widelimit.layers.base import Layer
 
-__all__ = ["FourPointFunction", "four_point_function", "pair_sum", "propagate_vertex"]
+__all__ = [
+    "FourPointFunction",
+    "four_point_function",
+    "pair_sum",
+    "propagate_vertex",
+    "symmetrise",
+]
 
 
 def pair_sum(v: Tensor) -> Tensor:
     """Same-neuron fourth cumulant from the vertex: ``V_(αβ)(γδ) + V_(αγ)(βδ) + V_(αδ)(βγ)``."""
     return v + v.permute(0, 2, 1, 3) + v.permute(0, 3, 2, 1)
+
+
+def symmetrise(v: Tensor) -> Tensor:
+    """Average over ``α↔β``, ``γ↔δ`` and ``(αβ)↔(γδ)`` in three pairwise steps, so that
+    those symmetries hold bit for bit (float addition is commutative)."""
+    v = (v + v.permute(1, 0, 2, 3)) / 2
+    v = (v + v.permute(0, 1, 3, 2)) / 2
+    return (v + v.permute(2, 3, 0, 1)) / 2
 
 
 def propagate_vertex(v: Tensor, a: Tensor, c: Tensor) -> Tensor:
@@ -142,7 +156,7 @@ def four_point_function(
         f, a, c, _ = linearisation(act, k)
         e4 = four_point_expectations(act, k, orders=orders)
         fresh = e4 - f[:, :, None, None] * f[None, None, :, :]
-        v = (w2 * w2) * (fresh / n + propagate_vertex(v, a, c))
+        v = symmetrise((w2 * w2) * (fresh / n + propagate_vertex(v, a, c)))
         k = w2 * f + b2
         kernels.append(k)
         vertices.append(v)
