@@ -1,5 +1,6 @@
 """Finite-width corrections at leading order in 1/n (docs/finite_width.md)."""
 
+from widelimit.finite_width.exact import exact_four_point
 from widelimit.finite_width.sampling import (
     MonteCarloFourPoint,
     monte_carlo_four_point,
@@ -13,6 +14,7 @@ __all__ = [
     "FourPointFunction",
     "MonteCarloFourPoint",
     "dense_chain",
+    "exact_four_point",
     "four_point_function",
     "monte_carlo_four_point",
     "sample_outputs",
