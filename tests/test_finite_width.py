@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import curve_fit
+from typer.testing import CliRunner
 
 from widelimit import ABReLU, Conv2d, Dense, Erf, LeakyReLU, ReLU, Sign, serial
+from widelimit.cli import app
 from widelimit.finite_width import (
     four_point_function,
     monte_carlo_four_point,
@@ -225,6 +229,8 @@ def test_monte_carlo_matches_the_exact_one_hidden_layer_vertex_at_width_8(name):
         assert abs(float(z)) < 4.5 and abs(float(zx)) < 4.5, (idx, float(z), float(zx))
     zk = (mc.kernel - pred.kernels[-1]) / mc.kernel_se
     assert float(zk.abs().max()) < 4.5
+    zv = (mc.vertex - pred.vertices[-1]) / mc.vertex_se
+    assert float(zv.abs().max()) < 4.5
 
 
 # ----------------------------------------------------------------------------- errors
@@ -261,3 +267,75 @@ def test_bad_arguments_are_refused():
         exact_four_point(net, _inputs(2))
     with pytest.raises(ValueError, match="n_nets"):
         monte_carlo_four_point(net, _inputs(2), n_nets=1)
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def test_cli_json_on_stdout_and_plot(tmp_path):
+    runner = CliRunner()
+    args = ["finite-width", "--net", "Dense(8, w_std=1.4) -> ReLU -> Dense(4)", "--x1", "iris",
+            "--n-rows", "2", "--widths", "8,16", "--n-nets", "400", "--no-progress"]  # fmt: skip
+    res = runner.invoke(app, [*args, "--json", "--plot", str(tmp_path / "k.png")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [(r["width"], r["input"]) for r in data["rows"]] == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    for r in data["rows"]:  # one hidden layer: n·kurtosis does not depend on n
+        assert r["n_kurtosis_predicted"] == pytest.approx(data["rows"][0]["n_kurtosis_predicted"])
+    assert (tmp_path / "k.png").stat().st_size > 0
+    bad = runner.invoke(app, [*args[:2], "Dense(8) -> ReLU", *args[3:]])
+    assert bad.exit_code == 2 and "Dense readout" in bad.output
+
+
+# ------------------------------------------------------------------- slow: 1/n convergence
+
+
+_SLOW_CASES = [
+    ("relu", 3, 2**0.5, 0.0),
+    ("tanh", 3, 1.0, 0.1),
+    ("erf", 3, 1.0, 0.1),
+    ("silu", 3, 1.7, 0.1),
+    ("relu", 10, 2**0.5, 0.0),
+    ("tanh", 10, 1.0, 0.1),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "depth", "w_std", "b_std"), _SLOW_CASES)
+def test_monte_carlo_vertex_converges_like_one_over_n(name, depth, w_std, b_std):
+    """n·V measured over 10⁴ nets per width (the readout metric's covariance) approaches the
+    width-independent prediction n·V like 1/n: the weighted fit n·V = a + b/n has ``a`` within
+    4 SE of the prediction, the widest point is within 4 SE, and where the correction is
+    resolved a free power law n·V − P = c·n^p gives p = −1 within 3 SE (and within 0.5).
+    Depth 10 starts at n = 32 (at L/n > 1/2 the expansion is not meant to hold)."""
+    act = activation_from_name(name)
+    x = _inputs(2)
+    widths = np.array([16, 32, 64, 128, 256, 512] if depth < 10 else [32, 64, 128, 256, 512])
+
+    def net(n):
+        return _net(act, depth, n, w_std=w_std, b_std=b_std, out=4)
+
+    pred = 64 * four_point_function(net(64), x).vertices[-1]
+    runs = [
+        monte_carlo_four_point(net(int(n)), x, n_nets=10_000, seed=int(n) + depth) for n in widths
+    ]
+
+    def power_law(n, c, q):
+        return c * n**q
+
+    for idx in [(0, 0, 0, 0), (0, 0, 1, 1)]:
+        y = np.array([n * float(m.vertex[idx]) for n, m in zip(widths, runs, strict=True)])
+        se = np.array([n * float(m.vertex_se[idx]) for n, m in zip(widths, runs, strict=True)])
+        p = float(pred[idx])
+        design = np.stack([np.ones(len(widths)), 1 / widths], 1) / se[:, None]
+        (a, b), *_ = np.linalg.lstsq(design, y / se, rcond=None)
+        cov = np.linalg.inv(design.T @ design)
+        assert abs(a - p) < 4 * math.sqrt(cov[0, 0]) + 1e-3 * abs(p), (idx, a, p, cov[0, 0])
+        assert abs(y[-1] - p) < 4 * se[-1] + 1e-3 * abs(p)
+        if abs(b) > 4 * math.sqrt(cov[1, 1]):  # the 1/n correction is resolved: its power
+            (_, power), pcov = curve_fit(
+                power_law, widths.astype(float), y - p, p0=[b, -1.0],
+                sigma=se, absolute_sigma=True, maxfev=20_000,
+            )  # fmt: skip
+            err = math.sqrt(pcov[1, 1])
+            assert abs(power + 1) < max(3 * err, 0.05) and abs(power + 1) < 0.5, (power, err)

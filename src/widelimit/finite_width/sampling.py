@@ -29,7 +29,12 @@ from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar
 from widelimit.seeding import Seed, as_generator
 
-__all__ = ["MonteCarloFourPoint", "monte_carlo_four_point", "sample_outputs"]
+__all__ = [
+    "MonteCarloFourPoint",
+    "monte_carlo_four_point",
+    "sample_outputs",
+    "sample_outputs_and_metric",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class MonteCarloFourPoint:
         cross_cumulant, cross_cumulant_se: ``(N, N, N, N)``
             ``E[z_{i;α} z_{i;β} z_{j;γ} z_{j;δ}] − E[z_α z_β] E[z_γ z_δ]``, ``i ≠ j``
             (``None`` with one output neuron).
+        vertex, vertex_se: ``(N, N, N, N)`` ``Cov(Ĝ^(L)_αβ, Ĝ^(L)_γδ)`` over nets, the
+            readout's empirical metric: the Rao–Blackwellised estimate of the same vertex
+            (``E[cumulant | Ĝ]`` is its pair sum), with far less noise than the outputs'
+            fourth moments.
         n_nets: nets sampled; widths: hidden widths.
     """
 
@@ -51,6 +60,8 @@ class MonteCarloFourPoint:
     cumulant_se: Tensor
     cross_cumulant: Tensor | None
     cross_cumulant_se: Tensor | None
+    vertex: Tensor
+    vertex_se: Tensor
     n_nets: int
     widths: tuple[int, ...]
 
@@ -72,6 +83,20 @@ def sample_outputs(
 
     ``x: (N, d)``; computed in ``x``'s dtype (use float64 for cumulants).
     """
+    return sample_outputs_and_metric(net, x, n_nets, widths=widths, seed=seed)[0]
+
+
+def sample_outputs_and_metric(
+    net: Layer,
+    x: Tensor,
+    n_nets: int,
+    *,
+    widths: int | Sequence[int] | None = None,
+    seed: Seed = 0,
+) -> tuple[Tensor, Tensor]:
+    """:func:`sample_outputs` and the readout's empirical metric ``Ĝ^(L)`` ``(n_nets, N, N)``
+    that each net's outputs are drawn from (given it, the ``k`` outputs are i.i.d.
+    ``N(0, Ĝ^(L))``)."""
     x = as_float_tensor("x", x, min_ndim=2, max_ndim=2)
     n_nets = check_positive_int("n_nets", n_nets)
     chain = dense_chain(net, widths)
@@ -79,6 +104,7 @@ def sample_outputs(
     dense = chain.dense[0]
     k0 = dense.w_std**2 * (x @ x.T) / x.shape[1] + dense.b_std**2
     sizes = (*chain.widths, chain.out_features)
+    g = k0.expand(n_nets, -1, -1)
     z = sqrt_factor(k0) @ _randn((n_nets, x.shape[0], sizes[0]), gen, x)
     for act, dense, n_in, n_out in zip(
         chain.activations, chain.dense[1:], sizes[:-1], sizes[1:], strict=True
@@ -86,7 +112,7 @@ def sample_outputs(
         a = act.fn(z)
         g = (dense.w_std**2 / n_in) * (a @ a.transpose(1, 2)) + dense.b_std**2
         z = sqrt_factor(g) @ _randn((n_nets, x.shape[0], n_out), gen, x)
-    return z
+    return z, g
 
 
 def _randn(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) -> Tensor:
@@ -133,13 +159,15 @@ def monte_carlo_four_point(
         "m2": torch.zeros((*shape, nx, nx), dtype=torch.float64),
         "m4": torch.zeros((*shape, nx, nx, nx, nx), dtype=torch.float64),
         "x4": torch.zeros((*shape, nx, nx, nx, nx), dtype=torch.float64),
+        "g": torch.zeros((*shape, nx, nx), dtype=torch.float64),
+        "gg": torch.zeros((*shape, nx, nx, nx, nx), dtype=torch.float64),
     }
     with progress_bar(progress) as bar:
         task = bar.add_task("sampling nets", total=n_nets)
         done = 0
         while done < n_nets:
             s = min(chunk, n_nets - done)
-            f = sample_outputs(net, x, s, widths=chain.widths, seed=gen)  # (s, N, k)
+            f, g = sample_outputs_and_metric(net, x, s, widths=chain.widths, seed=gen)
             m2 = torch.einsum("sak,sbk->sab", f, f) / k
             m4 = torch.einsum("sak,sbk,sck,sdk->sabcd", f, f, f, f) / k
             # pairs of distinct neurons: (Σ_i f_iα f_iβ)(Σ_j f_jγ f_jδ) − Σ_i f_iα f_iβ f_iγ f_iδ
@@ -152,6 +180,8 @@ def monte_carlo_four_point(
             acc["m2"] += torch.einsum("rs,sab->rab", wts, m2)
             acc["m4"] += torch.einsum("rs,sabcd->rabcd", wts, m4)
             acc["x4"] += torch.einsum("rs,sabcd->rabcd", wts, x4)
+            acc["g"] += torch.einsum("rs,sab->rab", wts, g)
+            acc["gg"] += torch.einsum("rs,sab,scd->rabcd", wts, g, g)
             done += s
             bar.advance(task, s)
     w = acc["w"].clamp_min(1.0)
@@ -161,6 +191,8 @@ def monte_carlo_four_point(
     outer = m2[:, :, :, None, None] * m2[:, None, None, :, :]
     cum = m4 - _pair_sum_b(outer)
     cross = x4 - outer
+    gm = acc["g"] / w[:, None, None]
+    vert = acc["gg"] / w[:, None, None, None, None] - gm[:, :, :, None, None] * gm[:, None, None]
 
     def est(t: Tensor) -> tuple[Tensor, Tensor]:
         return t[0], t[1:].std(0)
@@ -168,7 +200,8 @@ def monte_carlo_four_point(
     kern, kern_se = est(m2)
     c, c_se = est(cum)
     xc, xc_se = est(cross) if k > 1 else (None, None)
-    return MonteCarloFourPoint(kern, kern_se, c, c_se, xc, xc_se, n_nets, chain.widths)
+    v, v_se = est(vert)
+    return MonteCarloFourPoint(kern, kern_se, c, c_se, xc, xc_se, v, v_se, n_nets, chain.widths)
 
 
 def _pair_sum_b(t: Tensor) -> Tensor:
