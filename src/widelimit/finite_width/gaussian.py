@@ -329,3 +329,46 @@ def linearisation(activation: object, cov: Tensor) -> tuple[Tensor, Tensor, Tens
     a = a.clone()
     a.diagonal().copy_(d)
     return f, a, c, d
+
+
+def dual_hessian(activation: object, cov: Tensor, *, rel_step: float = 1e-4) -> Tensor:
+    """Second derivatives of ``F_αβ(q_α, q_β, s_αβ) = E[φ(u_α)φ(u_β)]`` in its three
+    arguments, ``(N, N, 3, 3)`` (order ``(G_αα, G_ββ, G_αβ)``), by central differences of the
+    activation's ``dual`` with steps ``rel_step·√(q_α q_β)``.  On the diagonal ``α = β`` the
+    ``[0, 0]`` entry holds ``d²E[φ(u)²]/dq²`` and the rest is 0.
+
+    Used for the 1/n correction of the two-point function; the step keeps the relative
+    error near 1e-7 for correlations away from ±1 (where ``|s| = √(q_α q_β)`` clamps)."""
+    q = torch.diagonal(cov)
+    q1, q2 = q[:, None].expand_as(cov), q[None, :].expand_as(cov)
+    eye = torch.eye(cov.shape[0], dtype=torch.bool, device=cov.device)
+    s = cov.masked_fill(eye, 0.0)  # the diagonal is done separately below
+    root = (q1 * q2).sqrt()
+    # steps small enough that |s ± h| stays inside √((q1 − h)(q2 − h)) near c = ±1
+    h = torch.minimum(rel_step * root, (root - s.abs()) / 4).clamp_min(1e-12 * root)
+    args = (q1, q2, s)
+
+    def f(d: tuple[float, float, float]) -> Tensor:
+        shifted = [a + c * h for a, c in zip(args, d, strict=True)]
+        return activation.dual(*shifted, ntk=False)[0].to(cov.dtype)  # type: ignore[attr-defined]
+
+    out = torch.zeros((*cov.shape, 3, 3), dtype=cov.dtype, device=cov.device)
+    f0 = f((0, 0, 0))
+    for i in range(3):
+        e = [0, 0, 0]
+        e[i] = 1
+        out[..., i, i] = (f(tuple(e)) - 2 * f0 + f(tuple(-c for c in e))) / h**2
+        for j in range(i + 1, 3):
+            pp, pm, mp, mm = ([0, 0, 0] for _ in range(4))
+            pp[i], pp[j], pm[i], pm[j], mp[i], mp[j], mm[i], mm[j] = 1, 1, 1, -1, -1, 1, -1, -1
+            v = (f(tuple(pp)) - f(tuple(pm)) - f(tuple(mp)) + f(tuple(mm))) / (4 * h * h)
+            out[..., i, j] = out[..., j, i] = v
+    # the diagonal: F_αα(q) = dual(q, q, q), all three arguments move together
+    hd = rel_step * q
+    dual = activation.dual  # type: ignore[attr-defined]
+    fd = [dual(q + c * hd, q + c * hd, q + c * hd, ntk=False)[0] for c in (1, 0, -1)]
+    out[eye] = 0.0
+    diag = ((fd[0] - 2 * fd[1] + fd[2]) / hd**2).to(cov.dtype)
+    idx = torch.arange(cov.shape[0], device=cov.device)
+    out[idx, idx, 0, 0] = diag
+    return out

@@ -51,6 +51,8 @@ class MonteCarloFourPoint:
             readout's empirical metric: the Rao–Blackwellised estimate of the same vertex
             (``E[cumulant | Ĝ]`` is its pair sum), with far less noise than the outputs'
             fourth moments.
+        metric, metric_se: ``(N, N)`` ``E[Ĝ^(L)]``, the Rao–Blackwellised estimate of
+            :attr:`kernel` (the two-point function), with less noise.
         n_nets: nets sampled; widths: hidden widths.
     """
 
@@ -62,6 +64,8 @@ class MonteCarloFourPoint:
     cross_cumulant_se: Tensor | None
     vertex: Tensor
     vertex_se: Tensor
+    metric: Tensor
+    metric_se: Tensor
     n_nets: int
     widths: tuple[int, ...]
 
@@ -201,7 +205,10 @@ def monte_carlo_four_point(
     c, c_se = est(cum)
     xc, xc_se = est(cross) if k > 1 else (None, None)
     v, v_se = est(vert)
-    return MonteCarloFourPoint(kern, kern_se, c, c_se, xc, xc_se, v, v_se, n_nets, chain.widths)
+    g_mean, g_se = est(gm)
+    return MonteCarloFourPoint(
+        kern, kern_se, c, c_se, xc, xc_se, v, v_se, g_mean, g_se, n_nets, chain.widths
+    )
 
 
 def _pair_sum_b(t: Tensor) -> Tensor:

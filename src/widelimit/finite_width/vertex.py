@@ -37,13 +37,15 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor
-from widelimit.finite_width.gaussian import four_point_expectations, linearisation
+from widelimit.finite_width.gaussian import dual_hessian, four_point_expectations, linearisation
 from widelimit.finite_width.spec import dense_chain
 from widelimit.layers.base import Layer
 
 __all__ = [
     "FourPointFunction",
     "four_point_function",
+    "hessian_contraction",
+    "linear_map",
     "pair_sum",
     "propagate_vertex",
     "symmetrise",
@@ -97,11 +99,23 @@ class FourPointFunction:
             order (module docstring), ``O(Σ 1/n)``; ``vertices[0] = 0``.  Symmetric under
             ``α↔β``, ``γ↔δ`` and ``(αβ)↔(γδ)``.
         widths: hidden widths ``n_1..n_{L−1}``.
+        kernel_corrections: ``L`` tensors ``(N, N)``: the ``O(1/n)`` correction ``δK^(ℓ)`` to
+            the two-point function, ``E[Ĝ^(ℓ)] = K^(ℓ) + δK^(ℓ) + O(1/n²)``, from
+            ``δK^(ℓ+1) = σw² (J δK^(ℓ) + ½ H:V^(ℓ))`` (``H`` the Hessian of the dual); zero
+            up to the first hidden layer's readout and for linear or (one input) piecewise-
+            linear nets, where ``F`` is linear in ``G``.  ``None`` when not computed.
     """
 
     kernels: tuple[Tensor, ...]
     vertices: tuple[Tensor, ...]
     widths: tuple[int, ...]
+    kernel_corrections: tuple[Tensor, ...] | None = None
+
+    def corrected_kernel(self, layer: int = -1) -> Tensor:
+        """``E[Ĝ^(ℓ)] ≈ K^(ℓ) + δK^(ℓ)``: the two-point function to order 1/n, ``(N, N)``."""
+        if self.kernel_corrections is None:
+            return self.kernels[layer]
+        return self.kernels[layer] + self.kernel_corrections[layer]
 
     def cumulant(self, layer: int = -1) -> Tensor:
         """Fourth cumulant of one neuron over four inputs, ``(N, N, N, N)``, fully symmetric."""
@@ -150,15 +164,44 @@ def four_point_function(
     d0 = chain.dense[0]
     k = d0.w_std**2 * (x64 @ x64.T) / x64.shape[1] + d0.b_std**2
     v = torch.zeros((x.shape[0],) * 4, dtype=torch.float64, device=x.device)
-    kernels, vertices = [k], [v]
+    dk = torch.zeros_like(k)
+    kernels, vertices, corrections = [k], [v], [dk]
     for act, dense, n in zip(chain.activations, chain.dense[1:], chain.widths, strict=True):
         w2, b2 = dense.w_std**2, dense.b_std**2
         f, a, c, _ = linearisation(act, k)
+        if v.any():  # E[F(Ĝ)] = F(K) + J·δK + ½ H:V + O(1/n²)
+            dk = w2 * (linear_map(dk, a, c) + 0.5 * hessian_contraction(dual_hessian(act, k), v))
         e4 = four_point_expectations(act, k, orders=orders)
         fresh = e4 - f[:, :, None, None] * f[None, None, :, :]
         v = symmetrise((w2 * w2) * (fresh / n + propagate_vertex(v, a, c)))
         k = w2 * f + b2
         kernels.append(k)
         vertices.append(v)
-    cast = [t.to(x.dtype) for t in kernels], [t.to(x.dtype) for t in vertices]
-    return FourPointFunction(tuple(cast[0]), tuple(cast[1]), chain.widths)
+        corrections.append(dk)
+    return FourPointFunction(
+        tuple(t.to(x.dtype) for t in kernels),
+        tuple(t.to(x.dtype) for t in vertices),
+        chain.widths,
+        tuple(t.to(x.dtype) for t in corrections),
+    )
+
+
+def linear_map(dg: Tensor, a: Tensor, c: Tensor) -> Tensor:
+    """``J·δG``: ``A_αβ δG_αα + A_βα δG_ββ + C_αβ δG_αβ`` (``α ≠ β``), ``A_αα δG_αα``."""
+    eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+    d = torch.diagonal(dg)
+    return a * d[:, None] + a.T.masked_fill(eye, 0.0) * d[None, :] + c.masked_fill(eye, 0.0) * dg
+
+
+def hessian_contraction(h: Tensor, v: Tensor) -> Tensor:
+    """``Σ_{x,y} H_αβ[x, y] V_{x,y}`` over ``x, y ∈ {(αα), (ββ), (αβ)}``; ``h (N, N, 3, 3)``
+    from :func:`~widelimit.finite_width.gaussian.dual_hessian`, ``v (N, N, N, N)``."""
+    vd = torch.einsum("aaaa->a", v)
+    return (
+        h[..., 0, 0] * vd[:, None]
+        + h[..., 1, 1] * vd[None, :]
+        + h[..., 2, 2] * torch.einsum("abab->ab", v)
+        + 2 * h[..., 0, 1] * torch.einsum("aabb->ab", v)
+        + 2 * h[..., 0, 2] * torch.einsum("aaab->ab", v)
+        + 2 * h[..., 1, 2] * torch.einsum("bbab->ab", v)
+    )
