@@ -30,6 +30,7 @@ vertex divided by ``n_{ℓ−1}`` (their ``V`` is ``O(1)``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ from widelimit.layers.base import Layer
 
 __all__ = [
     "FourPointFunction",
+    "edgeworth_density",
     "four_point_function",
     "hessian_contraction",
     "linear_map",
@@ -131,6 +133,13 @@ class FourPointFunction:
         q = torch.diagonal(self.kernels[layer])
         return 3 * torch.einsum("aaaa->a", self.vertices[layer]) / q**2
 
+    def output_density(self, z: Tensor, input: int = 0, layer: int = -1) -> Tensor:
+        """First-order corrected density of one neuron at input ``input``: the Edgeworth
+        series :func:`edgeworth_density` with the corrected variance
+        (:meth:`corrected_kernel`) and the fourth cumulant ``3 V_(αα)(αα)``; ``z`` any shape."""
+        var = self.corrected_kernel(layer)[input, input]
+        return edgeworth_density(z, var, 3 * self.vertices[layer][input, input, input, input])
+
     def cross_kurtosis(self, layer: int = -1) -> Tensor:
         """``E[z_i(x_α)² z_j(x_β)²]/(K_αα K_ββ) − 1`` for two neurons ``i ≠ j``, ``(N, N)``
         (the input ``α = β`` on the diagonal)."""
@@ -184,6 +193,18 @@ def four_point_function(
         chain.widths,
         tuple(t.to(x.dtype) for t in corrections),
     )
+
+
+def edgeworth_density(z: Tensor, variance: Tensor | float, cumulant4: Tensor | float) -> Tensor:
+    """``N(z; 0, σ²)·[1 + κ4/(24σ⁴)·He4(z/σ)]``, ``He4(t) = t⁴ − 6t² + 3``: the density of a
+    symmetric variable with variance ``σ²`` and fourth cumulant ``κ4`` to first order in
+    ``κ4`` (odd cumulants vanish by symmetry; the sixth is ``O(1/n²)``).  It integrates to 1
+    and has the right variance and kurtosis, but is negative near ``|z| = √3 σ`` when the
+    excess kurtosis exceeds 4 (there the 1/n expansion has failed); it is clamped at 0."""
+    var = torch.as_tensor(variance, dtype=z.dtype, device=z.device)
+    t2 = z * z / var
+    gauss = torch.exp(-t2 / 2) / torch.sqrt(2 * math.pi * var)
+    return (gauss * (1 + cumulant4 / (24 * var * var) * (t2 * t2 - 6 * t2 + 3))).clamp_min(0.0)
 
 
 def linear_map(dg: Tensor, a: Tensor, c: Tensor) -> Tensor:
