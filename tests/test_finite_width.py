@@ -22,7 +22,7 @@ import torch
 from scipy.optimize import curve_fit
 from typer.testing import CliRunner
 
-from widelimit import ABReLU, Conv2d, Dense, Erf, LeakyReLU, ReLU, Sign, serial
+from widelimit import ABReLU, Conv2d, Dense, Erf, LeakyReLU, ReLU, Sign, empirical_ntk, serial
 from widelimit.cli import app
 from widelimit.finite_width import (
     four_point_function,
@@ -31,6 +31,7 @@ from widelimit.finite_width import (
 )
 from widelimit.finite_width.exact import exact_four_point
 from widelimit.finite_width.gaussian import four_point_expectations, linearisation
+from widelimit.finite_width.ntk import monte_carlo_ntk, ntk_of_weights
 from widelimit.finite_width.vertex import edgeworth_density
 from widelimit.layers.activations import RectifiedMonomial, activation_from_name
 
@@ -280,6 +281,38 @@ def test_edgeworth_density_integrates_to_one_with_the_right_moments():
     assert float(p.sum() * dz) == pytest.approx(1.0, abs=1e-10)
     assert float((z**2 * p).sum() * dz) == pytest.approx(2.0, abs=1e-9)
     assert float((z**4 * p).sum() * dz) == pytest.approx(3 * 4.0 + 1.5, abs=1e-8)
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_batched_ntk_formula_matches_empirical_ntk_of_module_nets(parameterization):
+    x = _inputs(3, 5)
+    for act in (ReLU(), activation_from_name("tanh")):
+        net = serial(
+            Dense(7, w_std=1.3, b_std=0.2, parameterization=parameterization), act,
+            Dense(6, w_std=1.1, parameterization=parameterization), act,
+            Dense(3, w_std=0.9, b_std=0.3, parameterization=parameterization),
+        )  # fmt: skip
+        mod = net.module(input_shape=5, seed=1, dtype=D)
+        dense = [m for m in mod.modules() if hasattr(m, "w_scale")]
+        weights = [(m.w_scale * m.weight.detach()).T[None] for m in dense]
+        biases = [
+            None if m.bias is None else (m.b_scale * m.bias.detach())[None, None] for m in dense
+        ]
+        theta = ntk_of_weights(net, x, weights, biases)[0]
+        torch.testing.assert_close(theta, empirical_ntk(mod, x), rtol=1e-12, atol=1e-13)
+
+
+def test_monte_carlo_ntk_relative_variance_of_a_one_hidden_layer_relu_net():
+    # one hidden layer, no bias, σw² = 2, one output: Θ = (2/d)|x|²·(2/n)Σ_j 1[z_j>0] v_j²
+    # + (2/n)Σ_j relu(z_j)²; the terms are i.i.d. over j, so Var Θ/(E Θ)² = Var(T)/(n E[T]²)
+    # with T = (2/d)|x|²·1[z>0]v² + relu(z)² and z ~ N(0, 2|x|²/d), v ~ N(0, 1):
+    # E T = q/2 + q/2 = q, E T² = E[1[z>0](q v² + z²)²] = ½(3q² + 2q² + 3q²) = 4q² (q = 2|x|²/d)
+    x = _inputs(1, 5)
+    n = 16
+    net = serial(Dense(n, w_std=2**0.5), ReLU(), Dense(1, w_std=2**0.5))
+    mc = monte_carlo_ntk(net, x, n_nets=20_000, seed=5)
+    expected = (4.0 - 1.0) / n
+    assert abs(float(mc.relative_variance[0]) - expected) < 4 * float(mc.relative_variance_se[0])
 
 
 # ----------------------------------------------------------------------------- errors

@@ -1,6 +1,7 @@
 """Finite-width corrections at leading order in 1/n (docs/finite_width.md)."""
 
 from widelimit.finite_width.exact import exact_four_point
+from widelimit.finite_width.ntk import MonteCarloNTK, monte_carlo_ntk, sample_ntk
 from widelimit.finite_width.sampling import (
     MonteCarloFourPoint,
     monte_carlo_four_point,
@@ -13,9 +14,12 @@ __all__ = [
     "DenseChain",
     "FourPointFunction",
     "MonteCarloFourPoint",
+    "MonteCarloNTK",
     "dense_chain",
     "exact_four_point",
     "four_point_function",
     "monte_carlo_four_point",
+    "monte_carlo_ntk",
+    "sample_ntk",
     "sample_outputs",
 ]
