@@ -347,21 +347,41 @@ def dual_hessian(activation: object, cov: Tensor, *, rel_step: float = 1e-4) -> 
     # steps small enough that |s ± h| stays inside √((q1 − h)(q2 − h)) near c = ±1
     h = torch.minimum(rel_step * root, (root - s.abs()) / 4).clamp_min(1e-12 * root)
     args = (q1, q2, s)
+    # every shifted argument set in one call of the dual (numerical duals cost per call)
+    shifts: list[tuple[int, int, int]] = [(0, 0, 0)]
+    for i in range(3):
+        for sign in (1, -1):
+            e = [0, 0, 0]
+            e[i] = sign
+            shifts.append((e[0], e[1], e[2]))
+        for j in range(i + 1, 3):
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                e = [0, 0, 0]
+                e[i], e[j] = si, sj
+                shifts.append((e[0], e[1], e[2]))
+    coeff = torch.tensor(shifts, dtype=cov.dtype, device=cov.device)  # (M, 3)
+    stacked = [a + coeff[:, c, None, None] * h for c, a in enumerate(args)]
+    values = activation.dual(*stacked, ntk=False)[0].to(cov.dtype)  # type: ignore[attr-defined]
+    table = dict(zip(shifts, values, strict=True))
 
-    def f(d: tuple[float, float, float]) -> Tensor:
-        shifted = [a + c * h for a, c in zip(args, d, strict=True)]
-        return activation.dual(*shifted, ntk=False)[0].to(cov.dtype)  # type: ignore[attr-defined]
+    def f(d: tuple[int, int, int]) -> Tensor:
+        return table[d]
 
     out = torch.zeros((*cov.shape, 3, 3), dtype=cov.dtype, device=cov.device)
     f0 = f((0, 0, 0))
     for i in range(3):
         e = [0, 0, 0]
         e[i] = 1
-        out[..., i, i] = (f(tuple(e)) - 2 * f0 + f(tuple(-c for c in e))) / h**2
+        plus, minus = (e[0], e[1], e[2]), (-e[0], -e[1], -e[2])
+        out[..., i, i] = (f(plus) - 2 * f0 + f(minus)) / h**2
         for j in range(i + 1, 3):
-            pp, pm, mp, mm = ([0, 0, 0] for _ in range(4))
-            pp[i], pp[j], pm[i], pm[j], mp[i], mp[j], mm[i], mm[j] = 1, 1, 1, -1, -1, 1, -1, -1
-            v = (f(tuple(pp)) - f(tuple(pm)) - f(tuple(mp)) + f(tuple(mm))) / (4 * h * h)
+
+            def at(si: int, sj: int, i: int = i, j: int = j) -> Tensor:
+                e = [0, 0, 0]
+                e[i], e[j] = si, sj
+                return f((e[0], e[1], e[2]))
+
+            v = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h * h)
             out[..., i, j] = out[..., j, i] = v
     # the diagonal: F_αα(q) = dual(q, q, q), all three arguments move together
     hd = rel_step * q
