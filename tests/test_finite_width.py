@@ -349,6 +349,8 @@ def test_bad_arguments_are_refused():
         exact_four_point(net, _inputs(2))
     with pytest.raises(ValueError, match="n_nets"):
         monte_carlo_four_point(net, _inputs(2), n_nets=1)
+    with pytest.raises(ValueError, match="more than 8"):
+        monte_carlo_four_point(net, _inputs(9), n_nets=10)
 
 
 # -------------------------------------------------------------------------------- CLI

@@ -75,6 +75,10 @@ class MonteCarloFourPoint:
         return torch.einsum("aaaa->a", self.cumulant) / q**2
 
 
+#: Most inputs :func:`monte_carlo_four_point` accepts (its bootstrap holds ``n_boot × N⁴`` sums).
+MAX_INPUTS = 8
+
+
 def sample_outputs(
     net: Layer,
     x: Tensor,
@@ -153,6 +157,11 @@ def monte_carlo_four_point(
         raise ValueError("`n_nets` must be >= 2 to estimate a standard error")
     chunk = check_positive_int("chunk", chunk)
     n_boot = check_positive_int("n_boot", n_boot)
+    if x.shape[0] > MAX_INPUTS:
+        raise ValueError(
+            f"`x`: monte_carlo_four_point keeps n_boot × N⁴ bootstrap sums; N = {x.shape[0]} "
+            f"inputs is more than {MAX_INPUTS}: pass a few inputs (or loop over subsets)"
+        )
     chain = dense_chain(net, widths)
     gen = as_generator(seed, x.device)
     nx, k = x.shape[0], chain.out_features
