@@ -416,6 +416,11 @@ def test_monte_carlo_vertex_converges_like_one_over_n(name, depth, w_std, b_std)
         cov = np.linalg.inv(design.T @ design)
         assert abs(a - p) < 4 * math.sqrt(cov[0, 0]) + 1e-3 * abs(p), (idx, a, p, cov[0, 0])
         assert abs(y[-1] - p) < 4 * se[-1] + 1e-3 * abs(p)
+        # the outputs' own fourth cumulant (no Rao–Blackwell) at the widest net, 4 SE
+        if idx == (0, 0, 0, 0):  # one input: κ4 = 3V, so n·κ4 → 3p
+            widest, n_max = runs[-1], float(widths[-1])
+            gap = abs(n_max * float(widest.cumulant[idx]) - 3 * p)
+            assert gap < 4 * n_max * float(widest.cumulant_se[idx]) + 3e-3 * abs(p)
         if abs(b) > 4 * math.sqrt(cov[1, 1]):  # the 1/n correction is resolved: its power
             (_, power), pcov = curve_fit(
                 power_law, widths.astype(float), y - p, p0=[b, -1.0],

@@ -88,6 +88,11 @@ def ntk_of_weights(
     ``(S, fan_in, fan_out)`` and biases ``b_scale·b`` ``(S, 1, fan_out)`` (or ``None``) of
     each dense layer; returns ``(S, N, N)``."""
     chain = dense_chain(net, widths)
+    if any(d.width_factor != (1, 1) for d in chain.dense):
+        raise ValueError(
+            "`net`: the batched NTK covers Dense layers without width_factor; use "
+            "widelimit.empirical_ntk on net.module(...) for width-factor nets"
+        )
     sizes = (x.shape[1], *chain.widths, chain.out_features)
     n_nets = weights[0].shape[0]
     inputs, pre = [], []
