@@ -315,6 +315,20 @@ def test_monte_carlo_ntk_relative_variance_of_a_one_hidden_layer_relu_net():
     assert abs(float(mc.relative_variance[0]) - expected) < 4 * float(mc.relative_variance_se[0])
 
 
+def test_standard_and_ntk_parameterizations_give_the_same_four_point_function():
+    # the forward law at initialisation is the same (Var W = σw²/fan_in either way)
+    x = _inputs(3)
+    nets = [
+        serial(Dense(16, w_std=1.3, b_std=0.2, parameterization=p), Erf(),
+               Dense(24, w_std=1.1, b_std=0.1, parameterization=p), ReLU(),
+               Dense(2, w_std=0.9, parameterization=p))
+        for p in ("ntk", "standard")
+    ]  # fmt: skip
+    a, b = (four_point_function(net, x) for net in nets)
+    for u, v in zip(a.vertices + a.kernels, b.vertices + b.kernels, strict=True):
+        assert torch.equal(u, v)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
