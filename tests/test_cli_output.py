@@ -103,6 +103,15 @@ def test_small_run_result_on_stdout_progress_on_stderr(name, tmp_path) -> None:
     assert "wrote " in res.stdout and "wrote " not in res.stderr
 
 
+def test_finite_width_result_on_stdout_plot_logged_on_stderr(tmp_path) -> None:
+    plot = tmp_path / "kurtosis.png"
+    res = _ok(["finite-width", "--widths", "8,16", "--n-nets", "200", "--plot", str(plot)])
+    _assert_result_on_stdout_only(res, 1)
+    assert plot.is_file() and f"wrote {plot}" in res.stderr
+    js = json.loads(_ok(["finite-width", "--widths", "8", "--n-nets", "200", "--json"]).stdout)
+    assert {r["width"] for r in js["rows"]} == {8}
+
+
 def test_kernel_predict_store_info_results_on_stdout(data, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     res = _ok(["kernel", "--x1", str(data / "x.npy"), "--scale", "standardize"])

@@ -5,10 +5,17 @@ gives analytic kernels (``net.kernel``), finite modules (``net.module``) and
 Monte Carlo estimates (``monte_carlo_kernel``).
 """
 
-from widelimit import meanfield, propagation, scale, sde
+from widelimit import finite_width, meanfield, propagation, scale, sde
 from widelimit.empirical import empirical_ntk, empirical_ntk_full
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
 from widelimit.fingerprint import versioned
+from widelimit.finite_width import (
+    FourPointFunction,
+    MonteCarloFourPoint,
+    exact_four_point,
+    four_point_function,
+    monte_carlo_four_point,
+)
 from widelimit.from_torch import from_module
 from widelimit.kernel import Kernel
 from widelimit.layers import *  # noqa: F403 - re-export every layer
@@ -29,7 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     *_layers_all,
+    "FourPointFunction",
     "Kernel",
+    "MonteCarloFourPoint",
     "MonteCarloKernel",
     "NNGPClassifier",
     "NNGPRegressor",
@@ -40,6 +49,9 @@ __all__ = [
     "compute_kernel",
     "empirical_ntk",
     "empirical_ntk_full",
+    "exact_four_point",
+    "finite_width",
+    "four_point_function",
     "from_module",
     "gp_inference",
     "gradient_descent",
@@ -50,6 +62,7 @@ __all__ = [
     "load_net",
     "max_learning_rate",
     "meanfield",
+    "monte_carlo_four_point",
     "monte_carlo_kernel",
     "parse_net",
     "propagation",

@@ -127,7 +127,16 @@ def _root(
     """widelimit: infinite-width networks, computable and checkable."""
 
 
-_AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale", "atlas")
+_AREAS = (
+    "kernel",
+    "inference",
+    "propagation",
+    "meanfield",
+    "sde",
+    "scale",
+    "atlas",
+    "finite_width",
+)
 
 for _area in _AREAS:
     try:
