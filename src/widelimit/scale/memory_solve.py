@@ -24,10 +24,13 @@ device; nothing of size ``N × N`` is made except the Cholesky factor.
 
   or ``"jacobi"`` (the diagonal) and ``"none"``.
 
-The stopping rule is the relative residual ``‖y − (K + σ²I) α‖ / ‖y‖ ≤ tol`` of every
-column, checked at the end on the true residual (one more product).  A float32 product
-carries relative errors of about ``1e-7·√N·‖K‖`` so ``tol`` below ``~1e-5`` is out of
-reach there; the default is ``1e-8`` for float64 and ``1e-4`` for float32 kernels
+The stopping rule is the true relative residual ``‖y − (K + σ²I) α‖ / ‖y‖ ≤ tol`` of every
+column.  CG's own (recursive) residual drifts from it, and a float32 product ``K v`` has an
+error floor ``~ε₃₂·‖K‖·‖v‖``, far above ``tol·‖y‖`` when ``σ²`` is small; so when CG's
+residual reaches ``tol`` the true one is computed with float64 sums (float32 blocks of
+``K`` widened on the fly) and CG restarts from it for the correction (mixed-precision
+iterative refinement), until the true residual is below ``tol`` or ``maxiter`` iterations
+were run.  Default ``tol``: ``1e-8`` for float64, ``1e-4`` for float32 kernels
 (:func:`default_tol`).
 """
 
@@ -38,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from widelimit._threads import engine_threads, run_jobs
 
 __all__ = ["MemorySolve", "default_tol", "pivoted_cholesky", "solve_in_memory"]
 
@@ -116,9 +121,31 @@ def _woodbury(low: Tensor, noise: float) -> Callable[[Tensor], Tensor]:
     return apply
 
 
-def _matmat(k: Tensor, v: Tensor, noise: float) -> Tensor:
-    """``(K + σ²I) v`` in float64, the product in ``K``'s dtype."""
-    return (k @ v.to(k.dtype)).to(torch.float64) + noise * v
+#: Rows of ``K`` per job of a product ``K V`` (fixed, so that the result does not depend on
+#: the number of workers), and per job of a float64-accumulated product of a float32 ``K``.
+PRODUCT_ROWS = 1024
+EXACT_ROWS = 32
+
+
+def _matmat(k: Tensor, v: Tensor, noise: float, workers: int, *, exact: bool = False) -> Tensor:
+    """``(K + σ²I) v`` in float64, by blocks of rows on workers.
+
+    The product runs in ``K``'s dtype; with ``exact`` a float32 ``K`` is read in blocks of
+    ``EXACT_ROWS`` rows converted to float64 (a float64 sum: the true residual below the
+    float32 floor ``ε₃₂·‖K‖·‖v‖``).  Every block is one matrix product on one intra-op
+    thread (:mod:`widelimit._threads`), so a busy core slows one block, not every product.
+    """
+    wide = exact and k.dtype != torch.float64
+    rows = EXACT_ROWS if wide else PRODUCT_ROWS
+    vk = v if wide else v.to(k.dtype)
+    out = torch.empty((k.shape[0], v.shape[1]), dtype=vk.dtype, device=k.device)
+
+    def block(r0: int) -> None:
+        kb = k[r0 : r0 + rows]
+        torch.mm(kb.to(torch.float64) if wide else kb, vk, out=out[r0 : r0 + rows])
+
+    run_jobs(block, range(0, k.shape[0], rows), workers)
+    return out.to(torch.float64) + noise * v
 
 
 def solve_in_memory(
@@ -138,21 +165,50 @@ def solve_in_memory(
     Arguments as :func:`~widelimit.scale.solve.posterior_mean` (module docstring).
     """
     y = y.to(device=k.device, dtype=torch.float64)
-    ynorm = torch.linalg.vector_norm(y, dim=0).clamp_min(1e-300)
-    if method == "cholesky":
-        a = k.clone()
-        a.diagonal().add_(noise)
-        low, info = torch.linalg.cholesky_ex(a, out=(a, torch.empty((), dtype=torch.int32)))
-        if int(info) != 0:
-            raise ValueError(
-                f"K + σ²I is not numerically positive definite (leading minor {int(info)} of "
-                f"{k.shape[0]}, σ² = {noise:.3g}); increase diag_reg or use float64"
-            )
+    if method == "cholesky":  # LAPACK's own threads: large blocked operations
+        low = _cholesky(k, noise)
         alpha = torch.cholesky_solve(y.to(k.dtype), low).to(torch.float64)
-        del a, low
-        res = torch.linalg.vector_norm(y - _matmat(k, alpha, noise), dim=0) / ynorm
+        del low
+        with engine_threads(k.device) as workers:
+            res = _residual(k, y, alpha, noise, workers)
         return MemorySolve(alpha, 0, res, [], "cholesky")
+    # many small operations: on one intra-op thread, the products split across workers
+    with engine_threads(k.device) as workers:
+        return _pcg(k, y, noise, tol, maxiter, preconditioner, rank, seed, workers)
 
+
+def _cholesky(k: Tensor, noise: float) -> Tensor:
+    """``chol(K + σ²I)`` lower, or a ``ValueError`` naming the failing minor."""
+    a = k.clone()
+    a.diagonal().add_(noise)
+    low, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        raise ValueError(
+            f"K + σ²I is not numerically positive definite (leading minor {int(info)} of "
+            f"{k.shape[0]}, σ² = {noise:.3g}); increase diag_reg or use float64"
+        )
+    return low
+
+
+def _residual(k: Tensor, y: Tensor, x: Tensor, noise: float, workers: int) -> Tensor:
+    """True relative residuals ``‖y − (K + σ²I) x‖ / ‖y‖`` per column."""
+    ynorm = torch.linalg.vector_norm(y, dim=0).clamp_min(1e-300)
+    return torch.linalg.vector_norm(y - _matmat(k, x, noise, workers, exact=True), dim=0) / ynorm
+
+
+def _pcg(
+    k: Tensor,
+    y: Tensor,
+    noise: float,
+    tol: float,
+    maxiter: int,
+    preconditioner: str,
+    rank: int,
+    seed: int,
+    workers: int,
+) -> MemorySolve:
+    """Preconditioned CG (module docstring), restarted from the true residual while it is
+    above ``tol`` (the recursive one drifts; float32 products have a floor)."""
     if preconditioner == "pivoted_cholesky":
         low = pivoted_cholesky(k, rank)
         apply_p, pname = _woodbury(low, noise), f"pivoted_cholesky(rank={low.shape[1]})"
@@ -165,29 +221,34 @@ def solve_in_memory(
     else:
         apply_p, pname = (lambda r: r), "none"
 
-    # Preconditioned CG, one recursion per column (Saad 2003, Alg. 9.1).
+    ynorm = torch.linalg.vector_norm(y, dim=0).clamp_min(1e-300)
     x = torch.zeros_like(y)
     r = y.clone()
-    z = apply_p(r)
-    p = z.clone()
-    rz = (r * z).sum(0)
     res = torch.linalg.vector_norm(r, dim=0) / ynorm
     history: list[float] = []
     it = 0
     while it < maxiter and bool((res > tol).any()):
-        it += 1
-        ap = _matmat(k, p, noise)
-        pap = (p * ap).sum(0)
-        active = (res > tol) & (pap > 0)
-        step = torch.where(active, rz / torch.where(pap > 0, pap, 1.0), 0.0)
-        x += step * p
-        r -= step * ap
-        res = torch.linalg.vector_norm(r, dim=0) / ynorm
-        history.append(float(res.max()))
+        # Preconditioned CG, one recursion per column (Saad 2003, Alg. 9.1).
         z = apply_p(r)
-        rz_new = (r * z).sum(0)
-        beta = torch.where(rz != 0, rz_new / torch.where(rz != 0, rz, 1.0), 0.0)
-        p = z + beta * p
-        rz = rz_new
-    res = torch.linalg.vector_norm(y - _matmat(k, x, noise), dim=0) / ynorm
+        p = z.clone()
+        rz = (r * z).sum(0)
+        while it < maxiter and bool((res > tol).any()):
+            it += 1
+            ap = _matmat(k, p, noise, workers)
+            pap = (p * ap).sum(0)
+            active = (res > tol) & (pap > 0)
+            step = torch.where(active, rz / torch.where(pap > 0, pap, 1.0), 0.0)
+            x += step * p
+            r -= step * ap
+            res = torch.linalg.vector_norm(r, dim=0) / ynorm
+            history.append(float(res.max()))
+            z = apply_p(r)
+            rz_new = (r * z).sum(0)
+            beta = torch.where(rz != 0, rz_new / torch.where(rz != 0, rz, 1.0), 0.0)
+            p = z + beta * p
+            rz = rz_new
+        # the true residual (float64 sums): restart from it while it is above tol (mixed-
+        # precision iterative refinement: float32 products solve for the correction)
+        r = y - _matmat(k, x, noise, workers, exact=True)
+        res = torch.linalg.vector_norm(r, dim=0) / ynorm
     return MemorySolve(x, it, res, history, pname)

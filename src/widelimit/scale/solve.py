@@ -386,9 +386,7 @@ def _posterior_mean_in_memory(
         preconditioner=preconditioner, rank=rank, seed=seed,
     )  # fmt: skip
     res = sol.residual.cpu().numpy()
-    converged = bool(np.isfinite(res).all()) and (
-        method == "cholesky" or bool((res < max(tol, 1e-14) * 10).all())
-    )
+    converged = bool(np.isfinite(res).all()) and (method == "cholesky" or bool((res <= tol).all()))
     mean = None
     if kt is not None and converged:
         mean = (kt @ sol.alpha.to(kt.dtype)).to(torch.float64).cpu().numpy()
