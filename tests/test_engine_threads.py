@@ -162,3 +162,29 @@ def test_bad_engine_threads_variable_is_named(monkeypatch, value: str) -> None:
     monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", value)
     with pytest.raises(ValueError, match="WIDELIMIT_ENGINE_THREADS must be a positive integer"):
         serial(Dense(4), ReLU()).kernel(torch.randn(3, 2, dtype=F64))
+
+
+def test_worker_tiles_run_under_the_busy_heap_threshold(
+    small_tiles, counted_workers, monkeypatch
+) -> None:
+    """glibc's trim threshold is process-wide: every worker's tile must run while the
+    engine holds it at TRIM_BUSY, and the idle value must come back after the call."""
+    from widelimit import _memory
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(_memory, "_mallopt", lambda: lambda p, v: calls.append((p, v)) or 1)
+    seen: list[tuple[int, int]] = []
+    inner = tiles.network_output
+
+    def recording(k):
+        seen.append((threading.get_ident(), _memory._depth))
+        return inner(k)
+
+    monkeypatch.setattr(tiles, "network_output", recording)
+    monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", "2")
+    serial(Dense(8), ReLU(), Dense(1)).kernel(torch.randn(30, 3, dtype=F64))
+    assert len({t for t, _ in seen}) >= 2 and all(d == 1 for _, d in seen)
+    assert calls == [
+        (_memory._M_TRIM_THRESHOLD, _memory.TRIM_BUSY),
+        (_memory._M_TRIM_THRESHOLD, _memory.TRIM_IDLE),
+    ]
