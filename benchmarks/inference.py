@@ -93,11 +93,23 @@ def _solve_kernel(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tenso
     return serial(*blocks, Dense(1)).kernel(x, get=("nngp",)).nngp, y
 
 
-def _solve_rows(quick: bool) -> list[dict]:
+def _enough_memory(n: int, itemsize: int, copies: float) -> bool:
+    """Whether ``copies`` ``n × n`` matrices fit in the available memory (with 2 GiB spare)."""
+    import sys
+
+    import psutil
+
+    need = copies * n * n * itemsize + (2 << 30)
+    free = psutil.virtual_memory().available
+    if need > free:
+        print(f"skipped N={n}: needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available",
+              file=sys.stderr)  # fmt: skip
+    return need <= free
+
+
+def _cholesky_row(n: int) -> dict:
     from widelimit.scale.solve import posterior_mean
 
-    rows = []
-    n = 3000 if quick else 20_000
     k, y = _solve_kernel(n, torch.float64)
     reg = 1e-4 * float(k.diagonal().mean())
 
@@ -110,7 +122,7 @@ def _solve_rows(quick: bool) -> list[dict]:
 
     t_torch, _, ref = measure(torch_direct)
     secs, peak, out = measure(lambda: posterior_mean(k, y, method="cholesky"))
-    rows.append({
+    return {
         "case": f"posterior_mean cholesky in memory N={n} float64",
         "seconds": secs,
         "peak_mb": peak,
@@ -120,10 +132,28 @@ def _solve_rows(quick: bool) -> list[dict]:
         "residual": float(out.residual.max()),
         "max_rel_diff_alpha": float(abs(out.alpha - ref.numpy()).max() / abs(ref.numpy()).max()),
         "threads": torch.get_num_threads(),
-    })  # fmt: skip
-    del k, ref, out
-    n = 6000 if quick else 50_000
+    }  # fmt: skip
+
+
+def _solve_rows(quick: bool, sizes: tuple[int, int] | None = None) -> list[dict]:
+    import sys
+
+    from widelimit.scale.solve import posterior_mean
+
+    rows = []
+    n_chol, n_cg = sizes or ((3000, 6000) if quick else (20_000, 50_000))
+    n = n_chol
+    if not _enough_memory(n, 8, 3):  # K, K + σ²I, L
+        n = 0
+    if n:
+        rows.append(_cholesky_row(n))
+        print(rows[-1], file=sys.stderr)
+    n = n_cg
+    if not _enough_memory(n, 4, 1.1):  # K and a few N × rank panels
+        return rows
+
     k, y = _solve_kernel(n, torch.float32)
+    print(f"kernel N={n} float32 ready", file=sys.stderr)
     secs, peak, out = measure(
         lambda: posterior_mean(
             k, y, method="cg", preconditioner="pivoted_cholesky", rank=500, tol=1e-4, maxiter=1000
