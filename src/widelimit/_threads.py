@@ -16,12 +16,14 @@ short next to a 4 MiB pass.  A job computes the same operations on the same data
 worker runs it, with one thread either way, so the result does not depend on the number of
 workers or on their timing: it is bitwise the result of one thread.
 
-``torch.set_num_threads`` acts on the whole process (torch's count, MKL's, and the count new
-threads start from), so :func:`engine_threads` sets one thread for the engine's call and puts
-the caller's count back when it returns: other threads of the process that run torch
-operations during the call run them on one thread too.  Work that calls the engine from
-inside a job (:func:`in_worker`; e.g. a layer that evaluates a small kernel) runs in that
-worker without starting workers of its own.
+``torch.set_num_threads`` sets the calling thread's count (OpenMP and MKL keep one per
+thread) and the count that threads start from before their first parallel operation.
+:func:`engine_threads` sets one thread for the engine's call in the calling thread and puts
+its count back when the call returns; the workers run at one thread for life.  Threads that
+already ran torch operations keep their own count; a thread starting its first torch
+operation *during* a call starts at one.  Work that calls the engine from inside a job
+(:func:`in_worker`; e.g. a layer that evaluates a small kernel) runs in that worker without
+starting workers of its own.
 
 ``WIDELIMIT_ENGINE_THREADS=N`` in the environment sets the number of workers (``1``: no
 pool, the old behaviour of torch's own threads inside every operation).
