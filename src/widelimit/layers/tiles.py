@@ -61,6 +61,11 @@ Side inputs (``Kernel.side1``/``side2``, e.g. each example's graph) are sliced
 with the tile: a tile's ``side1`` holds its rows' entries, ``side2`` its columns'
 (never ``None``), so a layer that reads them is pairwise like any other.
 
+Threads: the panels (dense) and square tiles (spatial) are independent jobs; on the CPU
+they run on ``torch.get_num_threads()`` workers with one intra-op thread each
+(:mod:`widelimit._threads`), longest first, so the kernel is bitwise the one-thread kernel
+at any thread count and a busy core slows one worker instead of every operation.
+
 The driver works on any device (tensors follow ``x1``'s device and dtype;
 dense tiles are larger off the CPU, where launch overhead matters more than cache).
 """
