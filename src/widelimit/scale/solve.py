@@ -283,21 +283,20 @@ def posterior_mean(
         rz = rz_new
     # true residual (guards against drift of the recursive one)
     res = np.linalg.norm(yy - op.matmat(x), axis=0) / ynorm
-    converged = bool((res < max(tol, 1e-14) * 10).all())
-    mean = None if test_store is None or not converged else _apply_test(test_store, kernel, x)
+    mean = None if test_store is None else _apply_test(test_store, kernel, x)
     out = PosteriorMean(
         mean=mean,
         alpha=x,
         iterations=it,
         residual=res,
-        converged=converged,
+        converged=bool((res < max(tol, 1e-14) * 10).all()),
         noise=noise,
         kernel=kernel,
         preconditioner=pname,
         seconds=time.perf_counter() - t0,
         history=history,
     )
-    if not converged:
+    if not out.converged:
         raise NotConvergedError(out, tol)
     return out
 
