@@ -6,7 +6,14 @@
 * ``empirical_ntk`` of a ~1M-parameter MLP (784 → 1024 → 256 → 1) on 1000
   points, both strategies' planned memory against the measured peak RSS.
 
-``--quick`` shrinks the sizes (500/100 points; 200 points for the NTK).
+* ``posterior_mean`` from an in-memory NNGP (FC ``3×(Dense 512, ReLU)``, 784 inputs) at
+  N = 20,000 float64 by Cholesky, against ``torch.linalg.cholesky`` + ``cholesky_solve`` on
+  the same matrix (same threads; ``ratio_to_torch``), and at N = 50,000 float32 by PCG with
+  the pivoted-Cholesky preconditioner (rank 500) to the relative residual ``1e-4``, with the
+  iterations and the final residual (``--solve-only`` runs just these rows).
+
+``--quick`` shrinks the sizes (500/100 points; 200 points for the NTK; N = 3000 and 6000 for
+the solves).
 """
 
 from __future__ import annotations
@@ -77,16 +84,113 @@ def _ntk_rows(n_points: int) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict]:
-    torch.set_num_threads(1)
-    rows = _ntk_rows(200 if quick else 1000)  # smallest-memory case first (RSS baseline)
-    rows.append(_ensemble_row(500, 100, 784) if quick else _ensemble_row(2000, 500, 784))
+def _solve_kernel(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """NNGP ``(n, n)`` of the FC ReLU net on Gaussian inputs and targets ``(n, 1)``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 784, generator=g, dtype=dtype)
+    y = torch.sin(x[:, :1].double() * 2) + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    blocks = [m for _ in range(3) for m in (Dense(512, w_std=1.5, b_std=0.05), ReLU())]
+    return serial(*blocks, Dense(1)).kernel(x, get=("nngp",)).nngp, y
+
+
+def _enough_memory(n: int, itemsize: int, copies: float) -> bool:
+    """Whether ``copies`` ``n × n`` matrices fit in the available memory (with 2 GiB spare)."""
+    import sys
+
+    import psutil
+
+    need = copies * n * n * itemsize + (2 << 30)
+    free = psutil.virtual_memory().available
+    if need > free:
+        print(f"skipped N={n}: needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available",
+              file=sys.stderr)  # fmt: skip
+    return need <= free
+
+
+def _cholesky_row(n: int) -> dict:
+    from widelimit.scale.solve import posterior_mean
+
+    k, y = _solve_kernel(n, torch.float64)
+    reg = 1e-4 * float(k.diagonal().mean())
+
+    def torch_direct():
+        a = k.clone()
+        a.diagonal().add_(reg)
+        low = torch.linalg.cholesky(a)
+        del a
+        return torch.cholesky_solve(y, low)
+
+    t_torch, _, ref = measure(torch_direct)
+    secs, peak, out = measure(lambda: posterior_mean(k, y, method="cholesky"))
+    return {
+        "case": f"posterior_mean cholesky in memory N={n} float64",
+        "seconds": secs,
+        "peak_mb": peak,
+        "torch_cholesky_s": t_torch,
+        "ratio_to_torch": secs / t_torch,
+        "iterations": 0,
+        "residual": float(out.residual.max()),
+        "max_rel_diff_alpha": float(abs(out.alpha - ref.numpy()).max() / abs(ref.numpy()).max()),
+        "threads": torch.get_num_threads(),
+    }  # fmt: skip
+
+
+def _solve_rows(quick: bool, sizes: tuple[int, int] | None = None) -> list[dict]:
+    import sys
+
+    from widelimit.scale.solve import posterior_mean
+
+    rows = []
+    n_chol, n_cg = sizes or ((3000, 6000) if quick else (20_000, 50_000))
+    n = n_chol
+    if not _enough_memory(n, 8, 3):  # K, K + σ²I, L
+        n = 0
+    if n:
+        rows.append(_cholesky_row(n))
+        print(rows[-1], file=sys.stderr)
+    n = n_cg
+    if not _enough_memory(n, 4, 1.1):  # K and a few N × rank panels
+        return rows
+
+    k, y = _solve_kernel(n, torch.float32)
+    print(f"kernel N={n} float32 ready", file=sys.stderr)
+    secs, peak, out = measure(
+        lambda: posterior_mean(
+            k, y, method="cg", preconditioner="pivoted_cholesky", rank=500, tol=1e-4, maxiter=1000
+        )
+    )
+    rows.append({
+        "case": f"posterior_mean PCG ({out.preconditioner}) in memory N={n} float32 tol=1e-4",
+        "seconds": secs,
+        "peak_mb": peak,
+        "torch_cholesky_s": float("nan"),
+        "ratio_to_torch": float("nan"),
+        "iterations": out.iterations,
+        "residual": float(out.residual.max()),
+        "max_rel_diff_alpha": float("nan"),
+        "threads": torch.get_num_threads(),
+    })  # fmt: skip
     return rows
 
 
+def run(quick: bool = False, solve_only: bool = False) -> list[dict]:
+    rows = []
+    if not solve_only:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        rows += _ntk_rows(200 if quick else 1000)  # smallest-memory case first (RSS baseline)
+        rows.append(_ensemble_row(500, 100, 784) if quick else _ensemble_row(2000, 500, 784))
+        torch.set_num_threads(saved)
+    return rows + _solve_rows(quick)  # at the default threads
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(__doc__.splitlines()[0], argv)
-    report("inference", run(quick=args.quick), args.json)
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    solve_only = "--solve-only" in argv
+    args = parse_args(__doc__.splitlines()[0], [a for a in argv if a != "--solve-only"])
+    report("inference", run(quick=args.quick, solve_only=solve_only), args.json)
 
 
 if __name__ == "__main__":

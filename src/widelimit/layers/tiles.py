@@ -61,6 +61,11 @@ Side inputs (``Kernel.side1``/``side2``, e.g. each example's graph) are sliced
 with the tile: a tile's ``side1`` holds its rows' entries, ``side2`` its columns'
 (never ``None``), so a layer that reads them is pairwise like any other.
 
+Threads: the panels (dense) and square tiles (spatial) are independent jobs; on the CPU
+they run on ``torch.get_num_threads()`` workers with one intra-op thread each
+(:mod:`widelimit._threads`), longest first, so the kernel is bitwise the one-thread kernel
+at any thread count and a busy core slows one worker instead of every operation.
+
 The driver works on any device (tensors follow ``x1``'s device and dtype;
 dense tiles are larger off the CPU, where launch overhead matters more than cache).
 """
@@ -76,6 +81,7 @@ import torch
 from torch import Tensor
 
 from widelimit._memory import empty_output, engine_heap
+from widelimit._threads import engine_threads, run_jobs
 from widelimit._validation import check_kernel_finite
 from widelimit.kernel import Kernel
 from widelimit.layers.inputs import gram, self_gram
@@ -227,12 +233,16 @@ def pairwise_kernel(
         )
     side1 = {} if side1 is None else dict(side1)
     side2 = side1 if x2 is None or side2 is None else dict(side2)
-    with engine_heap():  # freed tiles stay in the heap (widelimit._memory)
+    # freed tiles stay in the heap (widelimit._memory); tiles run on workers with one
+    # intra-op thread each (widelimit._threads)
+    with engine_heap(), engine_threads(x1.device) as workers:
         if x1.ndim > 2:
-            k = _spatial_kernel(spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2))
+            k = _spatial_kernel(
+                spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2), workers=workers
+            )
             check_kernel_finite(k.nngp, k.ntk)
         else:  # checks its tiles for inf/NaN while they are in cache
-            k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2))
+            k = _dense_kernel(spec, x1, x2, ntk=ntk, side=(side1, side2), workers=workers)
         if side1 or side2:  # equal inputs with different side inputs are different examples
             return k
         return tie_duplicates(spec, x1, x2, k)
@@ -245,6 +255,7 @@ def _dense_kernel(
     *,
     ntk: bool,
     side: tuple[dict[str, Tensor], dict[str, Tensor]],
+    workers: int,
 ) -> Kernel:
     """:func:`pairwise_kernel` for ``(N, d)`` inputs: panels of the Gram matrix cut in tiles."""
     side1, side2 = side
@@ -259,9 +270,13 @@ def _dense_kernel(
     cov1 = x1.new_empty((n1,))
     cov2 = None if sym else x1.new_empty((n2,))
     rows, width = tile_shape(n1, n2, x1.device, x1.element_size())
-    total = x1.new_zeros(())  # sum of every computed entry: finite iff all of them are
-    last: Kernel | None = None
-    for p0 in range(0, n1, rows):
+
+    def panel_job(p0: int) -> tuple[Tensor, Kernel]:
+        """Rows ``p0:p0+rows``: their Gram panel, then its tiles through the network.
+
+        Writes only its own rows (and, for ``k(x)``, their mirror below the diagonal, which
+        no other panel writes).  Returns the sum of its entries and its last output tile.
+        """
         p1 = min(p0 + rows, n1)
         c0 = p0 if sym else 0
         panel = nngp[p0:p1, c0:]
@@ -270,6 +285,8 @@ def _dense_kernel(
         if sym:
             # matmul and row sums round differently: make c = 1 exact on the diagonal
             panel.diagonal().copy_(q1[p0:p1])
+        total = x1.new_zeros(())  # sum of every computed entry: finite iff all of them are
+        out: Kernel | None = None
         for a0 in range(c0, n2, width):
             a1 = min(a0 + width, n2)
             s = nngp[p0:p1, a0:a1]
@@ -302,8 +319,13 @@ def _dense_kernel(
                 cov1[p0:p1] = out.cov1
             if cov2 is not None and p0 == 0:
                 cov2[a0:a1] = out.cov2
-            last = out
-    assert last is not None  # n1 >= 1 (as_float_tensor refuses empty batches)
+        assert out is not None  # every panel has at least one tile
+        return total, out
+
+    panels = range(0, n1, rows)  # longest first for k(x): panel p0 has n2 - p0 columns
+    results = run_jobs(panel_job, panels, workers)
+    total = sum(r[0] for r in results)
+    last = results[-1][1]
     if not bool(torch.isfinite(total)):  # an inf/NaN entry, or a sum past the float range
         check_kernel_finite(nngp, theta)
     return Kernel(
@@ -445,6 +467,7 @@ def _spatial_kernel(
     ntk: bool,
     full: bool,
     side: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
+    workers: int,
 ) -> Kernel:
     """:func:`pairwise_kernel` for ``(N, C, *spatial)`` inputs: square tiles of example pairs."""
     sym = x2 is None
@@ -454,48 +477,56 @@ def _spatial_kernel(
     block = max(1, math.isqrt(max(1, TILE_ENTRIES_SPATIAL // per_pair)))
     q1 = self_gram(x1, full)
     q2 = q1 if sym else self_gram(xb, full)
-    nngp = theta = cov1 = cov2 = None
-    last: Kernel | None = None
-    for r0 in range(0, n1, block):
-        r1 = min(r0 + block, n1)
-        for c0 in range(r0 if sym else 0, n2, block):
-            c1 = min(c0 + block, n2)
-            g = gram(x1[r0:r1], xb[c0:c1], full)
-            tile = Tile(
-                nngp=g,
-                ntk=g.new_zeros(()).expand(g.shape) if ntk else None,  # Θ⁰ = 0, no memory
-                cov1=q1[r0:r1],
-                cov2=q2[c0:c1],
-                spatial=tuple(x1.shape[2:]),
-                full_spatial=full,
-                channels=int(x1.shape[1]),
-                has_diagonal=sym and r0 == c0,
-                side1=slice_side(side[0], r0, r1),
-                side2=slice_side(side[1], c0, c1),
-            )
-            out = network_output(spec.transform_tile(tile))
-            if nngp is None:  # output layout known from the first tile
-                nngp = empty_output(out.nngp, (n1, n2, *out.nngp.shape[2:]))
-                theta = empty_output(nngp, nngp.shape) if ntk else None
-                cov1 = out.cov1.new_empty((n1, *out.cov1.shape[1:]))
-                cov2 = None if sym else out.cov2.new_empty((n2, *out.cov2.shape[1:]))
-            o_sp, o_full = len(out.spatial), out.full_spatial
-            for dst, src in ((nngp, out.nngp), (theta, out.ntk)):
-                if dst is None:
-                    continue
-                dst[r0:r1, c0:c1] = src
-                if sym and c0 > r0:
-                    dst[c0:c1, r0:r1] = _swap_pairs(src, o_sp, o_full)
-                elif sym:  # diagonal block: its upper triangle of pairs is the reference
-                    blk = dst[r0:r1, c0:c1]
-                    upper = torch.ones(blk.shape[:2], dtype=torch.bool, device=blk.device)
-                    upper = upper.triu().reshape(*blk.shape[:2], *([1] * (blk.ndim - 2)))
-                    blk.copy_(torch.where(upper, blk, _swap_pairs(blk, o_sp, o_full)))
-            if c0 == (r0 if sym else 0):
-                cov1[r0:r1] = out.cov1
-            if cov2 is not None and r0 == 0:
-                cov2[c0:c1] = out.cov2
-            last = out
+    outputs: dict[str, Tensor | None] = {}
+
+    def tile_job(rc: tuple[int, int]) -> Kernel:
+        """The tile of rows ``r0:r0+block`` × columns ``c0:c0+block`` (and its mirror)."""
+        r0, c0 = rc
+        r1, c1 = min(r0 + block, n1), min(c0 + block, n2)
+        g = gram(x1[r0:r1], xb[c0:c1], full)
+        tile = Tile(
+            nngp=g,
+            ntk=g.new_zeros(()).expand(g.shape) if ntk else None,  # Θ⁰ = 0, no memory
+            cov1=q1[r0:r1],
+            cov2=q2[c0:c1],
+            spatial=tuple(x1.shape[2:]),
+            full_spatial=full,
+            channels=int(x1.shape[1]),
+            has_diagonal=sym and r0 == c0,
+            side1=slice_side(side[0], r0, r1),
+            side2=slice_side(side[1], c0, c1),
+        )
+        out = network_output(spec.transform_tile(tile))
+        if not outputs:  # the first tile (run alone) gives the output layout
+            nngp = empty_output(out.nngp, (n1, n2, *out.nngp.shape[2:]))
+            outputs["nngp"] = nngp
+            outputs["ntk"] = empty_output(nngp, nngp.shape) if ntk else None
+            outputs["cov1"] = out.cov1.new_empty((n1, *out.cov1.shape[1:]))
+            outputs["cov2"] = None if sym else out.cov2.new_empty((n2, *out.cov2.shape[1:]))
+        o_sp, o_full = len(out.spatial), out.full_spatial
+        for dst, src in ((outputs["nngp"], out.nngp), (outputs["ntk"], out.ntk)):
+            if dst is None:
+                continue
+            dst[r0:r1, c0:c1] = src
+            if sym and c0 > r0:
+                dst[c0:c1, r0:r1] = _swap_pairs(src, o_sp, o_full)
+            elif sym:  # diagonal block: its upper triangle of pairs is the reference
+                blk = dst[r0:r1, c0:c1]
+                upper = torch.ones(blk.shape[:2], dtype=torch.bool, device=blk.device)
+                upper = upper.triu().reshape(*blk.shape[:2], *([1] * (blk.ndim - 2)))
+                blk.copy_(torch.where(upper, blk, _swap_pairs(blk, o_sp, o_full)))
+        cov1, cov2 = outputs["cov1"], outputs["cov2"]
+        if c0 == (r0 if sym else 0):
+            cov1[r0:r1] = out.cov1
+        if cov2 is not None and r0 == 0:
+            cov2[c0:c1] = out.cov2
+        return out
+
+    tiles = [(r0, c0) for r0 in range(0, n1, block) for c0 in range(r0 if sym else 0, n2, block)]
+    first = tile_job(tiles[0])  # allocates the outputs
+    rest = run_jobs(tile_job, tiles[1:], workers)
+    last = rest[-1] if rest else first
+    nngp, theta, cov1, cov2 = (outputs[k] for k in ("nngp", "ntk", "cov1", "cov2"))
     assert last is not None and nngp is not None and cov1 is not None
     return Kernel(
         nngp=nngp,

@@ -28,14 +28,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
+import torch
+from torch import Tensor
 
 from widelimit._validation import check_nonnegative, check_positive_int
 from widelimit.deprecation import renamed_kwargs
+from widelimit.kernel import Kernel
 from widelimit.predict import DIAG_REG
 from widelimit.scale.read import KernelArray, StoredKernel, load_kernel
 from widelimit.scale.store import StoreMismatchError
 
-__all__ = ["PosteriorMean", "StoredOperator", "check_pairing", "posterior_mean"]
+__all__ = [
+    "NotConvergedError",
+    "PosteriorMean",
+    "StoredOperator",
+    "check_pairing",
+    "posterior_mean",
+]
 
 PRECONDITIONERS = ("nystrom", "jacobi", "none")
 
@@ -67,6 +76,20 @@ class PosteriorMean:
     preconditioner: str
     seconds: float
     history: list[float] = field(default_factory=list)
+
+
+class NotConvergedError(ValueError):
+    """CG stopped at ``maxiter`` above ``tol``; ``result`` holds what it reached."""
+
+    def __init__(self, result: PosteriorMean, tol: float):
+        self.result = result
+        super().__init__(
+            f"conjugate gradients did not reach the relative residual tol={tol:.3g} in "
+            f"{result.iterations} iterations (max residual {float(result.residual.max()):.3g}, "
+            f"preconditioner {result.preconditioner}, σ² = {result.noise:.3g}); raise maxiter, "
+            "raise the preconditioner's rank, raise diag_reg (a better-conditioned system), "
+            "or use method='cholesky' (exact, N³/3 flops)"
+        )
 
 
 class StoredOperator:
@@ -132,16 +155,16 @@ def _nystrom(op: StoredOperator, rank: int, noise: float, seed: int, scale: floa
 
 @renamed_kwargs(train="store", y="y_train", test="test_store")
 def posterior_mean(
-    store: StoredKernel | str | os.PathLike,
-    y_train: np.ndarray,
+    store: StoredKernel | str | os.PathLike | Kernel | Tensor | np.ndarray,
+    y_train: np.ndarray | Tensor,
     *,
-    test_store: StoredKernel | str | os.PathLike | np.ndarray | None = None,
+    test_store: StoredKernel | str | os.PathLike | Kernel | Tensor | np.ndarray | None = None,
     kernel: str = "nngp",
     diag_reg: float = DIAG_REG,
     diag_reg_absolute: bool = False,
-    tol: float = 1e-8,
+    tol: float | None = None,
     maxiter: int = 500,
-    preconditioner: str = "nystrom",
+    preconditioner: str | None = None,
     rank: int = 500,
     seed: int = 0,
     method: str = "cg",
@@ -153,9 +176,10 @@ def posterior_mean(
             its path.
         y_train: ``(N,)`` or ``(N, k)`` training targets.
         test_store: ``(N*, N)`` test-train kernel: a store made with
-            ``compute_kernel(net, x_test, x_train)`` (or its path), or an array; ``None``
-            returns only ``alpha``.  A store must belong to ``store`` (same net, same
-            ``x_train`` rows in the same order: :func:`check_pairing`), else
+            ``compute_kernel(net, x_test, x_train)`` (or its path), a ``Kernel``
+            (``net.kernel(x_test, x_train)``), a tensor or an array; ``None`` returns only
+            ``alpha``.  A store must belong to ``store`` (same net, same ``x_train`` rows in
+            the same order: :func:`check_pairing`), else
             :class:`~widelimit.scale.StoreMismatchError`.
         kernel: the kernel to use, ``"nngp"`` (GP posterior) or ``"ntk"`` (infinite-time NTK
             mean).
@@ -163,10 +187,14 @@ def posterior_mean(
             :data:`~widelimit.predict.DIAG_REG` as everywhere; > 0 needed for the Nyström
             preconditioner.
         diag_reg_absolute: take ``diag_reg`` as the absolute ``σ²``.
-        tol: stop when every column's relative residual is below ``tol``.
-        maxiter: iteration cap (``converged`` tells whether ``tol`` was reached).
-        preconditioner: ``"nystrom"`` (rank ``rank``), ``"jacobi"`` (diagonal) or ``"none"``.
-        rank: Nyström landmarks.
+        tol: stop when every column's relative residual ``‖y − (K + σ²I)α‖/‖y‖`` is below
+            ``tol`` (default ``1e-8``; ``1e-4`` for a float32 kernel in memory).
+        maxiter: iteration cap; :class:`NotConvergedError` (a ``ValueError`` holding the
+            result) if ``tol`` is not reached by then.
+        preconditioner: ``"nystrom"`` (rank ``rank``; the default for a store),
+            ``"pivoted_cholesky"`` (rank ``rank``; in memory only, its default),
+            ``"jacobi"`` (diagonal) or ``"none"``.
+        rank: landmarks (Nyström) or pivots (pivoted Cholesky).
         seed: landmark choice.
         method: ``"cg"`` (PCG, ``O(N²)`` per iteration) or ``"cholesky"`` (out-of-core
             blocked Cholesky, ``N³/3`` flops, exact to rounding; see :mod:`.cholesky`).
@@ -175,6 +203,19 @@ def posterior_mean(
         The old keywords ``train=``, ``y=``, ``test=`` still work (deprecated).
     """
     t0 = time.perf_counter()
+    if isinstance(store, Kernel | Tensor | np.ndarray):
+        return _posterior_mean_in_memory(
+            store, y_train, test_store, kernel=kernel, diag_reg=diag_reg,
+            diag_reg_absolute=diag_reg_absolute, tol=tol, maxiter=maxiter,
+            preconditioner=preconditioner, rank=rank, seed=seed, method=method, t0=t0,
+        )  # fmt: skip
+    tol = 1e-8 if tol is None else tol
+    preconditioner = "nystrom" if preconditioner is None else preconditioner
+    if preconditioner == "pivoted_cholesky":
+        raise ValueError(
+            "preconditioner='pivoted_cholesky' reads one kernel row per pivot: it needs the "
+            "training kernel in memory; for a store use 'nystrom', 'jacobi' or 'none'"
+        )
     train = store if isinstance(store, StoredKernel) else load_kernel(store)
     k = train[kernel]
     if method not in ("cg", "cholesky"):
@@ -252,7 +293,7 @@ def posterior_mean(
     # true residual (guards against drift of the recursive one)
     res = np.linalg.norm(yy - op.matmat(x), axis=0) / ynorm
     mean = None if test_store is None else _apply_test(test_store, kernel, x, train)
-    return PosteriorMean(
+    out = PosteriorMean(
         mean=mean,
         alpha=x,
         iterations=it,
@@ -264,6 +305,114 @@ def posterior_mean(
         seconds=time.perf_counter() - t0,
         history=history,
     )
+    if not out.converged:
+        raise NotConvergedError(out, tol)
+    return out
+
+
+def _as_matrix(name: str, k: object, kernel: str) -> Tensor:
+    """The ``kernel`` field of a ``Kernel``, or a tensor/array, as a 2-D floating tensor."""
+    if isinstance(k, Kernel):
+        m = k.ntk if kernel == "ntk" else k.nngp
+        if m is None:
+            raise ValueError(f"`{name}` has no {kernel.upper()}; compute it with get=('{kernel}',)")
+    else:
+        m = torch.as_tensor(k)
+    if m.ndim != 2 or not m.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be a 2-D floating kernel matrix (dense features, readout net); "
+            f"got shape {tuple(m.shape)} and dtype {m.dtype}"
+        )
+    return m.detach()
+
+
+def _posterior_mean_in_memory(
+    store: object,
+    y_train: object,
+    test_store: object,
+    *,
+    kernel: str,
+    diag_reg: float,
+    diag_reg_absolute: bool,
+    tol: float | None,
+    maxiter: int,
+    preconditioner: str | None,
+    rank: int,
+    seed: int,
+    method: str,
+    t0: float,
+) -> PosteriorMean:
+    """:func:`posterior_mean` of a kernel held in memory (:mod:`.memory_solve`)."""
+    from widelimit.scale import memory_solve as ms
+
+    if kernel not in ("nngp", "ntk"):
+        raise ValueError(f"`kernel` must be 'nngp' or 'ntk'; got {kernel!r}")
+    if method not in ("cg", "cholesky"):
+        raise ValueError(f"`method` must be 'cg' or 'cholesky'; got {method!r}")
+    preconditioner = "pivoted_cholesky" if preconditioner is None else preconditioner
+    if preconditioner not in ms.PRECONDITIONERS:
+        raise ValueError(
+            f"`preconditioner` must be one of {ms.PRECONDITIONERS}; got {preconditioner!r}"
+        )
+    k = _as_matrix("store", store, kernel)
+    n = k.shape[0]
+    if k.shape != (n, n):
+        raise ValueError(f"the training kernel must be square (N, N); got {tuple(k.shape)}")
+    g = torch.Generator().manual_seed(seed)  # spot check of symmetry: 1024 random pairs
+    i, j = torch.randint(n, (2, 1024), generator=g).to(k.device)
+    gap = float((k[i, j] - k[j, i]).abs().max())
+    if gap > 100 * torch.finfo(k.dtype).eps * float(k.diagonal().abs().max()):
+        raise ValueError(
+            "the training kernel is not symmetric; pass the kernel of the training inputs with "
+            "themselves (net.kernel(x_train))"
+        )
+    maxiter = check_positive_int("maxiter", maxiter)
+    rank = check_positive_int("rank", rank)
+    tol = ms.default_tol(k.dtype) if tol is None else check_nonnegative("tol", tol)
+    reg = check_nonnegative("diag_reg", diag_reg)
+    yy = torch.as_tensor(np.asarray(y_train, dtype=np.float64))
+    if yy.ndim == 1:
+        yy = yy[:, None]
+    if yy.ndim != 2 or yy.shape[0] != n or not bool(torch.isfinite(yy).all()):
+        raise ValueError(
+            f"`y_train` must be finite with shape ({n},) or ({n}, k) to match the training "
+            f"kernel; got shape {tuple(np.shape(y_train))}"
+        )
+    kt = None if test_store is None else _as_matrix("test_store", test_store, kernel)
+    if kt is not None and kt.shape[1] != n:
+        raise ValueError(
+            f"`test_store` must be the (N*, {n}) test-train kernel; got {tuple(kt.shape)}"
+        )
+    scale = float(k.diagonal().to(torch.float64).mean())
+    noise = reg if diag_reg_absolute else reg * scale
+    if noise <= 0 and method == "cg" and preconditioner in ("pivoted_cholesky", "nystrom"):
+        raise ValueError(
+            f"the {preconditioner} preconditioner needs diag_reg > 0; use 'jacobi' or 'none'"
+        )
+    sol = ms.solve_in_memory(
+        k, yy, noise, method=method, tol=tol, maxiter=maxiter,
+        preconditioner=preconditioner, rank=rank, seed=seed,
+    )  # fmt: skip
+    res = sol.residual.cpu().numpy()
+    converged = bool(np.isfinite(res).all()) and (method == "cholesky" or bool((res <= tol).all()))
+    mean = None
+    if kt is not None and converged:
+        mean = (kt @ sol.alpha.to(kt.dtype)).to(torch.float64).cpu().numpy()
+    out = PosteriorMean(
+        mean=mean,
+        alpha=sol.alpha.cpu().numpy(),
+        iterations=sol.iterations,
+        residual=res,
+        converged=converged,
+        noise=noise,
+        kernel=kernel,
+        preconditioner=sol.preconditioner,
+        seconds=time.perf_counter() - t0,
+        history=sol.history,
+    )
+    if not converged:
+        raise NotConvergedError(out, tol)
+    return out
 
 
 def _apply_test(test: object, kernel: str, alpha: np.ndarray, train: StoredKernel) -> np.ndarray:

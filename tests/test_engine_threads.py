@@ -1,0 +1,190 @@
+"""The kernel engine's workers (``widelimit._threads``): tiles on threads, one intra-op each.
+
+Reference: the same engine run in order on one thread (itself checked against the textbook
+formulas in ``test_kernel_engine.py``).  Every tile is computed by the same operations on
+one intra-op thread whichever worker runs it, so the kernels must be *bitwise* equal, for
+several worker counts and schedules; the workers must really run (counted), exceptions
+must reach the caller, and the caller's torch thread count must come back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from widelimit import _threads
+from widelimit.layers import (
+    Conv2d,
+    Dense,
+    Erf,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    ReLU,
+    serial,
+    tiles,
+)
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Panels of 4 rows, tiles of 6 columns, spatial tiles of 2×2 example pairs (8×8 full)."""
+    monkeypatch.setattr(tiles, "PANEL_ROWS", 4)
+    monkeypatch.setattr(tiles, "TILE_ENTRIES_CPU", 24)
+    monkeypatch.setattr(tiles, "TILE_ENTRIES_SPATIAL", 4 * 4**4)
+
+
+@pytest.fixture
+def counted_workers(monkeypatch):
+    """A fresh pool whose threads record their ids (the pool is otherwise kept between calls)."""
+    seen: set[int] = set()
+    init = _threads._worker_init
+
+    def recording_init() -> None:
+        seen.add(threading.get_ident())
+        init()
+
+    monkeypatch.setattr(_threads, "_worker_init", recording_init)
+    monkeypatch.setattr(_threads, "_pool", None)
+    yield seen
+    if _threads._pool is not None:
+        _threads._pool.shutdown()
+    _threads._pool = None
+
+
+def _kernels(net, x1, x2, monkeypatch, workers: int):
+    monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", str(workers))
+    return net.kernel(x1, x2)
+
+
+NETS = {
+    "fc_relu": (
+        lambda: serial(Dense(16, 1.5, 0.1), ReLU(), Dense(16, 1.2, 0.05), ReLU(), Dense(1)),
+        (6,),
+    ),
+    "fc_erf_layernorm": (lambda: serial(Dense(8, 1.3, 0.2), LayerNorm(), Erf(), Dense(1)), (5,)),
+    "conv_gap": (
+        lambda: serial(Conv2d(4, 3, padding="same"), ReLU(), GlobalAvgPool(), Dense(1)),
+        (2, 4, 4),
+    ),
+    "conv_flatten": (
+        lambda: serial(Conv2d(4, 3, padding="valid"), Erf(), Flatten(), Dense(1)),
+        (2, 4, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("cross", [False, True])
+def test_workers_give_bitwise_the_one_thread_kernel(
+    small_tiles, counted_workers, monkeypatch, name: str, cross: bool
+) -> None:
+    make, shape = NETS[name]
+    net = make()
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(19, *shape, generator=g, dtype=F64)
+    x1[4] = x1[9]  # equal examples: tied to the self-kernel after the tiles
+    x2 = torch.randn(11, *shape, generator=g, dtype=F64) if cross else None
+    ref = _kernels(net, x1, x2, monkeypatch, 1)
+    assert not counted_workers  # one worker: runs in the calling thread
+    for workers in (2, 3):
+        k = _kernels(net, x1, x2, monkeypatch, workers)
+        for field in ("nngp", "ntk", "cov1", "cov2"):
+            a, b = getattr(ref, field), getattr(k, field)
+            assert (a is None) == (b is None), field
+            if a is not None:
+                assert torch.equal(a, b), (field, workers)
+    assert len(counted_workers) >= 2  # the tiles really ran on several threads
+
+
+def test_default_threads_use_workers_and_restore_the_thread_count(
+    small_tiles, counted_workers, monkeypatch
+) -> None:
+    monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
+    net = serial(Dense(8), ReLU(), Dense(1))
+    x = torch.randn(17, 3, dtype=F64)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = net.kernel(x)
+        assert not counted_workers
+        torch.set_num_threads(2)
+        two = net.kernel(x)
+        assert len(counted_workers) == 2
+        assert torch.get_num_threads() == 2  # the caller's count is back
+        seen_by_new_thread = []
+        t = threading.Thread(target=lambda: seen_by_new_thread.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen_by_new_thread == [2]
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one.nngp, two.nngp) and torch.equal(one.ntk, two.ntk)
+
+
+def test_a_failing_job_raises_in_the_caller_and_cancels_the_rest(counted_workers) -> None:
+    ran = []
+
+    def job(i: int) -> int:
+        if i == 2:
+            raise ValueError("job 2 failed")
+        ran.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="job 2 failed"):
+        _threads.run_jobs(job, range(200), 2)
+    assert len(ran) < 199  # jobs after the failure were cancelled, not all run
+    assert _threads.run_jobs(job, [0, 1, 3], 2) == [0, 1, 3]  # the pool still works
+
+
+def test_overflow_in_a_worker_tile_is_a_clear_error(small_tiles, monkeypatch) -> None:
+    monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", "2")
+    x = torch.randn(13, 4, dtype=F64)
+    x[9] = 1e160  # x·x'/d overflows float64 in the tile of rows 8..11
+    with pytest.raises(ValueError, match="NNGP overflowed"):
+        serial(Dense(4), ReLU(), Dense(1)).kernel(x)
+
+
+def test_jobs_inside_a_worker_run_in_that_worker(counted_workers) -> None:
+    def job(_: int) -> int:
+        with _threads.engine_threads(torch.device("cpu")) as workers:
+            return workers
+
+    assert _threads.run_jobs(job, range(4), 2) == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_bad_engine_threads_variable_is_named(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", value)
+    with pytest.raises(ValueError, match="WIDELIMIT_ENGINE_THREADS must be a positive integer"):
+        serial(Dense(4), ReLU()).kernel(torch.randn(3, 2, dtype=F64))
+
+
+def test_worker_tiles_run_under_the_busy_heap_threshold(
+    small_tiles, counted_workers, monkeypatch
+) -> None:
+    """glibc's trim threshold is process-wide: every worker's tile must run while the
+    engine holds it at TRIM_BUSY, and the idle value must come back after the call."""
+    from widelimit import _memory
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(_memory, "_mallopt", lambda: lambda p, v: calls.append((p, v)) or 1)
+    seen: list[tuple[int, int]] = []
+    inner = tiles.network_output
+
+    def recording(k):
+        seen.append((threading.get_ident(), _memory._depth))
+        return inner(k)
+
+    monkeypatch.setattr(tiles, "network_output", recording)
+    monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", "2")
+    serial(Dense(8), ReLU(), Dense(1)).kernel(torch.randn(30, 3, dtype=F64))
+    assert len({t for t, _ in seen}) >= 2 and all(d == 1 for _, d in seen)
+    assert calls == [
+        (_memory._M_TRIM_THRESHOLD, _memory.TRIM_BUSY),
+        (_memory._M_TRIM_THRESHOLD, _memory.TRIM_IDLE),
+    ]
