@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -29,16 +30,34 @@ __all__ = ["compute_tile"]
 console = stderr_console
 
 
+#: Inputs of one side of the kernel: the ``(N, *input_shape)`` array and its side inputs.
+Inputs = tuple[np.ndarray | None, dict[str, np.ndarray] | None]
+
+
 def compute_tile(
-    net: Layer, xa: np.ndarray, xb: np.ndarray | None, get: tuple[str, ...], device: str
+    net: Layer,
+    xa: np.ndarray,
+    xb: np.ndarray | None,
+    get: tuple[str, ...],
+    device: str,
+    side_a: Mapping[str, np.ndarray] | None = None,
+    side_b: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One tile: ``net.kernel(xa, xb)`` as numpy ``(len(xa), len(xb or xa))`` arrays per kernel.
 
-    A pure function of its arguments (what a Dask worker runs).
+    ``side_a``/``side_b``: the side inputs (``mask``, ``pattern``, ...) of the rows
+    ``xa`` and the columns ``xb`` (``side_b`` unused when ``xb`` is None).  A pure
+    function of its arguments (what a Dask worker runs).
     """
     ta = torch.from_numpy(xa).to(device)
     tb = None if xb is None else torch.from_numpy(xb).to(device)
-    k = net.kernel(ta, tb, get=get)
+    sa = {k: torch.as_tensor(v, device=device) for k, v in (side_a or {}).items()}
+    if tb is None:
+        side: dict[str, object] = dict(sa)
+    else:
+        sb = side_b or {}
+        side = {k: (v, torch.as_tensor(sb[k], device=device)) for k, v in sa.items()}
+    k = net.kernel(ta, tb, get=get, **side)
     return {g: getattr(k, g).detach().cpu().numpy() for g in get}
 
 
@@ -114,25 +133,40 @@ class ProgressBar:
             self.bar.__exit__(*exc)
 
 
-def _slice_b(a1: np.ndarray, a2: np.ndarray | None, t: Tile) -> np.ndarray | None:
-    """Column inputs of a tile; ``None`` for a diagonal tile of a symmetric kernel."""
-    if a2 is None:
-        return None if t.i == t.j else a1[t.cols]
-    return a2[t.cols]
+def _rows(x: Inputs, s: slice) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    a, side = x
+    assert a is not None
+    return a[s], {k: v[s] for k, v in (side or {}).items()}
+
+
+def tile_inputs(
+    x1: Inputs, x2: Inputs, t: Tile
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(xa, xb, side_a, side_b)`` of a tile; ``xb`` None for a diagonal tile of a
+    symmetric kernel (``x2 = (None, None)``)."""
+    xa, sa = _rows(x1, t.rows)
+    if x2[0] is None:
+        if t.i == t.j:
+            return xa, None, sa, {}
+        xb, sb = _rows(x1, t.cols)
+    else:
+        xb, sb = _rows(x2, t.cols)
+    return xa, xb, sa, sb
 
 
 def _local_task(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...], device: str,
     kstore: KernelStore, bar: ProgressBar, t: Tile,
 ) -> int:  # fmt: skip
-    out = compute_tile(net, a1[t.rows], _slice_b(a1, a2, t), gets, device)
+    xa, xb, sa, sb = tile_inputs(x1, x2, t)
+    out = compute_tile(net, xa, xb, gets, device, sa, sb)
     kstore.write_tile(t, out)
     bar.advance(t)
     return t.entries
 
 
 def run_local(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...], device: str,
     kstore: KernelStore, todo: list[Tile], bar: ProgressBar, scheduler: Any,
     num_workers: int | None,
 ) -> None:  # fmt: skip
@@ -141,7 +175,7 @@ def run_local(
 
     dsk = {
         f"widelimit-tile-{t.key}": (
-            partial(_local_task, net, a1, a2, gets, device, kstore, bar, t),
+            partial(_local_task, net, x1, x2, gets, device, kstore, bar, t),
         )
         for t in todo
     }
@@ -153,8 +187,18 @@ def run_local(
         dask.threaded.get(dsk, list(dsk), num_workers=num_workers)
 
 
+def _block_tile(
+    net: Layer, a: tuple[np.ndarray, dict], b: tuple[np.ndarray, dict] | None,
+    gets: tuple[str, ...], device: str,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`compute_tile` on scattered ``(rows, side inputs)`` blocks (cluster workers)."""
+    if b is None:
+        return compute_tile(net, a[0], None, gets, device, a[1])
+    return compute_tile(net, a[0], b[0], gets, device, a[1], b[1])
+
+
 def run_distributed(
-    client: Any, net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...],
+    client: Any, net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...],
     device: str, kstore: KernelStore, todo: list[Tile], bar: ProgressBar,
 ) -> None:  # fmt: skip
     from distributed import as_completed
@@ -162,15 +206,16 @@ def run_distributed(
     if not todo:
         return
     plan = kstore.plan
-    # Ship each row block once; tiles reference the scattered blocks.
+    symmetric = x2[0] is None
+    # Ship each row block (with its side inputs) once; tiles reference the scattered blocks.
     rows = sorted({t.i for t in todo})
     cols = sorted({t.j for t in todo})
     blocks1 = dict(
-        zip(rows, client.scatter([a1[plan.tile_at(i, 0).rows] for i in rows]), strict=True)
+        zip(rows, client.scatter([_rows(x1, plan.tile_at(i, 0).rows) for i in rows]), strict=True)
     )
-    src2 = a1 if a2 is None else a2
+    src2 = x1 if symmetric else x2
     blocks2 = dict(
-        zip(cols, client.scatter([src2[plan.tile_at(0, j).cols] for j in cols]), strict=True)
+        zip(cols, client.scatter([_rows(src2, plan.tile_at(0, j).cols) for j in cols]), strict=True)
     )
     total_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
     window = max(2 * total_threads, 2)
@@ -178,9 +223,9 @@ def run_distributed(
     futures = {}
 
     def submit(t: Tile) -> Any:
-        xb = None if (a2 is None and t.i == t.j) else blocks2[t.j]
+        xb = None if (symmetric and t.i == t.j) else blocks2[t.j]
         fut = client.submit(
-            compute_tile, net, blocks1[t.i], xb, gets, device,
+            _block_tile, net, blocks1[t.i], xb, gets, device,
             key=f"widelimit-tile-{kstore.store_id[:8]}-{t.key}", pure=False,
         )  # fmt: skip
         futures[fut.key] = t

@@ -29,6 +29,7 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,20 @@ def describe_spec(obj: Any) -> str:
     return repr(obj)
 
 
-def data_fingerprint(x: np.ndarray) -> str:
-    """BLAKE2 digest of an array's dtype, shape and bytes (C order)."""
+def data_fingerprint(x: np.ndarray, side: Mapping[str, np.ndarray] | None = None) -> str:
+    """BLAKE2 digest of an array's dtype, shape and bytes (C order), and of its side inputs.
+
+    ``side``: per-example side inputs (``mask``, ``pattern``, ...) by name; each adds its
+    name, dtype, shape and bytes, in sorted name order.  Without side inputs the digest is
+    that of ``x`` alone (stores made before side inputs keep their fingerprint).
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{x.dtype.str}|{x.shape}|".encode())
     h.update(np.ascontiguousarray(x).data)
+    for name in sorted(side or {}):
+        a = np.asarray(side[name])  # type: ignore[index]
+        h.update(f"|side:{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()
 
 
