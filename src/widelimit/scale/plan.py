@@ -156,16 +156,21 @@ def auto_tile(
     budget: int | None,
     concurrent: int,
 ) -> int:
-    """The largest multiple of 64 (at least 64, at most ``n``) whose per-tile estimate fits
-    ``TILE_TARGET_BYTES`` (or ``budget / concurrent``).  O(1)."""
+    """Tile side for ``n`` rows: tiles of at most ``TILE_TARGET_BYTES`` (or ``budget /
+    concurrent``) each, as few as that allows, all of nearly the same size.
+
+    ``side_max`` is the largest multiple of 64 within the target; then ``g = ⌈n /
+    side_max⌉`` tiles per side of ``⌈n / g⌉`` rows: the last tile is nearly full
+    (``≥ side − g + 1`` rows), so little of the store is padding (Zarr stores edge chunks
+    at full size) and no tile is tiny.  O(1).
+    """
     live = _LIVE_TENSORS if n_kernels > 1 else (_LIVE_TENSORS * 3) // 5
     per_entry = live * _per_pair(net, input_shape) * itemsize
     target = TILE_TARGET_BYTES
     if budget is not None:
         target = min(target, budget // max(concurrent, 1))
-    side = int(math.sqrt(max(target, 1) / per_entry))
-    side = max(64, side - side % 64)
-    return min(side, n)
+    side_max = max(64, int(math.sqrt(max(target, 1) / per_entry)) // 64 * 64)
+    return min(math.ceil(n / math.ceil(n / side_max)), n)
 
 
 def _existing_dir(path: Path) -> Path:
