@@ -51,6 +51,8 @@ from widelimit.scale.runners import (
     run_distributed,
     run_local,
     scheduler_name,
+    tile_threads,
+    torch_threads,
 )
 from widelimit.scale.store import (
     KernelStore,
@@ -115,8 +117,9 @@ def compute_kernel(
             ``distributed.Client`` for a cluster.
         memory_budget: bytes (or ``"8GB"``) one process may use; refuse to start
             when the tiles running at once in one process would exceed it.
-        num_workers: local Dask threads (default: CPUs // ``torch.get_num_threads()``,
-            so tiles × torch threads fill the cores); ignored on a cluster.
+        num_workers: local Dask threads, i.e. tiles at once (default: one per CPU); each
+            tile runs with ``CPUs // num_workers`` torch threads (at least 1; torch's
+            setting is restored afterwards).  Ignored on a cluster and with ``"sync"``.
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
         verify: on resume, re-hash finished tiles against their records.
@@ -231,7 +234,8 @@ def compute_kernel(
             console.print(mem.describe())
 
         t0 = time.perf_counter()
-        with ProgressBar(len(plan), len(done), tile, progress) as bar:
+        threads = torch_threads(tile_threads(client, scheduler, concurrent))
+        with threads, ProgressBar(len(plan), len(done), tile, progress) as bar:
             if client is None:
                 run_local(
                     net, (a1, s1), (a2, s2), gets, device, kstore, todo, bar, scheduler,

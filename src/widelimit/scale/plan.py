@@ -41,9 +41,10 @@ __all__ = [
 
 #: Live ``tile × tile × per_pair`` float arrays per running tile: the NNGP and NTK outputs
 #: of the tile, the engine's cache-sized temporaries (``widelimit.layers.tiles``: a few
-#: 4 MiB blocks, negligible for large tiles), the copy Zarr makes while writing a chunk,
-#: and what the allocator keeps between tiles.  Measured (docs/scale.md): FC 3×(Dense 512,
-#: ReLU) float32 NNGP+NTK, tile 4096, one worker: 4.3 × 64 MiB above the inputs.
+#: 4 MiB blocks, negligible for large tiles), the padded copy of an edge chunk, and what
+#: the allocator keeps between tiles.  Measured: FC 3×(Dense 512, ReLU) float32 NNGP+NTK,
+#: N = 8192, tile 4096, one worker: peak RSS 2.8 tile arrays above the inputs; 6 leaves
+#: room for the edge-tile copy and spatial nets' larger temporaries.
 _LIVE_TENSORS = 6
 #: Bytes of the largest store tile chosen automatically for one worker.
 TILE_TARGET_BYTES = 512 * 2**20
@@ -313,7 +314,7 @@ def plan_kernel(
         :class:`KernelPlan`.  Costs O(tiles) at most (reading an existing store's
         records), O(1) otherwise.
     """
-    from widelimit.scale.runners import concurrency
+    from widelimit.scale.runners import concurrency, tile_threads, torch_threads
     from widelimit.scale.store import KernelStore
 
     gets = check_get(get)
@@ -354,7 +355,10 @@ def plan_kernel(
     )  # fmt: skip
     done_entries = sum(plan.tile_entries(i, j) for i, j in done_keys)
     todo_entries = plan.entries - done_entries
-    spe = probe_seconds_per_entry(net, x1, gets, np_dtype) if probe else None
+    spe = None
+    if probe:  # with the torch threads each tile will have
+        with torch_threads(tile_threads(None, None, concurrent)):
+            spe = probe_seconds_per_entry(net, x1, gets, np_dtype)
     return KernelPlan(
         n1=n1,
         n2=n2,

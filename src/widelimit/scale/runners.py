@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -83,21 +84,59 @@ def client_for(scheduler: Any) -> tuple[Any, bool]:
     )
 
 
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
 def concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
+    """Tiles that run at once: 1 (sync), ``num_workers`` or one per core (local threads),
+    the largest worker's threads (cluster)."""
     if scheduler in ("sync", "synchronous"):
         return 1
-    if client is None:  # one Dask thread per group of torch intra-op threads (no oversubscription)
-        return num_workers or max(1, (os.cpu_count() or 1) // torch.get_num_threads())
+    if client is None:
+        return num_workers or cores()
     workers = client.scheduler_info().get("workers", {})
     threads = [w.get("nthreads", 1) for w in workers.values()]
     return max(threads) if threads else 1
+
+
+def tile_threads(client: Any, scheduler: Any, concurrent: int) -> int | None:
+    """Torch intra-op threads per tile while local tiles run: ``cores // concurrent`` (at
+    least 1), so that tiles × threads fill the cores; ``None`` (leave torch's setting)
+    for the calling thread and for a cluster.
+
+    Tiles are the parallelism: one intra-op thread per tile never waits at OpenMP
+    barriers for a core another process holds (docs/scale.md measures it)."""
+    if client is not None or scheduler in ("sync", "synchronous"):
+        return None
+    return max(1, cores() // concurrent)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads to ``n`` inside the block (restored after); ``None``:
+    unchanged."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
     if client is None:
         if scheduler in ("sync", "synchronous"):
             return "sync (calling thread)"
-        return f"local threads ({concurrent} × {torch.get_num_threads()} torch threads)"
+        per_tile = tile_threads(client, scheduler, concurrent)
+        return f"local threads ({concurrent} tiles × {per_tile} torch threads)"
     n = len(client.scheduler_info().get("workers", {}))
     return f"dask.distributed {client.scheduler.address} ({n} workers)"
 
