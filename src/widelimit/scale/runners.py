@@ -106,14 +106,15 @@ def concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
 
 def tile_threads(client: Any, scheduler: Any, concurrent: int) -> int | None:
     """Torch intra-op threads per tile while local tiles run: ``cores // concurrent`` (at
-    least 1), so that tiles × threads fill the cores; ``None`` (leave torch's setting)
-    for the calling thread and for a cluster.
+    least 1, at most torch's current setting), so that tiles × threads fill the cores
+    without exceeding what the caller allowed; ``None`` (leave torch's setting) for the
+    calling thread and for a cluster.
 
     Tiles are the parallelism: one intra-op thread per tile never waits at OpenMP
     barriers for a core another process holds (docs/scale.md measures it)."""
     if client is not None or scheduler in ("sync", "synchronous"):
         return None
-    return max(1, cores() // concurrent)
+    return max(1, min(torch.get_num_threads(), cores() // concurrent))
 
 
 @contextmanager
