@@ -288,3 +288,23 @@ def test_records_with_legacy_blake2_checksums_still_verify(tmp_path) -> None:
     arr[0, 0] = arr[0, 0] + 1.0
     with pytest.raises(StoreCorruptError, match="does not match"):
         np.asarray(load_kernel(store).nngp)
+
+
+# ------------------------------------------------------------------ threads
+def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch) -> None:
+    import widelimit.scale.runners as runners
+
+    monkeypatch.setattr(runners, "cores", lambda: 8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        assert runners.concurrency(None, None, None) == 8  # one tile per core by default
+        assert [runners.tile_threads(None, None, w) for w in (8, 2, 3, 16)] == [1, 4, 2, 1]
+        assert runners.tile_threads(None, "sync", 1) is None
+        torch.set_num_threads(1)  # the caller's limit holds
+        assert runners.tile_threads(None, None, 2) == 1
+        with runners.torch_threads(3):
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -119,7 +119,8 @@ def compute_kernel(
             when the tiles running at once in one process would exceed it.
         num_workers: local Dask threads, i.e. tiles at once (default: one per CPU); each
             tile runs with ``CPUs // num_workers`` torch threads (at least 1, at most
-            ``torch.get_num_threads()``; torch's setting is restored afterwards).  Ignored on a cluster and with ``"sync"``.
+            ``torch.get_num_threads()``; torch's setting is restored afterwards).
+            Ignored on a cluster and with ``"sync"``.
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
         verify: on resume, re-hash finished tiles against their records.
