@@ -170,9 +170,9 @@ def kernel_to_store(
     }
     if json:
         print_json(summary)
-    else:
+    else:  # a result: stdout (docs/cli.md)
         rows = [[k, v] for k, v in summary.items()]
-        console.print(table(f"kernel store {store}", ["field", "value"], rows))
+        stdout.print(table(f"kernel store {store}", ["field", "value"], rows))
     return summary
 
 
