@@ -19,7 +19,7 @@ from rich.console import Console
 
 from widelimit._cli.common import console, load_array, print_json, table
 
-#: Results (tables) go to stdout, logs and progress to stderr (docs/cli.md).
+#: Results (tables) go to stdout, logs and progress to stderr (the CLI output convention).
 stdout = Console()
 
 
@@ -170,7 +170,7 @@ def kernel_to_store(
     }
     if json:
         print_json(summary)
-    else:  # a result: stdout (docs/cli.md)
+    else:  # a result: stdout
         rows = [[k, v] for k, v in summary.items()]
         stdout.print(table(f"kernel store {store}", ["field", "value"], rows))
     return summary
