@@ -1,6 +1,27 @@
-"""Tiled kernels on Dask + Zarr, and large-N inference from a stored kernel.
+"""Tiled kernels on Dask + Zarr at real sizes, and large-N inference from a stored kernel.
 
-Rows (``section`` column):
+Default table (issue 22): FC ``3×(Dense(512, 1.4, 0.1) → ReLU) → Dense(1)``, x ``(N, 784)``
+float32, NNGP+NTK of x with itself, N ∈ {2k, 5k, 20k, 50k, 100k} × {``memory`` (``net.kernel``,
+where the two N×N outputs fit in a quarter of RAM), ``store`` (``compute_kernel`` with default
+options into a temporary store)} × {``1`` thread (torch 1 thread; store: one tile at a time),
+``default`` threads (torch's default; store: one tile per core)}.  Every row runs in a fresh
+process, warmed up on 256 rows (the store path's first call also imports Zarr and Dask,
+~0.1 s, which is not counted).  Columns: ``seconds`` (wall), ``cpu_s`` (all threads),
+``entries_per_s`` (upper
+triangle, ``N(N+1)/2`` entries per kernel, over wall time), ``ns_per_entry`` (wall, per
+thread: ``seconds · threads / entries``), ``peak_MiB`` (peak RSS of the process, imports and
+inputs included), ``disk_GiB`` (store size), ``bound_s`` and ``ratio_to_bound``: the
+syrk + passes bound — one symmetric Gram ``x xᵀ`` (half a GEMM) plus 10 elementwise passes
+per hidden layer over the upper triangle, timed at N = 4000 in the same process (per entry,
+1 thread) and scaled to the row's entries and threads — and the row's wall time over it;
+``cpu_ratio_to_bound``: the row's CPU time over the bound's CPU time (steadier on a shared
+machine; at default threads it also counts OpenMP threads spinning);
+``load`` = 1-minute load average when the row ended.
+
+    python -m benchmarks.scale [--json] [--quick] [--max-n 20000] [--dir /big/disk]
+    python -m benchmarks.scale --sections throughput,overhead,cluster,inference   # older rows
+
+Older sections (``--sections``):
 
 * ``throughput``: NNGP+NTK entries/s of ``compute_kernel`` vs N, FC net
   (3 × Dense(512) → ReLU, d = 784) and CNNs (Conv → ReLU → Conv → ReLU →
@@ -19,7 +40,12 @@ Rows (``section`` column):
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -178,12 +204,120 @@ def _inference(quick: bool, tmp: Path) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict]:
+GRID_N = (2000, 5000, 20000, 50000, 100000)
+QUICK_N = (2000, 5000)
+DEPTH, PASSES, BOUND_N = 3, 10, 4000
+
+
+def _bound_per_entry() -> tuple[float, float]:
+    """(wall, CPU) seconds per upper-triangle entry (one thread) of the syrk + passes bound
+    at BOUND_N (best of three)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = _data(BOUND_N, (784,)).float()
+        a, b = torch.rand(BOUND_N, BOUND_N), torch.rand(BOUND_N, BOUND_N)
+        c = torch.empty_like(a)
+        gemm = [_timed(lambda: x @ x.T) for _ in range(3)]
+        one = [_timed(lambda: torch.mul(a, b, out=c)) for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    # syrk = half a GEMM; a pass over the upper triangle = half a full pass
+    per = BOUND_N * (BOUND_N + 1) / 2
+    return tuple(  # type: ignore[return-value]
+        (min(g[i] for g in gemm) / 2 + DEPTH * PASSES * min(o[i] for o in one) / 2) / per
+        for i in (0, 1)
+    )
+
+
+def _timed(fn) -> tuple[float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def grid_row(n: int, mode: str, threads: str, tmp: Path) -> dict:
+    """One row of the default table, measured in this process (called in a fresh one)."""
+    if threads == "1":
+        torch.set_num_threads(1)
+    n_threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    x = _data(n, (784,)).float()
+    net = fc_net()
+    net.kernel(x[:256])  # warm-up outside the timing
+    if mode == "store":  # and the store path's one-time costs (lazy imports: zarr, dask)
+        compute_kernel(net, x[:256], store=tmp / "warm.zarr", progress=False, num_workers=1)
+    entries = n * (n + 1) / 2
+    disk = None
+    c0, t0 = time.process_time(), time.perf_counter()
+    if mode == "memory":
+        k = net.kernel(x)
+        del k
+        used = n_threads
+    else:
+        path = tmp / f"k{n}.zarr"
+        workers = 1 if threads == "1" else None
+        out = compute_kernel(net, x, store=path, progress=False, num_workers=workers)
+        used = 1 if threads == "1" else (cores or 1)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the bound's arrays
+    if mode == "store":
+        disk = out.info().bytes_on_disk / 2**30
+        shutil.rmtree(path, ignore_errors=True)
+    wall_per, cpu_per = _bound_per_entry()
+    bound = wall_per * entries / used
+    return {
+        "N": n, "mode": mode, "threads": threads if threads == "1" else f"default ({used})",
+        "seconds": seconds, "cpu_s": cpu, "entries_per_s": entries / seconds,
+        "ns_per_entry": 1e9 * seconds * used / entries,
+        "peak_MiB": peak,
+        "disk_GiB": disk, "bound_s": bound, "ratio_to_bound": seconds / bound,
+        "cpu_ratio_to_bound": cpu / (cpu_per * entries),
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+def fits_in_memory(n: int) -> bool:
+    """Whether two N×N float32 outputs fit in a quarter of the machine's RAM."""
+    import psutil
+
+    return 2 * n * n * 4 <= psutil.virtual_memory().total / 4
+
+
+def run(quick: bool = False, *, max_n: int | None = None, tmp_dir: str | None = None) -> list[dict]:
+    """The default table; each row in a fresh ``python -m benchmarks.scale --row ...``."""
+    rows: list[dict] = []
+    sizes = [n for n in (QUICK_N if quick else GRID_N) if max_n is None or n <= max_n]
+    for n in sizes:
+        for mode in ("memory", "store"):
+            if mode == "memory" and not fits_in_memory(n):
+                continue
+            for threads in ("1", "default"):
+                cmd = [sys.executable, "-m", "benchmarks.scale", "--row", f"{n},{mode},{threads}"]
+                if tmp_dir:
+                    cmd += ["--dir", tmp_dir]
+                env = dict(os.environ)
+                if threads != "1":
+                    env.pop("OMP_NUM_THREADS", None)
+                res = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                     cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+                if res.returncode != 0:
+                    rows.append({"N": n, "mode": mode, "threads": threads,
+                                 "error": res.stderr.strip().splitlines()[-1:]})  # fmt: skip
+                    continue
+                rows.append(json.loads(res.stdout))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def run_sections(quick: bool, names: list[str]) -> list[dict]:
+    """The older sections (throughput, overhead, cluster, inference)."""
+    parts = {"throughput": _throughput, "overhead": _overhead, "cluster": _cluster,
+             "inference": _inference}  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="widelimit-bench-") as d:
-        tmp = Path(d)
-        for part in (_throughput, _overhead, _cluster, _inference):
-            rows += part(quick, tmp)
+        for name in names:
+            rows += parts[name](quick, Path(d))
     return rows
 
 
@@ -212,14 +346,26 @@ def run_large(n: int, tile: int = 2000, workers: int = 2, store: str | None = No
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    p.add_argument("--quick", action="store_true", help="N = 2k, 5k only (smoke run)")
+    p.add_argument("--max-n", type=int, default=None, help="skip rows with larger N")
+    p.add_argument("--dir", default=None, help="directory for the temporary stores")
+    p.add_argument("--sections", default=None, help="older sections, comma-separated")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # N,mode,threads (child)
     p.add_argument("--large", type=int, default=None, help="only the N×N closing-note run")
     p.add_argument("--tile", type=int, default=2000, help="tile for --large")
     args = p.parse_args(argv)
-    if args.large:
+    if args.row:
+        n, mode, threads = args.row.split(",")
+        with tempfile.TemporaryDirectory(prefix="widelimit-scale-", dir=args.dir) as d:
+            print(json.dumps(grid_row(int(n), mode, threads, Path(d))))
+    elif args.large:
         report("scale: large kernel", [run_large(args.large, args.tile)], args.json)
+    elif args.sections:
+        rows = run_sections(args.quick, args.sections.split(","))
+        report("scale: tiled kernels, clusters, large-N inference", rows, args.json)
     else:
-        report("scale: tiled kernels, clusters, large-N inference", run(args.quick), args.json)
+        rows = run(args.quick, max_n=args.max_n, tmp_dir=args.dir)
+        report("scale: in memory vs store, 1 and default threads (FC float32)", rows, args.json)
 
 
 if __name__ == "__main__":

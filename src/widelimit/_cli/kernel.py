@@ -41,6 +41,7 @@ from widelimit._cli.common import (
     save_npy,
 )
 from widelimit._cli.deprecated import resolve_alias
+from widelimit._cli.scale import load_side_inputs
 from widelimit.scaling import SCALINGS, InputScaling, load_scaling
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -152,6 +153,34 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[
             bool, typer.Option(help="Progress on stderr (tiles with --store; else after 1 s).")
         ] = True,
+        plan: Annotated[
+            bool,
+            typer.Option(
+                "--plan",
+                help="Dry run: print the tiles, disk, memory and ETA of the --store job "
+                "(stdout) and exit without computing; .npy inputs are memory-mapped.",
+            ),
+        ] = False,
+        mask: Annotated[
+            str | None,
+            typer.Option(
+                help="Side input mask for x1: .npy/.csv of shape (N1, *spatial), true where "
+                "a position exists (masking layers)."
+            ),
+        ] = None,
+        mask2: Annotated[
+            str | None, typer.Option(help="Mask for x2 (needed with --x2 and --mask).")
+        ] = None,
+        pattern: Annotated[
+            str | None,
+            typer.Option(
+                help="Side input pattern for x1 (graph Aggregate): .npy of shape "
+                "(N1, n, n), or a shared (n, n)."
+            ),
+        ] = None,
+        pattern2: Annotated[
+            str | None, typer.Option(help="Pattern for x2 (needed with --x2 and --pattern).")
+        ] = None,
         data: Annotated[str | None, typer.Option("--data", hidden=True)] = None,
         data2: Annotated[str | None, typer.Option("--data2", hidden=True)] = None,
         n: Annotated[int | None, typer.Option("--n", hidden=True)] = None,
@@ -175,6 +204,18 @@ def register(app: typer.Typer) -> None:
         if to_stdout and fmt == "json":
             raise typer.BadParameter("--out - writes the kernel itself on stdout; drop --json "
                                      "or give --out a directory", param_hint="--out")  # fmt: skip
+        side = load_side_inputs(
+            {"mask": (mask, mask2), "pattern": (pattern, pattern2)}, two=x2 is not None,
+            n_rows=n_rows,
+        )  # fmt: skip
+        if plan:
+            from widelimit._cli.scale import print_plan
+
+            print_plan(
+                spec, x1, x2, n_rows=n_rows, input_shape=input_shape, dtype=DTYPES[dtype],
+                store=store, tile=tile, get=gets, memory_budget=memory_budget, json=fmt == "json",
+            )  # fmt: skip
+            return
         arrays = [load_array(x1, "--x1", n_rows=n_rows, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, min_ndim=2))
@@ -190,19 +231,20 @@ def register(app: typer.Typer) -> None:
             except ValueError as err:
                 raise typer.BadParameter(str(err), param_hint="--input-shape") from err
         xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
+        del arrays  # the float64 copies: the job keeps only xs (peak memory at large N)
         if store is not None:
             from widelimit._cli.scale import kernel_to_store
 
             kernel_to_store(
                 spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
                 fmt == "json", memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-                progress=progress, fmt=fmt, scaling=scaling,
+                progress=progress, fmt=fmt, scaling=scaling, side=side,
             )  # fmt: skip
             return
         t0 = time.perf_counter()
         try:
             with activity("computing " + " and ".join(g.upper() for g in gets), progress):
-                k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets)
+                k = spec.kernel(xs[0], xs[1] if len(xs) > 1 else None, get=gets, **side)
         except (ValueError, TypeError) as err:
             raise typer.BadParameter(str(err)) from err
         seconds = time.perf_counter() - t0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 
 from widelimit._cli.common import (
@@ -27,7 +28,104 @@ from widelimit._cli.common import (
     load_array,
     output_format,
     save_npy,
+    warn,
 )
+
+
+def load_side_inputs(
+    files: dict[str, tuple[str | None, str | None]], *, two: bool, n_rows: int | None
+) -> dict[str, Any]:
+    """Side inputs from ``--mask``/``--mask2``, ``--pattern``/``--pattern2`` files.
+
+    ``files``: name → (file for x1, file for x2).  Returns keyword arguments for
+    ``net.kernel``/``compute_kernel``: ``{name: a1}``, or ``{name: (a1, a2)}`` when
+    ``two`` (x2 given; then both files are needed).  ``n_rows`` keeps the first rows of
+    per-example arrays (a shared ``(n, n)`` pattern is kept whole).
+    """
+    side: dict[str, Any] = {}
+    for name, (f1, f2) in files.items():
+        if f1 is None and f2 is None:
+            continue
+        if f1 is None:
+            raise typer.BadParameter(f"--{name}2 needs --{name} (for x1)", param_hint=f"--{name}2")
+        if two and f2 is None:
+            raise typer.BadParameter(
+                f"with --x2, give --{name}2 for x2 as well (the same file for a shared one)",
+                param_hint=f"--{name}2",
+            )
+        if not two and f2 is not None:
+            raise typer.BadParameter(f"--{name}2 needs --x2", param_hint=f"--{name}2")
+        arrays = []
+        for f, opt in ((f1, f"--{name}"), (f2, f"--{name}2")):
+            if f is None:
+                continue
+            a = load_array(f, opt, builtin=False)
+            shared = name == "pattern" and a.ndim == 2  # one graph for the whole batch
+            arrays.append(a if shared or n_rows is None else a[:n_rows])
+        side[name] = tuple(arrays) if two else arrays[0]
+    return side
+
+
+def _open_rows(source: str, option: str, n_rows: int | None) -> np.ndarray:
+    """Rows of a data source without reading them: ``.npy`` files are memory-mapped."""
+    p = Path(source)
+    if p.suffix == ".npy" and p.is_file():
+        try:
+            x = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise typer.BadParameter(f"{p}: not a readable .npy file ({err})", option) from err
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            raise typer.BadParameter(f"{p}: expected a numeric (N, ...) array", option)
+    else:
+        x = load_array(source, option, n_rows=n_rows, min_ndim=2)
+    return x if n_rows is None else x[:n_rows]
+
+
+def print_plan(
+    net: Any,
+    x1: str,
+    x2: str | None,
+    *,
+    n_rows: int | None,
+    input_shape: str | None,
+    dtype: torch.dtype,
+    store: str | Path | None,
+    tile: int | None,
+    get: tuple[str, ...],
+    memory_budget: str | None,
+    json: bool,
+) -> dict[str, Any]:
+    """``widelimit kernel --plan``: the job's tiles, disk, memory and ETA on stdout."""
+    from widelimit._cli.common import parse_ints
+    from widelimit.scale import plan_kernel
+
+    xs = [_open_rows(x1, "--x1", n_rows)]
+    if x2 is not None:
+        xs.append(_open_rows(x2, "--x2", n_rows))
+    if input_shape is not None:
+        try:
+            shape = parse_ints(input_shape, "--input-shape")
+            xs = [a.reshape(len(a), *shape) for a in xs]
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--input-shape") from err
+    try:
+        plan = plan_kernel(
+            net, xs[0], xs[1] if len(xs) > 1 else None, store=store, tile=tile, get=get,
+            memory_budget=memory_budget, dtype=dtype,
+        )  # fmt: skip
+    except (ValueError, TypeError) as err:
+        raise typer.BadParameter(str(err)) from err
+    summary = plan.to_dict() | {"store": None if store is None else str(store)}
+    if json:
+        emit_json(summary)
+    else:
+        title = f"plan for kernel store {store}" if store else "plan for a kernel store"
+        emit_table(title, ["field", "value"], plan.rows())
+        if not plan.fits_disk:
+            warn(
+                f"the store does not fit: {plan.rows()[6][1]}; compute_kernel would refuse to start"
+            )
+    return summary
 
 
 def kernel_to_store(
@@ -46,6 +144,7 @@ def kernel_to_store(
     progress: bool = True,
     fmt: str = "table",
     scaling: Any = None,
+    side: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
 
@@ -60,7 +159,7 @@ def kernel_to_store(
         result = compute_kernel(
             net, x1, x2, store=store, tile=tile, get=get, scheduler=scheduler,
             memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-            progress=progress and not json,
+            progress=progress and not json, **(side or {}),
         )  # fmt: skip
     except KeyboardInterrupt:
         _exit_on_second_interrupt(store)

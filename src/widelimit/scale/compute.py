@@ -21,9 +21,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,15 @@ import torch
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
 from widelimit.layers.base import Layer, check_get
 from widelimit.scale.lock import StoreLock
+from widelimit.scale.plan import (
+    MemoryEstimate,
+    auto_tile,
+    check_disk,
+    estimate_memory,
+    fmt_bytes,
+    parse_bytes,
+    store_bytes,
+)
 from widelimit.scale.read import StoredKernel
 from widelimit.scale.runners import (
     ProgressBar,
@@ -43,6 +51,8 @@ from widelimit.scale.runners import (
     run_distributed,
     run_local,
     scheduler_name,
+    tile_threads,
+    torch_threads,
 )
 from widelimit.scale.store import (
     KernelStore,
@@ -54,32 +64,6 @@ from widelimit.scale.store import (
 from widelimit.scale.tiles import tile_plan
 
 __all__ = ["MemoryEstimate", "RunStats", "compute_kernel", "compute_tile", "estimate_memory"]
-
-#: Live (tile × tile × per-pair) float tensors per running tile: NNGP and NTK of
-#: the current and previous layer, the activation's temporaries (q1·q2,
-#: correlation, angle, ...), the numpy copy written out, and memory the
-#: allocator keeps per thread.  Measured: ``net.kernel`` alone peaks at ~16
-#: (depth-3 ReLU FC at N=2500, CNN+Flatten/GAP); a whole N=20000 run with two
-#: threads and 2000-tiles peaked at 1937 MiB RSS = 2 × 28 × 30.5 MiB + inputs.
-_LIVE_TENSORS = 28
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Estimated peak memory of a tiled job (bytes)."""
-
-    per_tile: int
-    concurrent_tiles: int
-    total: int
-    store_bytes: int
-    per_pair: int  # kernel entries tracked per pair of inputs (spatial layout)
-
-    def describe(self) -> str:
-        return (
-            f"memory estimate: {_fmt(self.per_tile)} per tile × {self.concurrent_tiles} "
-            f"concurrent + data = {_fmt(self.total)} per process; store on disk "
-            f"{_fmt(self.store_bytes)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -93,74 +77,6 @@ class RunStats:
     entries_per_second: float
     memory: MemoryEstimate
     scheduler: str
-
-
-def _fmt(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.3g} TiB"  # pragma: no cover
-
-
-def _parse_bytes(name: str, value: int | str | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        from dask.utils import parse_bytes
-
-        try:
-            return int(parse_bytes(value))
-        except ValueError as err:
-            raise ValueError(f"`{name}` must be bytes or a size like '8GB'; got {value!r}") from err
-    return check_positive_int(name, value)
-
-
-def estimate_memory(
-    net: Layer,
-    input_shape: Sequence[int],
-    *,
-    tile: int,
-    n1: int,
-    n2: int,
-    itemsize: int,
-    n_kernels: int,
-    concurrent: int,
-    symmetric: bool,
-) -> MemoryEstimate:
-    """Peak memory: per tile ``_LIVE_TENSORS · tile² · per_pair · itemsize`` + its inputs,
-    times the tiles running at once, plus the data held by the driver.
-
-    ``per_pair`` is the number of covariance entries a pair of inputs carries
-    in the largest layout along the net: ``∏ spatial`` (diagonal layout) or
-    ``(∏ spatial)²`` (full layout, when a layer mixes positions, e.g. pooling);
-    1 for dense inputs.  Layers never enlarge the spatial extent, so the
-    input layout is the largest.
-    """
-    spatial = tuple(input_shape[1:])
-    per_pair = math.prod(spatial) if spatial else 1
-    if spatial and net.needs_full_spatial():
-        per_pair *= per_pair
-    live = _LIVE_TENSORS if n_kernels > 1 else (_LIVE_TENSORS * 3) // 5
-    per_tile = (
-        live * tile * tile * per_pair * itemsize + 2 * tile * math.prod(input_shape) * itemsize
-    )
-    data = (n1 + (0 if symmetric else n2)) * math.prod(input_shape) * itemsize  # driver's copy
-    plan_entries = tile_plan(n1, n2, tile, symmetric=symmetric).entries
-    return MemoryEstimate(
-        per_tile=int(per_tile),
-        concurrent_tiles=concurrent,
-        total=int(per_tile * concurrent + data),
-        store_bytes=int(plan_entries * itemsize * n_kernels),
-        per_pair=per_pair,
-    )
-
-
-def _auto_tile(n: int, per_entry_bytes: int, budget: int | None, concurrent: int) -> int:
-    target = 512 * 2**20 if budget is None else min(512 * 2**20, budget // max(concurrent, 1))
-    side = int(math.sqrt(max(target, 1) / per_entry_bytes))
-    side = max(64, side - side % 64)
-    return min(side, n)
 
 
 def compute_kernel(
@@ -178,6 +94,7 @@ def compute_kernel(
     overwrite: bool = False,
     verify: bool = True,
     repair: bool = False,
+    **side: Any,
 ) -> StoredKernel:
     """Compute ``net``'s NNGP/NTK in tiles into a Zarr store, resuming finished tiles.
 
@@ -200,14 +117,24 @@ def compute_kernel(
             ``distributed.Client`` for a cluster.
         memory_budget: bytes (or ``"8GB"``) one process may use; refuse to start
             when the tiles running at once in one process would exceed it.
-        num_workers: local Dask threads (default: CPUs // ``torch.get_num_threads()``,
-            so tiles × torch threads fill the cores); ignored on a cluster.
+        num_workers: local Dask threads, i.e. tiles at once (default: one per CPU); each
+            tile runs with ``CPUs // num_workers`` torch threads (at least 1, at most
+            ``torch.get_num_threads()``; torch's setting is restored afterwards).
+            Ignored on a cluster and with ``"sync"``.
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
         verify: on resume, re-hash finished tiles against their records.
         repair: on resume, drop damaged tiles (bad record, missing or truncated
             chunk, changed data) and recompute only those instead of raising.
+        **side: side inputs the network's layers read, as for
+            :meth:`~widelimit.layers.base.Layer.kernel`: ``mask=m1`` (``(N1, *spatial)``)
+            or ``pattern=a1`` (``(N1, n, n)`` or a shared ``(n, n)``) when ``x2`` is
+            None, ``mask=(m1, m2)`` with ``x2``.  Each tile gets its rows' and columns'
+            entries; the store's data fingerprint includes them.
     Raises:
+        ValueError: the store would not fit on its disk (checked before any tile runs,
+            from ``shutil.disk_usage``), the tiles would exceed ``memory_budget``, or
+            bad inputs.
         :class:`~widelimit.scale.lock.StoreLockedError`: another live process is
         writing ``store`` (an ``flock`` on ``.NAME.lock`` beside it, which records
         its host and pid; the lock dies with its process).
@@ -235,12 +162,15 @@ def compute_kernel(
                 "`x1` and `x2` must have the same per-example shape; got "
                 f"{tuple(t1.shape[1:])} and {tuple(t2.shape[1:])}"
             )
-    budget = _parse_bytes("memory_budget", memory_budget)
+    budget = parse_bytes("memory_budget", memory_budget)
     if num_workers is not None:
         num_workers = check_positive_int("num_workers", num_workers)
+    side1, side2 = net.check_side_inputs(side, t1, t2)
 
     # Probe a 2×2 kernel: validates the architecture and the output layout early.
-    probe = net.kernel(t1[:2], None if t2 is None else t2[:2], get=gets)
+    probe = net.kernel(
+        t1[:2], None if t2 is None else t2[:2], get=gets, **_side_kwargs(side1, side2, 0, 2)
+    )
     if probe.nngp.ndim != 2:
         raise ValueError(
             f"compute_kernel needs a network whose output kernel is (N1, N2); this one ends "
@@ -251,6 +181,8 @@ def compute_kernel(
     device = str(t1.device)
     a1 = t1.detach().cpu().numpy()
     a2 = None if t2 is None else t2.detach().cpu().numpy()
+    s1 = {k: v.detach().cpu().numpy() for k, v in side1.items()}
+    s2 = None if side2 is None else {k: v.detach().cpu().numpy() for k, v in side2.items()}
     symmetric = a2 is None
     n1, n2 = len(a1), len(a1) if a2 is None else len(a2)
     itemsize = a1.dtype.itemsize
@@ -260,28 +192,30 @@ def compute_kernel(
     try:
         concurrent = concurrency(client, num_workers, scheduler)
         sched_name = scheduler_name(scheduler, client, concurrent)
-        estimate = partial(
-            estimate_memory, net, tuple(a1.shape[1:]), n1=n1, n2=n2, itemsize=itemsize,
-            n_kernels=len(gets), concurrent=concurrent, symmetric=symmetric,
-        )  # fmt: skip
+        shape = tuple(a1.shape[1:])
         if tile is None and (Path(store) / "zarr.json").exists() and not overwrite:
             tile = KernelStore.open(store).meta.tile  # resume with the stored tiling
         if tile is None:
-            per_entry = estimate(tile=1).per_tile
-            tile = _auto_tile(max(n1, n2), per_entry, budget, concurrent)
+            tile = auto_tile(
+                net, shape, n=max(n1, n2), itemsize=itemsize, n_kernels=len(gets),
+                budget=budget, concurrent=concurrent,
+            )  # fmt: skip
         tile = min(check_positive_int("tile", tile), max(n1, n2))
-        mem = estimate(tile=tile)
+        mem = estimate_memory(
+            net, shape, tile=tile, n1=n1, n2=n2, itemsize=itemsize, n_kernels=len(gets),
+            concurrent=concurrent, symmetric=symmetric,
+        )  # fmt: skip
         if budget is not None and mem.total > budget:
             raise ValueError(
-                f"tiles do not fit memory_budget={_fmt(budget)}: {mem.describe()}. "
+                f"tiles do not fit memory_budget={fmt_bytes(budget)}: {mem.describe()}. "
                 f"Use a smaller `tile` (about {int(tile * math.sqrt(budget / mem.total))}) "
                 "or fewer workers"
             )
 
         meta = StoreMetadata(
             spec=describe_spec(net),
-            x1=data_fingerprint(a1),
-            x2=None if a2 is None else data_fingerprint(a2),
+            x1=data_fingerprint(a1, side=s1),
+            x2=None if a2 is None else data_fingerprint(a2, side=s2),
             n1=n1,
             n2=n2,
             input_shape=tuple(a1.shape[1:]),
@@ -289,10 +223,16 @@ def compute_kernel(
             tile=tile,
             get=gets,
         )
+        if not overwrite and not (Path(store) / "zarr.json").exists():  # a new store
+            check_disk(store, store_bytes(tile_plan(n1, n2, tile, symmetric=symmetric),
+                                          itemsize, len(gets)))  # fmt: skip
         lock = StoreLock(store).acquire()
         kstore, done = _open_store(store, meta, overwrite=overwrite, verify=verify, repair=repair)
         plan = kstore.plan
         todo = [t for t in plan.tiles() if (t.i, t.j) not in done]
+        # Refuse before any tile runs if the rest of the store cannot fit on its disk
+        # (a new store was checked before it was created).
+        check_disk(store, store_bytes(plan, itemsize, len(gets), len(todo)))
         if progress:
             console.print(
                 f"[bold]widelimit.scale[/]: {n1}×{n2} {'/'.join(gets)} ({meta.dtype}), "
@@ -301,11 +241,15 @@ def compute_kernel(
             console.print(mem.describe())
 
         t0 = time.perf_counter()
-        with ProgressBar(len(plan), len(done), tile, progress) as bar:
+        threads = torch_threads(tile_threads(client, scheduler, concurrent))
+        with threads, ProgressBar(len(plan), len(done), tile, progress) as bar:
             if client is None:
-                run_local(net, a1, a2, gets, device, kstore, todo, bar, scheduler, concurrent)
+                run_local(
+                    net, (a1, s1), (a2, s2), gets, device, kstore, todo, bar, scheduler,
+                    concurrent,
+                )  # fmt: skip
             else:
-                run_distributed(client, net, a1, a2, gets, device, kstore, todo, bar)
+                run_distributed(client, net, (a1, s1), (a2, s2), gets, device, kstore, todo, bar)
         seconds = time.perf_counter() - t0
     finally:
         if lock is not None:
@@ -325,6 +269,15 @@ def compute_kernel(
         scheduler=sched_name,
     )
     return result
+
+
+def _side_kwargs(
+    side1: Mapping[str, Any], side2: Mapping[str, Any] | None, start: int, stop: int
+) -> dict[str, Any]:
+    """Keyword side inputs of ``net.kernel`` for rows (and columns) ``start:stop``."""
+    if side2 is None:
+        return {k: v[start:stop] for k, v in side1.items()}
+    return {k: (v[start:stop], side2[k][start:stop]) for k, v in side1.items()}
 
 
 def _open_store(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -29,16 +31,34 @@ __all__ = ["compute_tile"]
 console = stderr_console
 
 
+#: Inputs of one side of the kernel: the ``(N, *input_shape)`` array and its side inputs.
+Inputs = tuple[np.ndarray | None, dict[str, np.ndarray] | None]
+
+
 def compute_tile(
-    net: Layer, xa: np.ndarray, xb: np.ndarray | None, get: tuple[str, ...], device: str
+    net: Layer,
+    xa: np.ndarray,
+    xb: np.ndarray | None,
+    get: tuple[str, ...],
+    device: str,
+    side_a: Mapping[str, np.ndarray] | None = None,
+    side_b: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One tile: ``net.kernel(xa, xb)`` as numpy ``(len(xa), len(xb or xa))`` arrays per kernel.
 
-    A pure function of its arguments (what a Dask worker runs).
+    ``side_a``/``side_b``: the side inputs (``mask``, ``pattern``, ...) of the rows
+    ``xa`` and the columns ``xb`` (``side_b`` unused when ``xb`` is None).  A pure
+    function of its arguments (what a Dask worker runs).
     """
     ta = torch.from_numpy(xa).to(device)
     tb = None if xb is None else torch.from_numpy(xb).to(device)
-    k = net.kernel(ta, tb, get=get)
+    sa = {k: torch.as_tensor(v, device=device) for k, v in (side_a or {}).items()}
+    if tb is None:
+        side: dict[str, object] = dict(sa)
+    else:
+        sb = side_b or {}
+        side = {k: (v, torch.as_tensor(sb[k], device=device)) for k, v in sa.items()}
+    k = net.kernel(ta, tb, get=get, **side)
     return {g: getattr(k, g).detach().cpu().numpy() for g in get}
 
 
@@ -64,21 +84,60 @@ def client_for(scheduler: Any) -> tuple[Any, bool]:
     )
 
 
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
 def concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
+    """Tiles that run at once: 1 (sync), ``num_workers`` or one per core (local threads),
+    the largest worker's threads (cluster)."""
     if scheduler in ("sync", "synchronous"):
         return 1
-    if client is None:  # one Dask thread per group of torch intra-op threads (no oversubscription)
-        return num_workers or max(1, (os.cpu_count() or 1) // torch.get_num_threads())
+    if client is None:
+        return num_workers or cores()
     workers = client.scheduler_info().get("workers", {})
     threads = [w.get("nthreads", 1) for w in workers.values()]
     return max(threads) if threads else 1
+
+
+def tile_threads(client: Any, scheduler: Any, concurrent: int) -> int | None:
+    """Torch intra-op threads per tile while local tiles run: ``cores // concurrent`` (at
+    least 1, at most torch's current setting), so that tiles × threads fill the cores
+    without exceeding what the caller allowed; ``None`` (leave torch's setting) for the
+    calling thread and for a cluster.
+
+    Tiles are the parallelism: one intra-op thread per tile never waits at OpenMP
+    barriers for a core another process holds (docs/scale.md measures it)."""
+    if client is not None or scheduler in ("sync", "synchronous"):
+        return None
+    return max(1, min(torch.get_num_threads(), cores() // concurrent))
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads to ``n`` inside the block (restored after); ``None``:
+    unchanged."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
     if client is None:
         if scheduler in ("sync", "synchronous"):
             return "sync (calling thread)"
-        return f"local threads ({concurrent} × {torch.get_num_threads()} torch threads)"
+        per_tile = tile_threads(client, scheduler, concurrent)
+        return f"local threads ({concurrent} tiles × {per_tile} torch threads)"
     n = len(client.scheduler_info().get("workers", {}))
     return f"dask.distributed {client.scheduler.address} ({n} workers)"
 
@@ -114,25 +173,40 @@ class ProgressBar:
             self.bar.__exit__(*exc)
 
 
-def _slice_b(a1: np.ndarray, a2: np.ndarray | None, t: Tile) -> np.ndarray | None:
-    """Column inputs of a tile; ``None`` for a diagonal tile of a symmetric kernel."""
-    if a2 is None:
-        return None if t.i == t.j else a1[t.cols]
-    return a2[t.cols]
+def _rows(x: Inputs, s: slice) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    a, side = x
+    assert a is not None
+    return a[s], {k: v[s] for k, v in (side or {}).items()}
+
+
+def tile_inputs(
+    x1: Inputs, x2: Inputs, t: Tile
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(xa, xb, side_a, side_b)`` of a tile; ``xb`` None for a diagonal tile of a
+    symmetric kernel (``x2 = (None, None)``)."""
+    xa, sa = _rows(x1, t.rows)
+    if x2[0] is None:
+        if t.i == t.j:
+            return xa, None, sa, {}
+        xb, sb = _rows(x1, t.cols)
+    else:
+        xb, sb = _rows(x2, t.cols)
+    return xa, xb, sa, sb
 
 
 def _local_task(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...], device: str,
     kstore: KernelStore, bar: ProgressBar, t: Tile,
 ) -> int:  # fmt: skip
-    out = compute_tile(net, a1[t.rows], _slice_b(a1, a2, t), gets, device)
+    xa, xb, sa, sb = tile_inputs(x1, x2, t)
+    out = compute_tile(net, xa, xb, gets, device, sa, sb)
     kstore.write_tile(t, out)
     bar.advance(t)
     return t.entries
 
 
 def run_local(
-    net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...], device: str,
+    net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...], device: str,
     kstore: KernelStore, todo: list[Tile], bar: ProgressBar, scheduler: Any,
     num_workers: int | None,
 ) -> None:  # fmt: skip
@@ -141,7 +215,7 @@ def run_local(
 
     dsk = {
         f"widelimit-tile-{t.key}": (
-            partial(_local_task, net, a1, a2, gets, device, kstore, bar, t),
+            partial(_local_task, net, x1, x2, gets, device, kstore, bar, t),
         )
         for t in todo
     }
@@ -153,8 +227,18 @@ def run_local(
         dask.threaded.get(dsk, list(dsk), num_workers=num_workers)
 
 
+def _block_tile(
+    net: Layer, a: tuple[np.ndarray, dict], b: tuple[np.ndarray, dict] | None,
+    gets: tuple[str, ...], device: str,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`compute_tile` on scattered ``(rows, side inputs)`` blocks (cluster workers)."""
+    if b is None:
+        return compute_tile(net, a[0], None, gets, device, a[1])
+    return compute_tile(net, a[0], b[0], gets, device, a[1], b[1])
+
+
 def run_distributed(
-    client: Any, net: Layer, a1: np.ndarray, a2: np.ndarray | None, gets: tuple[str, ...],
+    client: Any, net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...],
     device: str, kstore: KernelStore, todo: list[Tile], bar: ProgressBar,
 ) -> None:  # fmt: skip
     from distributed import as_completed
@@ -162,15 +246,16 @@ def run_distributed(
     if not todo:
         return
     plan = kstore.plan
-    # Ship each row block once; tiles reference the scattered blocks.
+    symmetric = x2[0] is None
+    # Ship each row block (with its side inputs) once; tiles reference the scattered blocks.
     rows = sorted({t.i for t in todo})
     cols = sorted({t.j for t in todo})
     blocks1 = dict(
-        zip(rows, client.scatter([a1[plan.tile_at(i, 0).rows] for i in rows]), strict=True)
+        zip(rows, client.scatter([_rows(x1, plan.tile_at(i, 0).rows) for i in rows]), strict=True)
     )
-    src2 = a1 if a2 is None else a2
+    src2 = x1 if symmetric else x2
     blocks2 = dict(
-        zip(cols, client.scatter([src2[plan.tile_at(0, j).cols] for j in cols]), strict=True)
+        zip(cols, client.scatter([_rows(src2, plan.tile_at(0, j).cols) for j in cols]), strict=True)
     )
     total_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
     window = max(2 * total_threads, 2)
@@ -178,9 +263,9 @@ def run_distributed(
     futures = {}
 
     def submit(t: Tile) -> Any:
-        xb = None if (a2 is None and t.i == t.j) else blocks2[t.j]
+        xb = None if (symmetric and t.i == t.j) else blocks2[t.j]
         fut = client.submit(
-            compute_tile, net, blocks1[t.i], xb, gets, device,
+            _block_tile, net, blocks1[t.i], xb, gets, device,
             key=f"widelimit-tile-{kstore.store_id[:8]}-{t.key}", pure=False,
         )  # fmt: skip
         futures[fut.key] = t

@@ -28,12 +28,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 
@@ -69,16 +72,48 @@ REPAIR_HINT = (
 
 
 # ---------------------------------------------------------------- fingerprints
-def data_fingerprint(x: np.ndarray) -> str:
-    """BLAKE2 digest of an array's dtype, shape and bytes (C order)."""
+def data_fingerprint(x: np.ndarray, side: Mapping[str, np.ndarray] | None = None) -> str:
+    """BLAKE2 digest of an array's dtype, shape and bytes (C order), and of its side inputs.
+
+    ``side``: per-example side inputs (``mask``, ``pattern``, ...) by name; each adds its
+    name, dtype, shape and bytes, in sorted name order.  Without side inputs the digest is
+    that of ``x`` alone (stores made before side inputs keep their fingerprint).
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{x.dtype.str}|{x.shape}|".encode())
     h.update(np.ascontiguousarray(x).data)
+    for name in sorted(side or {}):
+        a = np.asarray(side[name])  # type: ignore[index]
+        h.update(f"|side:{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()
 
 
-def _checksum(a: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).hexdigest()
+#: Prefix of the chunk checksums written by this version (CRC-32C of the chunk's bytes).
+CHECKSUM = "crc32c"
+
+
+def _checksum(a: np.ndarray, like: str | None = None) -> str:
+    """Checksum of an array's bytes (C order): ``'crc32c:xxxxxxxx'``.
+
+    CRC-32C (Castagnoli, hardware-accelerated through ``google_crc32c``, which Zarr itself
+    uses for its ``crc32c`` codec) runs at ~6 GB/s, ten times BLAKE2b's ~0.6 GB/s: hashing
+    a tile with BLAKE2b cost a third of computing it (docs/scale.md).  A CRC detects every
+    burst error up to 32 bits and misses a random corruption with probability 2⁻³²; the
+    checksums guard against damaged or truncated files, not against an adversary.
+    ``like``: a stored checksum; a record written before this change holds a bare BLAKE2b
+    hex digest, which is then what is computed (old stores keep verifying).
+    """
+    c = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    if like is not None and ":" not in like:  # legacy record: BLAKE2b, 16-byte digest
+        return hashlib.blake2b(c.data, digest_size=16).hexdigest()
+    ro = c.view()
+    ro.flags.writeable = False  # google_crc32c reads read-only buffers only
+    return f"{CHECKSUM}:{google_crc32c.value(ro):08x}"
+
+
+def _checksum_ok(a: np.ndarray, stored: str) -> bool:
+    return _checksum(a, like=stored) == stored
 
 
 @dataclass(frozen=True)
@@ -140,6 +175,25 @@ def _short(v: object, n: int = 120) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+def _raw_chunks(array_dir: Path) -> bool:
+    """Whether a Zarr v3 array stores raw little-endian chunks under ``c/I/J`` (no codec
+    but ``bytes``, default key encoding with "/"): then a chunk file is the chunk's bytes."""
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    codecs = meta.get("codecs") or []
+    keys = meta.get("chunk_key_encoding") or {}
+    return (
+        sys.byteorder == "little"
+        and len(codecs) == 1
+        and codecs[0].get("name") == "bytes"
+        and (codecs[0].get("configuration") or {}).get("endian") == "little"
+        and keys.get("name") == "default"
+        and (keys.get("configuration") or {}).get("separator") == "/"
+    )
+
+
 # ---------------------------------------------------------------------- store
 class KernelStore:
     """A kernel store on disk (see module docstring); open with :meth:`open`/:meth:`create`."""
@@ -152,6 +206,7 @@ class KernelStore:
         self.plan = meta.plan()
         self.records: dict[tuple[int, int], dict[str, Any]] = {}
         self._verified: dict[tuple[str, int, int], tuple[int, int, int]] = {}
+        self._raw = all(_raw_chunks(path / name) for name in meta.get)
 
     # ............................................................. opening
     @classmethod
@@ -270,7 +325,7 @@ class KernelStore:
             data = self.group[name][tile.rows, tile.cols]
         except Exception as err:  # zarr's own decode errors, whatever their type
             return f"chunk {name}/c/{tile.i}/{tile.j} cannot be read ({type(err).__name__})"
-        if _checksum(data) != rec["checksums"][name]:
+        if not _checksum_ok(data, rec["checksums"][name]):
             return f"stored {name} data does not match its checksum"
         return None
 
@@ -378,9 +433,9 @@ class KernelStore:
         key = (name, tile.i, tile.j)
         if self._verified.get(key) == stamp:
             return data
-        if _checksum(data) != rec["checksums"][name]:
+        if not _checksum_ok(data, rec["checksums"][name]):
             fresh = self._reload_record(tile)  # a concurrent repair may have rewritten it
-            if fresh is None or _checksum(data) != fresh["checksums"][name]:
+            if fresh is None or not _checksum_ok(data, fresh["checksums"][name]):
                 raise self.damage("its data does not match the checksum in its record", name, tile)
         self._verified[key] = stamp
         return data
@@ -409,6 +464,29 @@ class KernelStore:
         return dropped
 
     # ............................................................. writing
+    def _write_raw_chunk(self, name: str, tile: Tile, a: np.ndarray) -> None:
+        """Write a tile's chunk file directly, as Zarr would for an uncompressed
+        little-endian array (the only layout :meth:`create` makes): the C-order bytes of
+        the full ``(tile, tile)`` chunk, edge chunks padded with the fill value NaN.
+
+        Half the CPU of Zarr's own write path (which copies the chunk once more); reads
+        still go through Zarr, so any disagreement with Zarr's layout fails every read's
+        size and checksum test.  A kill mid-write leaves a chunk without a record, which
+        is recomputed on resume.
+        """
+        side = self.meta.tile
+        if a.shape != (side, side):
+            h, w = a.shape
+            full = np.empty((side, side), dtype=a.dtype)  # each byte written once
+            full[:h, :w] = a
+            full[:h, w:] = np.nan
+            full[h:] = np.nan
+            a = full
+        f = self.chunk_path(name, tile)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "wb") as fh:
+            fh.write(memoryview(a).cast("B"))
+
     def write_tile(self, tile: Tile, arrays: dict[str, np.ndarray]) -> None:
         """Write a tile's chunks, then (atomically) its completion record."""
         checksums, sizes = {}, {}
@@ -416,7 +494,10 @@ class KernelStore:
             a = np.ascontiguousarray(arrays[name], dtype=self.meta.dtype)
             if a.shape != tile.shape:
                 raise ValueError(f"tile {tile.key} {name}: shape {a.shape}, expected {tile.shape}")
-            self.group[name][tile.rows, tile.cols] = a
+            if self._raw:
+                self._write_raw_chunk(name, tile, a)
+            else:
+                self.group[name][tile.rows, tile.cols] = a
             checksums[name] = _checksum(a)
             sizes[name] = self.chunk_path(name, tile).stat().st_size
         rec = {

@@ -88,8 +88,23 @@ class TilePlan:
 
     @property
     def entries(self) -> int:
-        """Kernel entries actually computed (the upper triangle of tiles when symmetric)."""
-        return sum(t.entries for t in self.tiles())
+        """Kernel entries actually computed (the upper triangle of tiles when symmetric).
+
+        Closed form, O(1): all ``n1·n2`` entries, or for a symmetric plan half of them plus
+        half of the diagonal tiles' entries (``(n² + Σ_I side_I²)/2``; every side is
+        ``tile`` except the last).  Never enumerates tiles.
+        """
+        if not self.symmetric:
+            return self.n1 * self.n2
+        g = self.grid[0]
+        last = self.n1 - (g - 1) * self.tile
+        diagonal = (g - 1) * self.tile**2 + last**2
+        return (self.n1 * self.n1 + diagonal) // 2
+
+    def tile_entries(self, i: int, j: int) -> int:
+        """Entries of tile ``(i, j)`` without building it."""
+        t = self.tile
+        return (min((i + 1) * t, self.n1) - i * t) * (min((j + 1) * t, self.n2) - j * t)
 
 
 def tile_plan(n1: int, n2: int, tile: int, *, symmetric: bool) -> TilePlan:
