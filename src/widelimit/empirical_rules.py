@@ -144,11 +144,14 @@ def features(
         nd = len(m.normalized_shape)
         xh = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
         red = tuple(range(3, dd.ndim - nd))  # leading (token) dims of the module input
+        def tot(t: Tensor) -> Tensor:  # sum(()) would sum every axis
+            return (t.sum(red) if red else t).reshape(ns, b, k, -1)
+
         parts = []
         if w:
-            parts.append((dd * xh[None, :, None]).sum(red).reshape(ns, b, k, -1))
+            parts.append(tot(dd * xh[None, :, None]))
         if bias:
-            parts.append(dd.sum(red).reshape(ns, b, k, -1))
+            parts.append(tot(dd))
         return [Grad(torch.cat(parts, dim=-1))]
     if kind == "embedding":
         idx = x.reshape(b, -1)
