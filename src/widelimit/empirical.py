@@ -236,6 +236,8 @@ class _Capture:
         self.probes: dict[str, Tensor] = {}
         self.calls: Counter[str] = Counter()
         self.shapes: dict[str, list] = {}
+        self.versions: dict[str, int] = {}
+        self.with_probe: set[str] = set()
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in sites.items()]
 
     def _hook(self, name: str):
@@ -251,9 +253,14 @@ class _Capture:
                 )
                 return None
             self.inputs[name] = x.detach()
-            probe = torch.zeros_like(out, requires_grad=True)
-            self.probes[name] = probe
-            return out + probe  # ∂f/∂probe = the cotangent of this call's output
+            if name in self.with_probe or not out.requires_grad:
+                # output modified in place later on, or nothing before it requires grad
+                probe = torch.zeros_like(out, requires_grad=True)
+                self.probes[name] = probe
+                return out + probe  # ∂f/∂probe = the cotangent of this call's output
+            self.probes[name] = out
+            self.versions[name] = out._version
+            return None
 
         return hook
 
@@ -494,13 +501,19 @@ class _Features:
 
     def _structured(self, x: Tensor) -> list[rules_.Term]:
         cap, b = self.cap, x.shape[0]
-        cap.inputs, cap.probes, cap.calls = {}, {}, Counter()
+        cap.inputs, cap.probes, cap.versions, cap.calls = {}, {}, {}, Counter()
         cap.mode = "capture"
         try:
             with torch.enable_grad():
                 out = functional_call(self.module, (self.params, self.buffers), (x,))
         finally:
             cap.mode = "off"
+        changed = {
+            n for n in self.sites if n in cap.versions and cap.probes[n]._version != cap.versions[n]
+        }
+        if changed:  # outputs modified in place (e.g. ReLU(inplace=True)): add zero probes
+            cap.with_probe |= changed
+            return self._structured(x)
         for n in self.sites:
             if cap.calls[n] != 1:
                 raise RuntimeError(

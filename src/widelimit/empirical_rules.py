@@ -66,10 +66,14 @@ class Grad:
 
 @dataclass
 class Outer:
-    """``Σ_t d_t ⊗ a_t`` per group: ``a (b, G, T, fi)``, ``d (ns, b, k, G, T, fo)``."""
+    """``Σ_t d_t ⊗ a_t`` per group: ``a (b, G, T, fi)``, ``d (ns, b, k, G, T, fo)``.
+
+    ``ones``: a bias too, as if every ``a_t`` had a trailing 1 (``a_t·a'_s + 1``).
+    """
 
     a: Tensor
     d: Tensor
+    ones: bool = False
 
 
 @dataclass
@@ -108,10 +112,6 @@ def module_kind(m: nn.Module) -> tuple[str | None, str]:
 
 
 # ------------------------------------------------------------------ features
-def _append_ones(a: Tensor) -> Tensor:
-    return torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1)
-
-
 def _conv_patches(m: nn.Module, x: Tensor, nd: int) -> Tensor:
     """Patches ``(b, Cin·Πk, T)`` of a Conv1d/2d input, after the module's own padding."""
     ks, st, dil = m.kernel_size, m.stride, m.dilation
@@ -144,6 +144,7 @@ def features(
         nd = len(m.normalized_shape)
         xh = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
         red = tuple(range(3, dd.ndim - nd))  # leading (token) dims of the module input
+
         def tot(t: Tensor) -> Tensor:  # sum(()) would sum every axis
             return (t.sum(red) if red else t).reshape(ns, b, k, -1)
 
@@ -166,6 +167,8 @@ def features(
     if kind == "linear":
         a = x.reshape(b, 1, -1, x.shape[-1])  # (b, 1, T, fi)
         dt = dd.reshape(ns, b, k, 1, a.shape[2], dd.shape[-1])
+    elif kind.startswith("conv") and route == "grad":
+        return _conv_grad(kind, m, x, dd, w, bias)
     elif kind in ("conv1d", "conv2d"):
         nd = 1 if kind == "conv1d" else 2
         g_ = m.groups
@@ -201,17 +204,58 @@ def features(
             red = tuple(range(4, dd.ndim))
             terms.append(Grad(dd.sum(red)))
         return terms
-    if w and bias:
-        a = _append_ones(a)
-    elif bias:  # bias alone: Σ_t δ_t per output channel
+    if bias and not w:  # bias alone: Σ_t δ_t per output channel
         return [Grad(dt.sum(4).reshape(ns, b, k, -1))]
-    return [_outer_or_grad(Outer(a, dt), route)]
+    return [_outer_or_grad(Outer(a, dt, ones=bias), route)]
+
+
+def _conv_grad(kind: str, m: nn.Module, x: Tensor, dd: Tensor, w: bool, bias: bool) -> list[Term]:
+    """Per-example gradients of a conv / conv transpose by one grouped weight-gradient call.
+
+    With the ``b`` examples stacked along channels and ``groups = b·G``, torch's own
+    convolution weight gradient returns every example's gradient at once
+    (``(b·Cout, Cin/G, *k)``, or ``(b·Cin, Cout/G, *k)`` transposed).
+    """
+    ns, b, k = dd.shape[:3]
+    transposed = kind.startswith("conv_t")
+    pad, op = m.padding, [0] * len(m.kernel_size)
+    if not transposed and (m.padding_mode != "zeros" or isinstance(pad, str)):
+        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+        x, pad = F.pad(x, m._reversed_padding_repeated_twice, mode=mode), [0] * len(op)
+    if transposed:  # the output padding this call used (from the output's size)
+        for i, (li, lo) in enumerate(zip(x.shape[2:], dd.shape[4:], strict=True)):
+            kk, st, dl = m.kernel_size[i], m.stride[i], m.dilation[i]
+            op[i] = lo - ((li - 1) * st - 2 * pad[i] + dl * (kk - 1) + 1)
+    terms: list[Term] = []
+    if w:
+        groups = b * m.groups
+        xin = x.reshape(1, -1, *x.shape[2:])
+        shape = (b * m.weight.shape[0], *m.weight.shape[1:])
+        wt = x.new_empty(shape)  # only its shape is read
+        rows = []
+        for s_ in range(ns):
+            for c in range(k):
+                go = dd[s_, :, c].reshape(1, -1, *dd.shape[4:])
+                gw = torch.ops.aten.convolution_backward(
+                    go, xin, wt, None, list(m.stride), list(pad), list(m.dilation),
+                    transposed, op, groups, [False, True, False],
+                )[1]  # fmt: skip
+                rows.append(gw.reshape(b, -1))
+        terms.append(Grad(torch.stack(rows, 1).reshape(b, ns, k, -1).transpose(0, 1)))
+    if bias:
+        red = tuple(range(4, dd.ndim))
+        terms.append(Grad(dd.sum(red)))
+    return terms
 
 
 def _outer_or_grad(o: Outer, route: str) -> Term:
+    """Keep the factors (``"outer"``) or form ``Σ_t d_t ⊗ a_t`` (and ``Σ_t d_t``) per example."""
     if route != "grad":
         return o
-    g = torch.einsum("bgti,sbkgto->sbkgoi", o.a, o.d)
+    d = o.d.transpose(-1, -2)  # (ns, b, k, G, fo, T)
+    g = torch.matmul(d, o.a[None, :, None])  # (ns, b, k, G, fo, fi)
+    if o.ones:
+        g = torch.cat([g, d.sum(-1, keepdim=True)], dim=-1)
     return Grad(g.reshape(*g.shape[:3], -1))
 
 
@@ -266,6 +310,8 @@ def gram(ti: Term, tj: Term, trace: bool) -> Tensor:
     for g in range(g_):
         if t == 1:
             aa = a1[:, g, 0] @ a2[:, g, 0].T  # (b1, b2)
+            if ti.ones:
+                aa += 1
             dd = _mm(_rows(d1[:, :, :, g, 0], trace), _rows(d2[:, :, :, g, 0], trace))
             if trace:
                 term = dd.mul_(aa)
@@ -274,6 +320,8 @@ def gram(ti: Term, tj: Term, trace: bool) -> Tensor:
                 term = dd.view(ns, b1, k, b2, k).mul_(aa[:, None, :, None]).view_as(dd)
         else:
             aa = (a1[:, g].reshape(b1 * t, fi) @ a2[:, g].reshape(b2 * t, fi).T).view(b1, t, b2, t)
+            if ti.ones:
+                aa += 1
             term = _token_gram(aa, d1[:, :, :, g], d2[:, :, :, g], trace)
         total = term if total is None else total.add_(term)
     return total
