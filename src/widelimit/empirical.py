@@ -63,6 +63,7 @@ __all__ = ["NTKPlan", "ParamRule", "empirical_ntk", "empirical_ntk_full", "plan_
 Strategy = Literal["auto", "structured", "jacobian", "ntvp"]
 DEFAULT_BUDGET = 2**30  # 1 GiB
 TILE_BUDGET = 2**24  # bytes of temporaries per output tile (structured route)
+MAX_TILE = 512  # examples per tile: symmetric kernels compute only the upper tiles
 
 
 @dataclass(frozen=True)
@@ -376,8 +377,9 @@ def _plan_structured(
     if batch_size is not None:
         b = batch_size
     else:
-        b = max(1, math.isqrt(TILE_BUDGET // (s * pair)))
-        b = min(b, max(n1, n2))
+        b = max(1, min(MAX_TILE, math.isqrt(TILE_BUDGET // (s * pair))))
+        nb = -(-max(n1, n2) // b)  # as many blocks as needed, of even size
+        b = -(-max(n1, n2) // nb)
         if n_fb:  # Jacobian blocks of the fallback parameters: 8·b·K·P_fb·s ≤ budget
             b = min(b, max(1, budget // fb_per_example))
     n_all = n1 + (0 if sym else n2)
