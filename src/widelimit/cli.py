@@ -104,7 +104,7 @@ def _root(
     """widelimit: infinite-width networks, computable and checkable."""
 
 
-_AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale", "atlas")
+_AREAS = ("kernel", "inference", "propagation", "meanfield", "sde", "scale", "atlas", "empirical")
 
 for _area in _AREAS:
     try:
