@@ -10,6 +10,8 @@ nor torch).  One JSON command a line on stdin, one JSON reply a line on stdout:
 * ``{"cmd": "time"}``: one call on ``(x, x)``, blocked until ready; ``{"seconds": ...}``;
 * ``{"cmd": "save", "out": "k.npy"}``: the last kernel, ``(N, N)``;
 * ``{"cmd": "quit"}``.
+
+``argv[1] == "1"`` turns on float64 (``jax_enable_x64``), for the tests.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import time
 
 def main() -> None:
     import jax
+
+    if len(sys.argv) > 1 and sys.argv[1] == "1":
+        jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import neural_tangents as nt
     import numpy as np
