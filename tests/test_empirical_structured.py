@@ -307,3 +307,24 @@ def test_auto_uses_structured_and_explicit_strategy_errors():
     assert plan_empirical_ntk(module, x).strategy == "structured"
     with pytest.raises(ValueError, match="strategy"):
         empirical_ntk(module, x, strategy="gram")
+
+
+def test_store_tiles_resume_and_refuse_other_weights(tmp_path):
+    from widelimit.empirical import empirical_ntk_to_store
+    from widelimit.scale import StoreMismatchError
+
+    module, shape = _case("residual")
+    module = module.to(F64)
+    x = torch.randn(8, *shape, dtype=F64)
+    want = empirical_ntk(module, x, strategy="jacobian")
+    path = tmp_path / "k.zarr"
+    got = empirical_ntk_to_store(module, x, store=path, tile=3)
+    torch.testing.assert_close(torch.as_tensor(got.ntk[:, :]), want, rtol=1e-12, atol=1e-12)
+    for rec in sorted((path / "tiles").iterdir())[:2]:  # a killed run: two tiles missing
+        rec.unlink()
+    again = empirical_ntk_to_store(module, x, store=path, tile=3)
+    torch.testing.assert_close(torch.as_tensor(again.ntk[:, :]), want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        module.head.bias += 1.0
+    with pytest.raises(StoreMismatchError, match="network spec"):
+        empirical_ntk_to_store(module, x, store=path, tile=3)

@@ -6,7 +6,12 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 """
 
 from widelimit import meanfield, propagation, scale, sde
-from widelimit.empirical import empirical_ntk, empirical_ntk_full
+from widelimit.empirical import (
+    empirical_ntk,
+    empirical_ntk_full,
+    empirical_ntk_to_store,
+    plan_empirical_ntk,
+)
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
 from widelimit.from_torch import from_module
 from widelimit.kernel import Kernel
@@ -39,6 +44,7 @@ __all__ = [
     "compute_kernel",
     "empirical_ntk",
     "empirical_ntk_full",
+    "empirical_ntk_to_store",
     "from_module",
     "gp_inference",
     "gradient_descent",
@@ -51,6 +57,7 @@ __all__ = [
     "meanfield",
     "monte_carlo_kernel",
     "parse_net",
+    "plan_empirical_ntk",
     "propagation",
     "scale",
     "sde",

@@ -47,8 +47,11 @@ Strategies, chosen by :func:`plan_empirical_ntk` (``s`` = bytes per scalar,
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -58,7 +61,14 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 from widelimit import empirical_rules as rules_
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
 
-__all__ = ["NTKPlan", "ParamRule", "empirical_ntk", "empirical_ntk_full", "plan_empirical_ntk"]
+__all__ = [
+    "NTKPlan",
+    "ParamRule",
+    "empirical_ntk",
+    "empirical_ntk_full",
+    "empirical_ntk_to_store",
+    "plan_empirical_ntk",
+]
 
 Strategy = Literal["auto", "structured", "jacobian", "ntvp"]
 DEFAULT_BUDGET = 2**30  # 1 GiB
@@ -561,32 +571,42 @@ class _Features:
         return rules_.Grad(torch.cat(rows, 0).movedim(2, 0).contiguous())
 
 
-def _by_structure(module, params, buffers, x1, x2, trace, plan: NTKPlan) -> Tensor:
+def _out_shape(module, params, buffers, x1) -> tuple[int, tuple[int, ...]]:
     with torch.no_grad():
         shape = tuple(functional_call(module, (params, buffers), (x1[:1],)).shape[1:])
-    k, spatial = shape[0], shape[1:]
+    return shape[0], shape[1:]
+
+
+def _structured_tiles(module, params, buffers, x1, x2, trace, plan: NTKPlan, skip=frozenset()):
+    """Yield ``(i, j, r0, r1, c0, c1, tile)`` over the tile grid of side ``plan.batch_size``
+    (upper triangle ``i ≤ j`` when ``x2`` is None), tile ``(bi, bj, |S|)`` traced or
+    ``(bi, bj, k, k, |S|)``; tiles ``(i, j)`` in ``skip`` are not computed."""
+    k, spatial = _out_shape(module, params, buffers, x1)
     ns = math.prod(spatial)
     sym = x2 is None
     xb = x1 if sym else x2
     n1, n2, b = len(x1), len(xb), plan.batch_size
-    out = torch.empty(
-        (n1, n2, ns) if trace else (n1, n2, k, k, ns), dtype=x1.dtype, device=x1.device
-    )
     feats = _Features(module, params, buffers, plan, k, ns)
     try:
         rows = [(i, min(i + b, n1)) for i in range(0, n1, b)]
         cols = rows if sym else [(j, min(j + b, n2)) for j in range(0, n2, b)]
-        cache1 = [feats(x1[i0:i1], trace) for i0, i1 in rows] if plan.cache_features else None
-        cache2 = (
-            cache1
-            if sym or not plan.cache_features
-            else [feats(xb[j0:j1], trace) for j0, j1 in cols]
-        )
-        for i, (i0, i1) in enumerate(rows):
+        todo = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+        todo = [(i, j) for i, j in todo if not (sym and j < i) and (i, j) not in skip]
+        need_r, need_c = {i for i, _ in todo}, {j for _, j in todo}
+        cache1 = cache2 = None
+        if plan.cache_features:
+            cache1 = {
+                i: feats(x1[slice(*rows[i])], trace)
+                for i in sorted(need_r | (need_c if sym else set()))
+            }
+            cache2 = (
+                cache1 if sym else {j: feats(xb[slice(*cols[j])], trace) for j in sorted(need_c)}
+            )
+        for i in sorted(need_r):
+            (i0, i1) = rows[i]
             fi = cache1[i] if cache1 is not None else feats(x1[i0:i1], trace)
-            for j, (j0, j1) in enumerate(cols):
-                if sym and j < i:
-                    continue
+            for j in sorted(j for ii, j in todo if ii == i):
+                (j0, j1) = cols[j]
                 if sym and j == i:
                     fj = fi
                 else:
@@ -597,17 +617,100 @@ def _by_structure(module, params, buffers, x1, x2, trace, plan: NTKPlan) -> Tens
                     tile = g if tile is None else tile.add_(g)
                 if trace:
                     t = tile.div_(k).permute(1, 2, 0)  # (bi, bj, ns)
-                    out[i0:i1, j0:j1] = t
-                    if sym and j > i:
-                        out[j0:j1, i0:i1] = t.transpose(0, 1)
                 else:
                     t = tile.view(ns, i1 - i0, k, j1 - j0, k).permute(1, 3, 2, 4, 0)
-                    out[i0:i1, j0:j1] = t
-                    if sym and j > i:
-                        out[j0:j1, i0:i1] = t.permute(1, 0, 3, 2, 4)
+                yield i, j, i0, i1, j0, j1, t
     finally:
         feats.close()
+
+
+def _by_structure(module, params, buffers, x1, x2, trace, plan: NTKPlan) -> Tensor:
+    k, spatial = _out_shape(module, params, buffers, x1)
+    ns = math.prod(spatial)
+    n1 = len(x1)
+    n2 = n1 if x2 is None else len(x2)
+    shape = (n1, n2, ns) if trace else (n1, n2, k, k, ns)
+    out = torch.empty(shape, dtype=x1.dtype, device=x1.device)
+    for i, j, i0, i1, j0, j1, t in _structured_tiles(module, params, buffers, x1, x2, trace, plan):
+        out[i0:i1, j0:j1] = t
+        if x2 is None and j > i:  # mirror: swap the examples (and the channel pair)
+            out[j0:j1, i0:i1] = t.transpose(0, 1) if trace else t.permute(1, 0, 3, 2, 4)
     return out.reshape(n1, n2, *spatial) if trace else out.reshape(n1, n2, k, k, *spatial)
+
+
+def empirical_ntk_to_store(
+    module: nn.Module,
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    store: str | os.PathLike,
+    tile: int | None = None,
+    overwrite: bool = False,
+    memory_budget: int = DEFAULT_BUDGET,
+):
+    """Traced empirical NTK ``(N1, N2)`` written tile by tile into a kernel store.
+
+    The store is the one of :mod:`widelimit.scale` (read it with
+    :func:`widelimit.scale.load_kernel`; ``.ntk[r0:r1, c0:c1]``): every finished tile is
+    recorded with its checksum, so a killed run resumes where it stopped when called again
+    with the same module weights, data and tile.  Only the structured strategy, outputs
+    ``(N, k)`` (no spatial axes).  The store's ``spec`` is the module's ``repr`` plus a
+    digest of its trainable parameters and buffers, so changed weights refuse to mix.
+
+    Returns:
+        The :class:`widelimit.scale.StoredKernel`.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from widelimit.scale import load_kernel
+    from widelimit.scale.lock import StoreLock
+    from widelimit.scale.store import KernelStore, StoreMetadata, data_fingerprint
+
+    x1, x2 = _check_inputs(x1, x2)
+    plan = plan_empirical_ntk(
+        module, x1, x2, strategy="structured", batch_size=tile, memory_budget=memory_budget
+    )
+    params, buffers = _params(module)
+    _, spatial = _out_shape(module, params, buffers, x1)
+    if spatial:
+        raise ValueError(
+            f"`module` outputs have spatial axes {spatial}; the store holds (N1, N2) kernels: "
+            "flatten or pool the output, or use empirical_ntk"
+        )
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted({**params, **buffers}.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    x1n = x1.detach().cpu().numpy()
+    meta = StoreMetadata(
+        spec=f"empirical_ntk {module!r} params={h.hexdigest()}",
+        x1=data_fingerprint(x1n),
+        x2=None if x2 is None else data_fingerprint(x2.detach().cpu().numpy()),
+        n1=len(x1),
+        n2=len(x1) if x2 is None else len(x2),
+        input_shape=tuple(x1.shape[1:]),
+        dtype=str(x1n.dtype),
+        tile=plan.batch_size,
+        get=("ntk",),
+    )
+    path = Path(store)
+    with StoreLock(path):
+        if path.exists() and overwrite:
+            shutil.rmtree(path)
+        if path.exists():
+            kstore = KernelStore.open(path, mode="r+")
+            kstore.check_matches(meta)
+            done = kstore.done_tiles()
+        else:
+            kstore, done = KernelStore.create(path, meta), set()
+        grid = kstore.plan
+        for i, j, *_, t in _structured_tiles(
+            module, params, buffers, x1, x2, True, plan, skip=frozenset(done)
+        ):
+            kstore.write_tile(grid.tile_at(i, j), {"ntk": np.asarray(t[..., 0].cpu())})
+    return load_kernel(path)
 
 
 # --------------------------------------------------------------------------- jacobian
