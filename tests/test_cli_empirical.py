@@ -60,3 +60,24 @@ def test_empirical_ntk_command_errors(tmp_path):
     ):
         res = runner.invoke(app, [*base, "--module", ref])
         assert res.exit_code == 2 and match in res.output, res.output
+
+
+def test_empirical_ntk_command_store(tmp_path):
+    from widelimit.scale import load_kernel
+
+    (tmp_path / "m.py").write_text(MODEL)
+    x = np.random.default_rng(1).normal(size=(7, 4))
+    np.save(tmp_path / "x.npy", x)
+    args = [
+        "empirical-ntk", "--module", f"{tmp_path / 'm.py'}:make_model", "--dtype", "float64",
+        "--x1", str(tmp_path / "x.npy"), "--store", str(tmp_path / "s"), "--batch-size", "3",
+        "--json",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["shape"] == [7, 7]
+    res = runner.invoke(app, [*args[:-5], "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(
+        load_kernel(tmp_path / "s").ntk[:, :], np.load(tmp_path / "o" / "ntk.npy"), rtol=1e-13
+    )

@@ -79,6 +79,13 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
         threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
         out: Annotated[Path | None, typer.Option(help="Directory for ntk.npy.")] = None,
+        store: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write the traced (N1, N2) kernel tile by tile into this store "
+                "(resumable; read with widelimit.scale.load_kernel)."
+            ),
+        ] = None,
         verbose: Annotated[
             bool, typer.Option(help="Show the rule each parameter gets (stderr; in --json).")
         ] = False,
@@ -116,6 +123,20 @@ def register(app: typer.Typer) -> None:
                 f"output {plan.output_bytes / 2**20:.1f} MiB"
             )
         t0 = time.perf_counter()
+        if store is not None:
+            from widelimit.empirical import empirical_ntk_to_store
+
+            if full:
+                raise typer.BadParameter("--store holds traced kernels", param_hint="--full")
+            stored = empirical_ntk_to_store(model, xs[0], xb, store=store, tile=batch_size)
+            info = {"store": str(store), "shape": list(stored.ntk.shape),
+                    "seconds": time.perf_counter() - t0}  # fmt: skip
+            if json_out:
+                print_json(info)
+            else:
+                Console().print(table("widelimit empirical-ntk --store", list(info),
+                                      [list(info.values())]))  # fmt: skip
+            return
         fn = empirical_ntk_full if full else empirical_ntk
         k = fn(model, xs[0], xb, **kw)
         seconds = time.perf_counter() - t0
