@@ -328,3 +328,14 @@ def test_store_tiles_resume_and_refuse_other_weights(tmp_path):
         module.head.bias += 1.0
     with pytest.raises(StoreMismatchError, match="network spec"):
         empirical_ntk_to_store(module, x, store=path, tile=3)
+
+
+def test_row_panels_when_features_do_not_all_fit():
+    """14 examples, tiles of 3, a budget for 13 examples' features: panels of two row blocks."""
+    module, shape = _case("layernorm_cnn")
+    module = module.to(F64)
+    x = torch.randn(14, *shape, dtype=F64)
+    f = plan_empirical_ntk(module, x, batch_size=3).feature_bytes
+    plan = plan_empirical_ntk(module, x, batch_size=3, memory_budget=13 * f)
+    assert not plan.cache_features and (plan.memory_budget // 2) // (3 * f) == 2
+    _check(module, x, None, batch_size=3, memory_budget=13 * f)

@@ -114,8 +114,10 @@ class NTKPlan:
         output_bytes: size of the returned tensor.
         rules: one :class:`ParamRule` per trainable parameter (``"structured"`` only).
         cache_features: ``"structured"``: the per-example features of all examples are kept
-            (they fit ``memory_budget``); otherwise those of a column block are recomputed
-            for every row block.
+            (they fit ``memory_budget``); otherwise rows go in panels whose features fill
+            half of ``memory_budget`` and each column block is recomputed once per panel.
+        feature_bytes: ``"structured"``: bytes of per-example features of one example.
+        memory_budget: the budget the plan was made for.
     """
 
     strategy: str
@@ -127,6 +129,8 @@ class NTKPlan:
     output_bytes: int
     rules: tuple[ParamRule, ...] = field(default=())
     cache_features: bool = True
+    feature_bytes: int = 0
+    memory_budget: int = DEFAULT_BUDGET
 
 
 def _params(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -188,7 +192,7 @@ def plan_empirical_ntk(
         )  # fmt: skip
         if plan is not None:
             return NTKPlan("structured", plan[0], n_params, out_entries, s, plan[1],
-                           out_elems * s, plan[2], plan[3])  # fmt: skip
+                           out_elems * s, plan[2], plan[3], plan[4], memory_budget)  # fmt: skip
         strategy = "ntvp"
     b_fit = memory_budget // max(1, 8 * out_entries * n_params * s)
     if strategy == "auto":
@@ -394,8 +398,8 @@ def _plan_structured(
             b = min(b, max(1, budget // fb_per_example))
     n_all = n1 + (0 if sym else n2)
     cache = n_all * feat * s <= budget
-    est = (n_all if cache else 2 * b) * feat * s + b * b * pair * s
-    return b, est, ordered, cache
+    est = (n_all * feat * s if cache else budget // 2 + b * feat * s) + b * b * pair * s
+    return b, est, ordered, cache, feat * s
 
 
 def _check_inputs(x1: object, x2: object) -> tuple[Tensor, Tensor | None]:
@@ -592,34 +596,30 @@ def _structured_tiles(module, params, buffers, x1, x2, trace, plan: NTKPlan, ski
         cols = rows if sym else [(j, min(j + b, n2)) for j in range(0, n2, b)]
         todo = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         todo = [(i, j) for i, j in todo if not (sym and j < i) and (i, j) not in skip]
-        need_r, need_c = {i for i, _ in todo}, {j for _, j in todo}
-        cache1 = cache2 = None
-        if plan.cache_features:
-            cache1 = {
-                i: feats(x1[slice(*rows[i])], trace)
-                for i in sorted(need_r | (need_c if sym else set()))
-            }
-            cache2 = (
-                cache1 if sym else {j: feats(xb[slice(*cols[j])], trace) for j in sorted(need_c)}
-            )
-        for i in sorted(need_r):
-            (i0, i1) = rows[i]
-            fi = cache1[i] if cache1 is not None else feats(x1[i0:i1], trace)
-            for j in sorted(j for ii, j in todo if ii == i):
-                (j0, j1) = cols[j]
-                if sym and j == i:
-                    fj = fi
-                else:
-                    fj = cache2[j] if cache2 is not None else feats(xb[j0:j1], trace)
-                tile = None
-                for ti, tj in zip(fi, fj, strict=True):
-                    g = rules_.gram(ti, tj, trace)
-                    tile = g if tile is None else tile.add_(g)
-                if trace:
-                    t = tile.div_(k).permute(1, 2, 0)  # (bi, bj, ns)
-                else:
-                    t = tile.view(ns, i1 - i0, k, j1 - j0, k).permute(1, 3, 2, 4, 0)
-                yield i, j, i0, i1, j0, j1, t
+        # Row panels: as many row blocks as fit half the budget (all of them when every
+        # feature fits); the column blocks a panel needs are computed once per panel.
+        per_block = max(1, plan.feature_bytes * b)
+        panel = len(rows) if plan.cache_features else max(1, (plan.memory_budget // 2) // per_block)
+        need_r = sorted({i for i, _ in todo})
+        for p0 in range(0, len(need_r), panel):
+            prow = need_r[p0 : p0 + panel]
+            fr = {i: feats(x1[slice(*rows[i])], trace) for i in prow}
+            pairs = [(i, j) for i, j in todo if i in fr]
+            for j in sorted({j for _, j in pairs}):
+                j0, j1 = cols[j]
+                fj = fr[j] if sym and j in fr else feats(xb[j0:j1], trace)
+                for i in sorted(i for i, jj in pairs if jj == j):
+                    i0, i1 = rows[i]
+                    tile = None
+                    for ti, tj in zip(fr[i], fj, strict=True):
+                        g = rules_.gram(ti, tj, trace)
+                        tile = g if tile is None else tile.add_(g)
+                    if trace:
+                        t = tile.div_(k).permute(1, 2, 0)  # (bi, bj, ns)
+                    else:
+                        t = tile.view(ns, i1 - i0, k, j1 - j0, k).permute(1, 3, 2, 4, 0)
+                    yield i, j, i0, i1, j0, j1, t
+            del fr
     finally:
         feats.close()
 
