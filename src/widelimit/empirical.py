@@ -501,7 +501,7 @@ class _Features:
         self.fallback = [r.param for r in plan.rules if r.rule == "jacobian"]
         n_fb = sum(params[p].numel() for p in self.fallback)
         per = 8 * k * ns * max(1, n_fb) * plan.bytes_per_scalar
-        self.jac_block = max(1, DEFAULT_BUDGET // per)
+        self.jac_block = max(1, plan.memory_budget // per)
         self.cap = _Capture({n: v[1] for n, v in self.sites.items()})
 
     def close(self) -> None:
