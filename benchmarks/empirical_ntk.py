@@ -272,7 +272,9 @@ def run(quick: bool = False, **kw: Any) -> list[dict]:
             rows.append(
                 run_row(arch, n, repeat, nt_python, kw.get("nt_max_n", 1000), impls, Path(tmp))
             )
-    return rows
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # nothing lost on a kill
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # one set of columns for the table
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def run_memory(quick: bool = False) -> list[dict]:
