@@ -263,6 +263,8 @@ def run(quick: bool = False, **kw: Any) -> list[dict]:
     rows_spec = [("mlp", 100), ("cnn", 100)] if quick else [
         ("mlp", 300), ("mlp", 1000), ("mlp", 4000), ("cnn", 300), ("cnn", 1000)
     ]  # fmt: skip
+    if kw.get("only"):
+        rows_spec = [(a, n) for a, n in rows_spec if a == kw["only"]]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch, n in rows_spec:
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-nt", action="store_true", help="skip Neural Tangents")
     p.add_argument("--nt-max-n", type=int, default=1000, help="largest N NT runs at")
     p.add_argument("--impls", default=None, help="NT implementations, e.g. 2,3")
+    p.add_argument("--only", choices=("mlp", "cnn"), default=None, help="one network only")
     p.add_argument("--repeat", type=int, default=None, help="interleaved repeats per row")
     p.add_argument("--memory", action="store_true", help="also peak RSS at N=4000 (fresh process)")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -307,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         nt_max_n=a.nt_max_n,
         impls=impls,
         repeat=a.repeat,
+        only=a.only,
     )
     report("empirical NTK vs its Gram bound and Neural Tangents", rows, a.json)
     if a.memory:
