@@ -456,9 +456,12 @@ def empirical_ntk(
     Args:
         module: maps ``(N, *in_shape)`` to ``(N, k)`` or ``(N, k, *S)``, per example.
         x1: ``(N1, *in_shape)``; x2: ``(N2, *in_shape)`` or ``None`` (= ``x1``).
-        strategy: ``"auto"`` (by memory estimate), ``"jacobian"`` or ``"ntvp"``.
-        batch_size: override the block size chosen by :func:`plan_empirical_ntk`.
-        memory_budget: bytes allowed for Jacobian blocks (default 1 GiB).
+        strategy: ``"auto"`` (``"structured"``, or ``"ntvp"`` when the Jacobian of the
+            parameters without a rule does not fit), ``"structured"``, ``"jacobian"`` or
+            ``"ntvp"`` (module docstring; :func:`plan_empirical_ntk` shows the choice).
+        batch_size: override the block (tile) size chosen by :func:`plan_empirical_ntk`.
+        memory_budget: bytes allowed for Jacobian blocks and kept per-example features
+            (default 1 GiB).
     Returns:
         ``(N1, N2)`` — or ``(N1, N2, *S)`` — equal to
         ``(1/k) Σ_c Σ_p ∂f_c(x1)/∂p ∂f_c(x2)/∂p``, comparable with the analytic NTK.
