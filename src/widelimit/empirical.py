@@ -306,7 +306,8 @@ def _site_shape(site: _Site, xs: tuple, ys: tuple, k: int, ns: int, trace: bool)
         g = m.groups
         t, fi, fo = math.prod(ys[2:]), xs[1] // g * math.prod(m.kernel_size) + extra, ys[1] // g
     if site.train == {"bias"} and kind != "embedding":
-        site.route, site.feat_entries, site.pair_entries = "grad", k * ns * ys[1], ns * kk
+        n_out = ys[-1] if kind == "linear" else ys[1]
+        site.route, site.feat_entries, site.pair_entries = "grad", k * ns * n_out, ns * kk
         return
     outer, grad, _ = rules_.term_costs(kind, g, t, fi, fo, k, ns, trace)
     site.route = "grad" if grad < outer else "outer"
