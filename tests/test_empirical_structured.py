@@ -167,6 +167,14 @@ def _case(name: str):
         return m, (5,)
     if name == "shared":
         return Twice(), (4,)
+    if name == "frozen_weights":  # bias-only rules: Linear on tokens, conv, conv transpose
+        m = nn.Sequential(
+            nn.Conv1d(2, 3, 3), nn.Tanh(), nn.ConvTranspose1d(3, 2, 2, stride=2), nn.Tanh(),
+            nn.Linear(8, 4), nn.Tanh(), nn.Flatten(), nn.Linear(8, 2),
+        )  # fmt: skip
+        for i in (0, 2, 4):
+            m[i].weight.requires_grad_(False)
+        return m, (2, 6)
     raise KeyError(name)
 
 
@@ -187,6 +195,7 @@ CASES = [
     "tokens_large_vocab",
     "mixed",
     "shared",
+    "frozen_weights",
 ]
 
 
