@@ -52,6 +52,8 @@ def test_strategies_agree_float64(idx, two_inputs):
     for fn in (empirical_ntk, empirical_ntk_full):
         ref = fn(module, x1, x2, strategy="jacobian", batch_size=100)
         for kw in (
+            {"strategy": "structured"},
+            {"strategy": "structured", "batch_size": 2},
             {"strategy": "jacobian", "batch_size": 2},
             {"strategy": "ntvp", "batch_size": 2},
         ):
@@ -120,13 +122,37 @@ def test_plan_follows_memory_formula():
     module, _ = _modules()[0]
     x = torch.randn(10, 4, dtype=F64)
     p = sum(q.numel() for q in module.parameters())
-    plan = plan_empirical_ntk(module, x, memory_budget=8 * 3 * p * 8 * 4)
+    plan = plan_empirical_ntk(module, x, strategy="jacobian", memory_budget=8 * 3 * p * 8 * 4)
     assert plan.strategy == "jacobian" and plan.batch_size == 4
     assert plan.bytes_estimate == 8 * 4 * 3 * p * 8
-    tiny = plan_empirical_ntk(module, x, memory_budget=100)
+    tiny = plan_empirical_ntk(module, x, strategy="ntvp", memory_budget=100)
     assert tiny.strategy == "ntvp" and tiny.bytes_estimate == 3 * p * 8
     torch.testing.assert_close(
         empirical_ntk(module, x, memory_budget=100), empirical_ntk(module, x), rtol=0, atol=1e-10
+    )
+
+
+def test_auto_falls_back_to_ntvp_when_jacobian_of_unruled_params_does_not_fit():
+    """The buffer model's `frozen`-scaled output has only Linear parameters: structured; a
+    module without rules (a bare Parameter use) whose Jacobian exceeds the budget: ntvp."""
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.linspace(0.5, 1.5, 4, dtype=F64))
+
+        def forward(self, x):
+            return torch.tanh(x * self.w)[:, :2]
+
+    x = torch.randn(6, 4, dtype=F64)
+    assert plan_empirical_ntk(_WithBuffer(), x, memory_budget=100).strategy == "structured"
+    plan = plan_empirical_ntk(Scale(), x, memory_budget=100)
+    assert plan.strategy == "ntvp"
+    torch.testing.assert_close(
+        empirical_ntk(Scale(), x, memory_budget=100),
+        empirical_ntk(Scale(), x, strategy="jacobian"),
+        rtol=0,
+        atol=1e-12,
     )
 
 

@@ -6,7 +6,12 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 """
 
 from widelimit import finite_width, meanfield, propagation, scale, sde
-from widelimit.empirical import empirical_ntk, empirical_ntk_full
+from widelimit.empirical import (
+    empirical_ntk,
+    empirical_ntk_full,
+    empirical_ntk_to_store,
+    plan_empirical_ntk,
+)
 from widelimit.estimators import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKRegressor
 from widelimit.fingerprint import versioned
 from widelimit.finite_width import (
@@ -49,6 +54,7 @@ __all__ = [
     "compute_kernel",
     "empirical_ntk",
     "empirical_ntk_full",
+    "empirical_ntk_to_store",
     "exact_four_point",
     "finite_width",
     "four_point_function",
@@ -65,6 +71,7 @@ __all__ = [
     "monte_carlo_four_point",
     "monte_carlo_kernel",
     "parse_net",
+    "plan_empirical_ntk",
     "propagation",
     "scale",
     "sde",

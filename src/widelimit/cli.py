@@ -136,6 +136,7 @@ _AREAS = (
     "scale",
     "atlas",
     "finite_width",
+    "empirical",
 )
 
 for _area in _AREAS:
