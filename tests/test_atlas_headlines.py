@@ -1,0 +1,52 @@
+"""Each atlas page's headline check fed a wrong theory fails and the right theory passes
+(issue 21): the checks are called on small synthetic or quickly computed numbers, so these
+tests are fast and do not run the pages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from widelimit.atlas.core import Headline, ensemble_covariances
+
+
+def _kappa_data(n_nets=4000, widths=(32, 64, 128, 256, 512)):
+    from widelimit.atlas.distributions import _kappa
+
+    k, se = [], []
+    for i, n in enumerate(widths):
+        s = ensemble_covariances("tanh", 2.25, 0.09, 3, n, np.ones((1, 1)), n_nets, seed=i)
+        a, b = _kappa(s[:, :, 0, 0])
+        k.append(a[-1]), se.append(b[-1])
+    return widths, np.array(k), np.array(se)
+
+
+def test_distributions_kurtosis_rate_rejects_wrong_rate():
+    from widelimit.atlas.distributions import kurtosis_headline
+
+    ws, k, se = _kappa_data()
+    assert kurtosis_headline(ws, k, se).ok  # theory: κ ∝ 1/n
+    assert not kurtosis_headline(ws, k, se, theory=-0.5).ok  # n Gaussian draws' rate
+    assert not kurtosis_headline(ws, k, se, theory=-0.9).ok  # a 10 % wrong rate
+    # shuffling κ over widths destroys the rate: the slope is no longer −1
+    perm = np.random.default_rng(0).permutation(len(ws))
+    assert not kurtosis_headline(ws, k[perm], se[perm]).ok
+
+
+def test_headline_is_two_sided():
+    h = Headline("x", value=1.0, theory=0.0, stderr=0.1, tolerance=0.3, rule="r")
+    assert not h.ok
+    assert not Headline("x", -1.0, 0.0, 0.1, 0.3, "r").ok  # too small fails too
+    assert Headline("x", 0.2, 0.0, 0.1, 0.3, "r").ok
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_ensemble_sampler_first_layer_and_mean(name):
+    """Σ_1 = σw² q⁰ + σb² exactly, and E Σ_2 matches the q-map within 4 SE."""
+    from widelimit.layers.activations import activation_from_name
+    from widelimit.propagation import trajectory
+
+    s = ensemble_covariances(name, 2.0, 0.1, 1, 256, np.ones((1, 1)), 4000, seed=1)[:, :, 0, 0]
+    assert np.allclose(s[0], 2.1)
+    q = float(trajectory(activation_from_name(name), 2**0.5, 0.1**0.5, 2, q0=1.0).q[1, 0])
+    assert abs(s[1].mean() - q) <= 4 * s[1].std() / np.sqrt(s.shape[1]) + 2 * q / 256
