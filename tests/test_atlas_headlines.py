@@ -50,3 +50,18 @@ def test_ensemble_sampler_first_layer_and_mean(name):
     assert np.allclose(s[0], 2.1)
     q = float(trajectory(activation_from_name(name), 2**0.5, 0.1**0.5, 2, q0=1.0).q[1, 0])
     assert abs(s[1].mean() - q) <= 4 * s[1].std() / np.sqrt(s.shape[1]) + 2 * q / 256
+
+
+def test_limit_gaussianity_rejects_wrong_kernel_and_shuffled_sample():
+    from widelimit.atlas.limit import gaussianity_headline
+
+    k = np.array([[1.0, 0.6, 0.5], [0.6, 1.2, 0.55], [0.5, 0.55, 0.9]])
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((4000, 3)) @ np.linalg.cholesky(k).T
+    assert gaussianity_headline(f, k).ok  # exact GP samples against the right kernel
+    assert not gaussianity_headline(f, 1.15 * k).ok  # a mis-scaled kernel
+    shuffled = np.stack([rng.permutation(c) for c in f.T], 1)  # correlations destroyed
+    assert not gaussianity_headline(shuffled, k).ok
+    # non-Gaussian with the right covariance (a Gaussian scale mixture, kurtosis 1.5)
+    s = np.sqrt(rng.choice([0.5, 1.5], size=(4000, 1)))
+    assert not gaussianity_headline(s * f, k).ok
