@@ -65,3 +65,29 @@ def test_limit_gaussianity_rejects_wrong_kernel_and_shuffled_sample():
     # non-Gaussian with the right covariance (a Gaussian scale mixture, kurtosis 1.5)
     s = np.sqrt(rng.choice([0.5, 1.5], size=(4000, 1)))
     assert not gaussianity_headline(s * f, k).ok
+
+
+def test_propagation_gain_at_critical_point_rejects_mispredicted_point():
+    import math
+
+    from widelimit import Tanh
+    from widelimit.atlas.core import jacobian_gain
+    from widelimit.atlas.propagation import chi1_headline
+    from widelimit.propagation import critical_w_std, q_star
+
+    sw = critical_w_std(Tanh(), math.sqrt(0.05))[0]
+    q = q_star(Tanh(), sw, math.sqrt(0.05))
+    widths = (64, 128, 256)
+
+    def measure(w2):
+        g, e = [], []
+        for i, n in enumerate(widths):
+            r = jacobian_gain("tanh", w2, 0.05, q, n, 12, 300, seed=i)[:, 4:].mean(1)
+            g.append(r.mean()), e.append(r.std(ddof=1) / math.sqrt(r.size))
+        return g, e
+
+    g, e = measure(sw**2)
+    assert chi1_headline(widths, g, e).ok
+    assert not chi1_headline(widths, g, e, theory=1.03).ok  # a wrong predicted gain
+    g2, e2 = measure(1.03 * sw**2)  # nets at a critical point mis-predicted by 3 %
+    assert not chi1_headline(widths, g2, e2).ok

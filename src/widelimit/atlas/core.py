@@ -26,6 +26,7 @@ __all__ = [
     "Table",
     "circle",
     "ensemble_covariances",
+    "jacobian_gain",
     "loglog_slope",
     "mpl",
     "slope_headline",
@@ -158,6 +159,45 @@ def slope_headline(
 
 
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
+DERIVATIVES = {"tanh": lambda h: 1.0 - np.tanh(h) ** 2, "relu": lambda h: (h > 0).astype(float)}
+
+
+def jacobian_gain(
+    activation: str,
+    w_var: float,
+    b_var: float,
+    q0: float,
+    width: int,
+    depth: int,
+    n_nets: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per-layer squared gain ``‖δh^{l+1}‖²/‖δh^l‖²`` of a random tangent ``δh`` through
+    ``n_nets`` finite nets of ``width`` (the finite-net measurement of χ₁).
+
+    Pre-activations ``h^{l+1} = σw W φ(h^l)/√n + σb b`` and their tangent
+    ``δh^{l+1} = σw W (φ'(h^l) ⊙ δh^l)/√n`` share ``W``; given layer ``l`` the rows of
+    ``(h^{l+1}, δh^{l+1})`` are i.i.d. Gaussian with covariance ``σw² G/n + σb² e₁e₁ᵀ``,
+    ``G`` the 2 × 2 Gram of ``(φ(h^l), φ'(h^l) ⊙ δh^l)`` (exact for Gaussian weights).
+    Start: ``h¹ ~ N(0, q0)``, ``δh¹ ~ N(0, 1)`` independent. Returns ``(n_nets, depth)``.
+    """
+    phi, dphi = ACTIVATIONS[activation], DERIVATIVES[activation]
+    rng = np.random.default_rng(seed)
+    h = np.sqrt(q0) * rng.standard_normal((n_nets, width))
+    dh = rng.standard_normal((n_nets, width))
+    out = np.empty((n_nets, depth))
+    for layer in range(depth):
+        a, g = phi(h), dphi(h) * dh
+        cols = np.stack([a, g], -1)  # (M, n, 2)
+        cov = w_var * (np.swapaxes(cols, -1, -2) @ cols) / width
+        cov[:, 0, 0] += b_var
+        evals, evecs = np.linalg.eigh(cov)
+        fac = evecs * np.sqrt(np.clip(evals, 0, None))[:, None, :]
+        z = rng.standard_normal((n_nets, width, 2)) @ np.swapaxes(fac, -1, -2)
+        new = (z[..., 1] ** 2).sum(-1)
+        out[:, layer] = new / (dh**2).sum(-1)
+        h, dh = z[..., 0], z[..., 1]
+    return out
 
 
 def ensemble_covariances(
