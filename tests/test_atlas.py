@@ -86,6 +86,8 @@ def test_nngp_monte_carlo_agrees_with_analytic_kernel(quick_atlas):
     z = ((mc - k) / sem)[iu]
     # Bonferroni: false alarm ≤ 0.1 % for m standard normal z's
     assert np.abs(z).max() <= stats.norm.isf(1e-3 / (2 * z.size))
+    h = quick_atlas[2]["nngp"]["headline"]
+    assert h["kind"] == "equal" and abs(h["value"] - h["theory"]) <= h["tolerance"]
     # and the check has power: on the diagonal var(f²) = 2K², so sem/K = √(2/n_samples)
     n_samples = res["config"]["mc_samples"]
     assert float((np.diag(sem) / np.diag(k)).max()) < 1.3 * math.sqrt(2 / n_samples)

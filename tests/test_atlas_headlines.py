@@ -91,3 +91,16 @@ def test_propagation_gain_at_critical_point_rejects_mispredicted_point():
     assert not chi1_headline(widths, g, e, theory=1.03).ok  # a wrong predicted gain
     g2, e2 = measure(1.03 * sw**2)  # nets at a critical point mis-predicted by 3 %
     assert not chi1_headline(widths, g2, e2).ok
+
+
+def test_nngp_entry_check_rejects_misscaled_kernel():
+    from widelimit.atlas.nngp import entry_headline
+
+    rng = np.random.default_rng(5)
+    k = 0.5 + rng.uniform(0, 1, 36)
+    sem = 0.01 * k  # 1 % Monte Carlo error
+    mc = k + sem * rng.standard_normal(k.size)
+    assert entry_headline(mc, sem, k).ok
+    assert not entry_headline(mc, sem, 1.05 * k).ok  # too large
+    assert not entry_headline(mc, sem, 0.95 * k).ok  # too small: two-sided
+    assert not entry_headline(rng.permutation(mc), sem, k).ok  # entries shuffled
