@@ -119,6 +119,8 @@ def test_sde_ks_at_noise_level(quick_atlas):
     rows = [r for r in page["result"]["comparison"]["rows"] if r["width"] == n]
     assert len(rows) == len(cfg["times"])
     assert max(r["ks_rho"] for r in rows) <= tol
+    h = page["headline"]
+    assert h["kind"] == "equal" and abs(h["value"]) <= h["tolerance"] < 0.05
     verdicts = {r["verdict"]["name"]: r["verdict"]["stable"] for r in
                 page["result"]["stability"]["rows"]}  # fmt: skip
     assert verdicts == {"tanh": True, "quadratic": False}  # b_* = −2 and +3/4

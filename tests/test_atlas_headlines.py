@@ -104,3 +104,18 @@ def test_nngp_entry_check_rejects_misscaled_kernel():
     assert not entry_headline(mc, sem, 1.05 * k).ok  # too large
     assert not entry_headline(mc, sem, 0.95 * k).ok  # too small: two-sided
     assert not entry_headline(rng.permutation(mc), sem, k).ok  # entries shuffled
+
+
+def test_sde_ks_check_rejects_shifted_sample_and_deterministic_curve():
+    from widelimit.atlas.sde import deterministic_rho, ks_headline
+
+    rng = np.random.default_rng(7)
+    sde = np.tanh(0.35 + 0.3 * rng.standard_normal(20000))
+    nets = np.tanh(0.35 + 0.3 * rng.standard_normal(2000))
+    assert ks_headline(nets, sde).ok  # same law
+    assert not ks_headline(nets + 0.05, sde).ok  # a drift off by 0.05 in ρ
+    assert not ks_headline(np.full(2000, 0.35), sde).ok  # a deterministic (no-noise) limit
+    # the ODE: ν ≥ 0 so ρ(T) increases from ρ₀; at c₊ = c₋ (no shaping) ν = 0
+    r = deterministic_rho(0.3, 0.0, -1.0, [0.5, 1.0])
+    assert 0.3 < r[0] < r[1] < 1
+    assert np.allclose(deterministic_rho(0.3, 0.0, 0.0, [1.0]), 0.3)
