@@ -119,3 +119,21 @@ def test_sde_ks_check_rejects_shifted_sample_and_deterministic_curve():
     r = deterministic_rho(0.3, 0.0, -1.0, [0.5, 1.0])
     assert 0.3 < r[0] < r[1] < 1
     assert np.allclose(deterministic_rho(0.3, 0.0, 0.0, [1.0]), 0.3)
+
+
+def test_meanfield_gap_rate_rejects_wrong_rate_and_split_fit():
+    from widelimit.atlas.meanfield import gap_headline, regime_slopes
+
+    rng = np.random.default_rng(11)
+    ns = np.array([40, 80, 160, 320, 640])
+    se = 0.03 * 3.0 / ns
+    gap = 3.0 / ns + se * rng.standard_normal(ns.size)
+    assert gap_headline(ns, gap, se).ok
+    assert not gap_headline(ns, gap, se, theory=-0.5).ok
+    assert not gap_headline(ns, rng.permutation(gap), se).ok  # shuffled over N
+    assert not gap_headline(ns, gap - 0.02, se).ok  # a negative gap has no rate: fails
+    # two regimes: slope +1 then 0; one line would report neither
+    w = np.array([64, 128, 256, 512, 1024, 2048])
+    v = np.where(w <= 256, w / 256.0, 1.0)
+    lo, hi = regime_slopes(w, v)
+    assert abs(lo - 1) < 1e-9 and abs(hi) < 1e-9

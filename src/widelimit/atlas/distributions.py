@@ -234,10 +234,16 @@ def content(res: Result) -> PageContent:
         tables=[
             Table(
                 "Readout unit across nets, and n·κ_l per layer",
-                ["width", "κ (readout)", "± se", "κ direct", "± se",
-                 *(f"n·κ layer {j}" for j in range(2, cfg.depth + 2))],
+                [
+                    "width",
+                    "κ (readout)",
+                    "± se",
+                    "κ direct",
+                    "± se",
+                    *(f"n·κ layer {j}" for j in range(2, cfg.depth + 2)),
+                ],
                 rows,
-            ),  # fmt: skip
+            ),
             Table("Fitted slopes of κ_l vs width", ["layer", "slope", "± se", "theory"], slopes),
         ],
         published=[],

@@ -236,10 +236,15 @@ def content(res: Result) -> PageContent:
         tables=[
             Table(
                 "Outputs across nets vs the GP limit",
-                ["width", "KS |z|² vs χ²_P", "minus null median", "inside null band",
-                 "Mardia b₂ − P(P+2)"],
+                [
+                    "width",
+                    "KS |z|² vs χ²_P",
+                    "minus null median",
+                    "inside null band",
+                    "Mardia b₂ − P(P+2)",
+                ],
                 rows,
-            ),  # fmt: skip
+            ),
             Table(
                 "NNGP K (analytic)",
                 ["", "x₁", "x₂", "x₃"],

@@ -227,6 +227,7 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
 
 def _ours(quantity: str, acc, n: int) -> str:
     """Our number for a published row (only the ReLU NNGP is the same model)."""
+
     def pm(p: float) -> str:  # binomial standard error of an accuracy on n test points
         return f"{p:.4f} ± {math.sqrt(p * (1 - p) / n):.4f}"
 

@@ -268,15 +268,25 @@ def content(res: Result) -> PageContent:
                 f"Finite nets at the predicted critical σw² = {res.critical_w2:.5f}: squared "
                 "Jacobian gain per layer",
                 ["width", "gain", "± se"],
-                [[int(n), g, e] for n, g, e in
-                 zip(cfg.gain_widths, res.gain, res.gain_se, strict=True)],
-            ),  # fmt: skip
+                [
+                    [int(n), g, e]
+                    for n, g, e in zip(cfg.gain_widths, res.gain, res.gain_se, strict=True)
+                ],
+            ),
             Table(
                 f"Off criticality (width {cfg.sweep_width}): measured gain vs theory χ₁",
                 ["σw²", "measured", "± se", "theory χ₁"],
-                [[w, g, e, t] for w, g, e, t in zip(cfg.sweep_w_var, res.sweep_chi1,
-                 res.sweep_chi1_se, res.sweep_theory, strict=True)],
-            ),  # fmt: skip
+                [
+                    [w, g, e, t]
+                    for w, g, e, t in zip(
+                        cfg.sweep_w_var,
+                        res.sweep_chi1,
+                        res.sweep_chi1_se,
+                        res.sweep_theory,
+                        strict=True,
+                    )
+                ],
+            ),
         ],
         published=[
             # Schoenholz et al. 2017 (ICLR), Fig. 5 (unverified figure number): training

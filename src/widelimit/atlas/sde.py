@@ -9,7 +9,6 @@ Gaussian sampler vs the correlation SDE) and :func:`widelimit.sde.demonstrate_st
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,8 +242,10 @@ def content(res: Result) -> PageContent:
             f"{cfg.rho0}; {cfg.n_nets} finite nets per (n, T) from the exact Gaussian layer "
             f"sampler and {cfg.n_paths} SDE paths (step {cfg.dt:.3g}). Infinite-width "
             "deterministic prediction (ours): "
-            + ", ".join(f"ρ = {r:.4f} at T = {t}" for t, r in
-                        zip(sorted(cfg.times), res.rho_deterministic, strict=True))
+            + ", ".join(
+                f"ρ = {r:.4f} at T = {t}"
+                for t, r in zip(sorted(cfg.times), res.rho_deterministic, strict=True)
+            )
             + "; compare the mean ρ_T columns.",
             flag,
         ],
