@@ -137,3 +137,37 @@ def test_meanfield_gap_rate_rejects_wrong_rate_and_split_fit():
     v = np.where(w <= 256, w / 256.0, 1.0)
     lo, hi = regime_slopes(w, v)
     assert abs(lo - 1) < 1e-9 and abs(hi) < 1e-9
+
+
+def test_ntk_change_rate_rejects_wrong_rate_and_shuffled_widths():
+    from widelimit.atlas.ntk import ntk_change_headline
+
+    rng = np.random.default_rng(13)
+    ws = [32, 64, 128, 256, 512, 1024]
+    change = {n: list(5.0 / n * (1 + 0.1 * rng.standard_normal(4))) for n in ws}
+    assert ntk_change_headline(ws, change).ok  # the O(1/n) rate
+    assert not ntk_change_headline(ws, change, theory=-0.5).ok  # the Hessian bound's rate
+    shuffled = dict(zip(ws, [change[n] for n in rng.permutation(ws)], strict=True))
+    assert not ntk_change_headline(ws, shuffled).ok
+
+
+def test_ntk_kernel_gd_matches_closed_form_and_layers_sum_to_empirical_ntk():
+    import torch
+
+    from widelimit import Dense, ReLU, empirical_ntk, serial
+    from widelimit.atlas.ntk import kernel_gd, ntk_by_layer
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 5))
+    theta = a @ a.T + np.eye(5)
+    f0, y, lr = rng.standard_normal(5), rng.standard_normal(5), 0.3
+    got = kernel_gd(theta, theta, f0, f0, y, lr, [0, 7])
+    step = np.eye(5) - lr / 5 * theta
+    assert np.allclose(got[1], y + np.linalg.matrix_power(step, 7) @ (f0 - y))
+    assert np.allclose(got[0], f0)
+    net = serial(Dense(512, w_std=1.4, b_std=0.1), ReLU(), Dense(1, w_std=1.4, b_std=0.1))
+    m = net.module(16, input_shape=3, seed=0, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    by_layer = ntk_by_layer(m, x)
+    assert by_layer.shape == (2, 4, 4)
+    assert np.allclose(by_layer.sum(0), empirical_ntk(m, x).numpy(), rtol=1e-10, atol=1e-12)
