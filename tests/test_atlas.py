@@ -158,6 +158,15 @@ def _check_files(out, pages_json, summary):
         assert f'href="{name}.html"' in index
         assert page["quick"] is True and page["seconds"] > 0
         assert page["content"]["formula"]
+        # issue 21: two-sided headline, a stated falsifier, published numbers as printed,
+        # quick markers on every figure and on the index row
+        assert page["headline"]["kind"] == "equal"
+        assert page["content"]["falsified_by"]
+        assert "What would have falsified the theory" in html
+        for pub in page["content"]["published"]:
+            assert pub["error_bar"] and pub["where"] and pub["source"] and pub["ours"]
+        assert html.count("[QUICK sizes]") == N_FIGURES[name]
+    assert index.count("<td>QUICK</td>") == len(list(out.glob("*.json"))) - 1  # not atlas.json
     assert {p["page"] for p in summary["pages"]} == set(pages_json)
 
 
