@@ -222,7 +222,8 @@ def content(res: Result) -> PageContent:
     flag = (
         f"DISCREPANCY FLAGGED (|z| > {FLAG_Z}): " + "; ".join(flagged) + ". Measured at width "
         f"n = {cfg.stability_width}, d = Tn, {cfg.stability_nets} nets and "
-        f"{cfg.stability_paths} SDE paths (demonstrate_stability's own SDE step). Not yet "
+        f"{cfg.stability_paths} SDE paths with step dt = 1/n = 1/{cfg.stability_width} "
+        "(demonstrate_stability's choice). Not yet "
         "investigated against n and dt: a finite-width correction to the tail probability or "
         "the SDE's time step are the candidates; until then this row does not confirm the SDE."
         if flagged
