@@ -139,16 +139,16 @@ def test_meanfield_gap_rate_rejects_wrong_rate_and_split_fit():
     assert abs(lo - 1) < 1e-9 and abs(hi) < 1e-9
 
 
-def test_ntk_change_rate_rejects_wrong_rate_and_shuffled_widths():
-    from widelimit.atlas.ntk import ntk_change_headline
+def test_ntk_init_rate_rejects_wrong_rate_and_shuffled_widths():
+    from widelimit.atlas.ntk import ntk_init_headline
 
     rng = np.random.default_rng(13)
     ws = [32, 64, 128, 256, 512, 1024]
-    change = {n: list(5.0 / n * (1 + 0.1 * rng.standard_normal(4))) for n in ws}
-    assert ntk_change_headline(ws, change).ok  # the O(1/n) rate
-    assert not ntk_change_headline(ws, change, theory=-0.5).ok  # the Hessian bound's rate
-    shuffled = dict(zip(ws, [change[n] for n in rng.permutation(ws)], strict=True))
-    assert not ntk_change_headline(ws, shuffled).ok
+    dev = {n: list(2.0 / np.sqrt(n) * (1 + 0.1 * rng.standard_normal(4))) for n in ws}
+    assert ntk_init_headline(ws, dev).ok  # the CLT rate
+    assert not ntk_init_headline(ws, dev, theory=-1.0).ok
+    shuffled = dict(zip(ws, [dev[n] for n in rng.permutation(ws)], strict=True))
+    assert not ntk_init_headline(ws, shuffled).ok
 
 
 def test_ntk_kernel_gd_matches_closed_form_and_layers_sum_to_empirical_ntk():
