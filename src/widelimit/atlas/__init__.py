@@ -32,6 +32,7 @@ __all__ = [
     "PageResult",
     "Published",
     "Table",
+    "mark_quick",
     "page_module",
     "resolve_page",
     "run_page",
@@ -110,6 +111,22 @@ def _environment() -> str:
     )
 
 
+QUICK_MARK = "[QUICK sizes]"
+
+
+def mark_quick(fig: Figure) -> Figure:
+    """Stamp ``QUICK sizes`` into the corner of the PNG and prefix the caption with it."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(fig.path) as im:
+        im = im.convert("RGB")
+        draw = ImageDraw.Draw(im)
+        draw.rectangle((0, 0, 120, 16), fill=(255, 230, 120))
+        draw.text((4, 2), "QUICK-SIZES", fill=(160, 0, 0))
+        im.save(fig.path)
+    return Figure(fig.path, f"{QUICK_MARK} {fig.caption}")
+
+
 def write_page(pr: PageResult, out: str | Path) -> Path:
     """Write ``<name>.html`` (figures embedded), ``<name>.json`` and ``<name>/*.png``."""
     from widelimit.atlas.html import page_html, write_json
@@ -118,6 +135,8 @@ def write_page(pr: PageResult, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     mod = page_module(pr.name)
     figs = mod.figures(pr.result, out / pr.name)
+    if pr.quick:
+        figs = [mark_quick(f) for f in figs]
     content = mod.content(pr.result)
     facts = [
         ("sizes", "quick (--quick)" if pr.quick else "full"),

@@ -25,8 +25,11 @@ __all__ = [
     "Published",
     "Table",
     "circle",
+    "ensemble_covariances",
+    "jacobian_gain",
     "loglog_slope",
     "mpl",
+    "slope_headline",
 ]
 
 
@@ -36,8 +39,10 @@ class Headline:
 
     ``tolerance`` is derived from the sampling error of ``value`` (e.g. ``3·stderr``, or a
     quantile of the statistic's null distribution) plus any stated finite-size bias; ``ok``
-    says whether ``|value − theory| ≤ tolerance`` (for ``kind="max"``: ``value ≤ theory +
-    tolerance``, a distance that should be at its noise level).
+    says whether ``|value − theory| ≤ tolerance``: a two-sided comparison that a wrong theory
+    fails (issue 21). Every page uses ``kind="equal"``; ``kind="max"`` (``value ≤ theory +
+    tolerance``, a one-sided bound that cannot fail when the effect is smaller) is kept only
+    to read JSON written by older versions.
     """
 
     name: str
@@ -76,11 +81,20 @@ class Table:
 
 @dataclass(frozen=True)
 class Published:
-    """A published number beside ours, with the conditions under which they differ."""
+    """A published number beside ours, as printed.
+
+    ``published`` is the value as printed and ``error_bar`` its error bar as printed (or
+    ``"no error bar printed"``); ``source`` the paper, ``where`` its table/figure/theorem
+    (``"unverified"`` when we could not check it); ``ours`` our value ± its error on the
+    conditions stated in ``conditions`` (what differs from the paper). A number that is our
+    own derivation has ``source`` starting with ``"ours"``.
+    """
 
     quantity: str
     published: str
+    error_bar: str
     source: str
+    where: str
     ours: str
     conditions: str
 
@@ -94,6 +108,7 @@ class PageContent:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
+    falsified_by: str = ""  # the result that would have falsified the theory
 
 
 def loglog_slope(
@@ -103,8 +118,8 @@ def loglog_slope(
     (:func:`widelimit.propagation.fit_loglog`, standard error propagated from ``y_se``)."""
     from widelimit.propagation import fit_loglog
 
-    slope, _, se = fit_loglog(x, y, y_se)
-    return slope, se
+    fit = fit_loglog(x, y, y_se)
+    return float(fit.slope), float(fit.stderr)
 
 
 def mpl():
@@ -132,3 +147,93 @@ def circle(gamma: np.ndarray, dtype=None):
 
     g = np.asarray(gamma, dtype=np.float64)
     return torch.tensor(np.stack([np.cos(g), np.sin(g)], 1), dtype=dtype or torch.float64)
+
+
+def slope_headline(
+    name: str, slope: float, se: float, theory: float, *, k: float = 3.0, note: str = ""
+) -> Headline:
+    """A fitted log-log rate ``slope ± se`` against the rate ``theory`` predicts: agrees iff
+    ``|slope − theory| ≤ k·se`` (two-sided; a wrong predicted rate fails)."""
+    rule = f"{k:g} standard errors of the fitted slope" + (f"; {note}" if note else "")
+    return Headline(name, float(slope), float(theory), float(se), k * float(se), rule)
+
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
+DERIVATIVES = {"tanh": lambda h: 1.0 - np.tanh(h) ** 2, "relu": lambda h: (h > 0).astype(float)}
+
+
+def jacobian_gain(
+    activation: str,
+    w_var: float,
+    b_var: float,
+    q0: float,
+    width: int,
+    depth: int,
+    n_nets: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per-layer squared gain ``‖δh^{l+1}‖²/‖δh^l‖²`` of a random tangent ``δh`` through
+    ``n_nets`` finite nets of ``width`` (the finite-net measurement of χ₁).
+
+    Pre-activations ``h^{l+1} = σw W φ(h^l)/√n + σb b`` and their tangent
+    ``δh^{l+1} = σw W (φ'(h^l) ⊙ δh^l)/√n`` share ``W``; given layer ``l`` the rows of
+    ``(h^{l+1}, δh^{l+1})`` are i.i.d. Gaussian with covariance ``σw² G/n + σb² e₁e₁ᵀ``,
+    ``G`` the 2 × 2 Gram of ``(φ(h^l), φ'(h^l) ⊙ δh^l)`` (exact for Gaussian weights).
+    Start: ``h¹ ~ N(0, q0)``, ``δh¹ ~ N(0, 1)`` independent. Returns ``(n_nets, depth)``.
+    """
+    phi, dphi = ACTIVATIONS[activation], DERIVATIVES[activation]
+    rng = np.random.default_rng(seed)
+    h = np.sqrt(q0) * rng.standard_normal((n_nets, width))
+    dh = rng.standard_normal((n_nets, width))
+    out = np.empty((n_nets, depth))
+    for layer in range(depth):
+        a, g = phi(h), dphi(h) * dh
+        cols = np.stack([a, g], -1)  # (M, n, 2)
+        cov = w_var * (np.swapaxes(cols, -1, -2) @ cols) / width
+        cov[:, 0, 0] += b_var
+        evals, evecs = np.linalg.eigh(cov)
+        fac = evecs * np.sqrt(np.clip(evals, 0, None))[:, None, :]
+        z = rng.standard_normal((n_nets, width, 2)) @ np.swapaxes(fac, -1, -2)
+        new = (z[..., 1] ** 2).sum(-1)
+        out[:, layer] = new / (dh**2).sum(-1)
+        h, dh = z[..., 0], z[..., 1]
+    return out
+
+
+def ensemble_covariances(
+    activation: str,
+    w_var: float,
+    b_var: float,
+    depth: int,
+    width: int,
+    gram0: np.ndarray,
+    n_nets: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """Conditional covariances of the pre-activations of ``n_nets`` independent finite nets.
+
+    Net: ``h¹ = σw W⁰ x/√n₀ + σb b``, ``h^{l+1} = σw W^l φ(h^l)/√n + σb b`` with i.i.d.
+    ``N(0, 1)`` weights and biases and ``depth`` hidden layers of ``width`` units. For ``m``
+    inputs with Gram ``gram0 = x xᵀ/n₀`` ``(m, m)``, the units of layer ``l`` given layer
+    ``l − 1`` are i.i.d. ``N(0, Σ_l)`` with ``Σ_l = σw² φ(H)ᵀφ(H)/n + σb²`` (exact for
+    Gaussian weights), so each layer costs ``n·m`` Gaussians (the exact sampler of
+    :mod:`widelimit.sde.finite`, with biases).
+
+    Returns ``(depth + 1, n_nets, m, m)``: ``Σ_1, …, Σ_{depth+1}`` (the last one is the
+    law of a readout unit, i.e. of the net's output given its last hidden layer).
+    """
+    phi = ACTIVATIONS[activation]
+    g0 = np.asarray(gram0, dtype=np.float64)
+    m = g0.shape[0]
+    rng = np.random.default_rng(seed)
+    out = np.empty((depth + 1, n_nets, m, m))
+    sig = np.broadcast_to(w_var * g0 + b_var, (n_nets, m, m)).copy()
+    out[0] = sig
+    for layer in range(1, depth + 1):
+        evals, evecs = np.linalg.eigh(sig)
+        fac = evecs * np.sqrt(np.clip(evals, 0, None))[:, None, :]  # fac facᵀ = Σ
+        z = rng.standard_normal((n_nets, width, m))
+        a = phi(z @ np.swapaxes(fac, -1, -2))  # (nets, n, m): rows ~ N(0, Σ_l)
+        sig = w_var * (np.swapaxes(a, -1, -2) @ a) / width + b_var
+        out[layer] = sig
+    return out

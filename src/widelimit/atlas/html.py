@@ -81,13 +81,20 @@ def page_html(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
     )
     paras = "".join(f"<p>{html.escape(p)}</p>" for p in content.paragraphs)
+    if content.falsified_by:
+        paras += (
+            "<p><b>What would have falsified the theory:</b> "
+            f"{html.escape(content.falsified_by)}</p>"
+        )
     pub = ""
     if content.published:
         pub_t = Table(
             "",
-            ["quantity", "published", "source", "this run", "conditions / why they differ"],
-            [[p.quantity, p.published, p.source, p.ours, p.conditions] for p in content.published],
-        )
+            ["quantity", "published (as printed)", "error bar (as printed)", "source",
+             "table / figure", "ours ± error", "conditions that differ"],
+            [[p.quantity, p.published, p.error_bar, p.source, p.where, p.ours, p.conditions]
+             for p in content.published],
+        )  # fmt: skip
         pub = "<h2>Published numbers beside ours</h2>" + table_html(pub_t)
     tables = "".join(table_html(t) for t in content.tables)
     figs = "".join(figure_html(f) for f in figures)
@@ -111,7 +118,8 @@ def page_html(
 
 
 def index_html(rows: list[dict[str, Any]], facts: list[tuple[str, str]]) -> str:
-    """The atlas index: one row per page (``file``, ``title``, ``headline``, ``seconds``)."""
+    """The atlas index: one row per page (``file``, ``title``, ``headline``, ``quick``,
+    ``seconds``); a page run at quick sizes is marked QUICK."""
     body = []
     for r in rows:
         h: Headline = r["headline"]
@@ -120,6 +128,7 @@ def index_html(rows: list[dict[str, Any]], facts: list[tuple[str, str]]) -> str:
             f'<tr><td><a href="{html.escape(r["file"])}">{html.escape(r["title"])}</a></td>'
             f"<td>{html.escape(h.name)}</td><td>{h.value:.4g}</td><td>{h.theory:.4g}</td>"
             f'<td class="{cls}">{"agrees" if h.ok else "DISAGREES"}</td>'
+            f"<td>{'QUICK' if r['quick'] else 'full'}</td>"
             f"<td>{r['seconds']:.1f} s</td></tr>"
         )
     facts_html = "".join(
@@ -134,7 +143,7 @@ prints the numbers it plots (JSON beside the page) and quotes the published numb
 the conditions under which ours differ.</p>
 <table>{facts_html}</table>
 <table><thead><tr><th>page</th><th>headline</th><th>ours</th><th>theory</th><th>check</th>
-<th>run time</th></tr></thead><tbody>{"".join(body)}</tbody></table>
+<th>sizes</th><th>run time</th></tr></thead><tbody>{"".join(body)}</tbody></table>
 <p>Summary of every page: <code>atlas.json</code>.</p>
 </body></html>
 """

@@ -37,11 +37,16 @@ def show_page(page: str | int, *, full: bool | None = None) -> Any:
     print(
         f"{h.name}: {h.value:.4g} (theory {h.theory:.4g}, tolerance {h.tolerance:.3g}) ->",
         "agrees" if h.ok else "DISAGREES",
-        f"[{res.seconds:.1f} s]",
+        f"[{res.seconds:.1f} s{'' if full else ', QUICK sizes'}]",
     )
     content = mod.content(res)
     display(Markdown(content.formula))
+    if content.falsified_by:
+        print(f"What would have falsified the theory: {content.falsified_by}")
+    from widelimit.atlas import mark_quick
+
     for fig in mod.figures(res, Path(tempfile.mkdtemp())):
+        fig = fig if full else mark_quick(fig)
         display(Image(filename=str(fig.path)))
         print(fig.caption)
     for table in content.tables:
@@ -51,7 +56,7 @@ def show_page(page: str | int, *, full: bool | None = None) -> Any:
             print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     for pub in content.published:
         print(
-            f"{pub.quantity}: published {pub.published} ({pub.source}); ours {pub.ours}; "
-            f"{pub.conditions}"
+            f"{pub.quantity}: published {pub.published}, error bar: {pub.error_bar} "
+            f"({pub.source}, {pub.where}); ours {pub.ours}; {pub.conditions}"
         )
     return res
