@@ -8,14 +8,30 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import typer
-from rich.console import Console
 
-from widelimit._cli.common import check_device, console, load_array, parse_ints, print_json, table
+from widelimit._cli.common import (
+    Format,
+    FormatOpt,
+    JsonOpt,
+    check_device,
+    console,
+    emit_json,
+    emit_table,
+    emit_text,
+    load_array,
+    output_format,
+    parse_choice,
+    parse_ints,
+    save_npy,
+    table,
+)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+DEFAULT_OUT = Path("widelimit-empirical-ntk")
+"""Where ``widelimit empirical-ntk`` writes ``ntk.npy`` unless ``--out`` says otherwise."""
 
 
 def load_model(ref: str) -> torch.nn.Module:
@@ -78,7 +94,9 @@ def register(app: typer.Typer) -> None:
         ] = "float32",
         device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
         threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
-        out: Annotated[Path | None, typer.Option(help="Directory for ntk.npy.")] = None,
+        out: Annotated[
+            Path, typer.Option(help="Directory for ntk.npy (written unless --store is given).")
+        ] = DEFAULT_OUT,
         store: Annotated[
             Path | None,
             typer.Option(
@@ -89,13 +107,14 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[
             bool, typer.Option(help="Show the rule each parameter gets (stderr; in --json).")
         ] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        json_out: JsonOpt = False,
+        fmt: FormatOpt = Format.table,
     ) -> None:
         """Empirical NTK of a torch module (structured rules, Jacobian fallback per parameter)."""
         from widelimit.empirical import empirical_ntk, empirical_ntk_full, plan_empirical_ntk
 
-        if dtype not in DTYPES:
-            raise typer.BadParameter(f"expected one of {list(DTYPES)}", param_hint="--dtype")
+        dtype = parse_choice(dtype, tuple(DTYPES), "--dtype")
+        fmt = output_format(fmt, json_out)
         if threads is not None:
             torch.set_num_threads(threads)
         dev = check_device(device)
@@ -131,11 +150,11 @@ def register(app: typer.Typer) -> None:
             stored = empirical_ntk_to_store(model, xs[0], xb, store=store, tile=batch_size)
             info = {"store": str(store), "shape": list(stored.ntk.shape),
                     "seconds": time.perf_counter() - t0}  # fmt: skip
-            if json_out:
-                print_json(info)
+            if fmt == "json":
+                emit_json(info)
             else:
-                Console().print(table("widelimit empirical-ntk --store", list(info),
-                                      [list(info.values())]))  # fmt: skip
+                emit_table("widelimit empirical-ntk --store", list(info), [list(info.values())],
+                           fmt=fmt)  # fmt: skip
             return
         fn = empirical_ntk_full if full else empirical_ntk
         k = fn(model, xs[0], xb, **kw)
@@ -157,16 +176,14 @@ def register(app: typer.Typer) -> None:
                  "reason": r.reason}
                 for r in plan.rules
             ]  # fmt: skip
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            np.save(out / "ntk.npy", k.detach().cpu().numpy())
-            summary["files"] = [str(out / "ntk.npy")]
-        if json_out:
-            print_json(summary)
+        out.mkdir(parents=True, exist_ok=True)
+        save_npy(out / "ntk.npy", k.detach().cpu().numpy())
+        summary["files"] = [str(out / "ntk.npy")]
+        if fmt == "json":
+            emit_json(summary)
             return
         cols = ["shape", "strategy", "parameters", "seconds", "max |Θ|", "mean diag"]
         row = [str(tuple(k.shape)), plan.strategy, plan.n_params, seconds, summary["max_abs"],
                summary.get("mean_diag", float("nan"))]  # fmt: skip
-        Console().print(table("widelimit empirical-ntk", cols, [row]))  # the result: stdout
-        if out is not None:
-            console.print(f"wrote {out / 'ntk.npy'}")
+        emit_table("widelimit empirical-ntk", cols, [row], fmt=fmt)
+        emit_text(f"wrote {out / 'ntk.npy'}", fmt=fmt)
