@@ -165,7 +165,13 @@ def kernel_to_store(
         _exit_on_second_interrupt(store)
         print(f"interrupted: {_saved(store)} tiles saved in {store}; run the same command "
               "again to resume", file=sys.stderr)  # fmt: skip
-        raise typer.Exit(130) from None
+        # Exit now rather than through the interpreter's teardown: that teardown resets the
+        # SIGINT handler to the system default, so a second Ctrl-C arriving during it killed
+        # the process by the signal (status -2 instead of 130).  The lock was released on the
+        # way here; the store is valid (see _exit_on_second_interrupt).
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(130)
     if scaling is not None:
         from widelimit.scaling import save_scaling
 
