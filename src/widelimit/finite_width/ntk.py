@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
+from widelimit.finite_width.sampling import bootstrap_weights, monte_carlo_args
 from widelimit.finite_width.spec import dense_chain
 from widelimit.layers.base import Layer
 from widelimit.seeding import Seed, as_generator
@@ -136,10 +137,7 @@ def monte_carlo_ntk(
     """Mean, covariance and relative variance of the empirical NTK over ``n_nets`` nets
     (``chunk`` per batched pass; Poisson-bootstrap standard errors, as
     :func:`~widelimit.finite_width.sampling.monte_carlo_four_point`)."""
-    x = as_float_tensor("x", x, min_ndim=2, max_ndim=2).double()
-    n_nets = check_positive_int("n_nets", n_nets)
-    if n_nets < 2:
-        raise ValueError("`n_nets` must be >= 2 to estimate a standard error")
+    x, n_nets = monte_carlo_args(x, n_nets)
     chain = dense_chain(net, widths)
     gen = as_generator(seed, x.device)
     nx = x.shape[0]
@@ -150,8 +148,7 @@ def monte_carlo_ntk(
     while done < n_nets:
         s = min(check_positive_int("chunk", chunk), n_nets - done)
         th = sample_ntk(net, x, s, widths=chain.widths, seed=gen)
-        wts = torch.poisson(torch.ones((n_boot, s), dtype=torch.float64), generator=gen)
-        wts = torch.cat([torch.ones((1, s), dtype=torch.float64), wts])
+        wts = bootstrap_weights(n_boot, s, gen)
         w_sum += wts.sum(1)
         m1 += torch.einsum("rs,sab->rab", wts, th)
         m2 += torch.einsum("rs,sab,scd->rabcd", wts, th, th)

@@ -127,6 +127,23 @@ def _randn(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) ->
     return torch.randn(shape, generator=gen, dtype=like.dtype, device=like.device)
 
 
+def monte_carlo_args(x: Tensor, n_nets: int) -> tuple[Tensor, int]:
+    """``x`` as float64 ``(N, d)`` and ``n_nets`` checked (≥ 2, to estimate a standard error):
+    the arguments every Monte Carlo estimator of this package shares."""
+    x = as_float_tensor("x", x, min_ndim=2, max_ndim=2).double()
+    n_nets = check_positive_int("n_nets", n_nets)
+    if n_nets < 2:
+        raise ValueError("`n_nets` must be >= 2 to estimate a standard error")
+    return x, n_nets
+
+
+def bootstrap_weights(n_boot: int, s: int, gen: torch.Generator | None) -> Tensor:
+    """``(n_boot + 1, s)`` weights of ``s`` nets: replicate 0 is the point estimate (all
+    ones), replicates ``1..n_boot`` are Poisson(1) (the Poisson bootstrap)."""
+    wts = torch.poisson(torch.ones((n_boot, s), dtype=torch.float64), generator=gen)
+    return torch.cat([torch.ones((1, s), dtype=torch.float64), wts])
+
+
 def monte_carlo_four_point(
     net: Layer,
     x: Tensor,
@@ -151,10 +168,7 @@ def monte_carlo_four_point(
     Returns:
         :class:`MonteCarloFourPoint` (float64 estimates).
     """
-    x = as_float_tensor("x", x, min_ndim=2, max_ndim=2).double()
-    n_nets = check_positive_int("n_nets", n_nets)
-    if n_nets < 2:
-        raise ValueError("`n_nets` must be >= 2 to estimate a standard error")
+    x, n_nets = monte_carlo_args(x, n_nets)
     chunk = check_positive_int("chunk", chunk)
     n_boot = check_positive_int("n_boot", n_boot)
     if x.shape[0] > MAX_INPUTS:
@@ -187,8 +201,7 @@ def monte_carlo_four_point(
             x4 = (k * k * m2[:, :, :, None, None] * m2[:, None, None, :, :] - k * m4) / max(
                 k * (k - 1), 1
             )
-            wts = torch.poisson(torch.ones((n_boot, s), dtype=torch.float64), generator=gen)
-            wts = torch.cat([torch.ones((1, s), dtype=torch.float64), wts])
+            wts = bootstrap_weights(n_boot, s, gen)
             acc["w"] += wts.sum(1)
             acc["m2"] += torch.einsum("rs,sab->rab", wts, m2)
             acc["m4"] += torch.einsum("rs,sabcd->rabcd", wts, m4)
