@@ -56,6 +56,7 @@ __all__ = [
     "parse_ints",
     "print_json",
     "progress",
+    "reshape_rows",
     "save_npy",
     "stdout_console",
     "table",
@@ -277,6 +278,19 @@ def parse_ints(text: str, option: str, *, allow_empty: bool = False) -> tuple[in
 
 
 # ------------------------------------------------------------------ options
+def reshape_rows(arrays: list[Any], input_shape: str | None) -> list[Any]:
+    """Each ``(N, ...)`` array reshaped to ``(N, *input_shape)`` (``--input-shape``, e.g.
+    ``1,8,8``); unchanged when ``input_shape`` is ``None``.  A bad shape is a usage error
+    naming ``--input-shape``."""
+    if input_shape is None:
+        return arrays
+    try:
+        shape = parse_ints(input_shape, "--input-shape")
+        return [a.reshape(len(a), *shape) for a in arrays]
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--input-shape") from err
+
+
 def check_device(device: str) -> torch.device:
     """A usable torch device, or a one-line ``BadParameter`` (e.g. cuda on a CPU-only torch)."""
     try:

@@ -23,7 +23,7 @@ from widelimit._cli.common import (
     load_array,
     output_format,
     parse_choice,
-    parse_ints,
+    reshape_rows,
     save_npy,
     table,
 )
@@ -122,12 +122,7 @@ def register(app: typer.Typer) -> None:
         arrays = [load_array(x1, "--x1", n_rows=n_rows, builtin=False, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, builtin=False, min_ndim=2))
-        if input_shape is not None:
-            shape = parse_ints(input_shape, "--input-shape")
-            try:
-                arrays = [a.reshape(len(a), *shape) for a in arrays]
-            except ValueError as err:
-                raise typer.BadParameter(str(err), param_hint="--input-shape") from err
+        arrays = reshape_rows(arrays, input_shape)
         xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
         xb = xs[1] if len(xs) > 1 else None
         kw = {"strategy": strategy, "batch_size": batch_size}

@@ -37,7 +37,7 @@ from widelimit._cli.common import (
     output_format,
     parse_choice,
     parse_choices,
-    parse_ints,
+    reshape_rows,
     save_npy,
 )
 from widelimit._cli.deprecated import resolve_alias
@@ -224,12 +224,7 @@ def register(app: typer.Typer) -> None:
             arrays = [scaling.transform(a) for a in arrays]
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--scale-from") from err
-        if input_shape is not None:
-            try:
-                shape = parse_ints(input_shape, "--input-shape")
-                arrays = [a.reshape(len(a), *shape) for a in arrays]
-            except ValueError as err:
-                raise typer.BadParameter(str(err), param_hint="--input-shape") from err
+        arrays = reshape_rows(arrays, input_shape)
         xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
         del arrays  # the float64 copies: the job keeps only xs (peak memory at large N)
         if store is not None:

@@ -27,6 +27,7 @@ from widelimit._cli.common import (
     emit_table,
     load_array,
     output_format,
+    reshape_rows,
     save_npy,
     warn,
 )
@@ -96,18 +97,12 @@ def print_plan(
     json: bool,
 ) -> dict[str, Any]:
     """``widelimit kernel --plan``: the job's tiles, disk, memory and ETA on stdout."""
-    from widelimit._cli.common import parse_ints
     from widelimit.scale import plan_kernel
 
     xs = [_open_rows(x1, "--x1", n_rows)]
     if x2 is not None:
         xs.append(_open_rows(x2, "--x2", n_rows))
-    if input_shape is not None:
-        try:
-            shape = parse_ints(input_shape, "--input-shape")
-            xs = [a.reshape(len(a), *shape) for a in xs]
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--input-shape") from err
+    xs = reshape_rows(xs, input_shape)
     try:
         plan = plan_kernel(
             net, xs[0], xs[1] if len(xs) > 1 else None, store=store, tile=tile, get=get,
