@@ -76,7 +76,8 @@ _RATES = {
         "change of the empirical NTK during training, ‖Θ_T − Θ₀‖/‖Θ₀‖",
         "the bound of Jacot et al. 2018 and Lee et al. 2019 is O(width^−½)",
         "−½ is an upper bound on the rate: perturbative analyses (Dyer & Gur-Ari 2020; "
-        "Huang & Yau 2020) find that the kernel moves by O(1/width) during training, so a "
+        "Roberts, Yaida & Hanin 2022) find that the kernel moves by O(1/width) during "
+        "training, so a "
         "slope between −½ and −1 is expected and is not a failure of the limit",
     ),
 }
