@@ -171,11 +171,14 @@ def test_progress_weights_are_proportional_to_steps_times_parameters():
     # two hidden layers of width w: 64·w + w + w·w + w + 10·w + 10
     assert param_count(net, 4096, (64,)) == 64 * 4096 + 4096**2 + 10 * 4096 + 2 * 4096 + 10
     params = {64: param_count(net, 64, (64,)), 4096: param_count(net, 4096, (64,))}
-    w = run_weights(params, steps=100, seeds=3)
+    w = run_weights(params, steps=100, seeds=3, overhead=0.0)
     assert 3 * sum(w.values()) == pytest.approx(1.0)
     assert w[4096] / w[64] == pytest.approx(params[4096] / params[64])  # ≈ 1900, not 64
-    assert w[4096] / w[64] > 1000
+    # with the fixed cost of a step: ∝ params + overhead
+    wo = run_weights(params, steps=100, seeds=3, overhead=1e5)
+    assert wo[4096] / wo[64] == pytest.approx((params[4096] + 1e5) / (params[64] + 1e5))
+    assert wo[4096] / wo[64] > 100
     # steps scale every run alike, so the shares do not change
-    assert run_weights(params, steps=7, seeds=3) == pytest.approx(w)
+    assert run_weights(params, steps=7, seeds=3) == pytest.approx(run_weights(params, 100, 3))
     with pytest.raises(ValueError, match="steps"):
         run_weights(params, steps=0, seeds=1)

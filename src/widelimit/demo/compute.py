@@ -50,6 +50,7 @@ from widelimit.spec_text import default_net
 
 __all__ = [
     "DEFAULT_NET",
+    "STEP_OVERHEAD_PARAMS",
     "DemoConfig",
     "DemoResult",
     "FiniteRun",
@@ -257,18 +258,29 @@ def param_count(net, width: int, in_shape: tuple[int, ...]) -> int:
     return poly(width)
 
 
-def run_weights(params: dict[int, int], steps: int, seeds: int) -> dict[int, float]:
+STEP_OVERHEAD_PARAMS = 1.0e5
+"""Fixed cost of one gradient-descent step (Python and autograd bookkeeping), in units of
+the per-parameter cost: ≈ 2.8 ms per step against ≈ 21 ns per parameter and step, measured
+on the digits quick demo (one thread, widths 256/1024/2048).  It makes a width-64 run
+(9 k parameters) cost about as much as a width-256 one, as measured, instead of 10× less."""
+
+
+def run_weights(
+    params: dict[int, int], steps: int, seeds: int, overhead: float = STEP_OVERHEAD_PARAMS
+) -> dict[int, float]:
     """Share of the finite-width work done by one run at each width (sums to 1 over runs).
 
     One gradient-descent step costs a forward and a backward pass, both proportional
-    to the number of parameters, so a run costs ``∝ steps · params(width)``; the
-    progress bar advances by these shares so that its ETA does not treat a width-4096
-    run (≈ 17 M parameters in the default net) like a width-64 one (≈ 9 k).
+    to the number of parameters, plus a fixed bookkeeping cost, so a run costs
+    ``∝ steps · (params(width) + overhead)``; the progress bar advances by these shares
+    so that its ETA does not treat a width-4096 run (≈ 17 M parameters in the default
+    net) like a width-64 one (≈ 9 k).
 
     Args:
         params: ``{width: number of trainable parameters}`` (:func:`param_count`).
         steps: gradient-descent steps per run (``>= 1``).
         seeds: runs per width (``>= 1``).
+        overhead: fixed cost of a step in parameter units (:data:`STEP_OVERHEAD_PARAMS`).
     Returns:
         ``{width: weight of one run}`` with ``seeds · sum(weights) == 1``.
     """
@@ -276,7 +288,9 @@ def run_weights(params: dict[int, int], steps: int, seeds: int) -> dict[int, flo
         raise ValueError(f"`steps` and `seeds` must be >= 1; got {steps} and {seeds}")
     if not params or any(p <= 0 for p in params.values()):
         raise ValueError(f"`params` must map widths to positive counts; got {params}")
-    cost = {w: float(steps) * p for w, p in params.items()}
+    if not overhead >= 0:
+        raise ValueError(f"`overhead` must be >= 0; got {overhead}")
+    cost = {w: float(steps) * (p + overhead) for w, p in params.items()}
     total = seeds * sum(cost.values())
     return {w: c / total for w, c in cost.items()}
 
