@@ -464,8 +464,7 @@ def _finite_width(
     n_runs, done = len(cfg.widths) * cfg.seeds, 0.0
     for width in cfg.widths:
         for seed in range(cfg.seeds):
-            run_no = f"run {len(runs) + 1}/{n_runs}"
-            desc = f"finite nets, % of cost ({run_no}: width {width}, seed {seed})"
+            desc = f"finite nets (width {width}, seed {seed}), % of cost"  # fits 80 columns
             bar.update(task_f, description=desc)
             t0 = time.perf_counter()
             run, theta0 = _train_one(
