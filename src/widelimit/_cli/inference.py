@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         """Finite nets vs NNGP/NTK on real data; writes an HTML report + results.json."""
         fmt = output_format(fmt, json_out)
         from widelimit.demo import DemoConfig, run_demo, summary_rows, write_report
-        from widelimit.demo.report import result_dict
+        from widelimit.demo.report import rate_lines, result_dict
 
         torch.set_num_threads(threads)
         changes: dict[str, object] = {"dataset": dataset, "center": center, "mnist": mnist}
@@ -83,14 +83,14 @@ def register(app: typer.Typer) -> None:
             return
         cols, rows = summary_rows(res)
         emit_table(f"widelimit demo ({res.seconds:.0f} s) — {res.protocol}", cols, rows, fmt=fmt)
-        inf, fit = res.infinite, res.dist_slope
+        inf = res.infinite
         emit_text(
             f"NNGP test accuracy {inf.nngp_accuracy_inf:.4f}; NTK {inf.ntk_accuracy_inf:.4f} "
-            f"(t=∞), {inf.ntk_accuracy_t_end:.4f} (t=K·η={res.t_end:.3g}); "
-            f"slope of ‖f_width − f_NTK‖ vs width: {fit.slope:.3f} ± {fit.stderr:.3f} "
-            "(theory −0.5)",
+            f"(t=∞), {inf.ntk_accuracy_t_end:.4f} (t=K·η={res.t_end:.3g})",
             fmt=fmt,
         )
+        for line in rate_lines(res):  # each rate with its SE, theory and a verdict
+            emit_text(line, fmt=fmt)
         if res.literature is not None:
             lit = res.literature
             emit_text(

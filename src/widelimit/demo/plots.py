@@ -134,18 +134,35 @@ def plot_heatmaps(res: DemoResult):
     if h is None:
         raise ValueError("this DemoResult has no heatmaps (loaded from JSON?)")
     emp = sorted(h.ntk_empirical)
-    panels = [("NNGP (test, by label)", h.nngp), ("NTK (test, by label)", h.ntk)]
-    panels.append(("analytic NTK (train subset)", h.ntk_analytic))
+    n_test, n_train = len(h.labels), len(h.ntk_labels)
+    panels = [
+        ("analytic NNGP K(x, x′)", h.nngp, f"test input (of {n_test}, sorted by label)"),
+        ("analytic NTK Θ(x, x′)", h.ntk, f"test input (of {n_test}, sorted by label)"),
+        ("analytic NTK Θ(x, x′)", h.ntk_analytic, f"training input (of {n_train}, by label)"),
+    ]
     for w in (emp[0], emp[-1]) if len(emp) > 1 else emp:
-        panels.append((f"empirical NTK, width {w}", h.ntk_empirical[w]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
+        panels.append(
+            (f"empirical NTK at init, width {w}", h.ntk_empirical[w],
+             f"training input (of {n_train}, by label)")
+        )  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.9))
+    axes = np.atleast_1d(axes)
     lim = float(np.abs(h.ntk_analytic).max())
-    for i, (ax, (title, mat)) in enumerate(zip(axes, panels, strict=True)):
+    for i, (ax, (title, mat, axis_label)) in enumerate(zip(axes, panels, strict=True)):
         vmax = lim if i >= 2 else None  # same colour scale for the NTK comparison
-        ax.imshow(mat, cmap="viridis", vmin=0 if vmax else None, vmax=vmax)
+        im = ax.imshow(mat, cmap="viridis", vmin=0 if vmax else None, vmax=vmax)
         ax.set_title(title, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel(axis_label, fontsize=7)
+        ax.set_ylabel(axis_label, fontsize=7)
+        ax.tick_params(labelsize=6)
+        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cbar.set_label("kernel value", fontsize=7)
+        cbar.ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "Kernels between inputs (blocks on the diagonal: same digit); the last panels share "
+        "one colour scale",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
