@@ -21,6 +21,10 @@
 # `widelimit.atlas.distributions`): `show_page` runs `compute` (a dataclass of every plotted
 # number, returned as `res`), draws the `figures` and prints the `content`. Quick sizes by
 # default; set the environment variable `WIDELIMIT_ATLAS_FULL=1` for the full sizes.
+#
+# Run as a plain script (`python examples/atlas_1_distributions.py`) it prints the page as text
+# and saves its figures under `./widelimit-examples/distributions/`
+# (or `$WIDELIMIT_EXAMPLES_DIR/distributions/`).
 
 # %%
 from widelimit.atlas.notebook import show_page

@@ -22,6 +22,10 @@
 # `widelimit.atlas.ntk`): `show_page` runs `compute` (a dataclass of every plotted
 # number, returned as `res`), draws the `figures` and prints the `content`. Quick sizes by
 # default; set the environment variable `WIDELIMIT_ATLAS_FULL=1` for the full sizes.
+#
+# Run as a plain script (`python examples/atlas_5_ntk.py`) it prints the page as text
+# and saves its figures under `./widelimit-examples/ntk/`
+# (or `$WIDELIMIT_EXAMPLES_DIR/ntk/`).
 
 # %%
 from widelimit.atlas.notebook import show_page

@@ -21,6 +21,10 @@
 # `widelimit.atlas.meanfield`): `show_page` runs `compute` (a dataclass of every plotted
 # number, returned as `res`), draws the `figures` and prints the `content`. Quick sizes by
 # default; set the environment variable `WIDELIMIT_ATLAS_FULL=1` for the full sizes.
+#
+# Run as a plain script (`python examples/atlas_6_meanfield.py`) it prints the page as text
+# and saves its figures under `./widelimit-examples/meanfield/`
+# (or `$WIDELIMIT_EXAMPLES_DIR/meanfield/`).
 
 # %%
 from widelimit.atlas.notebook import show_page

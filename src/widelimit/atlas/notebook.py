@@ -11,23 +11,41 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from widelimit.atlas import page_module
+from widelimit.atlas import page_module, resolve_page
 
 __all__ = ["show_page"]
 
 
-def show_page(page: str | int, *, full: bool | None = None) -> Any:
-    """Compute one atlas page and display its headline, formula, figures, tables and the
-    published numbers in a Jupyter notebook (or print them elsewhere).
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (which can show Markdown and images inline)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython is not a dependency: plain Python
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_page(
+    page: str | int, *, full: bool | None = None, out: str | os.PathLike | None = None
+) -> Any:
+    """Compute one atlas page and show its headline, formula, figures, tables and the
+    published numbers: inline in a Jupyter notebook, as text elsewhere.
+
+    In a notebook the formula is rendered as Markdown and the figures are shown inline. Run
+    as a plain script (``python examples/atlas_1_distributions.py``, or in a terminal
+    IPython) the formula is printed as text and the figures are saved as PNG files, each
+    printed with its path and caption.
 
     Args:
         page: page name or number (as for ``widelimit atlas PAGE``).
         full: full sizes; default: quick sizes unless ``WIDELIMIT_ATLAS_FULL=1``.
+        out: where figures are saved outside a notebook; default ``$WIDELIMIT_EXAMPLES_DIR``
+            or ``./widelimit-examples/``, in a sub-directory named after the page.
     Returns:
         The page module's ``Result`` dataclass (every plotted number).
     """
-    from IPython.display import Image, Markdown, display
-
+    notebook = _in_notebook()
     mod = page_module(page)
     if full is None:
         full = os.environ.get("WIDELIMIT_ATLAS_FULL") == "1"
@@ -40,15 +58,29 @@ def show_page(page: str | int, *, full: bool | None = None) -> Any:
         f"[{res.seconds:.1f} s{'' if full else ', QUICK sizes'}]",
     )
     content = mod.content(res)
-    display(Markdown(content.formula))
+    if notebook:
+        from IPython.display import Markdown, display
+
+        display(Markdown(content.formula))
+        fig_dir = Path(tempfile.mkdtemp())
+    else:
+        print(content.formula)
+        base = out if out is not None else os.environ.get("WIDELIMIT_EXAMPLES_DIR")
+        fig_dir = Path(base or "widelimit-examples") / resolve_page(page)
+        fig_dir.mkdir(parents=True, exist_ok=True)
     if content.falsified_by:
         print(f"What would have falsified the theory: {content.falsified_by}")
     from widelimit.atlas import mark_quick
 
-    for fig in mod.figures(res, Path(tempfile.mkdtemp())):
+    for fig in mod.figures(res, fig_dir):
         fig = fig if full else mark_quick(fig)
-        display(Image(filename=str(fig.path)))
-        print(fig.caption)
+        if notebook:
+            from IPython.display import Image, display
+
+            display(Image(filename=str(fig.path)))
+            print(fig.caption)
+        else:
+            print(f"figure saved to {fig.path}: {fig.caption}")
     for table in content.tables:
         print(table.title)
         print(" | ".join(table.columns))
