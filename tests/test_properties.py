@@ -160,7 +160,7 @@ def _overflows(net, x) -> bool:
     return log_q > math.log(torch.finfo(torch.float64).max) - 10
 
 
-def _check_kernel(net, x) -> None:
+def _check_kernel(net, x, *, psd_rtol: float = 1e-10) -> None:
     split = max(1, len(x) // 2)
     x1, x2 = x[:split], x[split:]
     try:
@@ -176,7 +176,7 @@ def _check_kernel(net, x) -> None:
         assert torch.equal(k, k.T), name
         tr = float(k.diagonal().sum())
         eig = torch.linalg.eigvalsh(k)
-        assert float(eig[0]) >= -1e-10 * tr, f"{name} min eig {float(eig[0])} vs trace {tr}"
+        assert float(eig[0]) >= -psd_rtol * tr, f"{name} min eig {float(eig[0])} vs trace {tr}"
     if len(x2):
         cross = net.kernel(x1, x2, get=("nngp", "ntk"))
         for name in ("nngp", "ntk"):
@@ -219,7 +219,13 @@ _ARCCOS_ACTS = [a for a in ACTIVATIONS if isinstance(a, ARCCOS)]
 @_SLOW
 @given(net=mlp(_ARCCOS_ACTS), data=st.data())
 def test_arccos_family_mlp_kernels_many_examples(net, data) -> None:
-    _check_kernel(net, data.draw(inputs((data.draw(st.integers(1, 5)),))))
+    # Error model of the arc-cosine duals: θ = arccos(c) from a correlation c rounded to
+    # ε = 2^-52 has error ε/sin θ, which peaks at ~√ε ≈ 1.5e-8 where 1 − c is a few ulps
+    # (nearly collinear inputs, e.g. 1-D inputs at scale 1e5 with a small bias: 1 − c ≈
+    # σb²Δx²/(2q1q2) falls below 8 ulps and rounds to c = 1); the NTK's (π − θ)/π factor
+    # carries that relative error, so PSD holds to √ε·trace, not to 1e-10·trace (hypothesis
+    # 6.155 found −6.2e-9·trace: 1-D inputs −6.0e5, −5.6e5, 6.7e5, σb = 0.1).
+    _check_kernel(net, data.draw(inputs((data.draw(st.integers(1, 5)),))), psd_rtol=2 * 2.0**-26)
 
 
 # --------------------------------------------------------------------- parser

@@ -153,7 +153,7 @@ def monte_carlo_four_point(
     seed: Seed = 0,
     chunk: int = 1000,
     n_boot: int = 200,
-    progress: bool = False,
+    progress: bool = True,
 ) -> MonteCarloFourPoint:
     """Estimate the outputs' two- and four-point functions over ``n_nets`` sampled nets.
 
@@ -164,7 +164,7 @@ def monte_carlo_four_point(
         seed: ``int``, ``torch.Generator`` or ``None``.
         chunk: nets per batched pass.
         n_boot: Poisson-bootstrap replicates for the standard errors.
-        progress: progress bar on stderr.
+        progress: progress bar on stderr (default on, as every long computation).
     Returns:
         :class:`MonteCarloFourPoint` (float64 estimates).
     """
