@@ -118,7 +118,8 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     rng = np.random.default_rng(cfg.seed + 1)
     kap, kse, kd, kdse, mv, samples = [], [], [], [], [], {}
     with progress_bar(progress) as bar:
-        task = bar.add_task("distributions: nets per width", total=len(cfg.widths))
+        # the sampler costs O(width) per net: the bar (and its ETA) advances by width
+        task = bar.add_task("distributions: nets per width", total=sum(int(n) for n in cfg.widths))
         for i, n in enumerate(cfg.widths):
             sig = ensemble_covariances(
                 cfg.activation, cfg.w_std**2, cfg.b_std**2, cfg.depth, int(n),
@@ -132,7 +133,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
             kdse.append(np.full(len(m2), np.sqrt(24 / cfg.n_nets)))
             kap.append(k), kse.append(se), mv.append(sig.mean(-1))
             samples[int(n)] = h[-1] / np.sqrt(sig[-1].mean())
-            bar.advance(task)
+            bar.advance(task, int(n))
     kap, kse = np.array(kap), np.array(kse)
     slopes = [loglog_slope(cfg.widths, kap[:, j], kse[:, j]) for j in range(1, cfg.depth + 1)]
     head = kurtosis_headline(cfg.widths, kap[:, -1], kse[:, -1])

@@ -119,7 +119,8 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     outputs, ks, mardia = {}, [], []
     kinv_half = np.linalg.cholesky(np.linalg.inv(k)).T  # z = kinv_half f, z zᵀ-law N(0, I)
     with progress_bar(progress) as bar:
-        task = bar.add_task("limit: nets per width", total=len(cfg.widths))
+        # the sampler costs O(width) per net: the bar (and its ETA) advances by width
+        task = bar.add_task("limit: nets per width", total=sum(int(n) for n in cfg.widths))
         for i, n in enumerate(cfg.widths):
             sig = ensemble_covariances(
                 cfg.activation, cfg.w_std**2, cfg.b_std**2, cfg.depth - 1, int(n), gram0,
@@ -132,7 +133,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
             ks.append(ks_chi2(f, k))
             z = f @ kinv_half.T
             mardia.append(float(((z**2).sum(1) ** 2).mean() - p * (p + 2)))
-            bar.advance(task)
+            bar.advance(task, int(n))
     null = stats.kstwo(cfg.n_nets)
     head = gaussianity_headline(outputs[max(outputs)], k, label=f" at n = {max(outputs)}")
     return Result(

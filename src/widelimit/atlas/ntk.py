@@ -250,9 +250,11 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     ntk_init, ntk_trained = {}, {}
     f_net, f_lin, f_ntk, d_lin, d_ntk = {}, {}, {}, {}, {}
     lrs, change, change_l, init_dev = {}, {}, {}, {}
-    jobs = len(cfg.jacot_widths) * cfg.jacot_seeds + len(cfg.lee_widths) * cfg.lee_seeds
+    # a training run costs ∝ width × steps (steps are the same for every net): the bar, and so
+    # its ETA, advances by width, not by net
+    cost = sum(cfg.jacot_widths) * cfg.jacot_seeds + sum(cfg.lee_widths) * cfg.lee_seeds
     with progress_bar(progress) as bar:
-        task = bar.add_task("NTK page: finite nets", total=jobs)
+        task = bar.add_task("NTK page: finite nets", total=cost)
         # Jacot et al. 2018, Fig. 1: Θ(x₀, x(γ)) at init and after training, two widths
         for n in cfg.jacot_widths:
             a, b = [], []
@@ -261,7 +263,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
                 a.append(empirical_ntk(m, x0.to(f32), x.to(f32))[0].double().numpy())
                 train_gd(m, xt32, yt32, own_lr(m), cfg.steps, x0.to(f32), set())
                 b.append(empirical_ntk(m, x0.to(f32), x.to(f32))[0].double().numpy())
-                bar.advance(task)
+                bar.advance(task, n)
             ntk_init[n], ntk_trained[n] = np.stack(a), np.stack(b)
         # Lee et al. 2019: net vs its linearisation vs the analytic-NTK discrete GD
         for n in cfg.lee_widths:
@@ -294,7 +296,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
                         for u, v in zip(th1, th0, strict=True)
                     ]
                 )
-                bar.advance(task)
+                bar.advance(task, n)
             for s in range(cfg.lee_seeds, cfg.init_seeds):  # more nets at init (no training)
                 m = lee_net.module(n, input_shape=2, seed=1000 + cfg.seed + s, dtype=f32)
                 th0 = ntk_by_layer(m, xt32).sum(0)
