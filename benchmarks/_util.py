@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -88,3 +90,54 @@ def report(title: str, rows: list[dict], as_json: bool) -> None:
         cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         print("| " + " | ".join(cells) + " |")
     print()
+
+
+# ------------------------------------------------------------------ Neural Tangents workers
+def nt_env(*, single_thread: bool) -> dict[str, str]:
+    """Environment of a Neural Tangents worker: CPU JAX, quiet TensorFlow, no PYTHONPATH (the
+    worker's own venv), thread variables cleared so every run starts from known settings; with
+    ``single_thread`` XLA and OpenMP use one thread."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "WIDELIMIT_NT_CPU"):
+        env.pop(var, None)
+    if single_thread:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+class JsonLinesWorker:
+    """A persistent worker subprocess spoken to in JSON lines: :meth:`ask` writes one command
+    and reads one answer (``{"error": ...}`` raises); :meth:`close` sends ``quit``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the Neural Tangents worker exited")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(msg["error"])
+        return msg
+
+    def close(self) -> None:
+        try:
+            self.ask(cmd="quit")
+        except (RuntimeError, OSError):
+            pass
+        self.proc.wait(timeout=30)

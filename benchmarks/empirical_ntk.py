@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks._util import PeakRSS, report
+from benchmarks._util import JsonLinesWorker, PeakRSS, nt_env, report
 
 _WORKER = Path(__file__).resolve().parent / "_nt_entk_worker.py"
 _NT_DEFAULT = Path.home() / ".cache/nt-venv/bin/python"
@@ -122,42 +122,11 @@ def bound_cnn(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ Neural Tangents peer
-class NT:
+class NT(JsonLinesWorker):
+    """The ``_nt_entk_worker.py`` subprocess of the Neural Tangents Python, single-threaded."""
+
     def __init__(self, python: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
-        env.update(
-            JAX_PLATFORMS="cpu",
-            TF_CPP_MIN_LOG_LEVEL="3",
-            OMP_NUM_THREADS="1",
-            XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-        )
-        self.proc = subprocess.Popen(
-            [python, str(_WORKER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-
-    def ask(self, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the Neural Tangents worker exited")
-        msg = json.loads(line)
-        if "error" in msg:
-            raise RuntimeError(msg["error"])
-        return msg
-
-    def close(self) -> None:
-        try:
-            self.ask(cmd="quit")
-        except (RuntimeError, OSError):
-            pass
-        self.proc.wait(timeout=30)
+        super().__init__([python, str(_WORKER)], nt_env(single_thread=True))
 
 
 def _weights(m: nn.Module, path: Path) -> None:

@@ -43,7 +43,6 @@ FC ReLU float32 at N = 20,000 and conv + GAP ("same", N = 64).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._util import PeakRSS, report
+from benchmarks._util import JsonLinesWorker, PeakRSS, nt_env, report
 
 _WORKER = Path(__file__).resolve().parent / "_nt_worker.py"
 DEPTH = 3  # hidden Dense → φ blocks of the FC nets
@@ -120,55 +119,21 @@ def inputs(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 # --------------------------------------------------------------------------
 
 
-class NeuralTangents:
+class NeuralTangents(JsonLinesWorker):
     """A persistent ``_nt_worker.py`` subprocess of the Neural Tangents Python.
 
     ``cpu``: pin the worker to that CPU (it pins itself before importing JAX).
     """
 
     def __init__(self, python: str, x64: bool, single_thread: bool, cpu: int | None = None):
-        env = dict(os.environ)
-        env.pop("PYTHONPATH", None)
-        env["JAX_PLATFORMS"] = "cpu"
-        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "WIDELIMIT_NT_CPU"):
-            env.pop(var, None)  # both modes start from the same, known settings
-        if single_thread:
-            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-            env["OMP_NUM_THREADS"] = "1"
+        env = nt_env(single_thread=single_thread)
         if cpu is not None:
             env["WIDELIMIT_NT_CPU"] = str(cpu)
-        self.proc = subprocess.Popen(
-            [python, str(_WORKER), "1" if x64 else "0"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
+        super().__init__([python, str(_WORKER), "1" if x64 else "0"], env)
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system, all threads) the worker has used so far (Linux only)."""
         return _proc_cpu_seconds(self.proc.pid)
-
-    def ask(self, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the Neural Tangents worker exited")
-        msg = json.loads(line)
-        if "error" in msg:
-            raise RuntimeError(msg["error"])
-        return msg
-
-    def close(self) -> None:
-        try:
-            self.ask(cmd="quit")
-        except (RuntimeError, BrokenPipeError, OSError):
-            pass
-        self.proc.wait(timeout=30)
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
