@@ -137,7 +137,7 @@ def monte_carlo_ntk(
     """Mean, covariance and relative variance of the empirical NTK over ``n_nets`` nets
     (``chunk`` per batched pass; Poisson-bootstrap standard errors, as
     :func:`~widelimit.finite_width.sampling.monte_carlo_four_point`)."""
-    x, n_nets = monte_carlo_args(x, n_nets)
+    x, n_nets, chunk, n_boot = monte_carlo_args(x, n_nets, chunk, n_boot)
     chain = dense_chain(net, widths)
     gen = as_generator(seed, x.device)
     nx = x.shape[0]
@@ -146,7 +146,7 @@ def monte_carlo_ntk(
     m2 = torch.zeros((n_boot + 1, nx, nx, nx, nx), dtype=torch.float64)
     done = 0
     while done < n_nets:
-        s = min(check_positive_int("chunk", chunk), n_nets - done)
+        s = min(chunk, n_nets - done)
         th = sample_ntk(net, x, s, widths=chain.widths, seed=gen)
         wts = bootstrap_weights(n_boot, s, gen)
         w_sum += wts.sum(1)

@@ -127,14 +127,17 @@ def _randn(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) ->
     return torch.randn(shape, generator=gen, dtype=like.dtype, device=like.device)
 
 
-def monte_carlo_args(x: Tensor, n_nets: int) -> tuple[Tensor, int]:
-    """``x`` as float64 ``(N, d)`` and ``n_nets`` checked (≥ 2, to estimate a standard error):
-    the arguments every Monte Carlo estimator of this package shares."""
+def monte_carlo_args(
+    x: Tensor, n_nets: int, chunk: int, n_boot: int
+) -> tuple[Tensor, int, int, int]:
+    """The arguments every Monte Carlo estimator of this package shares, checked: ``x`` as
+    float64 ``(N, d)``, ``n_nets`` ≥ 2 (to estimate a standard error), ``chunk`` (nets per
+    batched pass) and ``n_boot`` (bootstrap replicates) positive."""
     x = as_float_tensor("x", x, min_ndim=2, max_ndim=2).double()
     n_nets = check_positive_int("n_nets", n_nets)
     if n_nets < 2:
         raise ValueError("`n_nets` must be >= 2 to estimate a standard error")
-    return x, n_nets
+    return x, n_nets, check_positive_int("chunk", chunk), check_positive_int("n_boot", n_boot)
 
 
 def bootstrap_weights(n_boot: int, s: int, gen: torch.Generator | None) -> Tensor:
@@ -168,9 +171,7 @@ def monte_carlo_four_point(
     Returns:
         :class:`MonteCarloFourPoint` (float64 estimates).
     """
-    x, n_nets = monte_carlo_args(x, n_nets)
-    chunk = check_positive_int("chunk", chunk)
-    n_boot = check_positive_int("n_boot", n_boot)
+    x, n_nets, chunk, n_boot = monte_carlo_args(x, n_nets, chunk, n_boot)
     if x.shape[0] > MAX_INPUTS:
         raise ValueError(
             f"`x`: monte_carlo_four_point keeps n_boot × N⁴ bootstrap sums; N = {x.shape[0]} "
