@@ -293,6 +293,7 @@ def test_records_with_legacy_blake2_checksums_still_verify(tmp_path) -> None:
 # ------------------------------------------------------------------ threads
 def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch) -> None:
     import widelimit.scale.runners as runners
+    from widelimit._threads import torch_threads
 
     monkeypatch.setattr(runners, "cores", lambda: 8)
     before = torch.get_num_threads()
@@ -303,7 +304,7 @@ def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch
         assert runners.tile_threads(None, "sync", 1) is None
         torch.set_num_threads(1)  # the caller's limit holds
         assert runners.tile_threads(None, None, 2) == 1
-        with runners.torch_threads(3):
+        with torch_threads(3):
             assert torch.get_num_threads() == 3
         assert torch.get_num_threads() == 1
     finally:

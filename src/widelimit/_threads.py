@@ -40,7 +40,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["engine_threads", "in_worker", "run_jobs"]
+__all__ = ["engine_threads", "in_worker", "run_jobs", "torch_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,12 +67,23 @@ def engine_threads(device: torch.device) -> Iterator[int]:
     if workers == 1:
         yield 1
         return
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield workers
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads to ``n`` inside the block (restored after); ``None``:
+    unchanged."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(saved)
+        torch.set_num_threads(before)
 
 
 def _wanted_workers(device: torch.device) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from widelimit._threads import torch_threads
 from widelimit._validation import as_float_tensor, check_positive_int, check_same_dtype_device
 from widelimit.layers.base import Layer, check_get
 from widelimit.scale.lock import StoreLock
@@ -52,7 +53,6 @@ from widelimit.scale.runners import (
     run_local,
     scheduler_name,
     tile_threads,
-    torch_threads,
 )
 from widelimit.scale.store import (
     KernelStore,

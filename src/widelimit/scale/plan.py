@@ -314,7 +314,8 @@ def plan_kernel(
         :class:`KernelPlan`.  Costs O(tiles) at most (reading an existing store's
         records), O(1) otherwise.
     """
-    from widelimit.scale.runners import concurrency, tile_threads, torch_threads
+    from widelimit._threads import torch_threads
+    from widelimit.scale.runners import concurrency, tile_threads
     from widelimit.scale.store import KernelStore
 
     gets = check_get(get)

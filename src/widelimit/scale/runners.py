@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -115,21 +114,6 @@ def tile_threads(client: Any, scheduler: Any, concurrent: int) -> int | None:
     if client is not None or scheduler in ("sync", "synchronous"):
         return None
     return max(1, min(torch.get_num_threads(), cores() // concurrent))
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads to ``n`` inside the block (restored after); ``None``:
-    unchanged."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
