@@ -55,6 +55,18 @@ def test_two_layer_mf_and_mup_share_dynamics():
         assert mf.metrics["mf"][m] == pytest.approx(mup.metrics["mup"][m], rel=1e-10)
 
 
+def test_two_layer_mf_and_mup_differ_by_input_dimension():
+    """With d > 1 the input layer's effective learning rates differ by d (ηn/d vs ηn):
+    the weight movement of the input layer is not the same."""
+    d = 8
+    kw = dict(widths=(64, 128), input_dim=d, n_seeds=1, seed=3, progress=False)
+    mf = width_study(params=("mf",), **kw)
+    mup = width_study(params=("mup",), **kw)
+    for i in range(2):
+        ratio = mup.metrics["mup"]["weight_movement"][i] / mf.metrics["mf"]["weight_movement"][i]
+        assert 0.7 * d < ratio < 1.3 * d  # = d for small steps; 1 if the old claim held
+
+
 def test_layer_rules_and_errors():
     assert layer_rules("ntk", "hidden", 100, 100, 0.1) == (0.1, 1.0, 0.1)
     assert layer_rules("mup", "output", 100, 100, 0.1) == (1.0, 0.01, 0.001)

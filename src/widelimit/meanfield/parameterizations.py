@@ -15,8 +15,10 @@ mup        mult 1, std k^-½, lr η n     mult 1, std k^-½, lr η      mult 1, 
 
 (``mf`` is NTK with the output multiplier ``1/√n → 1/n`` and a global learning rate ×n,
 the mean-field net of §5 for one hidden layer; ``mup`` is the per-layer rule of the
-``mup`` package for SGD.  For two layers ``mf`` and ``mup`` give the same function
-dynamics.)  After ``steps`` full-batch GD steps on ``½ mean (f − y)²`` we measure, at
+``mup`` package for SGD.  For two layers ``mf`` and ``mup`` agree in the output layer, but
+the input layer's effective learning rate is ``η n / d`` under ``mf`` and ``η n`` under
+``mup``: they give the same function dynamics only for input dimension ``d = 1``, or after
+dividing μP's input learning rate by ``d``.)  After ``steps`` full-batch GD steps on ``½ mean (f − y)²`` we measure, at
 each width:
 
 - ``weight_movement``: ``‖W¹_T − W¹_0‖_F / ‖W¹_0‖_F`` (input layer) — ``n^{-½}`` under
