@@ -18,8 +18,8 @@ the mean-field net of §5 for one hidden layer; ``mup`` is the per-layer rule of
 ``mup`` package for SGD.  For two layers ``mf`` and ``mup`` agree in the output layer, but
 the input layer's effective learning rate is ``η n / d`` under ``mf`` and ``η n`` under
 ``mup``: they give the same function dynamics only for input dimension ``d = 1``, or after
-dividing μP's input learning rate by ``d``.)  After ``steps`` full-batch GD steps on ``½ mean (f − y)²`` we measure, at
-each width:
+dividing μP's input learning rate by ``d``.)  After ``steps`` full-batch GD steps on
+``½ mean (f − y)²`` we measure, at each width:
 
 - ``weight_movement``: ``‖W¹_T − W¹_0‖_F / ‖W¹_0‖_F`` (input layer) — ``n^{-½}`` under
   NTK (lazy), ``Θ(1)`` under MF/μP;
