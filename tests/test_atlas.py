@@ -169,6 +169,7 @@ def _check_files(out, pages_json, summary):
         assert html.count("[QUICK sizes]") == N_FIGURES[name]
     assert index.count("<td>QUICK</td>") == len(list(out.glob("*.json"))) - 1  # not atlas.json
     assert {p["page"] for p in summary["pages"]} == set(pages_json)
+    assert {p["sizes"] for p in summary["pages"]} == {"quick"}  # the CLI table says so too
 
 
 def test_atlas_files_are_standalone_with_json(quick_atlas):

@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
                 "theory": p.headline.theory,
                 "tolerance": p.headline.tolerance,
                 "ok": p.headline.ok,
+                "sizes": "quick" if p.quick else "full",
                 "seconds": p.seconds,
             }
             for p in res.pages
@@ -68,8 +69,9 @@ def register(app: typer.Typer) -> None:
         else:
             emit_table(
                     "widelimit atlas",
-                    ["page", "ours", "theory", "tolerance", "check", "seconds"],
-                    [[r["page"], r["value"], r["theory"], r["tolerance"],
+                    ["page", "sizes", "ours", "theory", "tolerance", "check", "seconds"],
+                    [[r["page"], r["sizes"].upper() if r["sizes"] == "quick" else r["sizes"],
+                      r["value"], r["theory"], r["tolerance"],
                       "agrees" if r["ok"] else "DISAGREES", r["seconds"]] for r in rows],
                 fmt=fmt,
             )  # fmt: skip
