@@ -19,29 +19,29 @@ WIDTHS = (16, 32, 64, 128, 256)
 
 
 def _ratios(bias=14.0, seed=0):
-    """Synthetic variance ratios 1 + bias/n with the SEs of the full page (≈ 0.05·√(16/n))."""
+    """Synthetic test-loss ratios 1 + bias/n with SEs like the full page's (≈ 0.05·√(16/n))."""
     rng = np.random.default_rng(seed)
     n = np.asarray(WIDTHS, dtype=float)
     se = 0.05 * np.sqrt(16 / n)
     return 1 + bias / n + se * rng.standard_normal(len(n)), se
 
 
-def test_variance_headline_rejects_wrong_theory():
+def test_risk_headline_rejects_wrong_theory():
     r, se = _ratios()
-    assert E.variance_headline(WIDTHS, r, se).ok  # ratio to the right Σ_∞
-    assert not E.variance_headline(WIDTHS, r, se, theory=1.15).ok  # a 15 % wrong Σ_∞
-    assert not E.variance_headline(WIDTHS, r, se, theory=0.85).ok
-    assert not E.variance_headline(WIDTHS, r / 1.15, se).ok  # ratio taken to a wrong Σ
+    assert E.risk_headline(WIDTHS, r, se).ok  # ratio to the right prediction
+    assert not E.risk_headline(WIDTHS, r, se, theory=1.15).ok  # a 15 % wrong prediction
+    assert not E.risk_headline(WIDTHS, r, se, theory=0.85).ok
+    assert not E.risk_headline(WIDTHS, r / 0.82, se).ok  # to the NNGP prediction (0.82×)
     # the finite-width bias read as the limit: the narrowest net's ratio is far from 1
     assert abs(r[0] - 1) > 10 * se[0]
     # shuffled over widths: the 1/n trend is destroyed and the extrapolation misses 1
     perm = np.array([4, 3, 2, 1, 0])
-    assert not E.variance_headline(WIDTHS, r[perm], se[perm]).ok
+    assert not E.risk_headline(WIDTHS, r[perm], se[perm]).ok
 
 
-def test_variance_headline_false_alarm_rate_is_small():
+def test_risk_headline_false_alarm_rate_is_small():
     """Over many synthetic ensembles with the right theory the 3-SE check agrees ~99.7 %."""
-    fails = sum(not E.variance_headline(WIDTHS, *_ratios(seed=s)).ok for s in range(400))
+    fails = sum(not E.risk_headline(WIDTHS, *_ratios(seed=s)).ok for s in range(400))
     assert fails <= 6  # expected ≈ 1.1; P(> 6) < 1e-3 (Poisson)
 
 
@@ -65,6 +65,15 @@ def test_train_ensemble_equals_gradient_descent_of_each_module():
         want = train_gd(m, x, y[:, None], 0.3, 30, x_eval, {0, 7, 30})
         for c, k in enumerate((0, 7, 30)):
             np.testing.assert_allclose(got[c, i], want[k][:, 0].numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_train_ensemble_refuses_other_architectures():
+    from widelimit import Dense, Erf, serial
+
+    deep = serial(Dense(8), Erf(), Dense(8), Erf(), Dense(1)).module(8, input_shape=2, seed=0)
+    x = circle(np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="one-hidden-layer"):
+        E.train_ensemble([deep], x, torch.zeros(2), 0.1, 1, x, [1])
 
 
 def test_discrete_ensemble_tends_to_gradient_flow():
