@@ -80,6 +80,8 @@ def test_quick_page_headline_files_and_markers(tmp_path):
     assert res.move[:, 0].mean() > 0.3  # small α: the weights move by O(1)
     assert res.ntk_change[:, 0].mean() > 0.3  # and the NTK too
     assert all(abs(s - -1.0) <= 3 * se for s, se in res.slopes.values())
+    s, se = res.width_slopes["move"]  # the contrast: relative movement ∝ n^-1/2 at α = 1
+    assert abs(s + 0.5) <= 3 * se + 0.05
     html = write_page(pr, tmp_path).read_text(encoding="utf-8")
     page = json.loads((tmp_path / "lazy.json").read_text())
     assert html.count('src="data:image/png;base64,') == 2 == html.count("[QUICK sizes]")

@@ -64,6 +64,7 @@ class Config:
     seeds: int = 6
     steps: int = 300
     lr_factor: float = 0.5  # η = lr_factor · N / λ_max(Θ̂₀) of each net
+    width_sweep: tuple[int, ...] = (64, 256, 1024)  # the contrast: width at α = 1
     seed: int = 0
 
     @classmethod
@@ -85,6 +86,9 @@ class Result:
     lin_test_loss: np.ndarray  # (S,)
     dist_lin: np.ndarray  # (S, A) RMS over test inputs of h_α − h_lin
     slopes: dict[str, tuple[float, float]]  # quantity -> (mean per-seed slope, se), lazy range
+    width_move: np.ndarray  # (S, W) ‖w_T − w₀‖/‖w₀‖ at α = 1 against width_sweep
+    width_ntk_change: np.ndarray  # (S, W)
+    width_slopes: dict[str, tuple[float, float]]  # per-seed log-log slopes vs width, mean ± se
     headline: Headline
     seconds: float
 
@@ -181,8 +185,10 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     move, change, tr, te, dl = (np.empty(shape) for _ in range(5))
     move_l = np.empty((*shape, 2))
     lrs, lin_tr, lin_te = (np.empty(cfg.seeds) for _ in range(3))
+    w_move, w_change = (np.empty((cfg.seeds, len(cfg.width_sweep))) for _ in range(2))
     with progress_bar(progress) as bar:
-        task = bar.add_task("lazy page: α sweep", total=cfg.seeds * len(a_all))
+        runs = cfg.seeds * (len(a_all) + len(cfg.width_sweep))
+        task = bar.add_task("lazy page: α sweep", total=runs)
         for s in range(cfg.seeds):
             seed = cfg.seed + 1000 + s
             m0 = net.module(cfg.width, input_shape=cfg.dim, seed=seed, dtype=torch.float64)
@@ -212,9 +218,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
                 train_scaled(m, a, x, y, lr, cfg.steps)
                 w = _flat(m)
                 move[s, j] = float(torch.cat(w).sub(w0_all).norm() / w0_all.norm())
-                move_l[s, j] = [
-                    float((u - v).norm() / v.norm()) for u, v in zip(w, w0, strict=True)
-                ]
+                move_l[s, j] = [(u - v).norm() / v.norm() for u, v in zip(w, w0, strict=True)]
                 th = empirical_ntk(m, x).double().numpy()
                 change[s, j] = float(np.linalg.norm(th - th0) / np.linalg.norm(th0))
                 with torch.no_grad():
@@ -224,11 +228,26 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
                 te[s, j] = 0.5 * np.mean((h_te - yt) ** 2)
                 dl[s, j] = float(np.sqrt(np.mean((h_te - h_lin[n_tr:]) ** 2)))
                 bar.advance(task, 1)
+            # the contrast: at α = 1, width makes training lazy (NTK parameterization)
+            for j, n in enumerate(cfg.width_sweep):
+                m = net.module(n, input_shape=cfg.dim, seed=seed, dtype=torch.float64)
+                w0n = torch.cat(_flat(m))
+                th0n = empirical_ntk(m, x).double().numpy()
+                lr_n = cfg.lr_factor * cfg.n_train / float(np.linalg.eigvalsh(th0n)[-1])
+                train_scaled(m, 1.0, x, y, lr_n, cfg.steps)
+                w_move[s, j] = float((torch.cat(_flat(m)) - w0n).norm() / w0n.norm())
+                th = empirical_ntk(m, x).double().numpy()
+                w_change[s, j] = float(np.linalg.norm(th - th0n) / np.linalg.norm(th0n))
+                bar.advance(task, 1)
     slopes = {}
     for key, v in (("move", move), ("ntk_change", change), ("dist_lin", dl)):
         sl = per_seed_slopes(a_all, v, cfg.lazy_from)
         slopes[key] = (float(sl.mean()), float(sl.std(ddof=1) / np.sqrt(len(sl))))
     head = movement_headline(a_all, move, cfg.lazy_from)
+    w_slopes = {}
+    for key, v in (("move", w_move), ("ntk_change", w_change)):
+        sl = per_seed_slopes(cfg.width_sweep, v, 0.0)
+        w_slopes[key] = (float(sl.mean()), float(sl.std(ddof=1) / np.sqrt(len(sl))))
     return Result(
         cfg,
         a_all,
@@ -242,6 +261,9 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
         lin_te,
         dl,
         slopes,
+        w_move,
+        w_change,
+        w_slopes,
         head,
         time.perf_counter() - t0,
     )
@@ -305,19 +327,31 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     )
     bx.legend(fontsize=6)
     sweep = save(fig, out_dir / "lazy_alpha_sweep.png")
-    fig, cx = plt.subplots(figsize=(5.5, 3.6))
+    fig, (cx, dx) = plt.subplots(1, 2, figsize=(11, 3.6))
     for layer in range(res.move_layer.shape[-1]):
         m, e = _mean_se(res.move_layer[..., layer])
         cx.errorbar(a, m, yerr=e, marker="o", ms=3, capsize=2, label=f"layer {layer + 1}")
     cx.axhline(1.0, color="k", lw=0.8, ls=":", label="movement = ‖w₀‖ (O(1))")
-    cx.set(
-        xscale="log",
-        yscale="log",
-        xlabel="output scale α",
-        ylabel="‖w_T − w₀‖/‖w₀‖ per layer",
-        title="which weights move",
-    )
+    cx.set(xscale="log", yscale="log", xlabel="output scale α",
+           ylabel="‖w_T − w₀‖/‖w₀‖ per layer", title="which weights move")  # fmt: skip
     cx.legend(fontsize=7)
+    ns = np.asarray(cfg.width_sweep)
+    for i, (v, lab, key) in enumerate(
+        (
+            (res.width_move, "‖w_T − w₀‖/‖w₀‖", "move"),
+            (res.width_ntk_change, "‖Θ̂_T − Θ̂₀‖/‖Θ̂₀‖", "ntk_change"),
+        )
+    ):
+        m, e = _mean_se(v)
+        s, se = res.width_slopes[key]
+        dx.errorbar(ns, m, yerr=e, marker="o", ms=3, capsize=2, color=f"C{i}",
+                    label=f"{lab}: slope {s:.3f} ± {se:.3f}")  # fmt: skip
+        dx.plot(ns, m[0] * (ns / ns[0]) ** -0.5, ":", color=f"C{i}", lw=0.8)
+    dx.set(xscale="log", yscale="log", xlabel="width n (α = 1)", ylabel="relative change",
+           title="contrast: width at α = 1 (dotted ∝ n^-½)")  # fmt: skip
+    dx.set_xticks(ns, [str(n) for n in ns], minor=False)
+    dx.minorticks_off()
+    dx.legend(fontsize=7)
     layers = save(fig, out_dir / "lazy_layers.png")
     return [
         Figure(
@@ -330,8 +364,11 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
         ),
         Figure(
             layers,
-            "Relative movement of each layer's weights and biases against α: at small α they "
-            "move by O(1) of their initial size (features are learned), at large α by O(1/α).",
+            "Left: relative movement of each layer's weights and biases against α: at small α "
+            "they move by O(1) of their initial size (features are learned), at large α by "
+            "O(1/α). Right: the contrast — at α = 1, widening the net (NTK parameterization) "
+            "makes training lazy too: the weights and the NTK move like n^-½ (so width n acts "
+            "like α ≈ √n).",
         ),
     ]
 
@@ -391,6 +428,15 @@ def content(res: Result) -> PageContent:
             f"{float(res.test_loss[:, j0].mean()):.3g} against "
             f"{float(res.lin_test_loss.mean()):.3g}. Whether feature learning helps the test "
             "loss depends on the task; on this one the table shows by how much.",
+            f"Contrast with width (widths {list(cfg.width_sweep)}, α = 1): in the NTK "
+            "parameterization ‖w₀‖ grows like √n while the movement needed to fit the data stays "
+            "O(1), so the relative movement falls like n^-½ (ours): slope "
+            f"{res.width_slopes['move'][0]:.3f} ± {res.width_slopes['move'][1]:.3f}; the NTK "
+            f"change {res.width_slopes['ntk_change'][0]:.3f} ± "
+            f"{res.width_slopes['ntk_change'][1]:.3f} (the ntk page finds local slopes below "
+            "−½ at these widths: an n^-1 term). Width n thus plays the part of α ≈ √n; the "
+            "mean-field parameterization, which keeps features moving as n grows, is on the "
+            "meanfield page.",
             f"Headline: slope {h.value:.6f} ± {h.stderr:.1e} (theory −1). The SE is tiny "
             "because the lazy regime is so well described by the linearisation: a 3-SE "
             "tolerance of this size also rejects a slope off by 0.1 %.",
@@ -410,6 +456,14 @@ def content(res: Result) -> PageContent:
                 f"Fitted slopes vs α over α ≥ {cfg.lazy_from:g} (per initialisation, mean ± se)",
                 ["quantity", "slope", "± se", "theory", "within 3 SE"],
                 slope_rows,
+            ),
+            Table(
+                "Contrast: width at α = 1 (per-initialisation log-log slopes, mean ± se)",
+                ["quantity", "slope vs width", "± se", "expected"],
+                [
+                    ["‖w_T − w₀‖/‖w₀‖", *res.width_slopes["move"], -0.5],
+                    ["‖Θ̂_T − Θ̂₀‖/‖Θ̂₀‖", *res.width_slopes["ntk_change"], "≤ −½ (bound)"],
+                ],
             ),
             Table(
                 "Linearised model (independent of α), mean over initialisations",
