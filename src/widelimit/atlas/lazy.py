@@ -15,8 +15,8 @@ the RMS distance on the test inputs between ``h_α`` and the linearised model tr
 way (the ntk page's :func:`kernel_gd` with ``Θ̂₀``; independent of α).
 
 Theory (large α, the lazy regime): movement, NTK change and distance to the linearised model
-all ``∝ 1/α`` (Chizat et al. 2019, Thm 2.2/2.3 in spirit: bounds of order 1/α); small α: the
-weights and the NTK move ``O(1)`` (non-lazy, feature learning).
+all ``∝ 1/α`` (Chizat et al. 2019, §2: bounds of order 1/α; theorem numbers unverified);
+small α: the weights and the NTK move ``O(1)`` (non-lazy, feature learning).
 
 Headline: the log-log slope of the weight movement against α over the lazy range
 (``α ≥ lazy_from``), fitted per initialisation, mean ± SE over initialisations, against −1
