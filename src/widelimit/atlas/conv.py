@@ -537,8 +537,8 @@ def content(res: Result) -> PageContent:
         f"ours: scikit-learn digits 8×8×1 (10 classes), {cfg.n_train} training / {n_test} test "
         f"images per split, {cfg.n_splits} splits of a pool of {cfg.n_pool}; two hidden layers, "
         f"3×3 '{cfg.padding}' convolutions, ReLU, σw = {cfg.w_std}, σb = {cfg.b_std}, "
-        f"diag_reg {cfg.diag_reg:g} (not tuned). Published: CIFAR-10 (32×32×3), 50,000 "
-        "training images (Arora: full set), deeper nets, tuned regularisation"
+        f"diag_reg {cfg.diag_reg:g} (not tuned). Published: CIFAR-10 (32×32×3, training sets of "
+        "tens of thousands of images), deeper nets, other hyperparameters"
     )
     pub = [
         # Arora, Du, Hu, Li, Salakhutdinov, Wang 2019 (NeurIPS), abstract (checked against the
@@ -589,15 +589,15 @@ def content(res: Result) -> PageContent:
             "identical (a theorem)",
             "no error bar printed (exact)",
             "Novak, Xiao, Lee, Bahri, Yang, Hron, Abolafia, Pennington, Sohl-Dickstein 2019",
-            "Abstract (Section 5: no pooling, no weight-sharing effect)",
+            "Abstract",
             f"max |K_LCN − K_CNN| / max K = {res.lcn_vs_flatten:.1e} on the pool",
             "ours: exact kernels, digits pool, our architecture (no sampling error)",
         ),
     ]
     verdict = (
-        "resolves " + "; ".join(f"{r[0]} {r[1]} = {r[2]:+.3f} ± {r[3]:.3f}" for r in resolved)
+        "resolve " + "; ".join(f"{r[0]} {r[1]} = {r[2]:+.3f} ± {r[3]:.3f}" for r in resolved)
         if resolved
-        else "resolves none of the pairwise orderings"
+        else "resolve none of the pairwise orderings"
     )
     return PageContent(
         title=TITLE,
@@ -620,9 +620,12 @@ def content(res: Result) -> PageContent:
             "and MSEs: the standard error of the mean over splits corrected for their overlap "
             "(Nadeau & Bengio 2003: sd·√(1/S + n_test/n_train), about one split's sd here; "
             "sd/√S would be too optimistic because the splits share images).",
-            "Architectures (same depth): "
-            + "; ".join(f"{ARCH_NAMES[a]} = {architecture(a, cfg)!r}" for a in ARCHS)
-            + ". Analytic kernels on the pool took "
+            "Architectures (same depth: two hidden layers, ReLU, NTK parameterization, "
+            f"σw = {cfg.w_std}, σb = {cfg.b_std}): CNN + GAP = Conv2d(3×3, '{cfg.padding}') → "
+            "ReLU → Conv2d(3×3) → ReLU → GlobalAvgPool → Dense(1); CNN + Flatten = the same "
+            "convolutions → Flatten → Dense(1); fully connected = Flatten → Dense → ReLU → "
+            "Dense → ReLU → Dense(1) (architecture() in widelimit.atlas.conv). Analytic "
+            "kernels on the pool took "
             + ", ".join(f"{ARCH_NAMES[a]} {res.kernel_seconds[a]:.1f} s" for a in ARCHS)
             + " (the GAP kernel keeps every pair of positions).",
             f"Finite nets: {cfg.n_nets} nets per width {list(cfg.widths)} (channels; FC: "
@@ -633,15 +636,16 @@ def content(res: Result) -> PageContent:
             f"{cfg.pred_nets} nets per width also predict on the whole pool (first split): "
             "regression with the finite net's readout-conditional NNGP is the exact Bayesian "
             "posterior of that net with only its readout layer random (random-feature "
-            "regression), and approaches the infinite-width GP prediction as n grows. "
-            f"The empirical NTK (widelimit.empirical_ntk) of {cfg.ntk_nets} GAP nets per width "
-            f"{list(cfg.ntk_widths)} on {cfg.ntk_images} images is compared with the analytic "
-            "CNTK in the same way (secondary: fewer nets, not pass/fail). With "
+            "regression), and approaches the infinite-width GP prediction as n grows. With "
             "fewer readout features than training images (GAP and FC: n features; Flatten: "
-            "16·n) it cannot interpolate like the GP, and near features ≈ N the nearly "
-            "unregularised solve amplifies the kernel error (the random-feature interpolation "
-            "threshold): the distance stays O(1) up to n ≈ N and falls afterwards, so its slope "
-            "is fitted only where features ≥ 2N (and not pass/fail).",
+            f"{n_features('flatten', cfg, 1)}·n) it cannot interpolate like the GP, and near "
+            "features ≈ N the nearly unregularised solve amplifies the kernel error (the "
+            "random-feature interpolation threshold): the distance stays O(1) up to n ≈ N and "
+            "falls afterwards, so its slope is fitted only where features ≥ 2N (and not "
+            "pass/fail). The empirical NTK "
+            f"(widelimit.empirical_ntk) of {cfg.ntk_nets} GAP nets per width "
+            f"{list(cfg.ntk_widths)} on {cfg.ntk_images} images is compared with the analytic "
+            "CNTK like the NNGP (secondary: fewer nets, not pass/fail).",
             "Ordering (secondary, paired differences over the same splits): digits at this "
             f"size {verdict} at 2 corrected SE. The published ordering (pooling beats "
             "Flatten, CNNs beat FC) was found on CIFAR-10 with tens of thousands of images and "
