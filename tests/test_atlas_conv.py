@@ -14,8 +14,8 @@ Default suite (cheap, no page run):
 * the GAP and Flatten modules of one seed have the same convolutions (what
   :func:`widelimit.atlas.conv.finite_kernels` relies on), bad sizes are refused.
 
-Slow: the quick page through the CLI (~10 s on a loaded 2-core machine), its files and
-numbers.
+Slow: the quick page through the CLI (~20–30 s on a loaded 2-core machine, ~6 s of CPU), its
+files and numbers, and the page opened in headless Chromium when it is installed.
 """
 
 from __future__ import annotations
@@ -162,3 +162,12 @@ def test_quick_page_through_cli(tmp_path):
     for pub in page["content"]["published"]:
         assert pub["error_bar"] and pub["where"] and pub["source"] and pub["ours"]
     assert "<td>QUICK</td>" in (tmp_path / "index.html").read_text(encoding="utf-8")
+    # the page opens in headless Chromium (when installed): images decode, no console error
+    from cdp_pipe import Browser, find_chromium
+
+    chromium = find_chromium()
+    if chromium is not None:
+        with Browser(chromium) as browser:
+            check = browser.check(tmp_path / "conv.html")
+        assert check.errors == [], check.errors
+        assert len(check.images) == 3 and all(ok and w > 0 for _, ok, w in check.images)
