@@ -7,8 +7,8 @@ Each page is a module with ``Config`` (``Config.quick()``), ``compute``, ``figur
 tie them together, and the notebooks under ``examples/`` call the same functions.
 
 Pages (in the order of a course): 1 ``distributions``, 2 ``limit``, 3 ``nngp``,
-4 ``propagation``, 5 ``ntk``, 6 ``meanfield``, 7 ``sde``, 8 ``ensembles``,
-12 ``lazy`` (course numbers; 9–11 and 13 are the other new pages).
+4 ``propagation``, 5 ``ntk``, 6 ``meanfield``, 7 ``sde``, 8 ``ensembles``, 9 ``trainability``,
+10 ``conv``, 11 ``learning_curves``, 12 ``lazy``, 13 ``finite_width``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ TITLES: dict[str, str] = {
     "meanfield": "Mean-field dynamics",
     "sde": "Neural covariance SDE",
     "ensembles": "Trained ensembles and the NTK Gaussian process",
+    "conv": "Convolutional kernels",
     "lazy": "Lazy vs feature learning: the output scale α",
 }
 PAGES: tuple[str, ...] = tuple(TITLES)
