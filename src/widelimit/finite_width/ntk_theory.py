@@ -72,7 +72,9 @@ def apply_left(t: Tensor, a: Tensor, c: Tensor) -> Tensor:
     c = c.masked_fill(eye, 0.0)
     d = torch.einsum("aacd->acd", t)  # t[α, α, γ, δ]
     return (
-        a[:, :, None, None] * d[:, None] + b[:, :, None, None] * d[None, :] + c[:, :, None, None] * t
+        a[:, :, None, None] * d[:, None]
+        + b[:, :, None, None] * d[None, :]
+        + c[:, :, None, None] * t
     )
 
 
@@ -213,7 +215,9 @@ def ntk_fluctuations(
         ff = _outer(f, f)
         fresh_y = (
             lw * lw * (e4 - ff)
-            + lw * w2 * (th_r * (p4 - _outer(f, c)) + th_l * (p4.permute(2, 3, 0, 1) - _outer(c, f)))
+            + lw
+            * w2
+            * (th_r * (p4 - _outer(f, c)) + th_l * (p4.permute(2, 3, 0, 1) - _outer(c, f)))
             + w2 * w2 * th_l * th_r * (q4 - _outer(c, c))
         )
         fresh_gy = lw * (e4 - ff) + w2 * th_r * (p4 - _outer(f, c))
@@ -248,9 +252,7 @@ def ntk_fluctuations(
             + w2 * apply_left(d_cov, a, c) * c_r
         )
         b_new = w2 * w2 * (q4 * th_l * th_r / n + torch.einsum("ac,bd->abcd", c, c) * b_mom)
-        x_new = w2 * w2 * (
-            p4 * th_r / n + torch.einsum("eaE,hbH,EHab->ehab", gam, gam, x_cor)
-        )
+        x_new = w2 * w2 * (p4 * th_r / n + torch.einsum("eaE,hbH,EHab->ehab", gam, gam, x_cor))
         v = symmetrise((w2 * w2) * ((e4 - ff) / n + propagate_vertex(v, a, c)))
         a_cov = symmetrise(a_new)
         b_mom = (b_new + b_new.permute(2, 3, 0, 1)) / 2
