@@ -435,6 +435,7 @@ def dual_differences(
     out[idx, idx, 0, 0] = diag
     return jac, out, diag1, diag
 
+
 def _moment_groups(
     quads: Tensor, slots: tuple[int, int, int, int]
 ) -> dict[tuple[tuple[int, int], ...], tuple[Tensor, Tensor]]:
