@@ -98,12 +98,19 @@ def test_distributions_prediction_check_rejects_wrong_theory():
     assert not prediction_check(widths, kap, kse, 0.85 * pred).ok
 
 
-def test_ntk_prediction_hook_signature():
-    """The NTK prediction is one function: ``None`` (no theory yet) or a positive number."""
+def test_ntk_prediction_one_hidden_relu_layer_is_three_over_n():
+    """One hidden ReLU layer without bias, one output: Θ = (1/n) Σ_j T_j with i.i.d.
+    T = q·1[z > 0]v² + relu(z)², E T = q, E T² = 4q², so Var Θ/(E Θ)² = 3/n exactly
+    (derived here); the page's NTK prediction must give it at every width."""
     from widelimit.atlas.finite_width import CRITICAL, predicted_ntk_relative_variance
 
-    v = predicted_ntk_relative_variance("relu", *CRITICAL["relu"], 2, 32)
-    assert v is None or (math.isfinite(v) and v > 0)
+    for n in (8, 32):
+        v = predicted_ntk_relative_variance("relu", *CRITICAL["relu"], 1, n)
+        assert v == pytest.approx(3 / n, rel=1e-10)
+    # deeper: linear in 1/n at leading order (n·relvar independent of n)
+    a = predicted_ntk_relative_variance("tanh", *CRITICAL["tanh"], 3, 16)
+    b = predicted_ntk_relative_variance("tanh", *CRITICAL["tanh"], 3, 64)
+    assert 16 * a == pytest.approx(64 * b, rel=1e-10)
 
 
 def test_page_registered_after_sde():
