@@ -135,8 +135,8 @@ def test_quick_page_files_and_headline(tmp_path):
     assert res.exit_code == 0, res.output
     page = json.loads((tmp_path / "finite_width.json").read_text())
     html = (tmp_path / "finite_width.html").read_text(encoding="utf-8")
-    assert html.count('src="data:image/png;base64,') == 3
-    assert html.count("[QUICK sizes]") == 3
+    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count("[QUICK sizes]") == 4
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "What would have falsified the theory" in html
     h = page["headline"]
@@ -152,3 +152,8 @@ def test_quick_page_files_and_headline(tmp_path):
             assert abs(k[0] - r["sweep_recursion"][act][n][0]) < 4 * r["sweep_kappa_se"][act][n][0]
     for pub in page["content"]["published"]:
         assert pub["error_bar"] and pub["where"] and pub["source"] and pub["ours"]
+    # shaped tanh at the largest T: finite nets against the covariance SDE (their limit at
+    # fixed T) within 4 combined SE
+    n = max(r["config"]["shaped_widths"])
+    k, kse = r["shaped_kappa"][str(n)][-1], r["shaped_kappa_se"][str(n)][-1]
+    assert abs(k - r["shaped_sde"][-1]) < 4 * math.hypot(kse, r["shaped_sde_se"][-1])

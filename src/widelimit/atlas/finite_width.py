@@ -196,6 +196,10 @@ class Config:
     ntk_width: int = 32
     ntk_depths: tuple[int, ...] = (1, 2, 4, 8, 16)
     ntk_nets: int = 4000
+    shaped_widths: tuple[int, ...] = (32, 64)
+    shaped_max_T: float = 1.0
+    shaped_nets: int = 8000
+    shaped_paths: int = 40_000
     edge_depth: int = 2
     edge_widths: tuple[int, ...] = (8, 16, 32, 64)
     edge_nets: int = 10_000
@@ -212,6 +216,9 @@ class Config:
             ntk_width=16,
             ntk_depths=(1, 2, 4, 8),
             ntk_nets=1500,
+            shaped_widths=(32,),
+            shaped_nets=3000,
+            shaped_paths=10_000,
             edge_widths=(8, 16, 32),
             edge_nets=3000,
         )
@@ -233,6 +240,12 @@ class Result:
     ntk_relvar: dict[str, list[float]]  # act -> Var Θ/(EΘ)² per ntk depth
     ntk_relvar_se: dict[str, list[float]]
     ntk_predicted: dict[str, list[float | None]]  # the order-1/n prediction (None: absent)
+    shaped_kappa: dict[int, list[float]]  # width -> κ of shaped-tanh nets at L = 1..T_max·n
+    shaped_kappa_se: dict[int, list[float]]
+    shaped_recursion: dict[int, list[float]]  # width -> first-order κ of the same nets
+    shaped_sde_T: list[float]  # times of the one-input SDE
+    shaped_sde: list[float]  # κ of the SDE's Φ_T (the fixed-L/n limit), with its SE below
+    shaped_sde_se: list[float]
     edgeworth: list[list[float]]  # rows [act, n, gain vs N(0,K), se, gain vs N(0,K+δK), se]
     headline: Headline
     seconds: float
@@ -287,6 +300,53 @@ def _ntk(cfg: Config, act: str, depth: int, seed: int) -> tuple[float, float]:
     return float(th.var() / th.mean() ** 2), float(boot.std())
 
 
+def _shaped_tanh(cfg: Config, seed: int):
+    """κ = 3 Var Φ/(E Φ)² of the output of shaped-tanh nets (φ_s(x) = s tanh(x/s), s = √n,
+    gain c = 1/E[φ_s(g)²]: the setting of the covariance SDE, Li, Nica, Roy 2022) against
+    L/n: finite nets (:func:`widelimit.sde.sample_gram`), the 1/n recursion of the same net
+    (a widelimit ``Activation``) and the one-input SDE ``dΦ = b_*Φ(Φ − 1)dt + √2Φ dB``
+    (``b_* = −2``), its fixed-L/n limit."""
+    import torch
+
+    from widelimit import Dense, serial
+    from widelimit.finite_width import four_point_function
+    from widelimit.layers.activations import Activation
+    from widelimit.sde import SmoothShaped, b_star, integrate_one_input, sample_gram
+
+    gen = torch.Generator().manual_seed(seed)
+    kap, kse, rec = {}, {}, {}
+    x = torch.ones((1, 1), dtype=torch.float64)
+    for n in cfg.shaped_widths:
+        act = SmoothShaped("tanh", 1.0, n)
+        depth = max(1, round(cfg.shaped_max_T * n))
+        phi = sample_gram(
+            torch.ones((1, 1), dtype=torch.float64), act, width=n, depth=depth,
+            n_nets=cfg.shaped_nets, record=list(range(1, depth + 1)), seed=gen, progress=False,
+        )[..., 0, 0].numpy()  # fmt: skip
+        k, se = scale_mixture_kurtosis(phi)
+        kap[n], kse[n] = k.tolist(), se.tolist()
+        sc = act.scale
+        shaped = Activation(
+            lambda h, sc=sc: sc * torch.tanh(h / sc),
+            lambda h, sc=sc: 1 - torch.tanh(h / sc) ** 2,
+            name="shaped tanh",
+        )
+        w = math.sqrt(act.gain)  # Φ' = (c/n) Σ φ_s(h)²: a dense layer with σw² = c
+        layers: list = [Dense(n, w_std=1.0, b_std=0.0)]  # first pre-activation: variance Φ₀ = 1
+        for _ in range(depth):
+            layers += [shaped, Dense(n, w_std=w, b_std=0.0)]
+        p = four_point_function(serial(*layers[:-1], Dense(1, w_std=w, b_std=0.0)), x, widths=n)
+        rec[n] = [float(p.excess_kurtosis(layer)[0]) for layer in range(1, depth + 1)]
+    nmax = max(cfg.shaped_widths)
+    times = [lay / nmax for lay in range(1, max(1, round(cfg.shaped_max_T * nmax)) + 1)]
+    lp = integrate_one_input(
+        1.0, b_star("tanh", 1.0), times=times, dt=1 / (4 * nmax), n_paths=cfg.shaped_paths,
+        seed=gen, progress=False,
+    ).numpy()  # fmt: skip
+    ks, kses = scale_mixture_kurtosis(np.exp(lp))
+    return kap, kse, rec, times, ks.tolist(), kses.tolist()
+
+
 def _edgeworth(cfg: Config, act: str, n: int, seed: int) -> list[float]:
     """Mean log-likelihood gain per output of the Edgeworth density over ``N(0, K)`` and over
     ``N(0, K + δK)`` on sampled nets, with SEs over nets (outputs of a net are dependent)."""
@@ -324,7 +384,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     skap, sse, srec, slog, sexact = {}, {}, {}, {}, {}
     ntk, ntk_se, ntk_pred = {}, {}, {}
     edge = []
-    steps = len(acts) * (2 + len(cfg.ntk_depths) + len(cfg.edge_widths))
+    steps = len(acts) * (2 + len(cfg.ntk_depths) + len(cfg.edge_widths)) + 1
     with progress_bar(progress) as bar:
         task = bar.add_task("finite width: experiments", total=steps)
         for j, act in enumerate(acts):
@@ -362,6 +422,8 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
             for i, n in enumerate(cfg.edge_widths):
                 edge.append([act, int(n), *_edgeworth(cfg, act, int(n), cfg.seed + 900 + i)])
                 bar.advance(task)
+        shaped = _shaped_tanh(cfg, cfg.seed + 5000)
+        bar.advance(task)
     h = cfg.headline_activation
     head = intercept_headline(
         cfg.conv_widths, nk[h], nse[h], pred[h],
@@ -369,7 +431,7 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     )  # fmt: skip
     return Result(
         cfg, pred, nk, nse, fit, gp, skap, sse, srec, slog, sexact, ntk, ntk_se, ntk_pred,
-        edge, head, time.perf_counter() - t0,
+        *shaped, edge, head, time.perf_counter() - t0,
     )  # fmt: skip
 
 
@@ -430,6 +492,25 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
            title=f"NTK fluctuations at width n = {cfg.ntk_width}")  # fmt: skip
     ax.legend(fontsize=7)
     ntk = save(fig, out_dir / "ntk_relative_variance.png")
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for i, n in enumerate(cfg.shaped_widths):
+        k = np.asarray(res.shaped_kappa[n])
+        r = np.arange(1, k.size + 1) / n
+        ax.errorbar(r, k, yerr=res.shaped_kappa_se[n], fmt="o", ms=3, capsize=1.5,
+                    color=f"C{i}", label=f"shaped-tanh nets, n = {n}")  # fmt: skip
+        ax.plot(r, res.shaped_recursion[n], "-", color=f"C{i}", lw=0.9,
+                label=f"1/n recursion, n = {n}")  # fmt: skip
+    t = np.asarray(res.shaped_sde_T)
+    sde = np.asarray(res.shaped_sde)
+    ax.plot(t, sde, "k-", lw=1.6, label="covariance SDE (n → ∞ at fixed L/n)")
+    band = 2 * np.asarray(res.shaped_sde_se)
+    ax.fill_between(t, sde - band, sde + band, color="k", alpha=0.15, lw=0)
+    ax.plot(t, 3 * np.expm1(2 * t), "k:", lw=0.9, label="3(e^{2T} − 1): SDE without drift")
+    ax.set(xlabel="T = L/n", ylabel="excess kurtosis κ of the output",
+           title="shaped tanh, s = √n: the SDE's own regime")  # fmt: skip
+    ax.legend(fontsize=7)
+    shaped = save(fig, out_dir / "shaped_tanh_sde.png")
     return [
         Figure(conv, "n·κ (the excess kurtosis of one output across independently sampled "
                "nets, times width) against width at fixed depth, with the weighted fit a + b/n "
@@ -445,6 +526,11 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
                "widelimit.finite_width.ntk_fluctuations), its log-normal resummation "
                "exp(prediction) − 1 (dotted, our ansatz for the fixed-β regime), and Hanin & "
                "Nica's exp(5β) law (a statement up to constants, for ReLU)."),
+        Figure(shaped, "Apples to apples with the covariance SDE: shaped tanh nets "
+               "φ_s(x) = s·tanh(x/s), s = √n (Li, Nica, Roy 2022), excess kurtosis of the "
+               "output across nets against T = L/n, with the 1/n recursion of the same nets "
+               "and the one-input SDE dΦ = b_*Φ(Φ − 1)dt + √2Φ dB, b_* = −2 (± 2 SE band), its "
+               "limit at fixed T; dotted: the driftless log-normal 3(e^{2T} − 1)."),
     ]  # fmt: skip
 
 
@@ -475,6 +561,16 @@ def content(res: Result) -> PageContent:
                              math.nan if pv is None else (rv - pv) / se,
                              math.nan if pv is None else math.expm1(pv),
                              math.expm1(5 * beta)])  # fmt: skip
+    shaped_rows = []
+    sde_at = dict(zip(np.round(res.shaped_sde_T, 9), zip(res.shaped_sde, res.shaped_sde_se,
+                                                        strict=True), strict=True))  # fmt: skip
+    for n in cfg.shaped_widths:
+        k = res.shaped_kappa[n]
+        for idx in sorted({len(k) // 4 - 1, len(k) // 2 - 1, len(k) - 1} - {-1}):
+            t = (idx + 1) / n
+            sv, ss = sde_at.get(round(t, 9), (math.nan, math.nan))
+            shaped_rows.append([n, t, k[idx], res.shaped_kappa_se[n][idx],
+                                res.shaped_recursion[n][idx], sv, ss])  # fmt: skip
     has_ntk_theory = all(v is not None for vs in res.ntk_predicted.values() for v in vs)
     relu_c = [r[5] for r in ntk_rows if r[0] == "relu"]
     growth = {}  # act -> (L, increment of n·κ/3 from L − 1 to L) of the recursion
@@ -541,6 +637,18 @@ def content(res: Result) -> PageContent:
             + ", ".join(f"{c:.2f}" for c in relu_c)
             + " for ReLU over the depths here, against their 5: their statement is up to "
             "constants and asymptotic in depth, and at these depths exp(5β) − 1 overestimates.",
+            "Shaped tanh (the covariance SDE's own regime, apples to apples): φ_s(x) = "
+            "s·tanh(x/s) with s = √n and the gain that keeps E Φ = 1, one input, "
+            f"{cfg.shaped_nets} nets per width; at T = L/n = {cfg.shaped_max_T:g} the output's "
+            "κ is "
+            + ", ".join(
+                f"{res.shaped_kappa[n][-1]:.3f} ± {res.shaped_kappa_se[n][-1]:.3f} (n = {n}, "
+                f"1/n recursion {res.shaped_recursion[n][-1]:.3f})"
+                for n in cfg.shaped_widths
+            )
+            + f" against the SDE's {res.shaped_sde[-1]:.3f} ± {res.shaped_sde_se[-1]:.3f}. "
+            "The SDE is the fixed-T limit of these nets; the unshaped critical nets above are "
+            "not in its regime.",
             f"Headline: {h}; every activation's intercept is in the first table with its z. "
             "The fitted power of the gap |n·κ − P| against n should be −1 where the gap is "
             "resolved (> 2 SE at three widths or more; 'nan' otherwise).",
@@ -594,6 +702,11 @@ def content(res: Result) -> PageContent:
                     "exp(5β) − 1",
                 ],
                 ntk_rows,
+            ),
+            Table(
+                "Shaped tanh: κ against T = L/n, nets vs the 1/n recursion vs the SDE",
+                ["n", "T", "κ nets", "± se", "1/n recursion", "SDE", "± se"],
+                shaped_rows,
             ),
             Table(
                 f"Edgeworth (1/n-corrected) density vs the Gaussian: mean log-likelihood gain "
