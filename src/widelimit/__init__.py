@@ -17,9 +17,11 @@ from widelimit.fingerprint import versioned
 from widelimit.finite_width import (
     FourPointFunction,
     MonteCarloFourPoint,
+    NTKFluctuations,
     exact_four_point,
     four_point_function,
     monte_carlo_four_point,
+    ntk_fluctuations,
 )
 from widelimit.from_torch import from_module
 from widelimit.kernel import Kernel
@@ -48,6 +50,7 @@ __all__ = [
     "NNGPClassifier",
     "NNGPRegressor",
     "NTKClassifier",
+    "NTKFluctuations",
     "NTKRegressor",
     "TaylorExpansion",
     "__version__",
@@ -70,6 +73,7 @@ __all__ = [
     "meanfield",
     "monte_carlo_four_point",
     "monte_carlo_kernel",
+    "ntk_fluctuations",
     "parse_net",
     "plan_empirical_ntk",
     "propagation",

@@ -52,6 +52,7 @@ TITLES: dict[str, str] = {
     "ensembles": "Trained ensembles and the NTK Gaussian process",
     "conv": "Convolutional kernels",
     "lazy": "Lazy vs feature learning: the output scale α",
+    "finite_width": "Beyond the limit: finite width",
 }
 PAGES: tuple[str, ...] = tuple(TITLES)
 

@@ -29,6 +29,7 @@ __all__ = [
     "jacobian_gain",
     "loglog_slope",
     "mpl",
+    "scale_mixture_kurtosis",
     "slope_headline",
 ]
 
@@ -158,8 +159,36 @@ def slope_headline(
     return Headline(name, float(slope), float(theory), float(se), k * float(se), rule)
 
 
-ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
-DERIVATIVES = {"tanh": lambda h: 1.0 - np.tanh(h) ** 2, "relu": lambda h: (h > 0).astype(float)}
+def _erf(h: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(h)
+
+
+def _erf_prime(h: np.ndarray) -> np.ndarray:
+    return 2 / math.sqrt(math.pi) * np.exp(-h * h)
+
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0), "erf": _erf}
+DERIVATIVES = {
+    "tanh": lambda h: 1.0 - np.tanh(h) ** 2,
+    "relu": lambda h: (h > 0).astype(float),
+    "erf": _erf_prime,
+}
+
+
+def scale_mixture_kurtosis(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Excess kurtosis ``3 Var Σ/(E Σ)²`` of a Gaussian scale mixture ``N(0, Σ)`` from
+    samples of ``Σ`` over nets (last axis), ``(..., M) -> (...)``, and its delta-method
+    standard error (the relative SE of a sample variance, ``√((m₄/m₂² − 1)/M)``; the error
+    of ``E Σ`` is smaller by a factor ``√κ`` and neglected)."""
+    m = s.shape[-1]
+    k = 3 * s.var(-1, ddof=1) / s.mean(-1) ** 2
+    c = s - s.mean(-1, keepdims=True)
+    c2 = (c**2).mean(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(c2 > 0, (c**4).mean(-1) / np.where(c2 > 0, c2, 1) ** 2, 1.0)
+    return k, k * np.sqrt((r - 1) / m)
 
 
 def jacobian_gain(

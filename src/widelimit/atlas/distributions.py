@@ -11,9 +11,10 @@ and finite width violates, is the law of one unit over the random weights: a sca
 ``κ_l = 3 Var Σ_l / (E Σ_l)²``.
 
 Numbers: :func:`widelimit.atlas.core.ensemble_covariances` (the exact layer sampler).
-Hook for the finite-width prediction: when ``widelimit.finite_width`` lands, put its
-predicted coefficient ``lim n·κ_l`` beside the measured ``n·κ_l`` column (see
-``FINITE_WIDTH_HOOK`` below); the headline only measures the rate.
+The 1/n prediction of ``lim n·κ_l`` (:func:`widelimit.atlas.finite_width.predicted_n_kappa`,
+the four-point recursion of :mod:`widelimit.finite_width`) stands beside the measured
+``n·κ_l``; :func:`prediction_check` compares the measured ``n·κ`` extrapolated to
+``n → ∞`` with it (page 13 does the same at criticality). The headline measures the rate.
 """
 
 from __future__ import annotations
@@ -34,15 +35,25 @@ from widelimit.atlas.core import (
     loglog_slope,
     mpl,
     save,
+    scale_mixture_kurtosis,
     slope_headline,
 )
 
-__all__ = ["Config", "Result", "compute", "content", "figures", "kurtosis_headline"]
+__all__ = [
+    "Config",
+    "Result",
+    "compute",
+    "content",
+    "figures",
+    "kurtosis_headline",
+    "prediction_check",
+]
 
 SLUG = "distributions"
 TITLE = "Distributional representation"  # = atlas.TITLES[SLUG]
 THEORY_RATE = -1.0  # κ = O(1/n): the fourth cumulant of a unit is O(1/n) (e.g. Yaida 2020)
-# FINITE_WIDTH_HOOK: the predicted n·κ_l of widelimit.finite_width goes beside `n_kappa`.
+# FINITE_WIDTH_HOOK: the predicted n·κ_l of widelimit.finite_width stands beside the measured
+# n·κ_l (Result.n_kappa_predicted; prediction_check and the "n·κ_l vs the 1/n theory" table).
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class Result:
     kappa_direct_se: np.ndarray  # (W, L+1)
     mean_var: np.ndarray  # (W, L+1) E Σ_l (the limit's q^l plus O(1/n))
     slopes: list[tuple[float, float]]  # per layer 2..L+1: (slope, se) of κ vs n
+    n_kappa_predicted: list[float]  # (L+1,) lim n·κ_l of the 1/n recursion, layers 1..L+1
+    n_kappa_fit: list[list[float]]  # per layer 2..L+1: [a, se_a, b, χ²/dof] of n·κ = a + b/n
+    prediction: Headline  # the readout's extrapolated n·κ vs the prediction
     samples: dict[int, np.ndarray]  # width -> (n_nets,) one output unit per net / √E Σ
     headline: Headline
     seconds: float
@@ -97,16 +111,26 @@ def kurtosis_headline(
     )
 
 
-def _kappa(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Excess kurtosis ``3 Var Σ/(E Σ)²`` of the scale mixture over nets ``(L, M) -> (L,)``
-    and its delta-method standard error (the relative SE of a sample variance)."""
-    m = s.shape[-1]
-    k = 3 * s.var(-1, ddof=1) / s.mean(-1) ** 2
-    c = s - s.mean(-1, keepdims=True)
-    c2 = (c**2).mean(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(c2 > 0, (c**4).mean(-1) / np.where(c2 > 0, c2, 1) ** 2, 1.0)
-    return k, k * np.sqrt((r - 1) / m)
+_kappa = scale_mixture_kurtosis  # the name older tests import
+
+
+def prediction_check(
+    widths: Sequence[int],
+    kappa: Sequence[float],
+    kappa_se: Sequence[float],
+    predicted_n_kappa: float,
+    *,
+    layer: str = "the readout",
+) -> Headline:
+    """The 1/n prediction's check: ``n·κ`` fitted as ``a + b/n`` over ``widths``, intercept
+    ``a`` ± its SE against the predicted ``lim n·κ``; agrees iff within 3 SE (two-sided)."""
+    from widelimit.atlas.finite_width import intercept_headline
+
+    n = np.asarray(widths, dtype=float)
+    return intercept_headline(
+        widths, n * np.asarray(kappa), n * np.asarray(kappa_se), predicted_n_kappa,
+        label=f" ({layer} layer)",
+    )  # fmt: skip
 
 
 def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
@@ -137,9 +161,18 @@ def compute(cfg: Config | None = None, *, progress: bool = True) -> Result:
     kap, kse = np.array(kap), np.array(kse)
     slopes = [loglog_slope(cfg.widths, kap[:, j], kse[:, j]) for j in range(1, cfg.depth + 1)]
     head = kurtosis_headline(cfg.widths, kap[:, -1], kse[:, -1])
+    from widelimit.atlas.finite_width import intercept_fit, predicted_n_kappa
+
+    pred = predicted_n_kappa(cfg.activation, cfg.w_std, cfg.b_std, cfg.depth)
+    ws = np.asarray(cfg.widths, dtype=float)
+    fits = [
+        list(intercept_fit(cfg.widths, ws * kap[:, j], ws * kse[:, j]))
+        for j in range(1, cfg.depth + 1)
+    ]
+    check = prediction_check(cfg.widths, kap[:, -1], kse[:, -1], float(pred[-1]))
     return Result(
-        cfg, kap, kse, np.array(kd), np.array(kdse), np.array(mv), slopes, samples, head,
-        time.perf_counter() - t0,
+        cfg, kap, kse, np.array(kd), np.array(kdse), np.array(mv), slopes, pred.tolist(),
+        fits, check, samples, head, time.perf_counter() - t0,
     )  # fmt: skip
 
 
@@ -160,6 +193,7 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     for i, n in enumerate(ws):
         b.errorbar(layers, n * res.kappa[i], yerr=n * res.kappa_se[i], marker="o", ms=3,
                    capsize=2, label=f"n = {n}")  # fmt: skip
+    b.plot(layers, res.n_kappa_predicted, "k--", lw=1.2, label="1/n theory: lim n·κ_l")
     b.set(xlabel="layer l (l = 1: first pre-activation; last: readout)", ylabel="n · κ_l",
           title="n·κ_l: one curve for all widths, growing with depth")  # fmt: skip
     b.legend(fontsize=7)
@@ -189,7 +223,8 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
             "Left: excess kurtosis of one unit across independently sampled nets (same "
             "input) against width, per layer, with fitted log-log slopes (± SE) and the 1/n "
             "rate. Right: n·κ_l against depth; the widths collapse onto one curve that grows "
-            "with depth.",
+            "with depth, approaching the 1/n theory's lim n·κ_l (dashed, the four-point "
+            "recursion of widelimit.finite_width) as n grows.",
         ),
         Figure(
             hist,
@@ -207,6 +242,12 @@ def content(res: Result) -> PageContent:
                      float(res.kappa_direct[i, -1]), float(res.kappa_direct_se[i, -1]),
                      *(float(n * k) for k in res.kappa[i, 1:])])  # fmt: skip
     slopes = [[f"layer {j + 2}", s, e, THEORY_RATE] for j, (s, e) in enumerate(res.slopes)]
+    pk = res.n_kappa_predicted
+    pred_rows = [
+        [f"layer {j + 2}", pk[j + 1], a, se, (a - pk[j + 1]) / se, b, chi2]
+        for j, (a, se, b, chi2) in enumerate(res.n_kappa_fit)
+    ]
+    pc = res.prediction
     return PageContent(
         title=TITLE,
         formula=(
@@ -223,14 +264,21 @@ def content(res: Result) -> PageContent:
             "the units of layer l are i.i.d. N(0, Σ_l)). κ is measured from E Σ² and E Σ "
             "over nets (the conditional moments of h; its SE from the spread over nets); the "
             "direct route (one unit per net, m₄/m₂² − 3) agrees within its larger error.",
+            f"The 1/n theory (widelimit.finite_width's four-point recursion) predicts "
+            f"lim n·κ = {pc.theory:.4g} for the readout; the measured n·κ fitted as a + b/n "
+            f"over the widths extrapolates to {pc.value:.4g} ± {pc.stderr:.2g}: "
+            + ("agrees" if pc.ok else "DISAGREES")
+            + f" within 3 SE (|z| = {abs(pc.value - pc.theory) / pc.stderr:.1f}). Every layer "
+            "is in the table 'n·κ_l vs the 1/n theory'.",
             "A distance measured over the n units of one net (the previous version of this "
             "page) is not a test: given the previous layer those units are exactly Gaussian, "
             "so it shrinks like n^-1/2 for any theory.",
         ],
         falsified_by=(
             "a fitted slope of κ against width away from −1 by more than 3 SE (e.g. −½, the "
-            "rate of n Gaussian draws, or 0, a non-Gaussian limit), or n·κ_l not collapsing "
-            "across widths."
+            "rate of n Gaussian draws, or 0, a non-Gaussian limit), n·κ_l not collapsing "
+            "across widths, or the extrapolated n·κ of the readout away from the 1/n "
+            "theory's lim n·κ by more than 3 SE."
         ),
         tables=[
             Table(
@@ -246,6 +294,11 @@ def content(res: Result) -> PageContent:
                 rows,
             ),
             Table("Fitted slopes of κ_l vs width", ["layer", "slope", "± se", "theory"], slopes),
+            Table(
+                "n·κ_l vs the 1/n theory: weighted fit n·κ_l = a + b/n over the widths",
+                ["layer", "predicted lim n·κ_l", "fitted a", "± se", "z", "b", "χ²/dof"],
+                pred_rows,
+            ),
         ],
         published=[],
     )

@@ -2,6 +2,7 @@
 
 from widelimit.finite_width.exact import exact_four_point
 from widelimit.finite_width.ntk import MonteCarloNTK, monte_carlo_ntk, sample_ntk
+from widelimit.finite_width.ntk_theory import NTKFluctuations, ntk_fluctuations
 from widelimit.finite_width.sampling import (
     MonteCarloFourPoint,
     monte_carlo_four_point,
@@ -15,11 +16,13 @@ __all__ = [
     "FourPointFunction",
     "MonteCarloFourPoint",
     "MonteCarloNTK",
+    "NTKFluctuations",
     "dense_chain",
     "exact_four_point",
     "four_point_function",
     "monte_carlo_four_point",
     "monte_carlo_ntk",
+    "ntk_fluctuations",
     "sample_ntk",
     "sample_outputs",
 ]

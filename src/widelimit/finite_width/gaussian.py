@@ -106,6 +106,23 @@ def _legendre(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.polynomial.legendre.leggauss(m)
 
 
+#: Trapezoidal nodes per unit of ``√(max variance)`` for the 1- and 2-input rules (below).
+NODES_PER_SCALE = 48
+
+
+def strip_order(order: int, cov: Tensor, k: int) -> int:
+    """Nodes per axis of the trapezoidal rule for ``k`` distinct inputs: ``order``, raised for
+    ``k ≤ 2`` to ``NODES_PER_SCALE·√(max_α cov_αα)``.  For ``φ(√q ξ)`` with poles at distance
+    ``d`` from the real axis (tanh: ``π/2``) the error is ``≈ exp(−2π d/(h√q))`` for node
+    spacing ``h``, so a fixed ``h`` loses digits as the variance grows (64 nodes give 1e-10
+    at ``q = 2`` but 3e-6 at ``q ≈ 9`` for tanh⁴; derivatives are worse); keeping ``h√q``
+    fixed keeps ≈ 1e-12.  ``k ≥ 3`` keeps ``order`` (cost grows like ``order^k``)."""
+    if k > 2:
+        return order
+    scale = math.sqrt(float(torch.diagonal(cov).max()))
+    return max(order, math.ceil(NODES_PER_SCALE * scale))
+
+
 def is_piecewise_linear(activation: object) -> bool:
     """Whether the activation is ``a·x`` (x < 0), ``b·x`` (x ≥ 0) with ``slopes = (a, b)``."""
     return isinstance(getattr(activation, "slopes", None), tuple)
@@ -250,7 +267,8 @@ def four_point_expectations(
             slopes = activation.slopes  # type: ignore[attr-defined]
             values[rows] = _planar_piecewise_linear(slopes, planar, pattern)
         else:
-            values[rows] = _product_rule_sum(fn, lower, pattern, orders[k - 1], pl)
+            m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
+            values[rows] = _product_rule_sum(fn, lower, pattern, m, pl)
     out = torch.empty((n,) * 4, dtype=cov.dtype, device=cov.device)
     for perm in set(itertools.permutations(range(4))):
         out[tuple(quads[:, p] for p in perm)] = values
@@ -345,6 +363,20 @@ def dual_hessian(activation: object, cov: Tensor, *, rel_step: float = 1e-4) -> 
 
     Used for the 1/n correction of the two-point function; the step keeps the relative
     error near 1e-7 for correlations away from ±1 (where ``|s| = √(q_α q_β)`` clamps)."""
+    return dual_differences(activation, cov, output=0, rel_step=rel_step)[1]
+
+
+def dual_differences(
+    activation: object, cov: Tensor, *, output: int = 0, rel_step: float = 1e-4
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """First and second derivatives of one output of the activation's ``dual`` (``output=0``:
+    ``F = E[φφ]``; ``1``: ``C = E[φ'φ']``) in ``(q_α, q_β, s_αβ)`` by central differences
+    (steps as in :func:`dual_hessian`).
+
+    Returns ``jac (N, N, 3)``, ``hess (N, N, 3, 3)`` (zero on the diagonal ``α = β``) and, for
+    the diagonal, where all three arguments move together, ``d/dq`` and ``d²/dq²`` of
+    ``dual(q, q, q)`` ``(N,)``; ``hess[α, α, 0, 0]`` holds the latter."""
+    ntk = output == 1
     q = torch.diagonal(cov)
     q1, q2 = q[:, None].expand_as(cov), q[None, :].expand_as(cov)
     eye = torch.eye(cov.shape[0], dtype=torch.bool, device=cov.device)
@@ -367,19 +399,21 @@ def dual_hessian(activation: object, cov: Tensor, *, rel_step: float = 1e-4) -> 
                 shifts.append((e[0], e[1], e[2]))
     coeff = torch.tensor(shifts, dtype=cov.dtype, device=cov.device)  # (M, 3)
     stacked = [a + coeff[:, c, None, None] * h for c, a in enumerate(args)]
-    values = activation.dual(*stacked, ntk=False)[0].to(cov.dtype)  # type: ignore[attr-defined]
+    values = activation.dual(*stacked, ntk=ntk)[output].to(cov.dtype)  # type: ignore[attr-defined]
     table = dict(zip(shifts, values, strict=True))
 
     def f(d: tuple[int, int, int]) -> Tensor:
         return table[d]
 
     out = torch.zeros((*cov.shape, 3, 3), dtype=cov.dtype, device=cov.device)
+    jac = torch.zeros((*cov.shape, 3), dtype=cov.dtype, device=cov.device)
     f0 = f((0, 0, 0))
     for i in range(3):
         e = [0, 0, 0]
         e[i] = 1
         plus, minus = (e[0], e[1], e[2]), (-e[0], -e[1], -e[2])
         out[..., i, i] = (f(plus) - 2 * f0 + f(minus)) / h**2
+        jac[..., i] = (f(plus) - f(minus)) / (2 * h)
         for j in range(i + 1, 3):
 
             def at(si: int, sj: int, i: int = i, j: int = j) -> Tensor:
@@ -392,9 +426,209 @@ def dual_hessian(activation: object, cov: Tensor, *, rel_step: float = 1e-4) -> 
     # the diagonal: F_αα(q) = dual(q, q, q), all three arguments move together
     hd = rel_step * q
     dual = activation.dual  # type: ignore[attr-defined]
-    fd = [dual(q + c * hd, q + c * hd, q + c * hd, ntk=False)[0] for c in (1, 0, -1)]
+    fd = [dual(q + c * hd, q + c * hd, q + c * hd, ntk=ntk)[output] for c in (1, 0, -1)]
     out[eye] = 0.0
+    jac[eye] = 0.0
     diag = ((fd[0] - 2 * fd[1] + fd[2]) / hd**2).to(cov.dtype)
+    diag1 = ((fd[0] - fd[2]) / (2 * hd)).to(cov.dtype)
     idx = torch.arange(cov.shape[0], device=cov.device)
     out[idx, idx, 0, 0] = diag
+    return jac, out, diag1, diag
+
+
+def _moment_groups(
+    quads: Tensor, slots: tuple[int, int, int, int]
+) -> dict[tuple[tuple[int, int], ...], tuple[Tensor, Tensor]]:
+    """Group quadruples by their pattern of (φ, φ') powers per distinct input.
+
+    ``slots[j]`` says which function sits in position ``j`` (0: φ, 1: φ').  Returns
+    ``{pattern: (rows, distinct)}`` with ``pattern[a] = (powers of φ, powers of φ')`` of the
+    ``a``-th distinct input (increasing order) and ``distinct (G, k)``."""
+    groups: dict[tuple[tuple[int, int], ...], tuple[list[int], list[list[int]]]] = {}
+    for row, q in enumerate(quads.tolist()):
+        distinct = sorted(set(q))
+        pattern = tuple(
+            (
+                sum(1 for j in range(4) if q[j] == i and slots[j] == 0),
+                sum(1 for j in range(4) if q[j] == i and slots[j] == 1),
+            )
+            for i in distinct
+        )
+        rows, ds = groups.setdefault(pattern, ([], []))
+        rows.append(row)
+        ds.append(distinct)
+    return {p: (torch.tensor(r), torch.tensor(d)) for p, (r, d) in groups.items()}
+
+
+def _pattern_product(f: Tensor, g: Tensor, pattern: tuple[tuple[int, int], ...]) -> Tensor:
+    """``Π_a f[..., a]^{p_a} g[..., a]^{p'_a}`` over the distinct inputs ``a``."""
+    out = torch.ones_like(f[..., 0])
+    for a, (pf, pg) in enumerate(pattern):
+        if pf:
+            out = out * f[..., a] ** pf
+        if pg:
+            out = out * g[..., a] ** pg
     return out
+
+
+def _planar_mixed(
+    slopes: tuple[float, float], lower: Tensor, pattern: tuple[tuple[int, int], ...]
+) -> Tensor:
+    """:func:`_planar_piecewise_linear` for products of ``φ`` and ``φ'`` (``φ'`` is ``a`` or
+    ``b`` by the sign, homogeneous of degree 0): ``E = E[r^p]·mean_t(...)`` with ``p`` the
+    number of ``φ`` factors and ``E[r^p] = 2^{p/2} Γ(1 + p/2)`` for the planar normal."""
+    a, b = slopes
+    g = lower.shape[0]
+    l1, l2 = lower[..., 0], lower[..., 1]
+    t0 = torch.atan2(-l1, l2) % math.pi
+    zero = torch.zeros(g, 1, dtype=lower.dtype, device=lower.device)
+    cuts = torch.cat([zero, t0, t0 + math.pi], 1)
+    cuts = torch.cat([cuts.sort(1).values, torch.full_like(cuts[:, :1], 2 * math.pi)], 1)
+    x_np, w_np = _legendre(ARC_ORDER)
+    x = torch.as_tensor(x_np, dtype=lower.dtype, device=lower.device)
+    w = torch.as_tensor(w_np, dtype=lower.dtype, device=lower.device)
+    lo, hi = cuts[:, :-1], cuts[:, 1:]
+    half = (hi - lo) / 2
+    t = (lo + hi)[..., None] / 2 + half[..., None] * x
+    tw = half[..., None] * w
+    omega = torch.stack([t.cos(), t.sin()], -1)
+    proj = torch.einsum("gsmj,gaj->gsma", omega, lower)
+    f = torch.where(proj > 0, b * proj, a * proj)
+    d = torch.where(proj > 0, torch.full_like(proj, b), torch.full_like(proj, a))
+    p = sum(pf for pf, _ in pattern)
+    radial = 2 ** (p / 2) * math.gamma(1 + p / 2)
+    return radial * (_pattern_product(f, d, pattern) * tw).sum((1, 2)) / (2 * math.pi)
+
+
+def _product_rule_mixed(
+    fn: Fn, dfn: Fn, lower: Tensor, pattern: tuple[tuple[int, int], ...], m: int, kinked: bool
+) -> Tensor:
+    """:func:`_product_rule_sum` for products of ``φ`` and ``φ'``."""
+    k = len(pattern)
+    nodes_np, weights_np = _tensor_rule(m, k, kinked)
+    nodes = torch.as_tensor(nodes_np, dtype=lower.dtype, device=lower.device)
+    weights = torch.as_tensor(weights_np, dtype=lower.dtype, device=lower.device)
+    out = torch.empty(lower.shape[0], dtype=lower.dtype, device=lower.device)
+    step = max(1, _CHUNK // (nodes.shape[0] * k))
+    for lo in range(0, lower.shape[0], step):
+        u = torch.einsum("pj,gaj->gpa", nodes, lower[lo : lo + step])
+        out[lo : lo + step] = _pattern_product(fn(u), dfn(u), pattern) @ weights
+    return out
+
+
+def _shared_rule_mixed(
+    fn: Fn, dfn: Fn, cov: Tensor, points: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """``E[(φ_α φ_β)(φ'_γ φ'_δ)]`` and ``E[(φ'_α φ'_β)(φ'_γ φ'_δ)]`` over pairs ``α ≤ β``,
+    ``γ ≤ δ`` (``triu_indices`` order) by the shared Sobol rule of
+    :func:`_shared_rule_moments`."""
+    n = cov.shape[0]
+    lam, vec = torch.linalg.eigh(cov)
+    lam, vec = lam.flip(0), vec.flip(1)
+    lower = vec * lam.clamp_min(0).sqrt()
+    iu = torch.triu_indices(n, n, device=cov.device)
+    mixed = torch.zeros(iu.shape[1], iu.shape[1], dtype=cov.dtype, device=cov.device)
+    quad = torch.zeros_like(mixed)
+    engine = torch.quasirandom.SobolEngine(n, scramble=True, seed=seed)
+    done, step = 0, max(1, _CHUNK // max(iu.shape[1], n))
+    while done < points:
+        s = min(step, points - done)
+        uniform = engine.draw(s, dtype=torch.float64).to(cov.device, cov.dtype)
+        u = torch.special.ndtri(uniform.clamp(1e-300, 1 - 2**-53)) @ lower.T
+        f, d = fn(u), dfn(u)
+        fp, dp = f[:, iu[0]] * f[:, iu[1]], d[:, iu[0]] * d[:, iu[1]]
+        mixed += fp.T @ dp
+        quad += dp.T @ dp
+        done += s
+    return mixed / points, quad / points
+
+
+def derivative_four_point_expectations(
+    activation: object,
+    cov: Tensor,
+    *,
+    orders: tuple[int, int, int, int] | None = None,
+    method: str = "auto",
+    qmc_points: int = QMC_POINTS,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """The Gaussian four-point expectations with derivatives that the NTK recursions need.
+
+    For ``u ~ N(0, cov)`` returns ``(P, Q)``, both ``(N, N, N, N)``:
+    ``P[α,β,γ,δ] = E[φ(u_α) φ(u_β) φ'(u_γ) φ'(u_δ)]`` (symmetric under ``α↔β`` and ``γ↔δ``)
+    and ``Q[α,β,γ,δ] = E[φ'(u_α) φ'(u_β) φ'(u_γ) φ'(u_δ)]`` (fully symmetric).  Only the
+    distinct index sets are integrated, as in :func:`four_point_expectations`:
+
+    * piecewise-linear φ (``slopes``), at most 2 distinct inputs: the planar homogeneity rule
+      (``φ'`` is constant on each arc), machine precision;
+    * piecewise-linear φ, 3 or 4 distinct inputs: ``φ'`` is a step, where product rules
+      converge slowly, so the shared scrambled Sobol rule of ``qmc_points`` points is used
+      (``method="product"`` forces Gauss–Hermite product rules instead);
+    * other φ: product rules (``orders``, default :data:`SMOOTH_ORDERS`) for ``N ≤``
+      :data:`PRODUCT_MAX_INPUTS`, else the shared Sobol rule for 3–4 distinct inputs.
+    """
+    n = cov.shape[0]
+    pl = is_piecewise_linear(activation)
+    if method not in ("auto", "product", "qmc"):
+        raise ValueError(f"`method` must be 'auto', 'product' or 'qmc'; got {method!r}")
+    if orders is None:
+        orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
+    use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
+    fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
+    iu = torch.triu_indices(n, n)
+    pairs = iu.T  # (n_pairs, 2), α ≤ β
+    n_pairs = pairs.shape[0]
+    left = pairs[:, None, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
+    right = pairs[None, :, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
+    mixed_quads = torch.cat([left, right], 1)  # every (α ≤ β, γ ≤ δ)
+    shared = None
+    results = []
+    for quads, slots in ((mixed_quads, (0, 0, 1, 1)), (sorted_quadruples(n), (1, 1, 1, 1))):
+        values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
+        for pattern, (rows, distinct) in _moment_groups(quads, slots).items():
+            k = len(pattern)
+            if k >= 3 and use_qmc:
+                if shared is None:
+                    shared = _shared_rule_mixed(fn, dfn, cov, qmc_points, seed)
+                q = quads[rows]
+                li, ri = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
+                values[rows] = shared[0 if slots[0] == 0 else 1][li, ri]
+                continue
+            sub = cov[distinct[:, :, None], distinct[:, None, :]]
+            lower = sqrt_factor(sub)
+            if pl and k <= 2:
+                planar = (
+                    lower[..., -2:] if k == 2 else torch.cat([torch.zeros_like(lower), lower], -1)
+                )
+                slopes = activation.slopes  # type: ignore[attr-defined]
+                values[rows] = _planar_mixed(slopes, planar, pattern)
+            else:
+                m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
+                values[rows] = _product_rule_mixed(fn, dfn, lower, pattern, m, pl)
+        out = torch.empty((n,) * 4, dtype=cov.dtype, device=cov.device)
+        perms = (
+            set(itertools.permutations(range(4)))
+            if slots == (1, 1, 1, 1)
+            else {(0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 3, 2), (1, 0, 3, 2)}
+        )
+        for perm in perms:
+            out[tuple(quads[:, p] for p in perm)] = values
+        results.append(out)
+    return results[0], results[1]
+
+
+def ntk_factor_derivatives(
+    activation: object, cov: Tensor, *, rel_step: float = 1e-4
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Linearisation and Hessian of ``C(G)_αβ = E[φ'(u_α) φ'(u_β)]`` (the activation's NTK
+    factor) around ``cov``, by central differences of its ``dual`` (as :func:`dual_hessian`).
+
+    Returns ``(a, c, d, h)``: ``δC_αβ = a_αβ δG_αα + a_βα δG_ββ + c_αβ δG_αβ`` (``α ≠ β``),
+    ``δC_αα = d_α δG_αα`` (the diagonal of ``a`` holds ``d``), and ``h (N, N, 3, 3)`` the
+    second derivatives in ``(G_αα, G_ββ, G_αβ)`` (diagonal entries in ``h[α, α, 0, 0]``).
+    """
+    jac, hess, d1, _ = dual_differences(activation, cov, output=1, rel_step=rel_step)
+    a = jac[..., 0].clone()
+    a.diagonal().copy_(d1)
+    c = jac[..., 2]
+    return a, c, d1, hess

@@ -1,0 +1,199 @@
+"""The NTK at initialisation at order 1/n (widelimit.finite_width.ntk_theory) against
+independent routes: a direct finite sum at one hidden layer (its own quadrature here), the
+ReLU closed form (2 + 1/k)/n, exact symmetries, and Monte Carlo over sampled nets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from widelimit import Dense, ReLU, serial
+from widelimit.finite_width import monte_carlo_ntk, ntk_fluctuations, sample_ntk
+from widelimit.finite_width.gaussian import derivative_four_point_expectations
+from widelimit.layers.activations import activation_from_name
+
+D = torch.float64
+
+
+def _inputs(n: int, d: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=D)
+
+
+def _net(act, depth, width, *, w_std=1.3, b_std=0.2, out=2, param="ntk"):
+    layers = []
+    for _ in range(depth):
+        layers += [Dense(width, w_std=w_std, b_std=b_std, parameterization=param), act]
+    return serial(*layers, Dense(out, w_std=1.1, b_std=0.1, parameterization=param))
+
+
+# ------------------------------------------------------------------ exact routes
+
+
+@pytest.mark.parametrize("outputs", [1, 3, 16])
+@pytest.mark.parametrize("n", [8, 100])
+def test_one_hidden_layer_relu_relative_variance_is_two_plus_one_over_k_over_n(outputs, n):
+    # Θ̄ = (1/n) Σ_j T_j, T = 2 relu(z)² + 2q 1[z>0] χ, χ = (1/k) Σ_i v_ij² (E χ = 1,
+    # E χ² = 1 + 2/k), z ~ N(0, q): E T = 2q, Var T = 8q² + 4q²/k  ⇒  relvar = (2 + 1/k)/n
+    net = serial(Dense(n, w_std=2**0.5), ReLU(), Dense(outputs, w_std=2**0.5))
+    r = ntk_fluctuations(net, _inputs(1, 5))
+    assert float(r.relative_variance()[0]) == pytest.approx((2 + 1 / outputs) / n, rel=1e-12)
+    assert float(r.ntk_corrections[-1][0, 0]) == 0.0
+
+
+def _direct_one_hidden_layer(name, x, n, k, w1, b1, w2, b2, param):
+    """Cov over nets of the k-output mean NTK of serial(Dense(n), φ, Dense(k)) on two inputs,
+    as the variance of a mean of n i.i.d. neuron terms, by a 2-D trapezoidal rule here (it
+    converges geometrically for activations analytic in a strip; Gauss–Hermite stalls)."""
+    act = activation_from_name(name)
+    d = x.shape[1]
+    xx = (x @ x.T).numpy() / d
+    cov = w1**2 * xx + b1**2
+    lam_w1, lam_b1 = (w1**2, b1**2) if param == "ntk" else (d, 1.0 if b1 > 0 else 0.0)
+    lam_w2, lam_b2 = (w2**2, b2**2) if param == "ntk" else (n, 1.0 if b2 > 0 else 0.0)
+    th1 = lam_w1 * xx + lam_b1
+    t = np.linspace(-8.5, 8.5, 301)
+    wt = np.exp(-t * t / 2)
+    wt = wt / wt.sum()
+    l = np.linalg.cholesky(cov)
+    u = np.einsum("ij,jab->iab", l, np.stack(np.meshgrid(t, t, indexing="ij")))
+    w = np.outer(wt, wt)
+    ut = torch.as_tensor(u)
+    f, g = act.fn(ut).numpy(), act.derivative(ut).numpy()
+    # T_ab = λ_W2 φ_a φ_b + σw2² Θ1_ab φ'_a φ'_b χ;  χ = mean of k squared N(0,1)
+    e_chi, e_chi2 = 1.0, 1.0 + 2.0 / k
+    pairs = [(a, b) for a in range(2) for b in range(2)]
+    out = np.zeros((2, 2, 2, 2))
+    for a, b in pairs:
+        for c, e in pairs:
+            ff = lam_w2**2 * (f[a] * f[b] * f[c] * f[e] * w).sum()
+            fg = lam_w2 * w2**2 * th1[c, e] * (f[a] * f[b] * g[c] * g[e] * w).sum() * e_chi
+            gf = lam_w2 * w2**2 * th1[a, b] * (g[a] * g[b] * f[c] * f[e] * w).sum() * e_chi
+            gg = w2**4 * th1[a, b] * th1[c, e] * (g[a] * g[b] * g[c] * g[e] * w).sum() * e_chi2
+            m1 = lam_w2 * (f[a] * f[b] * w).sum() + w2**2 * th1[a, b] * (g[a] * g[b] * w).sum()
+            m2 = lam_w2 * (f[c] * f[e] * w).sum() + w2**2 * th1[c, e] * (g[c] * g[e] * w).sum()
+            out[a, b, c, e] = (ff + fg + gf + gg - m1 * m2) / n
+    mean = (
+        lam_b2
+        + lam_w2 * np.array([[(f[a] * f[b] * w).sum() for b in range(2)] for a in range(2)])
+        + w2**2 * th1 * np.array([[(g[a] * g[b] * w).sum() for b in range(2)] for a in range(2)])
+    )
+    return mean, out
+
+
+@pytest.mark.parametrize(
+    ("name", "param"), [("tanh", "ntk"), ("erf", "standard"), ("silu", "ntk"), ("gelu", "ntk")]
+)
+def test_one_hidden_layer_covariance_equals_the_direct_finite_sum(name, param):
+    x = _inputs(2, 3)
+    n, k = 12, 3
+    net = serial(
+        Dense(n, w_std=1.3, b_std=0.2, parameterization=param),
+        activation_from_name(name),
+        Dense(k, w_std=1.1, b_std=0.3, parameterization=param),
+    )
+    r = ntk_fluctuations(net, x)
+    mean, cov = _direct_one_hidden_layer(name, x, n, k, 1.3, 0.2, 1.1, 0.3, param)
+    np.testing.assert_allclose(r.ntks[-1].numpy(), mean, rtol=1e-7)
+    np.testing.assert_allclose(r.covariance().numpy(), cov, rtol=2e-6, atol=1e-9 * abs(cov).max())
+    assert not r.ntk_corrections[-1].any()  # one hidden layer: E[Θ] is the limit exactly
+
+
+def test_derivative_four_point_expectations_match_direct_sampling():
+    g = torch.Generator().manual_seed(3)
+    x = _inputs(3, 6, seed=1)
+    cov = (x @ x.T) / 6 + 0.1
+    z = torch.randn(2_000_000, 3, generator=g, dtype=D) @ torch.linalg.cholesky(cov).T
+    for name in ("relu", "tanh"):
+        act = activation_from_name(name)
+        p, q = derivative_four_point_expectations(act, cov)
+        f, d = act.fn(z), act.derivative(z)
+        for idx in [(0, 1, 2, 2), (0, 0, 1, 2), (2, 1, 0, 1), (0, 1, 1, 2)]:
+            a, b, c, e = idx
+            sp = f[:, a] * f[:, b] * d[:, c] * d[:, e]
+            sq = d[:, a] * d[:, b] * d[:, c] * d[:, e]
+            for val, s in ((p[idx], sp), (q[idx], sq)):
+                se = float(s.std()) / math.sqrt(s.shape[0])
+                assert abs(float(val) - float(s.mean())) < 4.5 * se, (name, idx)
+
+
+# ------------------------------------------------------------------ symmetries
+
+
+def test_symmetries_permutation_and_psd():
+    x = _inputs(3)
+    net = _net(activation_from_name("erf"), 3, 16, out=2)
+    r = ntk_fluctuations(net, x)
+    cov = r.covariance()
+    assert torch.equal(cov, cov.permute(2, 3, 0, 1))  # Cov(Θ12, Θ34) = Cov(Θ34, Θ12)
+    assert torch.equal(cov, cov.permute(1, 0, 2, 3))
+    assert torch.equal(cov, cov.permute(0, 1, 3, 2))
+    perm = torch.tensor([2, 0, 1])
+    rp = ntk_fluctuations(net, x[perm])
+    p4 = (perm[:, None, None, None], perm[None, :, None, None], perm[None, None, :, None])
+    permuted = cov[(*p4, perm[None, None, None, :])]
+    torch.testing.assert_close(rp.covariance(), permuted, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(rp.mean(), r.mean()[perm][:, perm], rtol=1e-9, atol=1e-12)
+    for layer in range(len(r.ntks)):
+        for outputs in (1, 5):
+            m = r.covariance(layer, outputs).reshape(9, 9)
+            lam = torch.linalg.eigvalsh((m + m.T) / 2)
+            assert float(lam.min()) >= -1e-9 * float(lam.abs().max()), (layer, outputs)
+
+
+def test_standard_parameterization_ntk_mean_matches_the_kernel_code():
+    x = _inputs(3)
+    for param in ("ntk", "standard"):
+        net = _net(activation_from_name("tanh"), 2, 24, param=param, out=3)
+        r = ntk_fluctuations(net, x)
+        torch.testing.assert_close(r.ntks[-1], net.kernel(x).ntk, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(r.kernels[-1], net.kernel(x).nngp, rtol=1e-8, atol=1e-10)
+
+
+# ------------------------------------------------------------------ Monte Carlo, cheap
+
+
+def test_projection_sampler_has_the_moments_of_the_weight_matrix_sampler():
+    x = _inputs(3)
+    for param in ("ntk", "standard"):
+        net = serial(
+            Dense(5, w_std=1.3, b_std=0.2, parameterization=param), activation_from_name("tanh"),
+            Dense(6, w_std=1.2, parameterization=param), ReLU(),
+            Dense(3, w_std=0.9, b_std=0.3, parameterization=param),
+        )  # fmt: skip
+        a = monte_carlo_ntk(net, x, n_nets=6000, seed=1, method="weights", n_boot=100)
+        b = monte_carlo_ntk(net, x, n_nets=6000, seed=2, method="projection", n_boot=100)
+        zm = (a.mean - b.mean) / (a.mean_se**2 + b.mean_se**2).sqrt()
+        zc = (a.covariance - b.covariance) / (a.covariance_se**2 + b.covariance_se**2).sqrt()
+        assert float(zm.abs().max()) < 4.0 and float(zc.abs().max()) < 4.0, param
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_monte_carlo_agrees_at_one_hidden_layer_and_a_wrong_theory_fails(name):
+    x = _inputs(2)
+    net = _net(activation_from_name(name), 1, 8, out=2)
+    r = ntk_fluctuations(net, x)
+    mc = monte_carlo_ntk(net, x, n_nets=20_000, seed=7, method="projection", n_boot=100)
+    z = (mc.covariance - r.covariance()) / mc.covariance_se
+    assert float(z.abs().max()) < 4.0
+    # the same check fed a wrong theory (the cross-neuron term B halved) must fail
+    b = r.cross_neuron_moments[-1] / 2
+    wrong = r.neuron_mean_covariances[-1] + (b + b.permute(0, 1, 3, 2)) / r.out_features
+    z_wrong = (mc.covariance - wrong) / mc.covariance_se
+    assert float(z_wrong.abs().max()) > 6.0
+
+
+def test_bad_arguments_are_refused():
+    net = _net(ReLU(), 1, 8)
+    with pytest.raises(ValueError, match="method"):
+        sample_ntk(net, _inputs(2), 4, method="fast")
+    with pytest.raises(ValueError, match="width_factor"):
+        ntk_fluctuations(
+            serial(Dense(8, parameterization="standard", width_factor=(1, 2)), ReLU(), Dense(1)),
+            _inputs(2),
+        )
+    with pytest.raises(ValueError, match="outputs"):
+        ntk_fluctuations(net, _inputs(2)).covariance(outputs=0)
