@@ -5,7 +5,8 @@ Workloads (issue 12), NNGP+NTK of ``x`` with itself, float32 and float64:
 * FC ``3×(Dense(512, 1.5, 0.05) → φ) → Dense(1)``, φ ∈ {ReLU, Erf}, x ``(N, 784)``, N = 2000, 4000;
 * ``2×(Conv2d(64, 3, padding, 1.5, 0.05) → ReLU) → GlobalAvgPool → Dense(1)``, x ``(64, 3, 8, 8)``,
   padding "same" and "valid";
-* ``2×(Conv2d(64, 3, "same") → ReLU) → Flatten → Dense(1)``, x ``(256, 3, 8, 8)``.
+* ``2×(Conv2d(64, 3, "same") → ReLU) → Flatten → Dense(1)``, x ``(128, 3, 8, 8)``,
+  ``(256, 3, 8, 8)``.
 
 Columns: ``widelimit_s`` (best of the pairs), ``nt_s`` and ``ratio`` = widelimit / Neural
 Tangents, measured in interleaved pairs A, B, A, B, ... (minimum of each side) so that load
@@ -13,11 +14,13 @@ from other processes hits both alike; ``widelimit_cpu_s``, ``nt_cpu_s`` and ``cp
 same with process CPU times (all threads; robust when the machine is shared, but it adds up
 threads in ``--threads default``); ``nt_idle_cpu_s``: CPU time the (idle) Neural Tangents
 worker used while widelimit ran (its largest value over the pairs; should be 0);
-``bound_s`` (FC ReLU only) = the input Gram matrix ``x xᵀ`` plus 10 elementwise passes
-(``c = a·b`` over the full ``N × N``) per hidden layer, timed in the same run, and
-``ratio_to_bound`` (both in CPU time), ``bound_wall_s``/``ratio_to_bound_wall`` the same in
-wall time; ``peak_MiB`` = extra resident memory during one
-widelimit call; ``max_rel_diff`` = ``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK;
+``bound_s`` (FC nets) = the syrk + passes bound: one symmetric Gram ``x xᵀ`` (half of
+``torch.mm(x, x.T)``, i.e. the upper triangle a syrk computes) plus 10 memory-bound passes
+per hidden layer over the upper triangle (half of a copy of an ``N × N`` tensor each), timed
+in the same run (the same bound as ``benchmarks/scale.py``), and ``ratio_to_bound``
+(both in CPU time), ``bound_wall_s``/``ratio_to_bound_wall`` the same in wall time;
+``peak_MiB`` = extra resident memory during one widelimit call; ``max_rel_diff`` =
+``max|K_wl − K_nt| / max|K_nt|`` over NNGP and NTK;
 ``load`` = the 1-minute load average after the row.
 
 Neural Tangents runs in a persistent subprocess of a separate Python (``--nt-python PATH`` or
@@ -37,7 +40,7 @@ flags, no pinning).  ``--memory`` instead reports the peak RSS of fresh processe
 FC ReLU float32 at N = 20,000 and conv + GAP ("same", N = 64).
 
     python -m benchmarks.kernels [--json] [--quick] [--pairs 5] [--threads 1|default]
-        [--nt-python PATH] [--only fc|conv] [--memory]
+        [--nt-python PATH] [--only fc|conv|'fc erf'|...] [--dtype float32|float64] [--memory]
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from benchmarks._util import JsonLinesWorker, PeakRSS, nt_env, report
 
 _WORKER = Path(__file__).resolve().parent / "_nt_worker.py"
 DEPTH = 3  # hidden Dense → φ blocks of the FC nets
-PASSES = 10  # elementwise passes per hidden layer in the bound
+PASSES = 10  # memory-bound passes per hidden layer in the bound (as benchmarks/scale.py)
 
 
 # --------------------------------------------------------------------------
@@ -78,6 +81,7 @@ def _cnn(padding: str, head: str) -> list[list]:
 def workloads(quick: bool) -> list[dict[str, Any]]:
     """``name``, ``layers`` and input ``shape`` of every workload (smaller when ``quick``)."""
     n1, n2, ni, nf = (500, 1000, 16, 64) if quick else (2000, 4000, 64, 256)
+    flatten = _cnn("same", "flatten")
     return [
         {"name": "FC ReLU", "layers": _fc("relu"), "shape": (n1, 784)},
         {"name": "FC ReLU", "layers": _fc("relu"), "shape": (n2, 784)},
@@ -85,7 +89,8 @@ def workloads(quick: bool) -> list[dict[str, Any]]:
         {"name": "FC Erf", "layers": _fc("erf"), "shape": (n2, 784)},
         {"name": "conv+GAP same", "layers": _cnn("same", "gap"), "shape": (ni, 3, 8, 8)},
         {"name": "conv+GAP valid", "layers": _cnn("valid", "gap"), "shape": (ni, 3, 8, 8)},
-        {"name": "conv+Flatten same", "layers": _cnn("same", "flatten"), "shape": (nf, 3, 8, 8)},
+        {"name": "conv+Flatten same", "layers": flatten, "shape": (nf // 2, 3, 8, 8)},
+        {"name": "conv+Flatten same", "layers": flatten, "shape": (nf, 3, 8, 8)},
     ]
 
 
@@ -181,12 +186,15 @@ def _time_cpu(fn) -> tuple[float, float]:
 
 
 def _bound_parts(x: torch.Tensor) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(wall, CPU) seconds of ``x xᵀ`` and of one elementwise pass ``c = a·b`` over ``N × N``."""
+    """(wall, CPU) seconds of a symmetric Gram ``x xᵀ`` (syrk: half of ``torch.mm`` of the same
+    shapes) and of one memory-bound pass over the upper triangle (half a copy of ``N × N``)."""
     n = x.shape[0]
     a = torch.rand(n, n, dtype=x.dtype)
-    b = torch.rand(n, n, dtype=x.dtype)
     c = torch.empty_like(a)
-    return _time_cpu(lambda: x @ x.T), _time_cpu(lambda: torch.mul(a, b, out=c))
+    g = torch.empty_like(a)
+    gemm = _time_cpu(lambda: torch.mm(x, x.T, out=g))
+    one = _time_cpu(lambda: c.copy_(a))
+    return (gemm[0] / 2, gemm[1] / 2), (one[0] / 2, one[1] / 2)
 
 
 def _max_rel_diff(k, nt_nngp: np.ndarray, nt_ntk: np.ndarray) -> float:
@@ -205,6 +213,7 @@ def run(
     threads: str = "1",
     nt: str | None = None,
     only: str | None = None,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
 ) -> list[dict]:
     """Rows of the workload table (module docstring)."""
     single = threads == "1"
@@ -224,11 +233,11 @@ def run(
     rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="widelimit-bench-"))
     try:
-        for dtype in (torch.float32, torch.float64):
+        for dtype in dtypes:
             peer = NeuralTangents(nt, dtype == torch.float64, single, cpu) if nt else None
             try:
                 for w in workloads(quick):
-                    if only and not w["name"].lower().startswith(only):
+                    if only and not w["name"].lower().startswith(only.lower()):
                         continue
                     rows.append(_one(w, dtype, pairs, peer, tmp, threads))
                     print(f"[kernels] {rows[-1]}", file=sys.stderr, flush=True)
@@ -245,7 +254,7 @@ def run(
 def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
     x = inputs(w["shape"], dtype)
     net = widelimit_net(w["layers"])
-    fc_relu = w["name"] == "FC ReLU"
+    fc = w["name"].startswith("FC")
     t_cold = _time(lambda: net.kernel(x))
     with PeakRSS() as mem:
         k = net.kernel(x)
@@ -296,7 +305,7 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
             reply = peer.ask(cmd="time")
             theirs.append(reply["seconds"])
             theirs_cpu.append(reply["cpu_seconds"])
-        if fc_relu:
+        if fc:
             g, p = _bound_parts(x)
             gemm.append(g)
             one_pass.append(p)
@@ -309,7 +318,7 @@ def _one(w, dtype, pairs, peer, tmp: Path, threads: str) -> dict:
         row["cpu_ratio"] = min(mine_cpu) / min(theirs_cpu)
     if idle:
         row["nt_idle_cpu_s"] = max(idle)
-    if fc_relu:
+    if fc:
         # CPU times (steadier on a shared machine) and wall times (what a user waits for; at
         # default threads CPU time also counts OpenMP threads spinning between operations)
         bound = [min(t[i] for t in gemm) + DEPTH * PASSES * min(t[i] for t in one_pass)
@@ -383,14 +392,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=5, help="interleaved A,B pairs (min taken)")
     p.add_argument("--threads", choices=("1", "default"), default="1")
     p.add_argument("--nt-python", default=None, help="python of a Neural Tangents 0.6.5 env")
-    p.add_argument("--only", choices=("fc", "conv"), default=None)
+    p.add_argument("--only", default=None,
+                   help="workloads whose name starts with this (case-insensitive): fc, conv, "
+                        "'fc erf', 'conv+flatten', ...")  # fmt: skip
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="one dtype only")
     p.add_argument("--memory", action="store_true", help="peak RSS in fresh processes")
     args = p.parse_args(argv)
     if args.memory:
         report("kernels: peak memory of one call", memory_rows(args.quick), args.json)
         return
+    dtypes = (torch.float32, torch.float64)
+    if args.dtype:
+        dtypes = (getattr(torch, args.dtype),)
     rows = run(
-        args.quick, pairs=args.pairs, threads=args.threads, nt=args.nt_python, only=args.only
+        args.quick,
+        pairs=args.pairs,
+        threads=args.threads,
+        nt=args.nt_python,
+        only=args.only,
+        dtypes=dtypes,
     )
     report(f"kernels: NNGP+NTK, widelimit vs Neural Tangents ({args.threads} thread)", rows,
            args.json)  # fmt: skip

@@ -18,7 +18,7 @@ results straight into the outputs:
   (``TILE_BYTES_CPU``); memory is the two ``(N1, N2)`` outputs plus a few
   tile-sized temporaries (no ``N × N`` intermediate);
 * inputs with spatial axes: square tiles of example pairs with about ``2**20``
-  kernel entries;
+  kernel entries (``2**18`` in the diagonal layout);
 * ``k(x)`` (``x2 is None``): only tiles on and above the diagonal are computed
   and each is copied to its transposed place (position pairs swapped in the
   full spatial layout), so the result is exactly symmetric at half the work;
@@ -110,8 +110,14 @@ TILE_ENTRIES_CPU: int | None = None
 TILE_ENTRIES_OTHER = 1 << 24
 #: Rows of one panel of the Gram matrix (one matrix multiply per panel).
 PANEL_ROWS = 256
-#: Kernel entries of one tile of example pairs for inputs with spatial axes.
+#: Kernel entries of one tile of example pairs for inputs with spatial axes, full layout; the
+#: diagonal layout's tiles (Flatten readouts) hold a quarter of it: 64×64 example pairs of
+#: 8×8 images instead of 128×128 (1 MiB in float32), which stay in the L2 cache and leave only
+#: 3/4 of the pairs of a 128-example ``k(x)`` to compute instead of all of them (conv +
+#: Flatten float32/float64: 16-26 % less CPU time at N = 128 and 256; the full layout
+#: measured no better with smaller tiles).
 TILE_ENTRIES_SPATIAL = 1 << 20
+DIAGONAL_TILE_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -474,7 +480,8 @@ def _spatial_kernel(
     xb = x1 if x2 is None else x2
     n1, n2 = int(x1.shape[0]), int(xb.shape[0])
     per_pair = math.prod(x1.shape[2:]) ** (2 if full else 1)
-    block = max(1, math.isqrt(max(1, TILE_ENTRIES_SPATIAL // per_pair)))
+    entries = TILE_ENTRIES_SPATIAL if full else TILE_ENTRIES_SPATIAL // DIAGONAL_TILE_SHARE
+    block = max(1, math.isqrt(max(1, entries // per_pair)))
     q1 = self_gram(x1, full)
     q2 = q1 if sym else self_gram(xb, full)
     outputs: dict[str, Tensor | None] = {}
