@@ -7,8 +7,8 @@ Each page is a module with ``Config`` (``Config.quick()``), ``compute``, ``figur
 tie them together, and the notebooks under ``examples/`` call the same functions.
 
 Pages (in the order of a course): 1 ``distributions``, 2 ``limit``, 3 ``nngp``,
-4 ``propagation``, 5 ``ntk``, 6 ``meanfield``, 7 ``sde``, then (issue 21) 11 ``learning_curves``
-(course numbers; the pages 8–10, 12, 13 come from other branches).
+4 ``propagation``, 5 ``ntk``, 6 ``meanfield``, 7 ``sde``, then (issue 21) 9 ``trainability``
+and 11 ``learning_curves`` (course numbers; pages 8, 10, 12, 13 come from other branches).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ TITLES: dict[str, str] = {
     "ntk": "NTK and lazy training",
     "meanfield": "Mean-field dynamics",
     "sde": "Neural covariance SDE",
+    "trainability": "Trainability phase diagram",
     "learning_curves": "Learning curves from the kernel spectrum",
 }
 PAGES: tuple[str, ...] = tuple(TITLES)
