@@ -356,8 +356,11 @@ def figures(res: Result, out_dir: Path) -> list[Figure]:
     a.set(xlabel=f"σw² (critical at {res.critical_w2:.3f})", ylabel="depth L",
           title=f"tanh, σb² = {cfg.b_var}, width {cfg.width}, {cfg.steps} SGD steps")  # fmt: skip
     a.legend(fontsize=6, loc="upper right")
-    b.errorbar(res.xi_c[ok], res.l_star[ok], yerr=res.l_star[ok] * res.l_star_se[ok], fmt="o",
-               capsize=2, label="measured L*")  # fmt: skip
+    chaotic = np.asarray(w2) > res.critical_w2
+    for sel, col, lab in ((~chaotic, "b", "ordered"), (chaotic, "r", "chaotic")):
+        k = ok & sel
+        b.errorbar(res.xi_c[k], res.l_star[k], yerr=res.l_star[k] * res.l_star_se[k], fmt="o",
+                   color=col, capsize=2, label=f"measured L* ({lab} side)")  # fmt: skip
     xs = np.geomspace(res.xi_c.min(), res.xi_c.max(), 20)
     b.plot(xs, 6 * xs, "k--", lw=1, label="6 ξ_c")
     for ph, sty in (("ordered", "b-"), ("chaotic", "r-")):
