@@ -50,7 +50,9 @@ TITLES: dict[str, str] = {
     "meanfield": "Mean-field dynamics",
     "sde": "Neural covariance SDE",
     "ensembles": "Trained ensembles and the NTK Gaussian process",
+    "trainability": "Trainability phase diagram",
     "conv": "Convolutional kernels",
+    "learning_curves": "Learning curves from the kernel spectrum",
     "lazy": "Lazy vs feature learning: the output scale α",
     "finite_width": "Beyond the limit: finite width",
 }
