@@ -184,6 +184,14 @@ def test_atlas_slow_pages_files(quick_atlas_slow):
     _check_files(out, pages_json, summary)
 
 
+def test_cli_help_lists_every_page_in_order():
+    from widelimit.atlas import PAGES
+
+    res = runner.invoke(app, ["atlas", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(res.output.split()).replace("│", "").replace(" ,", ",")
+    assert f"1-{len(PAGES)}: {', '.join(PAGES)}." in " ".join(text.split())
+
+
 def test_cli_rejects_unknown_page(tmp_path):
     res = runner.invoke(app, ["atlas", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 2

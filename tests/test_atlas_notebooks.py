@@ -35,13 +35,13 @@ def _execute(path: Path) -> None:
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
-def test_one_notebook_per_page_numbered_in_course_order():
+def test_one_notebook_per_page_numbered_as_the_cli():
     from widelimit.atlas import PAGES
 
     by_page = {re.fullmatch(r"atlas_(\d+)_(\w+)\.py", p.name).group(2): p for p in NOTEBOOKS}
     assert sorted(by_page) == sorted(PAGES)
     numbers = [int(by_page[p].name.split("_")[1]) for p in PAGES]
-    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers == list(range(1, len(PAGES) + 1))
     for page, path in by_page.items():
         assert f'show_page("{page}")' in path.read_text()  # widelimit.atlas.notebook
 

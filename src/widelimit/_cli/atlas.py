@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
         page: Annotated[
             list[str] | None,
             typer.Argument(
-                help="Page(s) by name or number 1-9: distributions, limit, nngp, propagation, "
-                "ntk, meanfield, sde, ensembles, lazy. Default: all pages."
+                help="Page(s) by name or number 1-13: distributions, limit, nngp, propagation, "
+                "ntk, meanfield, sde, ensembles, trainability, conv, learning_curves, lazy, "
+                "finite_width. Default: all pages."
             ),
         ] = None,
         out: Annotated[
