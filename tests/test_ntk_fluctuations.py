@@ -44,6 +44,26 @@ def test_one_hidden_layer_relu_relative_variance_is_two_plus_one_over_k_over_n(o
     assert float(r.ntk_corrections[-1][0, 0]) == 0.0
 
 
+@pytest.mark.parametrize("outputs", [1, 4])
+def test_relu_without_bias_relative_variance_closed_form_for_per_layer_widths(outputs):
+    # one input, σw² = 2, no bias: every tensor is a scalar and the recursion solves by hand
+    # (docs/finite_width.md): relvar = Σ_ℓ w(ℓ/(L+1))/n_ℓ, w(t) = 5 − 8t + 4(1 + 1/k)t²,
+    # and E[Θ] has no 1/n correction
+    widths = [12, 40, 7, 100, 25, 64]
+    layers = []
+    for n in widths:
+        layers += [Dense(n, w_std=2**0.5), ReLU()]
+    net = serial(*layers, Dense(outputs, w_std=2**0.5))
+    r = ntk_fluctuations(net, _inputs(1, 9))
+    depth = len(widths)
+    expected = sum(
+        (5 - 8 * t + 4 * (1 + 1 / outputs) * t * t) / n
+        for t, n in ((ell / (depth + 1), n) for ell, n in enumerate(widths, 1))
+    )
+    assert float(r.relative_variance()[0]) == pytest.approx(expected, rel=1e-10)
+    assert abs(float(r.ntk_corrections[-1][0, 0])) < 1e-9 * float(r.ntks[-1][0, 0])
+
+
 def _direct_one_hidden_layer(name, x, n, k, w1, b1, w2, b2, param):
     """Cov over nets of the k-output mean NTK of serial(Dense(n), φ, Dense(k)) on two inputs,
     as the variance of a mean of n i.i.d. neuron terms, by a 2-D trapezoidal rule here (it
@@ -197,3 +217,25 @@ def test_bad_arguments_are_refused():
         )
     with pytest.raises(ValueError, match="outputs"):
         ntk_fluctuations(net, _inputs(2)).covariance(outputs=0)
+
+
+def test_cli_ntk_json_on_stdout_and_plot(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from widelimit.cli import app
+
+    plot = tmp_path / "ntk.png"
+    args = ["finite-width", "--quantity", "ntk", "--widths", "8,16", "--n-nets", "300"]
+    net = "Dense(8, w_std=1.4142) -> ReLU -> Dense(1, w_std=1.4142)"
+    res = CliRunner().invoke(app, [*args, "--net", net, "--json", "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    js = json.loads(res.stdout)
+    assert js["quantity"] == "ntk" and len(js["rows"]) == 4 and plot.exists()
+    row = js["rows"][0]
+    # one hidden ReLU layer, no bias, one output: relvar = 3/n exactly
+    assert row["relvar_predicted"] == pytest.approx(3 / 8)
+    assert abs(row["relvar_measured"] - 3 / 8) < 5 * row["relvar_se"]
+    bad = CliRunner().invoke(app, ["finite-width", "--quantity", "ntx"])
+    assert bad.exit_code != 0 and "ntk" in bad.output
