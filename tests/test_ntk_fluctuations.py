@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import curve_fit
 
 from widelimit import Dense, ReLU, serial
 from widelimit.finite_width import monte_carlo_ntk, ntk_fluctuations, sample_ntk
@@ -239,3 +240,68 @@ def test_cli_ntk_json_on_stdout_and_plot(tmp_path):
     assert abs(row["relvar_measured"] - 3 / 8) < 5 * row["relvar_se"]
     bad = CliRunner().invoke(app, ["finite-width", "--quantity", "ntx"])
     assert bad.exit_code != 0 and "ntk" in bad.output
+
+
+# ------------------------------------------------------------------ Monte Carlo, slow
+
+_SLOW_CASES = [
+    # name, depth, σw, σb, inputs
+    ("relu", 3, 2**0.5, 0.2, 2),
+    ("tanh", 3, 1.3, 0.2, 2),
+    ("erf", 3, 1.3, 0.2, 2),
+    ("silu", 3, 1.7, 0.1, 2),
+    ("relu", 10, 2**0.5, 0.0, 1),
+    ("tanh", 10, 1.0, 0.1, 1),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "depth", "w_std", "b_std", "n_inputs"), _SLOW_CASES)
+def test_monte_carlo_ntk_covariance_converges_like_one_over_n(name, depth, w_std, b_std, n_inputs):
+    """n·Cov(Θ) measured over 10⁴ nets per width (one output) approaches the width-independent
+    prediction like 1/n: the weighted fit n·Cov = a + b/n has ``a`` within 4 SE of the
+    prediction, the widest point is within 4 SE, where the correction is resolved a free
+    power law n·Cov − P = c·n^p gives p = −1 within 3 SE, and the same fit rejects a wrong
+    theory (the cross-neuron term B halved).  Depth 10 starts at n = 32."""
+    act = activation_from_name(name)
+    x = _inputs(n_inputs)
+    widths = np.array([16, 32, 64, 128, 256, 512] if depth < 10 else [32, 64, 128, 256, 512])
+
+    def net(n):
+        return _net(act, depth, n, w_std=w_std, b_std=b_std, out=1)
+
+    theory = ntk_fluctuations(net(64), x)
+    pred = 64 * theory.covariance()
+    b_half = 64 * theory.cross_neuron_moments[-1] / 2
+    wrong = 64 * theory.neuron_mean_covariances[-1] + b_half + b_half.permute(0, 1, 3, 2)
+    runs = [
+        monte_carlo_ntk(
+            net(int(n)), x, n_nets=10_000, seed=int(n) + depth, method="projection",
+            chunk=1000, n_boot=100,
+        )
+        for n in widths
+    ]  # fmt: skip
+
+    def power_law(n, c, q):
+        return c * n**q
+
+    idxs = [(0, 0, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1)] if n_inputs > 1 else [(0, 0, 0, 0)]
+    rejected = False
+    for idx in idxs:
+        y = np.array([n * float(m.covariance[idx]) for n, m in zip(widths, runs, strict=True)])
+        se = np.array([n * float(m.covariance_se[idx]) for n, m in zip(widths, runs, strict=True)])
+        p = float(pred[idx])
+        design = np.stack([np.ones(len(widths)), 1 / widths], 1) / se[:, None]
+        (a, b), *_ = np.linalg.lstsq(design, y / se, rcond=None)
+        cov = np.linalg.inv(design.T @ design)
+        assert abs(a - p) < 4 * math.sqrt(cov[0, 0]) + 1e-3 * abs(p), (idx, a, p, cov[0, 0])
+        assert abs(y[-1] - p) < 4 * se[-1] + 1e-3 * abs(p), (idx, y[-1], p, se[-1])
+        rejected |= abs(a - float(wrong[idx])) > 4 * math.sqrt(cov[0, 0])
+        if abs(b) > 4 * math.sqrt(cov[1, 1]):  # the 1/n correction is resolved: its power
+            (_, power), pcov = curve_fit(
+                power_law, widths.astype(float), y - p, p0=[b, -1.0],
+                sigma=se, absolute_sigma=True, maxfev=20_000,
+            )  # fmt: skip
+            err = math.sqrt(pcov[1, 1])
+            assert abs(power + 1) < max(3 * err, 0.05) and err < 0.75, (idx, power, err)
+    assert rejected, "the fit does not tell the right theory from one with B halved"
