@@ -2,8 +2,10 @@
 
 Rows: the full four-point tensor (every layer) of a depth-10 fully connected net on 16
 inputs for tanh and ReLU (targets: under a minute on 2 cores), with the number of distinct
-Gaussian integrals per layer by number of distinct inputs; the batched Monte Carlo over
-10⁴ nets of width 256 (target: minutes).
+Gaussian integrals per layer by number of distinct inputs; the 1/n NTK theory
+(``ntk_fluctuations``: covariance, cross correlators and mean correction) on the same nets; the
+batched Monte Carlo over 10⁴ nets of width 256 (target: minutes), for the outputs and for
+the NTK (projection sampler).
 
     python -m benchmarks.finite_width [--json] [--quick]
 """
@@ -16,7 +18,12 @@ import torch
 
 from benchmarks._util import measure, parse_args, report
 from widelimit import Dense, ReLU, Tanh, serial
-from widelimit.finite_width import four_point_function, monte_carlo_four_point
+from widelimit.finite_width import (
+    four_point_function,
+    monte_carlo_four_point,
+    monte_carlo_ntk,
+    ntk_fluctuations,
+)
 from widelimit.finite_width.gaussian import sorted_quadruples
 
 
@@ -46,6 +53,16 @@ def run(quick: bool = False) -> list[dict]:
                 "peak_mb": mem,
             }
         )
+        t, mem, _ = measure(lambda net=net: ntk_fluctuations(net, x))
+        rows.append(
+            {
+                "case": f"ntk theory {name}",
+                "size": f"N={n_inputs}, depth={depth}",
+                "integrals_k1/k2/k3/k4": "",
+                "seconds": t,
+                "peak_mb": mem,
+            }
+        )
     nets, width = (2000, 64) if quick else (10_000, 256)
     x2 = x[:2]
     for d in (3, 10):
@@ -54,6 +71,22 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(
             {
                 "case": "monte carlo relu",
+                "size": f"N=2, depth={d}, width={width}, nets={nets}",
+                "integrals_k1/k2/k3/k4": "",
+                "seconds": t,
+                "peak_mb": mem,
+            }
+        )
+    for d in (3, 10):
+        net = _net(ReLU(), d, width, 2**0.5, 0.0)
+        t, mem, _ = measure(
+            lambda net=net: monte_carlo_ntk(
+                net, x2, n_nets=nets, seed=1, method="projection", chunk=1000
+            )
+        )
+        rows.append(
+            {
+                "case": "monte carlo ntk relu",
                 "size": f"N=2, depth={d}, width={width}, nets={nets}",
                 "integrals_k1/k2/k3/k4": "",
                 "seconds": t,

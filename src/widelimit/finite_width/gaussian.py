@@ -460,6 +460,23 @@ def _moment_groups(
     return {p: (torch.tensor(r), torch.tensor(d)) for p, (r, d) in groups.items()}
 
 
+@cache
+def _derivative_plan(n: int) -> tuple[tuple[Tensor, tuple[int, int, int, int], dict], ...]:
+    """The quadruples of :func:`derivative_four_point_expectations` and their groups for
+    ``n`` inputs (``P4``: every ``(α ≤ β, γ ≤ δ)``; ``Q4``: sorted quadruples), cached: the
+    grouping is a Python loop over ``O(n⁴)`` quadruples and depends on ``n`` only."""
+    pairs = torch.triu_indices(n, n).T  # (n_pairs, 2), α ≤ β
+    n_pairs = pairs.shape[0]
+    left = pairs[:, None, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
+    right = pairs[None, :, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
+    mixed = torch.cat([left, right], 1)
+    quads = sorted_quadruples(n)
+    return (
+        (mixed, (0, 0, 1, 1), _moment_groups(mixed, (0, 0, 1, 1))),
+        (quads, (1, 1, 1, 1), _moment_groups(quads, (1, 1, 1, 1))),
+    )
+
+
 def _pattern_product(f: Tensor, g: Tensor, pattern: tuple[tuple[int, int], ...]) -> Tensor:
     """``Π_a f[..., a]^{p_a} g[..., a]^{p'_a}`` over the distinct inputs ``a``."""
     out = torch.ones_like(f[..., 0])
@@ -575,17 +592,11 @@ def derivative_four_point_expectations(
         orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
     use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
     fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
-    iu = torch.triu_indices(n, n)
-    pairs = iu.T  # (n_pairs, 2), α ≤ β
-    n_pairs = pairs.shape[0]
-    left = pairs[:, None, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
-    right = pairs[None, :, :].expand(n_pairs, n_pairs, 2).reshape(-1, 2)
-    mixed_quads = torch.cat([left, right], 1)  # every (α ≤ β, γ ≤ δ)
     shared = None
     results = []
-    for quads, slots in ((mixed_quads, (0, 0, 1, 1)), (sorted_quadruples(n), (1, 1, 1, 1))):
+    for quads, slots, groups in _derivative_plan(n):
         values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
-        for pattern, (rows, distinct) in _moment_groups(quads, slots).items():
+        for pattern, (rows, distinct) in groups.items():
             k = len(pattern)
             if k >= 3 and use_qmc:
                 if shared is None:
