@@ -184,3 +184,18 @@ def test_nngp_full_sizes_fit_digits_regression():
     load_digits(n_train, n_test, seed=0)  # fits: no ValueError
     assert data_sizes(Config(), "mnist5k") == (1000, 1000)
     assert data_sizes(Config.quick(), "digits") == (300, 500)
+
+
+def test_train_gd_refuses_targets_that_would_broadcast():
+    """(N,) targets against (N, 1) outputs would silently train on an (N, N) loss."""
+    import torch
+
+    from widelimit.atlas.ntk import train_gd
+
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 1).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`y` must have the outputs' shape"):
+        train_gd(m, x, torch.zeros(5, dtype=torch.float64), 0.1, 2, x, {2})
+    out = train_gd(m, x, torch.zeros(5, 1, dtype=torch.float64), 0.1, 2, x, {2})
+    assert out[2].shape == (5, 1)

@@ -135,8 +135,17 @@ def train_gd(
     x_eval: torch.Tensor,
     record: set[int],
 ) -> dict[int, torch.Tensor]:
-    """Full-batch GD on ``½·mean (f − y)²``; ``{step: module(x_eval)}`` at the ``record`` steps."""
+    """Full-batch GD on ``½·mean (f − y)²``; ``{step: module(x_eval)}`` at the ``record`` steps.
+
+    ``y`` has the shape of ``module(x)`` (``(N, k)``); an ``(N,)`` target would broadcast
+    against ``(N, 1)`` outputs into an ``(N, N)`` loss, so it is refused."""
     params = [p for p in module.parameters() if p.requires_grad]
+    with torch.no_grad():
+        out_shape = module(x).shape
+    if y.shape != out_shape:
+        raise ValueError(
+            f"`y` must have the outputs' shape {tuple(out_shape)}; got {tuple(y.shape)}"
+        )
     out = {}
     for k in range(steps + 1):
         if k in record:
