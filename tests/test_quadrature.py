@@ -407,3 +407,19 @@ def test_errors_name_the_argument() -> None:
         gaussian_dual(fn, None, q, q, q, ntk=False, rtol=0.0)
     with pytest.raises(ValueError, match=r"`dfn`.*finite"):
         gaussian_dual(fn, lambda x: 1 / x.abs().clamp_max(0), q, q, q, ntk=True)
+
+
+def test_first_kernel_does_not_import_sympy():
+    """torch.broadcast_shapes imports torch.fx's symbolic shapes and sympy on first use
+    (~1 s per process); the kernel path uses the numpy broadcast rule instead."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, widelimit as wl\n"
+        "net = wl.serial(wl.Dense(8), wl.Tanh(), wl.Dense(8), wl.Erf(), wl.Dense(1))\n"
+        "net.kernel(torch.randn(4, 3, dtype=torch.float64))\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -67,6 +67,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from widelimit._validation import broadcast_shapes
+
 __all__ = [
     "autograd_derivative",
     "gauss_legendre",
@@ -479,8 +481,8 @@ def _check_inputs(q1: object, q2: object, s12: object) -> tuple[Tensor, Tensor, 
                 "must share dtype and device"
             )
     try:
-        torch.broadcast_shapes(*(t.shape for t in ts))
-    except RuntimeError as err:
+        broadcast_shapes(*(t.shape for t in ts))
+    except ValueError as err:
         raise ValueError(
             f"`q1`, `q2`, `s12` must broadcast together; got shapes "
             f"{tuple(ts[0].shape)}, {tuple(ts[1].shape)}, {tuple(ts[2].shape)}"
@@ -654,7 +656,7 @@ def _expectations(
     over blocks of entries, then the entries it could not certify (module docstring,
     steps 1-3); ``rtol`` relative to ``√(E[f(u)²] E[g(v)²])``."""
     dtype, dev = q1.dtype, q1.device
-    shape = torch.broadcast_shapes(q1.shape, q2.shape, s12.shape)
+    shape = broadcast_shapes(q1.shape, q2.shape, s12.shape)
     if len(shape) == 0:  # scalars: compute as one-element vectors
         out = _expectations(pairs, names, q1.reshape(1), q2.reshape(1), s12.reshape(1), rtol)
         return [t.reshape(()) for t in out]

@@ -238,3 +238,10 @@ def check_same_dtype_device(name1: str, t1: Tensor, name2: str, t2: Tensor) -> N
         raise TypeError(
             f"`{name1}` is on {t1.device} but `{name2}` is on {t2.device}; move both to one device"
         )
+
+
+def broadcast_shapes(*shapes: tuple[int, ...] | torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes`` without its first-call cost: torch's version imports
+    ``torch.fx``'s symbolic shapes (and sympy), ~1 s once per process. Raises ``ValueError``
+    when the shapes do not broadcast."""
+    return torch.Size(np.broadcast_shapes(*(tuple(s) for s in shapes)))

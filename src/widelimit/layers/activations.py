@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._quadrature import autograd_derivative, gauss_legendre, gaussian_dual
+from widelimit._validation import broadcast_shapes
 from widelimit.kernel import Kernel
 from widelimit.layers.activation_checks import check_elementwise, find_jump, moment_problem
 from widelimit.layers.base import KernelLike, Layer, ShapeLike, single_kernel, single_shape
@@ -217,7 +218,7 @@ class Elementwise(Layer):
         r2 = torch.where(q2 > 0, q2.rsqrt(), 0.0) * snap_factor(q2.dtype)
         c = (
             s12.mul_(r1)
-            if ip and owned and s12.shape == torch.broadcast_shapes(s12.shape, r1.shape, r2.shape)
+            if ip and owned and s12.shape == broadcast_shapes(s12.shape, r1.shape, r2.shape)
             else s12 * r1
         )
         c = _op(ip, _op(ip, c, "mul", r2), "clamp", -1.0, 1.0)
@@ -1001,9 +1002,7 @@ def _isserlis_sum(k: int, s: Tensor, p: Tensor) -> Tensor:
     rather than produce ``0·inf``.
     """
     s64, p64 = s.double(), p.double()
-    total = torch.zeros(
-        torch.broadcast_shapes(s.shape, p.shape), dtype=torch.float64, device=s.device
-    )
+    total = torch.zeros(broadcast_shapes(s.shape, p.shape), dtype=torch.float64, device=s.device)
     for m, b in enumerate(_isserlis_coefficients(k)):
         total = total + b * s64 ** (k - 2 * m) * p64**m
     return total.to(torch.promote_types(s.dtype, p.dtype))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from widelimit._validation import broadcast_shapes
 from widelimit.layers.activations import (
     ACTIVATIONS,
     Dual,
@@ -128,7 +129,7 @@ class Polynomial(Elementwise):
         r1, r2 = q1d.sqrt(), q2d.sqrt()
 
         def horner(coefs: list[tuple[Tensor, Tensor]]) -> Tensor:
-            shape = torch.broadcast_shapes(c.shape, q1.shape, q2.shape)
+            shape = broadcast_shapes(c.shape, q1.shape, q2.shape)
             out = torch.zeros(shape, dtype=dtype, device=c.device)
             for u, v in reversed(coefs):
                 out = out.mul_(c).addcmul_(u.to(dtype), v.to(dtype))

@@ -49,6 +49,7 @@ from widelimit._quadrature import (
     gaussian_expectation,
     gaussian_mean,
 )
+from widelimit._validation import broadcast_shapes
 
 __all__ = ["dual_with_grad", "jump_at_zero"]
 
@@ -175,7 +176,7 @@ class _NumericalDual(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_nngp, grad_dd=None):  # type: ignore[override]
         q1, q2, s12, dd = ctx.saved_tensors
-        shape = torch.broadcast_shapes(q1.shape, q2.shape, s12.shape)
+        shape = broadcast_shapes(q1.shape, q2.shape, s12.shape)
         qq1, qq2 = q1.clamp_min(0), q2.clamp_min(0)
         prod = (qq1 * qq2).sqrt()
         tiny = torch.finfo(prod.dtype).tiny
