@@ -316,7 +316,6 @@ def plan_kernel(
     """
     from widelimit._threads import torch_threads
     from widelimit.scale.runners import concurrency, tile_threads
-    from widelimit.scale.store import KernelStore
 
     gets = check_get(get)
     shape1 = tuple(int(s) for s in x1.shape)
@@ -338,6 +337,8 @@ def plan_kernel(
     symmetric = x2 is None
     done_keys: set[tuple[int, int]] = set()
     if store is not None and (Path(store) / "zarr.json").exists():
+        from widelimit.scale.store import KernelStore  # Zarr only for an existing store
+
         ks = KernelStore.open(store)
         if tile is None:
             tile = ks.meta.tile
