@@ -351,6 +351,7 @@ def plan_kernel(
         )  # fmt: skip
     tile = min(check_positive_int("tile", tile), max(n1, n2))
     plan = tile_plan(n1, n2, tile, symmetric=symmetric)
+    concurrent = min(concurrent, max(len(plan) - len(done_keys), 1))  # as compute_kernel
     mem = estimate_memory(
         net, shape1[1:], tile=tile, n1=n1, n2=n2, itemsize=itemsize, n_kernels=len(gets),
         concurrent=concurrent, symmetric=symmetric,
