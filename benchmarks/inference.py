@@ -195,71 +195,95 @@ def _store_rows(quick: bool, sizes: tuple[int, int] | None = None) -> list[dict]
     same threads); PCG with the Nyström preconditioner streaming a float32 store at
     N = 50,000 to the relative residual 1e-4."""
     import os
-    import sys
     import tempfile
+
+    env_sizes = os.environ.get("WIDELIMIT_BENCH_SIZES")  # e.g. "0,50000": 0 skips a row
+    if sizes is None and env_sizes:
+        sizes = tuple(int(v) for v in env_sizes.split(","))  # type: ignore[assignment]
+    n_chol, n_cg = sizes or ((3000, 6000) if quick else (20_000, 50_000))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="widelimit-solve-", dir=os.environ.get("TMPDIR")) as d:
+        if n_chol:
+            rows.append(_store_cholesky_row(n_chol, d))
+        if n_cg:
+            rows.append(_store_pcg_row(n_cg, d))
+    return rows
+
+
+def _store_cholesky_row(n_chol: int, d: str) -> dict:
+    import os
+    import sys
     import time
 
     from widelimit.scale import compute_kernel
     from widelimit.scale.solve import load_whole, posterior_mean
 
-    n_chol, n_cg = sizes or ((3000, 6000) if quick else (20_000, 50_000))
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="widelimit-solve-", dir=os.environ.get("TMPDIR")) as d:
-        net, x, y = _solve_net_data(n_chol, torch.float64)
-        t0 = time.perf_counter()
-        store = compute_kernel(net, x, store=f"{d}/k64.zarr", get="nngp", progress=False)
-        kernel_s = time.perf_counter() - t0
-        print(f"store N={n_chol} float64 in {kernel_s:.1f} s", file=sys.stderr)
-        reg = 1e-4
+    net, x, y = _solve_net_data(n_chol, torch.float64)
+    t0 = time.perf_counter()
+    store = compute_kernel(net, x, store=f"{d}/k64.zarr", get="nngp", progress=False)
+    kernel_s = time.perf_counter() - t0
+    print(f"store N={n_chol} float64 in {kernel_s:.1f} s", file=sys.stderr)
+    reg = 1e-4
 
-        def torch_direct():
-            a = load_whole(store.nngp)  # not timed: the same matrix in memory
-            a.diagonal().add_(reg * float(a.diagonal().mean()))
-            t = time.perf_counter()
-            low = torch.linalg.cholesky(a)
-            del a
-            torch.cholesky_solve(y, low)
-            return time.perf_counter() - t
+    def torch_direct():
+        a = load_whole(store.nngp)  # not timed: the same matrix in memory
+        a.diagonal().add_(reg * float(a.diagonal().mean()))
+        t = time.perf_counter()
+        low = torch.linalg.cholesky(a)
+        del a
+        torch.cholesky_solve(y, low)
+        return time.perf_counter() - t
 
-        t_store, t_torch, peak, out = [], [], 0.0, None
-        for _ in range(2):  # interleaved
-            secs, pk, out = measure(lambda: posterior_mean(store, y, method="cholesky"))
-            t_store.append(secs)
-            peak = max(peak, pk)
-            t_torch.append(torch_direct())
-            print(f"store {secs:.1f} s torch {t_torch[-1]:.1f} s", file=sys.stderr)
-        rows.append({
-            "case": f"posterior_mean from store, {out.preconditioner} N={n_chol} float64",
-            "seconds": min(t_store), "peak_mb": peak, "torch_cholesky_s": min(t_torch),
-            "ratio_to_torch": min(t_store) / min(t_torch), "iterations": 0,
-            "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
-            "threads": torch.get_num_threads(), "kernel_s": kernel_s,
-            "load": os.getloadavg()[0],
-        })  # fmt: skip
-        print(rows[-1], file=sys.stderr)
-        shutil_rm(f"{d}/k64.zarr")
-        net, x, y = _solve_net_data(n_cg, torch.float32)
-        t0 = time.perf_counter()
-        store = compute_kernel(net, x, store=f"{d}/k32.zarr", get="nngp", progress=False)
-        kernel_s = time.perf_counter() - t0
-        print(f"store N={n_cg} float32 in {kernel_s:.1f} s", file=sys.stderr)
-        secs, peak, out = measure(
-            lambda: posterior_mean(
-                store, y, method="cg", preconditioner="nystrom", rank=500, tol=1e-4,
-                maxiter=1000, in_memory=False,
-            )
-        )  # fmt: skip
-        rows.append({
-            "case": f"posterior_mean from store, PCG ({out.preconditioner}) streaming N={n_cg} "
-                    "float32 tol=1e-4",
-            "seconds": secs, "peak_mb": peak, "torch_cholesky_s": float("nan"),
-            "ratio_to_torch": float("nan"), "iterations": out.iterations,
-            "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
-            "threads": torch.get_num_threads(), "kernel_s": kernel_s,
-            "load": os.getloadavg()[0],
-        })  # fmt: skip
-        print(rows[-1], file=sys.stderr)
-    return rows
+    t_store, t_torch, peak, out = [], [], 0.0, None
+    for _ in range(int(os.environ.get("WIDELIMIT_BENCH_REPS", "2"))):  # interleaved
+        secs, pk, out = measure(lambda: posterior_mean(store, y, method="cholesky"))
+        t_store.append(secs)
+        peak = max(peak, pk)
+        t_torch.append(torch_direct())
+        print(f"store {secs:.1f} s torch {t_torch[-1]:.1f} s", file=sys.stderr)
+    row = {
+        "case": f"posterior_mean from store, {out.preconditioner} N={n_chol} float64",
+        "seconds": min(t_store), "peak_mb": peak, "torch_cholesky_s": min(t_torch),
+        "ratio_to_torch": min(t_store) / min(t_torch), "iterations": 0,
+        "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
+        "threads": torch.get_num_threads(), "kernel_s": kernel_s,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    print(row, file=sys.stderr)
+    shutil_rm(f"{d}/k64.zarr")
+    return row
+
+
+def _store_pcg_row(n_cg: int, d: str) -> dict:
+    import os
+    import sys
+    import time
+
+    from widelimit.scale import compute_kernel
+    from widelimit.scale.solve import posterior_mean
+
+    net, x, y = _solve_net_data(n_cg, torch.float32)
+    t0 = time.perf_counter()
+    store = compute_kernel(net, x, store=f"{d}/k32.zarr", get="nngp", progress=False)
+    kernel_s = time.perf_counter() - t0
+    print(f"store N={n_cg} float32 in {kernel_s:.1f} s", file=sys.stderr)
+    secs, peak, out = measure(
+        lambda: posterior_mean(
+            store, y, method="cg", preconditioner="nystrom", rank=500, tol=1e-4,
+            maxiter=1000, in_memory=False,
+        )
+    )  # fmt: skip
+    row = {
+        "case": f"posterior_mean from store, PCG ({out.preconditioner}) streaming N={n_cg} "
+                "float32 tol=1e-4",
+        "seconds": secs, "peak_mb": peak, "torch_cholesky_s": float("nan"),
+        "ratio_to_torch": float("nan"), "iterations": out.iterations,
+        "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
+        "threads": torch.get_num_threads(), "kernel_s": kernel_s,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    print(row, file=sys.stderr)
+    return row
 
 
 def shutil_rm(path: str) -> None:
