@@ -12,6 +12,14 @@
   the pivoted-Cholesky preconditioner (rank 500) to the relative residual ``1e-4``, with the
   iterations and the final residual (``--solve-only`` runs just these rows).
 
+* ``--store-solve``: the same two solves *from a stored kernel* (``compute_kernel`` into a
+  temporary store, ``$TMPDIR``): Cholesky at N = 20,000 float64 (the store read whole into
+  memory, then LAPACK) against ``torch.linalg.cholesky`` + ``cholesky_solve`` on the same
+  matrix in memory, interleaved, best of two, same threads (``ratio_to_torch``, target ≤ 2);
+  and PCG with the Nyström preconditioner (rank 500) *streaming* a float32 store at
+  N = 50,000 (``in_memory=False``: every iteration reads the stored tiles) to the relative
+  residual 1e-4, with the iterations and the true final residual.
+
 ``--quick`` shrinks the sizes (500/100 points; 200 points for the NTK; N = 3000 and 6000 for
 the solves).
 """
@@ -173,6 +181,117 @@ def _solve_rows(quick: bool, sizes: tuple[int, int] | None = None) -> list[dict]
     return rows
 
 
+def _solve_net_data(n: int, dtype: torch.dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 784, generator=g, dtype=dtype)
+    y = torch.sin(x[:, :1].double() * 2) + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    blocks = [m for _ in range(3) for m in (Dense(512, w_std=1.5, b_std=0.05), ReLU())]
+    return serial(*blocks, Dense(1)), x, y
+
+
+def _store_rows(quick: bool, sizes: tuple[int, int] | None = None) -> list[dict]:
+    """Posterior mean from a stored NNGP (issue 22 item 6): Cholesky at N = 20,000 float64
+    against torch's Cholesky + solve on the same matrix in memory (interleaved, best of 2,
+    same threads); PCG with the Nyström preconditioner streaming a float32 store at
+    N = 50,000 to the relative residual 1e-4."""
+    import os
+    import tempfile
+
+    env_sizes = os.environ.get("WIDELIMIT_BENCH_SIZES")  # e.g. "0,50000": 0 skips a row
+    if sizes is None and env_sizes:
+        sizes = tuple(int(v) for v in env_sizes.split(","))  # type: ignore[assignment]
+    n_chol, n_cg = sizes or ((3000, 6000) if quick else (20_000, 50_000))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="widelimit-solve-", dir=os.environ.get("TMPDIR")) as d:
+        if n_chol:
+            rows.append(_store_cholesky_row(n_chol, d))
+        if n_cg:
+            rows.append(_store_pcg_row(n_cg, d))
+    return rows
+
+
+def _store_cholesky_row(n_chol: int, d: str) -> dict:
+    import os
+    import sys
+    import time
+
+    from widelimit.scale import compute_kernel
+    from widelimit.scale.solve import load_whole, posterior_mean
+
+    net, x, y = _solve_net_data(n_chol, torch.float64)
+    t0 = time.perf_counter()
+    store = compute_kernel(net, x, store=f"{d}/k64.zarr", get="nngp", progress=False)
+    kernel_s = time.perf_counter() - t0
+    print(f"store N={n_chol} float64 in {kernel_s:.1f} s", file=sys.stderr)
+    reg = 1e-4
+
+    def torch_direct():
+        a = load_whole(store.nngp)  # not timed: the same matrix in memory
+        a.diagonal().add_(reg * float(a.diagonal().mean()))
+        t = time.perf_counter()
+        low = torch.linalg.cholesky(a)
+        del a
+        torch.cholesky_solve(y, low)
+        return time.perf_counter() - t
+
+    t_store, t_torch, peak, out = [], [], 0.0, None
+    for _ in range(int(os.environ.get("WIDELIMIT_BENCH_REPS", "2"))):  # interleaved
+        secs, pk, out = measure(lambda: posterior_mean(store, y, method="cholesky"))
+        t_store.append(secs)
+        peak = max(peak, pk)
+        t_torch.append(torch_direct())
+        print(f"store {secs:.1f} s torch {t_torch[-1]:.1f} s", file=sys.stderr)
+    row = {
+        "case": f"posterior_mean from store, {out.preconditioner} N={n_chol} float64",
+        "seconds": min(t_store), "peak_mb": peak, "torch_cholesky_s": min(t_torch),
+        "ratio_to_torch": min(t_store) / min(t_torch), "iterations": 0,
+        "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
+        "threads": torch.get_num_threads(), "kernel_s": kernel_s,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    print(row, file=sys.stderr)
+    shutil_rm(f"{d}/k64.zarr")
+    return row
+
+
+def _store_pcg_row(n_cg: int, d: str) -> dict:
+    import os
+    import sys
+    import time
+
+    from widelimit.scale import compute_kernel
+    from widelimit.scale.solve import posterior_mean
+
+    net, x, y = _solve_net_data(n_cg, torch.float32)
+    t0 = time.perf_counter()
+    store = compute_kernel(net, x, store=f"{d}/k32.zarr", get="nngp", progress=False)
+    kernel_s = time.perf_counter() - t0
+    print(f"store N={n_cg} float32 in {kernel_s:.1f} s", file=sys.stderr)
+    secs, peak, out = measure(
+        lambda: posterior_mean(
+            store, y, method="cg", preconditioner="nystrom", rank=500, tol=1e-4,
+            maxiter=1000, in_memory=False,
+        )
+    )  # fmt: skip
+    row = {
+        "case": f"posterior_mean from store, PCG ({out.preconditioner}) streaming N={n_cg} "
+                "float32 tol=1e-4",
+        "seconds": secs, "peak_mb": peak, "torch_cholesky_s": float("nan"),
+        "ratio_to_torch": float("nan"), "iterations": out.iterations,
+        "residual": float(out.residual.max()), "max_rel_diff_alpha": float("nan"),
+        "threads": torch.get_num_threads(), "kernel_s": kernel_s,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    print(row, file=sys.stderr)
+    return row
+
+
+def shutil_rm(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def run(quick: bool = False, solve_only: bool = False) -> list[dict]:
     rows = []
     if not solve_only:
@@ -189,7 +308,12 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     solve_only = "--solve-only" in argv
-    args = parse_args(__doc__.splitlines()[0], [a for a in argv if a != "--solve-only"])
+    store_solve = "--store-solve" in argv
+    flags = ("--solve-only", "--store-solve")
+    args = parse_args(__doc__.splitlines()[0], [a for a in argv if a not in flags])
+    if store_solve:
+        report("inference from a stored kernel", _store_rows(args.quick), args.json)
+        return
     report("inference", run(quick=args.quick, solve_only=solve_only), args.json)
 
 

@@ -19,6 +19,8 @@ machine; at default threads it also counts OpenMP threads spinning);
 ``load`` = 1-minute load average when the row ended.
 
     python -m benchmarks.scale [--json] [--quick] [--max-n 20000] [--dir /big/disk]
+    python -m benchmarks.scale --competing          # with a busy loop on one core
+    python -m benchmarks.scale --n 50000,100000 --modes store --threads default
     python -m benchmarks.scale --sections throughput,overhead,cluster,inference   # older rows
 
 Older sections (``--sections``):
@@ -284,28 +286,56 @@ def fits_in_memory(n: int) -> bool:
     return 2 * n * n * 4 <= psutil.virtual_memory().total / 4
 
 
-def run(quick: bool = False, *, max_n: int | None = None, tmp_dir: str | None = None) -> list[dict]:
-    """The default table; each row in a fresh ``python -m benchmarks.scale --row ...``."""
+class Competing:
+    """A busy loop pinned to one core (``--competing``): another process keeping a core busy,
+    as on a shared machine.  Started before a row and stopped (by its pid) after it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.proc = enabled, None
+
+    def __enter__(self) -> Competing:
+        if self.enabled:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "while True: pass"],
+                preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+            )  # fmt: skip
+            time.sleep(0.5)  # let it start spinning
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run(
+    quick: bool = False, *, max_n: int | None = None, tmp_dir: str | None = None,
+    sizes: list[int] | None = None, modes: tuple[str, ...] = ("memory", "store"),
+    threads_list: tuple[str, ...] = ("1", "default"), competing: bool = False,
+) -> list[dict]:  # fmt: skip
+    """The default table; each row in a fresh ``python -m benchmarks.scale --row ...``;
+    ``competing``: a busy loop on one core during every row."""
     rows: list[dict] = []
-    sizes = [n for n in (QUICK_N if quick else GRID_N) if max_n is None or n <= max_n]
+    sizes = sizes or [n for n in (QUICK_N if quick else GRID_N) if max_n is None or n <= max_n]
     for n in sizes:
-        for mode in ("memory", "store"):
+        for mode in modes:
             if mode == "memory" and not fits_in_memory(n):
                 continue
-            for threads in ("1", "default"):
+            for threads in threads_list:
                 cmd = [sys.executable, "-m", "benchmarks.scale", "--row", f"{n},{mode},{threads}"]
                 if tmp_dir:
                     cmd += ["--dir", tmp_dir]
                 env = dict(os.environ)
                 if threads != "1":
                     env.pop("OMP_NUM_THREADS", None)
-                res = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                                     cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+                with Competing(competing):
+                    res = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
                 if res.returncode != 0:
                     rows.append({"N": n, "mode": mode, "threads": threads,
                                  "error": res.stderr.strip().splitlines()[-1:]})  # fmt: skip
                     continue
-                rows.append(json.loads(res.stdout))
+                rows.append(json.loads(res.stdout) | {"competing": competing})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -353,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # N,mode,threads (child)
     p.add_argument("--large", type=int, default=None, help="only the N×N closing-note run")
     p.add_argument("--tile", type=int, default=2000, help="tile for --large")
+    p.add_argument("--n", default=None, help="only these N, comma-separated (e.g. 50000,100000)")
+    p.add_argument("--modes", default="memory,store", help="memory, store or both")
+    p.add_argument("--threads", default="1,default", help="1, default or both")
+    p.add_argument(
+        "--competing", action="store_true", help="a busy loop on one core during every row"
+    )
     args = p.parse_args(argv)
     if args.row:
         n, mode, threads = args.row.split(",")
@@ -364,8 +400,14 @@ def main(argv: list[str] | None = None) -> None:
         rows = run_sections(args.quick, args.sections.split(","))
         report("scale: tiled kernels, clusters, large-N inference", rows, args.json)
     else:
-        rows = run(args.quick, max_n=args.max_n, tmp_dir=args.dir)
-        report("scale: in memory vs store, 1 and default threads (FC float32)", rows, args.json)
+        rows = run(
+            args.quick, max_n=args.max_n, tmp_dir=args.dir,
+            sizes=[int(v) for v in args.n.split(",")] if args.n else None,
+            modes=tuple(args.modes.split(",")), threads_list=tuple(args.threads.split(",")),
+            competing=args.competing,
+        )  # fmt: skip
+        title = "scale: in memory vs store, 1 and default threads (FC float32)"
+        report(title + (", one core busy" if args.competing else ""), rows, args.json)
 
 
 if __name__ == "__main__":

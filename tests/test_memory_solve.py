@@ -122,4 +122,6 @@ def test_in_memory_input_errors(problem) -> None:
 
 def test_store_refuses_pivoted_cholesky(tmp_path) -> None:
     with pytest.raises(ValueError, match="needs the training kernel in memory"):
-        posterior_mean(tmp_path / "none.zarr", np.zeros(3), preconditioner="pivoted_cholesky")
+        posterior_mean(
+            tmp_path / "none.zarr", np.zeros(3), preconditioner="pivoted_cholesky", in_memory=False
+        )

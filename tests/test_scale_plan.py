@@ -259,6 +259,12 @@ def test_raw_chunk_writes_read_back_through_zarr_like_zarr_writes(tmp_path) -> N
     ).read_bytes()
     # tiles round the inputs' Gram differently from the whole matrix: a few ulp
     np.testing.assert_allclose(np.asarray(stored.ntk), net.kernel(x).ntk.numpy(), atol=1e-12)
+    # the direct read of a raw chunk gives what Zarr reads, edge and full tiles alike
+    ks.done_tiles()  # loads the records
+    for t in (edge, ks.plan.tile_at(0, 1)):
+        np.testing.assert_array_equal(
+            ks.read_tile("ntk", t), ks.group["ntk"][t.rows, t.cols], strict=True
+        )
 
 
 def test_records_with_legacy_blake2_checksums_still_verify(tmp_path) -> None:

@@ -8,13 +8,28 @@
   memory (Cholesky, or PCG with a pivoted-Cholesky preconditioner).
 """
 
-from widelimit.scale.compute import RunStats, compute_kernel
-from widelimit.scale.lock import StoreLockedError
-from widelimit.scale.plan import KernelPlan, MemoryEstimate, estimate_memory, plan_kernel
-from widelimit.scale.read import KernelArray, StoredKernel, StoreInfo, load_kernel, verify_store
-from widelimit.scale.solve import NotConvergedError, PosteriorMean, StoredOperator, posterior_mean
-from widelimit.scale.store import StoreCorruptError, StoreMismatchError
-from widelimit.scale.tiles import Tile, TilePlan, tile_plan
+from widelimit._lazy import lazy_exports
+
+#: Where each public name lives, imported on first use (``widelimit._lazy``): planning a job
+#: (``plan_kernel``) does not load Zarr, Dask or SciPy.
+_LAZY = {
+    **dict.fromkeys(("RunStats", "compute_kernel"), "widelimit.scale.compute"),
+    "StoreLockedError": "widelimit.scale.lock",
+    **dict.fromkeys(
+        ("KernelPlan", "MemoryEstimate", "estimate_memory", "plan_kernel"), "widelimit.scale.plan"
+    ),
+    **dict.fromkeys(
+        ("KernelArray", "StoredKernel", "StoreInfo", "load_kernel", "verify_store"),
+        "widelimit.scale.read",
+    ),
+    **dict.fromkeys(
+        ("NotConvergedError", "PosteriorMean", "StoredOperator", "posterior_mean"),
+        "widelimit.scale.solve",
+    ),
+    **dict.fromkeys(("StoreCorruptError", "StoreMismatchError"), "widelimit.scale.store"),
+    **dict.fromkeys(("Tile", "TilePlan", "tile_plan"), "widelimit.scale.tiles"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "KernelArray",

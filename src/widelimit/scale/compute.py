@@ -233,6 +233,19 @@ def compute_kernel(
         # Refuse before any tile runs if the rest of the store cannot fit on its disk
         # (a new store was checked before it was created).
         check_disk(store, store_bytes(plan, itemsize, len(gets), len(todo)))
+        if client is None and len(todo) < concurrent:
+            # Fewer tiles than workers (small N, or a resume's last tiles): run them all at
+            # once and give each the idle cores' torch threads, instead of one thread per
+            # tile beside idle cores (N = 2,000 is one tile: it ran on one of two cores).
+            concurrent = max(len(todo), 1)
+        if client is None and concurrent == 1 and scheduler not in ("sync", "synchronous"):
+            # One tile at a time: in the calling thread, with its torch threads (no Dask
+            # thread pool; a hand-over between threads waits for a time slice on a busy machine).
+            threads_per_tile = tile_threads(client, scheduler, concurrent)
+            scheduler = "sync"
+        else:
+            threads_per_tile = tile_threads(client, scheduler, concurrent)
+        sched_name = scheduler_name(scheduler, client, concurrent)
         if progress:
             console.print(
                 f"[bold]widelimit.scale[/]: {n1}×{n2} {'/'.join(gets)} ({meta.dtype}), "
@@ -241,7 +254,7 @@ def compute_kernel(
             console.print(mem.describe())
 
         t0 = time.perf_counter()
-        threads = torch_threads(tile_threads(client, scheduler, concurrent))
+        threads = torch_threads(threads_per_tile)
         with threads, ProgressBar(len(plan), len(done), tile, progress) as bar:
             if client is None:
                 run_local(

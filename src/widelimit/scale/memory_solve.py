@@ -159,27 +159,31 @@ def solve_in_memory(
     preconditioner: str,
     rank: int,
     seed: int,
+    overwrite_k: bool = False,
 ) -> MemorySolve:
     """``(K + σ²I)⁻¹ y`` for a symmetric in-memory ``k`` ``(N, N)``, ``y`` ``(N, k)`` float64.
 
     Arguments as :func:`~widelimit.scale.solve.posterior_mean` (module docstring).
+    ``overwrite_k``: the caller gives ``k`` away; the Cholesky route adds ``σ²`` to its
+    diagonal in place instead of copying it (one ``N × N`` matrix less: ``K`` and ``L``).
     """
     y = y.to(device=k.device, dtype=torch.float64)
     if method == "cholesky":  # LAPACK's own threads: large blocked operations
-        low = _cholesky(k, noise)
+        low = _cholesky(k, noise, overwrite_k=overwrite_k)
         alpha = torch.cholesky_solve(y.to(k.dtype), low).to(torch.float64)
         del low
-        with engine_threads(k.device) as workers:
-            res = _residual(k, y, alpha, noise, workers)
+        with engine_threads(k.device) as workers:  # k holds K + σ²I when overwritten
+            res = _residual(k, y, alpha, 0.0 if overwrite_k else noise, workers)
         return MemorySolve(alpha, 0, res, [], "cholesky")
     # many small operations: on one intra-op thread, the products split across workers
     with engine_threads(k.device) as workers:
         return _pcg(k, y, noise, tol, maxiter, preconditioner, rank, seed, workers)
 
 
-def _cholesky(k: Tensor, noise: float) -> Tensor:
-    """``chol(K + σ²I)`` lower, or a ``ValueError`` naming the failing minor."""
-    a = k.clone()
+def _cholesky(k: Tensor, noise: float, *, overwrite_k: bool = False) -> Tensor:
+    """``chol(K + σ²I)`` lower, or a ``ValueError`` naming the failing minor
+    (``overwrite_k``: ``σ²`` is added to ``k``'s own diagonal)."""
+    a = k if overwrite_k else k.clone()
     a.diagonal().add_(noise)
     low, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:

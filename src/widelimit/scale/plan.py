@@ -316,7 +316,6 @@ def plan_kernel(
     """
     from widelimit._threads import torch_threads
     from widelimit.scale.runners import concurrency, tile_threads
-    from widelimit.scale.store import KernelStore
 
     gets = check_get(get)
     shape1 = tuple(int(s) for s in x1.shape)
@@ -338,6 +337,8 @@ def plan_kernel(
     symmetric = x2 is None
     done_keys: set[tuple[int, int]] = set()
     if store is not None and (Path(store) / "zarr.json").exists():
+        from widelimit.scale.store import KernelStore  # Zarr only for an existing store
+
         ks = KernelStore.open(store)
         if tile is None:
             tile = ks.meta.tile
@@ -350,6 +351,7 @@ def plan_kernel(
         )  # fmt: skip
     tile = min(check_positive_int("tile", tile), max(n1, n2))
     plan = tile_plan(n1, n2, tile, symmetric=symmetric)
+    concurrent = min(concurrent, max(len(plan) - len(done_keys), 1))  # as compute_kernel
     mem = estimate_memory(
         net, shape1[1:], tile=tile, n1=n1, n2=n2, itemsize=itemsize, n_kernels=len(gets),
         concurrent=concurrent, symmetric=symmetric,

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +22,10 @@ from rich.progress import TextColumn
 
 from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar, stderr_console
-from widelimit.scale.store import KernelStore
 from widelimit.scale.tiles import Tile
+
+if TYPE_CHECKING:  # Zarr loads only when a store is opened (``--plan`` never does)
+    from widelimit.scale.store import KernelStore
 
 __all__ = ["compute_tile"]
 

@@ -110,12 +110,17 @@ class StoredOperator:
             d[tile.rows] = np.diagonal(data)
         return d
 
-    def matmat(self, v: np.ndarray) -> np.ndarray:
+    def matmat(self, v: np.ndarray, *, exact: bool = True) -> np.ndarray:
+        """``(K + σ²I) v`` in float64.  ``exact=False`` multiplies a float32 kernel's tiles
+        in float32 (no float64 copy of each tile; error ``~ε₃₂·‖K‖·‖v‖``, what PCG's
+        iterations tolerate: its true residual is then taken with ``exact=True``)."""
         out = self.noise * v
+        low = not exact and self.k.dtype == np.float32
+        vv = v.astype(np.float32) if low else v
         for tile, data in self.k.stored_tiles():
-            out[tile.rows] += data @ v[tile.cols]
+            out[tile.rows] += data @ vv[tile.cols]
             if tile.i != tile.j:
-                out[tile.cols] += data.T @ v[tile.rows]
+                out[tile.cols] += data.T @ vv[tile.rows]
         return out
 
     def columns(self, idx: np.ndarray) -> np.ndarray:
@@ -168,6 +173,7 @@ def posterior_mean(
     rank: int = 500,
     seed: int = 0,
     method: str = "cg",
+    in_memory: bool | None = None,
 ) -> PosteriorMean:
     """GP posterior mean ``K*x (Kxx + σ²I)⁻¹ y`` by PCG (or blocked Cholesky) over stored tiles.
 
@@ -196,8 +202,14 @@ def posterior_mean(
             ``"jacobi"`` (diagonal) or ``"none"``.
         rank: landmarks (Nyström) or pivots (pivoted Cholesky).
         seed: landmark choice.
-        method: ``"cg"`` (PCG, ``O(N²)`` per iteration) or ``"cholesky"`` (out-of-core
-            blocked Cholesky, ``N³/3`` flops, exact to rounding; see :mod:`.cholesky`).
+        method: ``"cg"`` (PCG, ``O(N²)`` per iteration) or ``"cholesky"`` (``N³/3`` flops,
+            exact to rounding).
+        in_memory: for a store: read the training kernel whole into memory (one pass over
+            its tiles) and solve there (:mod:`.memory_solve`: LAPACK's Cholesky, or PCG with
+            products on every core), rather than out of core (PCG streaming the tiles at
+            every iteration; blocked Cholesky with its factor on disk, :mod:`.cholesky`).
+            ``None`` (default): in memory when it fits in half the available memory (the
+            kernel, plus its Cholesky factor for ``method="cholesky"``).
     Returns:
         :class:`PosteriorMean` (``mean`` is ``(N*, k)``; ``(N*, 1)`` for 1-D ``y_train``).
         The old keywords ``train=``, ``y=``, ``test=`` still work (deprecated).
@@ -211,18 +223,25 @@ def posterior_mean(
         )  # fmt: skip
     tol = 1e-8 if tol is None else tol
     preconditioner = "nystrom" if preconditioner is None else preconditioner
-    if preconditioner == "pivoted_cholesky":
-        raise ValueError(
-            "preconditioner='pivoted_cholesky' reads one kernel row per pivot: it needs the "
-            "training kernel in memory; for a store use 'nystrom', 'jacobi' or 'none'"
-        )
+    refuse_pivoted = ValueError(
+        "preconditioner='pivoted_cholesky' reads one kernel row per pivot: it needs the "
+        "training kernel in memory (in_memory=True); out of core use 'nystrom', 'jacobi' "
+        "or 'none'"
+    )
+    if preconditioner == "pivoted_cholesky" and in_memory is False:
+        raise refuse_pivoted
     train = store if isinstance(store, StoredKernel) else load_kernel(store)
     k = train[kernel]
     if method not in ("cg", "cholesky"):
         raise ValueError(f"`method` must be 'cg' or 'cholesky'; got {method!r}")
-    if preconditioner not in PRECONDITIONERS:
+    if in_memory is None:
+        in_memory = fits_in_memory(k.shape[0], k.dtype.itemsize, 2 if method == "cholesky" else 1)
+    if preconditioner == "pivoted_cholesky" and not in_memory:
+        raise refuse_pivoted
+    if preconditioner not in (*PRECONDITIONERS, "pivoted_cholesky"):
         raise ValueError(
-            f"`preconditioner` must be one of {PRECONDITIONERS}; got {preconditioner!r}"
+            f"`preconditioner` must be one of {(*PRECONDITIONERS, 'pivoted_cholesky')}; "
+            f"got {preconditioner!r}"
         )
     maxiter = check_positive_int("maxiter", maxiter)
     tol = check_nonnegative("tol", tol)
@@ -238,6 +257,12 @@ def posterior_mean(
     op = StoredOperator(k)
     if test_store is not None:  # check the test kernel's shape and pairing before the solve
         _apply_test(test_store, kernel, np.zeros((op.n, 0)), train)
+    if in_memory:
+        return _stored_in_memory(
+            k, yy, train, test_store, kernel=kernel, reg=reg, absolute=diag_reg_absolute,
+            tol=tol, maxiter=maxiter, preconditioner=preconditioner, rank=rank, seed=seed,
+            method=method, t0=t0,
+        )  # fmt: skip
     diag = op.diagonal()
     scale = float(diag.mean())
     noise = reg if diag_reg_absolute else reg * scale
@@ -264,41 +289,44 @@ def posterior_mean(
     else:
         apply_p, pname = (lambda r: r), "none"
 
-    # Preconditioned CG, one independent recursion per column (Saad 2003, Alg. 9.1).
+    # Preconditioned CG, one independent recursion per column (Saad 2003, Alg. 9.1),
+    # restarted from the true residual while that is above tol (the recursive residual
+    # drifts from it): the stated tol is what the returned alpha reaches.
     x = np.zeros_like(yy)
     r = yy.copy()
     ynorm = np.linalg.norm(yy, axis=0)
     ynorm[ynorm == 0] = 1.0
-    z = apply_p(r)
-    p = z.copy()
-    rz = np.einsum("ij,ij->j", r, z)
     history: list[float] = []
     res = np.linalg.norm(r, axis=0) / ynorm
     it = 0
-    while it < maxiter and not (res < tol).all():
-        it += 1
-        ap = op.matmat(p)
-        pap = np.einsum("ij,ij->j", p, ap)
-        active = res >= tol
-        alpha = np.where(active & (pap > 0), rz / np.where(pap > 0, pap, 1.0), 0.0)
-        x += alpha * p
-        r -= alpha * ap
-        res = np.linalg.norm(r, axis=0) / ynorm
-        history.append(float(res.max()))
+    while it < maxiter and (res > tol).any():
         z = apply_p(r)
-        rz_new = np.einsum("ij,ij->j", r, z)
-        beta = np.where(rz != 0, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
-        p = z + beta * p
-        rz = rz_new
-    # true residual (guards against drift of the recursive one)
-    res = np.linalg.norm(yy - op.matmat(x), axis=0) / ynorm
+        p = z.copy()
+        rz = np.einsum("ij,ij->j", r, z)
+        while it < maxiter and (res > tol).any():
+            it += 1
+            ap = op.matmat(p, exact=False)
+            pap = np.einsum("ij,ij->j", p, ap)
+            active = res > tol
+            alpha = np.where(active & (pap > 0), rz / np.where(pap > 0, pap, 1.0), 0.0)
+            x += alpha * p
+            r -= alpha * ap
+            res = np.linalg.norm(r, axis=0) / ynorm
+            history.append(float(res.max()))
+            z = apply_p(r)
+            rz_new = np.einsum("ij,ij->j", r, z)
+            beta = np.where(rz != 0, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
+            p = z + beta * p
+            rz = rz_new
+        r = yy - op.matmat(x)  # the true residual (float64 products)
+        res = np.linalg.norm(r, axis=0) / ynorm
     mean = None if test_store is None else _apply_test(test_store, kernel, x, train)
     out = PosteriorMean(
         mean=mean,
         alpha=x,
         iterations=it,
         residual=res,
-        converged=bool((res < max(tol, 1e-14) * 10).all()),
+        converged=bool((res <= tol).all()),
         noise=noise,
         kernel=kernel,
         preconditioner=pname,
@@ -306,6 +334,72 @@ def posterior_mean(
         history=history,
     )
     if not out.converged:
+        raise NotConvergedError(out, tol)
+    return out
+
+
+def fits_in_memory(n: int, itemsize: int, copies: int) -> bool:
+    """Whether ``copies`` ``n × n`` matrices fit in half the memory available now
+    (``MemAvailable`` of ``/proc/meminfo``; elsewhere the free pages)."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    if avail is None:  # pragma: no cover - not Linux
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return copies * n * n * itemsize <= avail / 2
+
+
+def load_whole(k: KernelArray) -> Tensor:
+    """A symmetric stored kernel as one ``(N, N)`` tensor of its dtype: every stored (upper)
+    tile read once (size and checksum checked), the lower triangle filled by transposes."""
+    n = k.shape[0]
+    out = torch.empty((n, n), dtype=torch.from_numpy(np.empty(0, k.dtype)).dtype)
+    for tile, data in k.stored_tiles():
+        block = torch.from_numpy(data)
+        out[tile.rows, tile.cols] = block
+        if tile.i != tile.j:
+            out[tile.cols, tile.rows] = block.T
+    return out
+
+
+def _stored_in_memory(
+    k: KernelArray, yy: np.ndarray, train: StoredKernel, test_store: object, *, kernel: str,
+    reg: float, absolute: bool, tol: float, maxiter: int, preconditioner: str, rank: int,
+    seed: int, method: str, t0: float,
+) -> PosteriorMean:  # fmt: skip
+    """:func:`posterior_mean` of a store read whole into memory (``in_memory=True``)."""
+    from widelimit.scale import memory_solve as ms
+
+    km = load_whole(k)
+    scale = float(km.diagonal().to(torch.float64).mean())
+    noise = reg if absolute else reg * scale
+    if noise <= 0 and method == "cg" and preconditioner in ("pivoted_cholesky", "nystrom"):
+        raise ValueError(
+            f"the {preconditioner} preconditioner needs diag_reg > 0; use 'jacobi' or 'none'"
+        )
+    sol = ms.solve_in_memory(
+        km, torch.from_numpy(yy), noise, method=method, tol=tol, maxiter=maxiter,
+        preconditioner=preconditioner, rank=check_positive_int("rank", rank), seed=seed,
+        overwrite_k=True,
+    )  # fmt: skip
+    del km
+    res = sol.residual.cpu().numpy()
+    converged = bool(np.isfinite(res).all()) and (method == "cholesky" or bool((res <= tol).all()))
+    alpha = sol.alpha.cpu().numpy()
+    out = PosteriorMean(
+        mean=None if test_store is None or not converged
+        else _apply_test(test_store, kernel, alpha, train),
+        alpha=alpha, iterations=sol.iterations, residual=res, converged=converged, noise=noise,
+        kernel=kernel, preconditioner=sol.preconditioner + " (in memory)",
+        seconds=time.perf_counter() - t0, history=sol.history,
+    )  # fmt: skip
+    if not converged:
         raise NotConvergedError(out, tol)
     return out
 

@@ -322,7 +322,11 @@ class KernelStore:
         if problem is not None:
             return problem
         try:
-            data = self.group[name][tile.rows, tile.cols]
+            data = (
+                self._read_raw_chunk(self.chunk_path(name, tile), tile)
+                if self._raw
+                else self.group[name][tile.rows, tile.cols]
+            )
         except Exception as err:  # zarr's own decode errors, whatever their type
             return f"chunk {name}/c/{tile.i}/{tile.j} cannot be read ({type(err).__name__})"
         if not _checksum_ok(data, rec["checksums"][name]):
@@ -422,7 +426,11 @@ class KernelStore:
                 tile,
             )
         try:
-            data = self.group[name][tile.rows, tile.cols]
+            data = (
+                self._read_raw_chunk(f, tile)
+                if self._raw
+                else self.group[name][tile.rows, tile.cols]
+            )
         except Exception as err:  # zarr's own decode errors, whatever their type
             raise self.damage(
                 f"chunk {name}/c/{tile.i}/{tile.j} cannot be read ({type(err).__name__})",
@@ -486,6 +494,18 @@ class KernelStore:
         f.parent.mkdir(parents=True, exist_ok=True)
         with open(f, "wb") as fh:
             fh.write(memoryview(a).cast("B"))
+
+    def _read_raw_chunk(self, f: Path, tile: Tile) -> np.ndarray:
+        """A raw chunk file read directly (the layout :meth:`_write_raw_chunk` writes and Zarr
+        reads): the tile's rows and columns of the full ``(tile, tile)`` chunk, as a new
+        array.  Twice as fast as Zarr's read path (one copy fewer, no event loop), which
+        streaming solvers pay at every pass over the store; the size was checked by the
+        caller and the checksum is checked after."""
+        side = self.meta.tile
+        a = np.fromfile(f, dtype=np.dtype(self.meta.dtype).newbyteorder("<"), count=side * side)
+        a = a.reshape(side, side)
+        h, w = tile.shape
+        return a if (h, w) == (side, side) else np.ascontiguousarray(a[:h, :w])
 
     def write_tile(self, tile: Tile, arrays: dict[str, np.ndarray]) -> None:
         """Write a tile's chunks, then (atomically) its completion record."""
