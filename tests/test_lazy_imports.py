@@ -73,3 +73,23 @@ def test_star_import_gives_every_public_name():
     namespace: dict = {}
     exec("from widelimit import *", namespace)
     assert set(widelimit.__all__) <= set(namespace)
+
+
+def test_public_functions_stay_functions_after_every_submodule_is_imported():
+    """A public name equal to its submodule's name (``widelimit.linearize``) is rebound to the
+    module when the submodule is imported first; lazily exported, it then stayed a module
+    and ``linearize(net)`` raised "'module' object is not callable" (the atlas ntk page)."""
+    code = (
+        "import importlib, pkgutil, types, widelimit\n"
+        "for m in pkgutil.walk_packages(widelimit.__path__, 'widelimit.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "subpackages = {'finite_width', 'meanfield', 'propagation', 'scale', 'sde'}\n"
+        "bad = [n for n in widelimit.__all__\n"
+        "       if isinstance(getattr(widelimit, n), types.ModuleType) and n not in subpackages]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -9,6 +9,12 @@ from widelimit._lazy import lazy_exports
 from widelimit.layers import *  # noqa: F403 - re-export every layer
 from widelimit.layers import __all__ as _layers_all
 
+# Eager, not lazy: ``linearize`` is also the name of its submodule, and importing the submodule
+# (``import widelimit.linearize``) binds the package attribute to the module, so a lazy
+# ``__getattr__`` would never run and ``widelimit.linearize(...)`` would call a module.
+# (torch.func only: no import cost beyond the layers'.)
+from widelimit.linearize import TaylorExpansion, linearize, taylor_expand
+
 #: Where each public name lives; imported on first use (PEP 562, see ``widelimit._lazy``) so
 #: ``import widelimit`` does not load Dask, Zarr, SciPy's integrators or matplotlib.
 _LAZY = {
@@ -36,7 +42,6 @@ _LAZY = {
     ),
     "from_module": "widelimit.from_torch",
     "Kernel": "widelimit.kernel",
-    **dict.fromkeys(("TaylorExpansion", "linearize", "taylor_expand"), "widelimit.linearize"),
     **dict.fromkeys(("MonteCarloKernel", "monte_carlo_kernel"), "widelimit.monte_carlo"),
     **dict.fromkeys(
         (
@@ -55,4 +60,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __version__ = "0.1.0"
 
-__all__ = [*_layers_all, "__version__", *sorted(_LAZY)]
+__all__ = [
+    *_layers_all,
+    "__version__",
+    "TaylorExpansion",
+    "linearize",
+    "taylor_expand",
+    *sorted(_LAZY),
+]
