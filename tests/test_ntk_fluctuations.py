@@ -13,7 +13,14 @@ from scipy.optimize import curve_fit
 
 from widelimit import Dense, ReLU, serial
 from widelimit.finite_width import monte_carlo_ntk, ntk_fluctuations, sample_ntk
-from widelimit.finite_width.gaussian import derivative_four_point_expectations
+from widelimit.finite_width.gaussian import (
+    derivative_four_point_expectations,
+    dual_hessian,
+    four_point_expectations,
+    ntk_dual_derivatives,
+    ntk_factor_derivatives,
+    ntk_four_point_expectations,
+)
 from widelimit.finite_width.ntk import ntk_of_weights
 from widelimit.layers.activations import activation_from_name
 
@@ -143,6 +150,23 @@ def test_derivative_four_point_expectations_match_direct_sampling():
 
 
 # ------------------------------------------------------------------ symmetries
+
+
+@pytest.mark.parametrize(("name", "n"), [("tanh", 8), ("relu", 8), ("relu", 4), ("erf", 3)])
+def test_shared_passes_give_the_same_numbers_as_the_separate_functions(name, n):
+    # ntk_fluctuations draws E4, P4, Q4 from one Sobol pass and F'' and C', C'' from one set
+    # of shifted dual calls: the values must be those of the separate functions, bit for bit
+    act = activation_from_name(name)
+    x = _inputs(n, 6)
+    cov = 1.7 * (x @ x.T) / 6 + 0.1
+    e4, p4, q4 = ntk_four_point_expectations(act, cov, qmc_points=2**12)
+    assert torch.equal(e4, four_point_expectations(act, cov, qmc_points=2**12))
+    p, q = derivative_four_point_expectations(act, cov, qmc_points=2**12)
+    assert torch.equal(p4, p) and torch.equal(q4, q)
+    hess_f, factors = ntk_dual_derivatives(act, cov)
+    assert torch.equal(hess_f, dual_hessian(act, cov))
+    separate = ntk_factor_derivatives(act, cov)
+    assert all(torch.equal(u, v) for u, v in zip(factors, separate, strict=True))
 
 
 def test_symmetries_permutation_and_psd():
