@@ -35,11 +35,13 @@ Where each number comes from:
     ``k × k`` sub-covariance (:data:`SMOOTH_ORDERS` / :data:`KINKED_ORDERS` nodes per axis):
     trapezoidal for smooth φ (tanh, erf, SiLU have poles near the real axis, where the
     trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls; measured
-    ≤ 3e-7 relative for ``k ≤ 3``, ≈ 1e-5 for ``k = 4``), Gauss–Hermite for the kinked
-    piecewise-linear family (algebraic convergence, ≈ 2e-4 relative for ``k = 3, 4``);
+    tanh at ``q = 1``: 2e-7 relative for ``k = 3``, 3e-4 for ``k = 4``, growing fast with the
+    variance as ``k = 3, 4`` keep fixed orders: 5e-4 / 7e-2 at ``q = 4``; docs/finite_width.md),
+    Gauss–Hermite for the kinked piecewise-linear family (algebraic convergence, ≈ 1e-3
+    relative for ``k = 3, 4``);
   - ``k ≥ 3`` with more inputs: one scrambled Sobol rule of :data:`QMC_POINTS` points in
-    ``N`` dimensions shared by the whole tensor (``O(N⁴)`` work per point; ≈ 3e-5 relative
-    for tanh, 1e-4 for ReLU).
+    ``N`` dimensions shared by the whole tensor (``O(N⁴)`` work per point; ≈ 1e-3 relative
+    for tanh and ReLU at ``N = 7``).
 """
 
 from __future__ import annotations
