@@ -35,11 +35,13 @@ Where each number comes from:
     ``k × k`` sub-covariance (:data:`SMOOTH_ORDERS` / :data:`KINKED_ORDERS` nodes per axis):
     trapezoidal for smooth φ (tanh, erf, SiLU have poles near the real axis, where the
     trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls; measured
-    ≤ 3e-7 relative for ``k ≤ 3``, ≈ 1e-5 for ``k = 4``), Gauss–Hermite for the kinked
-    piecewise-linear family (algebraic convergence, ≈ 2e-4 relative for ``k = 3, 4``);
+    tanh at ``q = 1``: 2e-7 relative for ``k = 3``, 3e-4 for ``k = 4``, growing fast with the
+    variance as ``k = 3, 4`` keep fixed orders: 5e-4 / 7e-2 at ``q = 4``; docs/finite_width.md),
+    Gauss–Hermite for the kinked piecewise-linear family (algebraic convergence, ≈ 1e-3
+    relative for ``k = 3, 4``);
   - ``k ≥ 3`` with more inputs: one scrambled Sobol rule of :data:`QMC_POINTS` points in
-    ``N`` dimensions shared by the whole tensor (``O(N⁴)`` work per point; ≈ 3e-5 relative
-    for tanh, 1e-4 for ReLU).
+    ``N`` dimensions shared by the whole tensor (``O(N⁴)`` work per point; ≈ 1e-3 relative
+    for tanh and ReLU at ``N = 7``).
 """
 
 from __future__ import annotations
@@ -239,6 +241,20 @@ def four_point_expectations(
     Returns:
         ``(N, N, N, N)``, fully symmetric; only the sorted quadruples are integrated.
     """
+    return _four_point(activation, cov, orders, method, qmc_points, seed, None)
+
+
+def _four_point(
+    activation: object,
+    cov: Tensor,
+    orders: tuple[int, int, int, int] | None,
+    method: str,
+    qmc_points: int,
+    seed: int,
+    shared: Callable[[], Tensor] | None,
+) -> Tensor:
+    """:func:`four_point_expectations`; ``shared()`` (if given) returns the shared Sobol
+    moments of :func:`_shared_rule_moments` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
     pl = is_piecewise_linear(activation)
     if orders is None:
@@ -250,15 +266,18 @@ def four_point_expectations(
     quads = sorted_quadruples(n)
     values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
     fn = activation.fn  # type: ignore[attr-defined]
-    shared = None
+    table = None
     for pattern, (rows, distinct) in _patterns(quads).items():
         k = len(pattern)
         if k >= 3 and method == "qmc":
-            if shared is None:
-                shared = _shared_rule_moments(fn, cov, qmc_points, seed)
+            if table is None:
+                table = (
+                    shared() if shared is not None
+                    else _shared_rule_moments(fn, cov, qmc_points, seed)
+                )  # fmt: skip
             q = quads[rows]
             left, right = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
-            values[rows] = shared[left, right]
+            values[rows] = table[left, right]
             continue
         sub = cov[distinct[:, :, None], distinct[:, None, :]]  # (G, k, k)
         lower = sqrt_factor(sub)  # eigenvalues ascending: the last columns carry the mass
@@ -284,23 +303,43 @@ def _shared_rule_moments(fn: Fn, cov: Tensor, points: int, seed: int) -> Tensor:
     """``E[(φ_α φ_β)(φ_γ φ_δ)]`` over pairs ``α ≤ β``, ``γ ≤ δ`` (``triu_indices`` order), by
     one scrambled Sobol rule: ``u = L Φ⁻¹(s)`` with the columns of ``L`` ordered by decreasing
     eigenvalue (the leading Sobol coordinates are the best distributed)."""
+    return _shared_rule(fn, None, cov, points, seed)[0]
+
+
+def _shared_rule(
+    fn: Fn, dfn: Fn | None, cov: Tensor, points: int, seed: int, *, moments: bool = True
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """One pass of the shared Sobol rule of :func:`_shared_rule_moments` for the pair-by-pair
+    moment matrices ``(E[φφ·φφ], E[φφ·φ'φ'], E[φ'φ'·φ'φ'])`` (``None`` where not asked:
+    the last two need ``dfn``, the first ``moments``).  The points, their order and the chunks
+    do not depend on what is asked, so each matrix is the same whichever pass computes it."""
     n = cov.shape[0]
     lam, vec = torch.linalg.eigh(cov)
     lam, vec = lam.flip(0), vec.flip(1)
     lower = vec * lam.clamp_min(0).sqrt()
     iu = torch.triu_indices(n, n, device=cov.device)
-    acc = torch.zeros(iu.shape[1], iu.shape[1], dtype=cov.dtype, device=cov.device)
+    size = (iu.shape[1], iu.shape[1])
+    kw = {"dtype": cov.dtype, "device": cov.device}
+    ff = torch.zeros(size, **kw) if moments else None
+    fd = torch.zeros(size, **kw) if dfn is not None else None
+    dd = torch.zeros(size, **kw) if dfn is not None else None
     engine = torch.quasirandom.SobolEngine(n, scramble=True, seed=seed)
     done, step = 0, max(1, _CHUNK // max(iu.shape[1], n))
     while done < points:
         s = min(step, points - done)
         uniform = engine.draw(s, dtype=torch.float64).to(cov.device, cov.dtype)
-        z = torch.special.ndtri(uniform.clamp(1e-300, 1 - 2**-53))
-        f = fn(z @ lower.T)
-        pairs = f[:, iu[0]] * f[:, iu[1]]
-        acc += pairs.T @ pairs
+        u = torch.special.ndtri(uniform.clamp(1e-300, 1 - 2**-53)) @ lower.T
+        f = fn(u)
+        fp = f[:, iu[0]] * f[:, iu[1]]
+        if ff is not None:
+            ff += fp.T @ fp
+        if dfn is not None:
+            d = dfn(u)
+            dp = d[:, iu[0]] * d[:, iu[1]]
+            fd += fp.T @ dp  # type: ignore[operator]
+            dd += dp.T @ dp  # type: ignore[operator]
         done += s
-    return acc / points
+    return tuple(None if t is None else t / points for t in (ff, fd, dd))  # type: ignore[return-value]
 
 
 def pair_expectation(
@@ -376,7 +415,14 @@ def dual_differences(
     Returns ``jac (N, N, 3)``, ``hess (N, N, 3, 3)`` (zero on the diagonal ``α = β``) and, for
     the diagonal, where all three arguments move together, ``d/dq`` and ``d²/dq²`` of
     ``dual(q, q, q)`` ``(N,)``; ``hess[α, α, 0, 0]`` holds the latter."""
-    ntk = output == 1
+    return _dual_differences(activation, cov, (output,), rel_step)[0]
+
+
+def _dual_differences(
+    activation: object, cov: Tensor, outputs: tuple[int, ...], rel_step: float
+) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """:func:`dual_differences` for several ``outputs`` of the dual from one set of calls."""
+    ntk = 1 in outputs
     q = torch.diagonal(cov)
     q1, q2 = q[:, None].expand_as(cov), q[None, :].expand_as(cov)
     eye = torch.eye(cov.shape[0], dtype=torch.bool, device=cov.device)
@@ -399,41 +445,46 @@ def dual_differences(
                 shifts.append((e[0], e[1], e[2]))
     coeff = torch.tensor(shifts, dtype=cov.dtype, device=cov.device)  # (M, 3)
     stacked = [a + coeff[:, c, None, None] * h for c, a in enumerate(args)]
-    values = activation.dual(*stacked, ntk=ntk)[output].to(cov.dtype)  # type: ignore[attr-defined]
-    table = dict(zip(shifts, values, strict=True))
-
-    def f(d: tuple[int, int, int]) -> Tensor:
-        return table[d]
-
-    out = torch.zeros((*cov.shape, 3, 3), dtype=cov.dtype, device=cov.device)
-    jac = torch.zeros((*cov.shape, 3), dtype=cov.dtype, device=cov.device)
-    f0 = f((0, 0, 0))
-    for i in range(3):
-        e = [0, 0, 0]
-        e[i] = 1
-        plus, minus = (e[0], e[1], e[2]), (-e[0], -e[1], -e[2])
-        out[..., i, i] = (f(plus) - 2 * f0 + f(minus)) / h**2
-        jac[..., i] = (f(plus) - f(minus)) / (2 * h)
-        for j in range(i + 1, 3):
-
-            def at(si: int, sj: int, i: int = i, j: int = j) -> Tensor:
-                e = [0, 0, 0]
-                e[i], e[j] = si, sj
-                return f((e[0], e[1], e[2]))
-
-            v = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h * h)
-            out[..., i, j] = out[..., j, i] = v
-    # the diagonal: F_αα(q) = dual(q, q, q), all three arguments move together
+    duals = activation.dual(*stacked, ntk=ntk)  # type: ignore[attr-defined]
     hd = rel_step * q
     dual = activation.dual  # type: ignore[attr-defined]
-    fd = [dual(q + c * hd, q + c * hd, q + c * hd, ntk=ntk)[output] for c in (1, 0, -1)]
-    out[eye] = 0.0
-    jac[eye] = 0.0
-    diag = ((fd[0] - 2 * fd[1] + fd[2]) / hd**2).to(cov.dtype)
-    diag1 = ((fd[0] - fd[2]) / (2 * hd)).to(cov.dtype)
-    idx = torch.arange(cov.shape[0], device=cov.device)
-    out[idx, idx, 0, 0] = diag
-    return jac, out, diag1, diag
+    diag_duals = [dual(q + c * hd, q + c * hd, q + c * hd, ntk=ntk) for c in (1, 0, -1)]
+    results = []
+    for output in outputs:
+        values = duals[output].to(cov.dtype)
+        table = dict(zip(shifts, values, strict=True))
+
+        def f(d: tuple[int, int, int], table: dict = table) -> Tensor:
+            return table[d]
+
+        out = torch.zeros((*cov.shape, 3, 3), dtype=cov.dtype, device=cov.device)
+        jac = torch.zeros((*cov.shape, 3), dtype=cov.dtype, device=cov.device)
+        f0 = f((0, 0, 0))
+        for i in range(3):
+            e = [0, 0, 0]
+            e[i] = 1
+            plus, minus = (e[0], e[1], e[2]), (-e[0], -e[1], -e[2])
+            out[..., i, i] = (f(plus) - 2 * f0 + f(minus)) / h**2
+            jac[..., i] = (f(plus) - f(minus)) / (2 * h)
+            for j in range(i + 1, 3):
+
+                def at(si: int, sj: int, i: int = i, j: int = j) -> Tensor:
+                    e = [0, 0, 0]
+                    e[i], e[j] = si, sj
+                    return f((e[0], e[1], e[2]))
+
+                v = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h * h)
+                out[..., i, j] = out[..., j, i] = v
+        # the diagonal: F_αα(q) = dual(q, q, q), all three arguments move together
+        fd = [fd_all[output] for fd_all in diag_duals]
+        out[eye] = 0.0
+        jac[eye] = 0.0
+        diag = ((fd[0] - 2 * fd[1] + fd[2]) / hd**2).to(cov.dtype)
+        diag1 = ((fd[0] - fd[2]) / (2 * hd)).to(cov.dtype)
+        idx = torch.arange(cov.shape[0], device=cov.device)
+        out[idx, idx, 0, 0] = diag
+        results.append((jac, out, diag1, diag))
+    return results
 
 
 def _moment_groups(
@@ -539,25 +590,8 @@ def _shared_rule_mixed(
     """``E[(φ_α φ_β)(φ'_γ φ'_δ)]`` and ``E[(φ'_α φ'_β)(φ'_γ φ'_δ)]`` over pairs ``α ≤ β``,
     ``γ ≤ δ`` (``triu_indices`` order) by the shared Sobol rule of
     :func:`_shared_rule_moments`."""
-    n = cov.shape[0]
-    lam, vec = torch.linalg.eigh(cov)
-    lam, vec = lam.flip(0), vec.flip(1)
-    lower = vec * lam.clamp_min(0).sqrt()
-    iu = torch.triu_indices(n, n, device=cov.device)
-    mixed = torch.zeros(iu.shape[1], iu.shape[1], dtype=cov.dtype, device=cov.device)
-    quad = torch.zeros_like(mixed)
-    engine = torch.quasirandom.SobolEngine(n, scramble=True, seed=seed)
-    done, step = 0, max(1, _CHUNK // max(iu.shape[1], n))
-    while done < points:
-        s = min(step, points - done)
-        uniform = engine.draw(s, dtype=torch.float64).to(cov.device, cov.dtype)
-        u = torch.special.ndtri(uniform.clamp(1e-300, 1 - 2**-53)) @ lower.T
-        f, d = fn(u), dfn(u)
-        fp, dp = f[:, iu[0]] * f[:, iu[1]], d[:, iu[0]] * d[:, iu[1]]
-        mixed += fp.T @ dp
-        quad += dp.T @ dp
-        done += s
-    return mixed / points, quad / points
+    _, mixed, quad = _shared_rule(fn, dfn, cov, points, seed, moments=False)
+    return mixed, quad  # type: ignore[return-value]
 
 
 def derivative_four_point_expectations(
@@ -584,6 +618,20 @@ def derivative_four_point_expectations(
     * other φ: product rules (``orders``, default :data:`SMOOTH_ORDERS`) for ``N ≤``
       :data:`PRODUCT_MAX_INPUTS`, else the shared Sobol rule for 3–4 distinct inputs.
     """
+    return _derivative_four_point(activation, cov, orders, method, qmc_points, seed, None)
+
+
+def _derivative_four_point(
+    activation: object,
+    cov: Tensor,
+    orders: tuple[int, int, int, int] | None,
+    method: str,
+    qmc_points: int,
+    seed: int,
+    shared: Callable[[], tuple[Tensor, Tensor]] | None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`derivative_four_point_expectations`; ``shared()`` (if given) returns
+    :func:`_shared_rule_mixed` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
     pl = is_piecewise_linear(activation)
     if method not in ("auto", "product", "qmc"):
@@ -592,18 +640,21 @@ def derivative_four_point_expectations(
         orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
     use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
     fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
-    shared = None
+    table = None
     results = []
     for quads, slots, groups in _derivative_plan(n):
         values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
         for pattern, (rows, distinct) in groups.items():
             k = len(pattern)
             if k >= 3 and use_qmc:
-                if shared is None:
-                    shared = _shared_rule_mixed(fn, dfn, cov, qmc_points, seed)
+                if table is None:
+                    table = (
+                        shared() if shared is not None
+                        else _shared_rule_mixed(fn, dfn, cov, qmc_points, seed)
+                    )  # fmt: skip
                 q = quads[rows]
                 li, ri = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
-                values[rows] = shared[0 if slots[0] == 0 else 1][li, ri]
+                values[rows] = table[0 if slots[0] == 0 else 1][li, ri]
                 continue
             sub = cov[distinct[:, :, None], distinct[:, None, :]]
             lower = sqrt_factor(sub)
@@ -628,6 +679,50 @@ def derivative_four_point_expectations(
     return results[0], results[1]
 
 
+def ntk_four_point_expectations(
+    activation: object,
+    cov: Tensor,
+    *,
+    orders: tuple[int, int, int, int] | None = None,
+    method: str = "auto",
+    qmc_points: int = QMC_POINTS,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(E4, P, Q)``: :func:`four_point_expectations` and
+    :func:`derivative_four_point_expectations` (same arguments, same values) with one pass of
+    the shared Sobol rule where both need it (the NTK recursion needs all three per layer):
+    the points are drawn, transformed and pushed through ``φ`` and ``φ'`` once."""
+    fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
+    # the moments table is only drawn if four_point_expectations would use the shared rule
+    need = method == "qmc" or (method == "auto" and cov.shape[0] > PRODUCT_MAX_INPUTS)
+    memo: list[tuple[Tensor | None, Tensor | None, Tensor | None]] = []
+
+    def table() -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        if not memo:
+            memo.append(_shared_rule(fn, dfn, cov, qmc_points, seed, moments=need))
+        return memo[0]
+
+    def moments() -> Tensor:
+        return table()[0]  # type: ignore[return-value]
+
+    def mixed() -> tuple[Tensor, Tensor]:
+        return table()[1], table()[2]  # type: ignore[return-value]
+
+    e4 = _four_point(activation, cov, orders, method, qmc_points, seed, moments)
+    p4, q4 = _derivative_four_point(activation, cov, orders, method, qmc_points, seed, mixed)
+    return e4, p4, q4
+
+
+def ntk_dual_derivatives(
+    activation: object, cov: Tensor, *, rel_step: float = 1e-4
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """``(dual_hessian(activation, cov), ntk_factor_derivatives(activation, cov))`` (same
+    values) from one set of shifted calls of the activation's ``dual``, which returns ``F``
+    and ``C`` together (numerical duals cost per call)."""
+    (_, hess_f, _, _), (jac, hess, d1, _) = _dual_differences(activation, cov, (0, 1), rel_step)
+    return hess_f, _factor_derivatives(jac, hess, d1)
+
+
 def ntk_factor_derivatives(
     activation: object, cov: Tensor, *, rel_step: float = 1e-4
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -639,6 +734,12 @@ def ntk_factor_derivatives(
     second derivatives in ``(G_αα, G_ββ, G_αβ)`` (diagonal entries in ``h[α, α, 0, 0]``).
     """
     jac, hess, d1, _ = dual_differences(activation, cov, output=1, rel_step=rel_step)
+    return _factor_derivatives(jac, hess, d1)
+
+
+def _factor_derivatives(
+    jac: Tensor, hess: Tensor, d1: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     a = jac[..., 0].clone()
     a.diagonal().copy_(d1)
     c = jac[..., 2]

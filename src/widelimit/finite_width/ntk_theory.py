@@ -46,11 +46,9 @@ from torch import Tensor
 
 from widelimit._validation import as_float_tensor, check_positive_int
 from widelimit.finite_width.gaussian import (
-    derivative_four_point_expectations,
-    dual_hessian,
-    four_point_expectations,
     linearisation,
-    ntk_factor_derivatives,
+    ntk_dual_derivatives,
+    ntk_four_point_expectations,
 )
 from widelimit.finite_width.spec import dense_chain
 from widelimit.finite_width.vertex import (
@@ -205,9 +203,8 @@ def ntk_fluctuations(
         w2, b2 = dense.w_std**2, dense.b_std**2
         lw, lb = _learning_rates(dense, n)
         f, a, c, dd = linearisation(act, k)
-        ac, cc, _, hc = ntk_factor_derivatives(act, k)
-        e4 = four_point_expectations(act, k)
-        p4, q4 = derivative_four_point_expectations(act, k)
+        hess_f, (ac, cc, _, hc) = ntk_dual_derivatives(act, k)
+        e4, p4, q4 = ntk_four_point_expectations(act, k)
         # P = λ_W J + σw² Θ⊙J_C: the linearisation of one neuron's Y in G
         ap, cp = lw * a + w2 * th * ac, lw * c + w2 * th * cc
         th_l, th_r = th[:, :, None, None], th[None, None, :, :]
@@ -229,7 +226,7 @@ def ntk_fluctuations(
         gam[idx, idx, idx] = dd
         # mean corrections (use the layer-ℓ tensors, before they are updated)
         if v.any():
-            d_f = linear_map(dk, a, c) + 0.5 * hessian_contraction(dual_hessian(act, k), v)
+            d_f = linear_map(dk, a, c) + 0.5 * hessian_contraction(hess_f, v)
         else:
             d_f = torch.zeros_like(k)
         x_sym = (x_cor + x_cor.permute(1, 0, 2, 3)) / 2
