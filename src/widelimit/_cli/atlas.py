@@ -40,6 +40,14 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         fmt: FormatOpt = Format.table,
         progress: Annotated[bool, typer.Option(help="Show progress bars (stderr).")] = True,
+        jobs: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                help="Pages computed at once, each in its own process with one torch thread "
+                "(default: the usable cores; 1: in this process at torch's threads).",
+            ),
+        ] = None,
     ) -> None:
         """Write the atlas: every classic infinite-width result, finite nets beside the limit."""
         fmt = output_format(fmt, json_out)
@@ -51,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 pages = [resolve_page(p) for p in page]
             except ValueError as err:
                 raise typer.BadParameter(str(err), param_hint="PAGE") from err
-        res = write_atlas(out, pages=pages, quick=quick, progress=progress)
+        res = write_atlas(out, pages=pages, quick=quick, progress=progress, jobs=jobs)
         rows = [
             {
                 "page": p.name,
