@@ -267,7 +267,7 @@ class KernelStore:
         for rel, doc in zarr_metadata(meta, attrs).items():
             f = tmp / rel
             f.parent.mkdir(exist_ok=True)
-            f.write_text(json.dumps(doc, indent=2, allow_nan=False))
+            f.write_text(json.dumps(doc, allow_nan=False))  # compact: the C encoder
         (tmp / "tiles").mkdir()
         os.replace(tmp, p)
         return cls(p, "r+", meta, store_id)
