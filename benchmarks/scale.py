@@ -21,6 +21,7 @@ machine; at default threads it also counts OpenMP threads spinning);
     python -m benchmarks.scale [--json] [--quick] [--max-n 20000] [--dir /big/disk]
     python -m benchmarks.scale --competing          # with a busy loop on one core
     python -m benchmarks.scale --n 50000,100000 --modes store --threads default
+    python -m benchmarks.scale --flat [--n 2000,20000]   # item 4: store CPU/entry, one process
     python -m benchmarks.scale --sections throughput,overhead,cluster,inference   # older rows
 
 Older sections (``--sections``):
@@ -373,6 +374,59 @@ def run_large(n: int, tile: int = 2000, workers: int = 2, store: str | None = No
         }  # fmt: skip
 
 
+def run_flat(small: int = 2000, large: int = 20000, reps: int = 3, small_reps: int = 5,
+             tmp_dir: str | None = None) -> list[dict]:  # fmt: skip
+    """Issue 22 item 4 in one process: CPU ns per upper-triangle entry of the store path
+    (``compute_kernel`` with default options) at ``small`` and ``large`` N and of the
+    in-memory kernel at ``small``, interleaved (``small_reps`` small jobs between large
+    ones, after warm-up), so that both sizes see the same load; the median, min and max
+    of each, and the first store call of the process (after torch warm-up: what a CLI
+    user pays for the imports Zarr, Dask ... the store path needs)."""
+    import statistics
+
+    x = _data(large, (784,)).float()
+    net = fc_net()
+    net.kernel(x[:256])  # torch warm-up
+    per: dict[str, list[float]] = {"store small": [], "memory small": [], "store large": []}
+    with tempfile.TemporaryDirectory(prefix="widelimit-flat-", dir=tmp_dir) as d:
+        count = iter(range(10**6))
+
+        def cpu_ns(n: int, mode: str) -> float:
+            path = Path(d) / f"k{next(count)}.zarr"
+            c0 = time.process_time()
+            if mode == "store":
+                compute_kernel(net, x[:n], store=path, progress=False)
+            else:
+                net.kernel(x[:n])
+            cpu = time.process_time() - c0
+            shutil.rmtree(path, ignore_errors=True)
+            return 1e9 * cpu / (n * (n + 1) / 2)
+
+        first = cpu_ns(small, "store")
+        for _ in range(2):
+            cpu_ns(small, "store"), cpu_ns(small, "memory")
+        for r in range(reps + 1):
+            for _ in range(small_reps):
+                per["store small"].append(cpu_ns(small, "store"))
+                per["memory small"].append(cpu_ns(small, "memory"))
+            if r < reps:
+                per["store large"].append(cpu_ns(large, "store"))
+    sizes = {"store small": small, "memory small": small, "store large": large}
+    rows = [
+        {"case": f"{k.split()[0]} N={sizes[k]}", "median_ns": statistics.median(v),
+         "min_ns": min(v), "max_ns": max(v), "runs": len(v)}
+        for k, v in per.items()
+    ]  # fmt: skip
+    rows.append({"case": f"store N={small}, first call in the process", "median_ns": first,
+                 "min_ns": first, "max_ns": first, "runs": 1})  # fmt: skip
+    ratio = rows[0]["median_ns"] / rows[2]["median_ns"]
+    for row in rows:
+        row["ratio_to_store_large"] = row["median_ns"] / rows[2]["median_ns"]
+        row["load"] = os.getloadavg()[0]
+    print(f"store N={small} / store N={large} (medians): {ratio:.2f}", file=sys.stderr)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -389,11 +443,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--competing", action="store_true", help="a busy loop on one core during every row"
     )
+    p.add_argument(
+        "--flat", action="store_true",
+        help="issue 22 item 4: store CPU per entry at N = 2,000 vs 20,000 (and in memory at "
+        "2,000), interleaved in one process",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.row:
         n, mode, threads = args.row.split(",")
         with tempfile.TemporaryDirectory(prefix="widelimit-scale-", dir=args.dir) as d:
             print(json.dumps(grid_row(int(n), mode, threads, Path(d))))
+    elif args.flat:
+        small, large = (int(v) for v in (args.n or "2000,20000").split(","))
+        rows = run_flat(small, large, tmp_dir=args.dir)
+        report("scale: CPU ns per upper-triangle entry, one process (FC float32)", rows, args.json)
     elif args.large:
         report("scale: large kernel", [run_large(args.large, args.tile)], args.json)
     elif args.sections:

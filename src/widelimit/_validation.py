@@ -156,7 +156,17 @@ def all_finite(t: Tensor) -> bool:
     the per-entry test runs only when the sum is not finite (a NaN/inf, or finite entries
     whose sum overflows).
     """
-    return not t.numel() or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+    if not t.numel():
+        return True
+    if t.device.type == "cpu" and not t.is_neg():
+        # numpy's single-threaded sum: torch's parallel sum of a (2000, 784) float32 batch
+        # costs ~8 ms CPU on 2 busy cores (OpenMP threads waiting), numpy's ~0.6 ms.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(t.detach().numpy().sum()):
+                return True
+    elif bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def check_kernel_finite(nngp: Tensor, ntk: Tensor | None) -> None:
