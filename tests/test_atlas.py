@@ -184,6 +184,21 @@ def test_atlas_slow_pages_files(quick_atlas_slow):
     _check_files(out, pages_json, summary)
 
 
+def test_pages_in_worker_processes_equal_pages_in_this_process(quick_atlas, tmp_path):
+    """The CLI computes pages in worker processes (one torch thread each); ``jobs=1``
+    computes in this process and keeps the result: same seeds, same headline."""
+    from widelimit.atlas import write_atlas
+
+    res = write_atlas(tmp_path, pages=["sde"], quick=True, progress=False, jobs=1)
+    (page,) = res.pages
+    assert page.result is not None and page.result.headline == page.headline
+    theirs = quick_atlas[2]["sde"]["headline"]
+    assert page.headline.value == pytest.approx(theirs["value"], rel=1e-9, abs=1e-12)
+    assert page.headline.ok == quick_atlas[2]["sde"]["headline_ok"]
+    with pytest.raises(ValueError, match="jobs"):
+        write_atlas(tmp_path, pages=["sde"], quick=True, progress=False, jobs=0)
+
+
 def test_cli_help_lists_every_page_in_order():
     from widelimit.atlas import PAGES
 
