@@ -34,9 +34,10 @@ Where each number comes from:
   - otherwise, for ``N ≤`` :data:`PRODUCT_MAX_INPUTS`: a product rule in the eigenbasis of the
     ``k × k`` sub-covariance (:data:`SMOOTH_ORDERS` / :data:`KINKED_ORDERS` nodes per axis):
     trapezoidal for smooth φ (tanh, erf, SiLU have poles near the real axis, where the
-    trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls; measured
-    tanh at ``q = 1``: 2e-7 relative for ``k = 3``, 3e-4 for ``k = 4``, growing fast with the
-    variance as ``k = 3, 4`` keep fixed orders: 5e-4 / 7e-2 at ``q = 4``; docs/finite_width.md),
+    trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls), for
+    ``k = 3, 4`` with nodes per eigen-axis scaled by that axis' loadings (:func:`axis_orders`;
+    tanh ≤ 4e-8 for ``E4`` at ``q = 1, 4, 9``, a warning if the point cap is hit;
+    docs/finite_width.md),
     Gauss–Hermite for the kinked piecewise-linear family (algebraic convergence, ≈ 1e-3
     relative for ``k = 3, 4``);
   - ``k ≥ 3`` with more inputs: one scrambled Sobol rule of :data:`QMC_POINTS` points in
@@ -121,7 +122,8 @@ def strip_order(order: int, cov: Tensor, k: int) -> int:
     ``d`` from the real axis (tanh: ``π/2``) the error is ``≈ exp(−2π d/(h√q))`` for node
     spacing ``h``, so a fixed ``h`` loses digits as the variance grows (64 nodes give 1e-10
     at ``q = 2`` but 3e-6 at ``q ≈ 9`` for tanh⁴; derivatives are worse); keeping ``h√q``
-    fixed keeps ≈ 1e-12.  ``k ≥ 3`` keeps ``order`` (cost grows like ``order^k``)."""
+    fixed keeps ≈ 1e-12.  ``k ≥ 3`` keeps ``order`` here (used only with explicit ``orders``;
+    the default rule for ``k ≥ 3`` scales each axis: :func:`axis_orders`)."""
     if k > 2:
         return order
     scale = math.sqrt(float(torch.diagonal(cov).max()))
@@ -129,8 +131,8 @@ def strip_order(order: int, cov: Tensor, k: int) -> int:
 
 
 #: Trapezoidal nodes per unit of axis scale for the 3- and 4-input rules (:func:`axis_orders`).
-AXIS_NODES_PER_SCALE = 32
-#: Fewest nodes per axis of those rules.
+AXIS_NODES_PER_SCALE = 36
+#: Fewest nodes per axis of those rules (and at least :data:`SMOOTH_ORDERS` ``[k − 1]``).
 MIN_AXIS_NODES = 28
 #: Most points of one 3- or 4-input product rule; beyond it the rule is coarsened with a warning.
 MAX_RULE_POINTS = 2**24
@@ -144,8 +146,9 @@ def axis_orders(lower: Tensor) -> tuple[Tensor, Tensor]:
     of φ from the real axis; tanh ``π/2``), so spacing ``h_j`` gives an error
     ``≈ exp(−2π d/(h_j s_j))``: keeping ``h_j s_j`` fixed keeps the accuracy at every variance,
     and the axes with small eigenvalues need few nodes.  ``m_j = max(MIN_AXIS_NODES,
-    AXIS_NODES_PER_SCALE·s_j)`` rounded up to a multiple of 4 (so quadruples share rules), i.e.
-    ``h_j s_j ≈ 15/32`` on ``[−7.5, 7.5]`` (accuracy: docs/finite_width.md).
+    SMOOTH_ORDERS[k − 1], AXIS_NODES_PER_SCALE·s_j)`` rounded up to a multiple of 4 (so
+    quadruples share rules), i.e. ``h_j s_j ≈ 15/36`` on ``[−7.5, 7.5]`` (accuracy:
+    docs/finite_width.md).
 
     Args:
         lower: ``(G, k, k)`` eigen-factors.
@@ -153,11 +156,13 @@ def axis_orders(lower: Tensor) -> tuple[Tensor, Tensor]:
         ``(orders (G, k) int64, coarsened (G,) bool)``: where ``Π_j m_j`` would exceed
         :data:`MAX_RULE_POINTS`, every axis is scaled down by the same factor (flagged)."""
     scale = lower.abs().amax(-2).double().cpu()  # (G, k)
-    want = (AXIS_NODES_PER_SCALE * scale).clamp_min(MIN_AXIS_NODES)
+    floor = max(MIN_AXIS_NODES, SMOOTH_ORDERS[lower.shape[-1] - 1])
+    want = (AXIS_NODES_PER_SCALE * scale).clamp_min(floor)
     excess = want.log().sum(-1) - math.log(MAX_RULE_POINTS)
     coarse = excess > 0
     shrunk = want / (excess.clamp_min(0) / lower.shape[-1]).exp()[:, None]
-    ms = torch.where(coarse[:, None], torch.floor(shrunk / 4), torch.ceil(want / 4)) * 4
+    down = torch.floor(shrunk.clamp_min(floor) / 4)
+    ms = torch.where(coarse[:, None], down, torch.ceil(want / 4)) * 4
     return ms.clamp_min(4).long(), coarse
 
 
@@ -290,7 +295,10 @@ def four_point_expectations(
             ones, recognised by ``slopes``, get the exact planar rule for ≤ 2 distinct inputs).
         cov: ``(N, N)`` positive semidefinite.
         orders: nodes per axis of the product rules for 1, 2, 3, 4 distinct inputs (default
-            :data:`SMOOTH_ORDERS`, or :data:`KINKED_ORDERS` for piecewise-linear activations).
+            :data:`SMOOTH_ORDERS`, or :data:`KINKED_ORDERS` for piecewise-linear activations;
+            by default smooth φ with 3, 4 distinct inputs scale the nodes per eigen-axis with
+            the variance, :func:`axis_orders`, and warn if the point cap is hit; explicit
+            ``orders`` fix them).
         method: how quadruples of 3 or 4 distinct inputs are integrated: ``"product"`` (one
             product rule per quadruple), ``"qmc"`` (one shared randomised Sobol rule of
             ``qmc_points`` points in ``N`` dimensions for the whole tensor: ``O(N⁴)`` work per
