@@ -505,3 +505,16 @@ def test_three_and_four_input_expectations_keep_their_accuracy_at_large_variance
     ref_q = _cholesky_trapezoid([dt, dt, _tanh_power(2, True)], k3.numpy())  # E[φ'0 φ'1 φ'2²]
     assert abs(float(p4[0, 0, 1, 2]) - ref_p) < 1e-5 * float(p4.abs().max())
     assert abs(float(q4[0, 1, 2, 2]) - ref_q) < 1e-5 * float(q4.abs().max())
+
+
+def test_three_input_rule_warns_with_an_error_estimate_when_its_point_cap_is_hit(monkeypatch):
+    from widelimit.finite_width import gaussian
+
+    monkeypatch.setattr(gaussian, "MAX_RULE_POINTS", 20**3)
+    k = _cov(3, scale=9.0)
+    with pytest.warns(RuntimeWarning, match="estimated relative error"):
+        capped = four_point_expectations(activation_from_name("tanh"), k)
+    monkeypatch.undo()
+    full = four_point_expectations(activation_from_name("tanh"), k)
+    # the capped rule is coarser but still a number near the right one, not garbage
+    assert float((capped - full).abs().max()) < 0.1 * float(full.abs().max())
