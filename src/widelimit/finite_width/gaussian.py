@@ -36,8 +36,8 @@ Where each number comes from:
     trapezoidal for smooth φ (tanh, erf, SiLU have poles near the real axis, where the
     trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls), for
     ``k = 3, 4`` with nodes per eigen-axis scaled by that axis' loadings (:func:`axis_orders`;
-    tanh ≤ 4e-8 for ``E4`` at ``q = 1, 4, 9``, a warning if the point cap is hit;
-    docs/finite_width.md),
+    tanh ≤ 1e-6 for ``E4``, ≤ 2e-6 for ``P``, ``Q`` at ``q = 1, 4, 9``; 2e-5 where the
+    point cap is hit, with a warning; docs/finite_width.md),
     Gauss–Hermite for the kinked piecewise-linear family (algebraic convergence, ≈ 1e-3
     relative for ``k = 3, 4``);
   - ``k ≥ 3`` with more inputs: one scrambled Sobol rule of :data:`QMC_POINTS` points in
