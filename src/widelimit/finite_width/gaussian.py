@@ -34,9 +34,10 @@ Where each number comes from:
   - otherwise, for ``N ≤`` :data:`PRODUCT_MAX_INPUTS`: a product rule in the eigenbasis of the
     ``k × k`` sub-covariance (:data:`SMOOTH_ORDERS` / :data:`KINKED_ORDERS` nodes per axis):
     trapezoidal for smooth φ (tanh, erf, SiLU have poles near the real axis, where the
-    trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls; measured
-    tanh at ``q = 1``: 2e-7 relative for ``k = 3``, 3e-4 for ``k = 4``, growing fast with the
-    variance as ``k = 3, 4`` keep fixed orders: 5e-4 / 7e-2 at ``q = 4``; docs/finite_width.md),
+    trapezoidal rule keeps converging geometrically and Gauss–Hermite stalls), for
+    ``k = 3, 4`` with nodes per eigen-axis scaled by that axis' loadings (:func:`axis_orders`;
+    tanh ≤ 1e-6 for ``E4``, ≤ 2e-6 for ``P``, ``Q`` at ``q = 1, 4, 9``; 2e-5 where the
+    point cap is hit, with a warning; docs/finite_width.md),
     Gauss–Hermite for the kinked piecewise-linear family (algebraic convergence, ≈ 1e-3
     relative for ``k = 3, 4``);
   - ``k ≥ 3`` with more inputs: one scrambled Sobol rule of :data:`QMC_POINTS` points in
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from functools import cache
 
@@ -93,12 +95,14 @@ def _line_rule(m: int, kinked: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 @cache
-def _tensor_rule(m: int, k: int, kinked: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``(m**k, k)`` and weights ``(m**k,)`` of the product rule for ``N(0, I_k)``."""
-    x, w = _line_rule(m, kinked)
-    nodes = np.stack([g.reshape(-1) for g in np.meshgrid(*([x] * k), indexing="ij")], -1)
+def _tensor_rule(ms: tuple[int, ...], kinked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``(Π ms, k)`` and weights ``(Π ms,)`` of the product rule for ``N(0, I_k)`` with
+    ``ms[j]`` nodes on axis ``j``."""
+    rules = [_line_rule(m, kinked) for m in ms]
+    grids = np.meshgrid(*[x for x, _ in rules], indexing="ij")
+    nodes = np.stack([g.reshape(-1) for g in grids], -1)
     weights = np.ones(nodes.shape[0])
-    for g in np.meshgrid(*([w] * k), indexing="ij"):
+    for g in np.meshgrid(*[w for _, w in rules], indexing="ij"):
         weights = weights * g.reshape(-1)
     return nodes, weights
 
@@ -118,11 +122,73 @@ def strip_order(order: int, cov: Tensor, k: int) -> int:
     ``d`` from the real axis (tanh: ``π/2``) the error is ``≈ exp(−2π d/(h√q))`` for node
     spacing ``h``, so a fixed ``h`` loses digits as the variance grows (64 nodes give 1e-10
     at ``q = 2`` but 3e-6 at ``q ≈ 9`` for tanh⁴; derivatives are worse); keeping ``h√q``
-    fixed keeps ≈ 1e-12.  ``k ≥ 3`` keeps ``order`` (cost grows like ``order^k``)."""
+    fixed keeps ≈ 1e-12.  ``k ≥ 3`` keeps ``order`` here (used only with explicit ``orders``;
+    the default rule for ``k ≥ 3`` scales each axis: :func:`axis_orders`)."""
     if k > 2:
         return order
     scale = math.sqrt(float(torch.diagonal(cov).max()))
     return max(order, math.ceil(NODES_PER_SCALE * scale))
+
+
+#: Trapezoidal nodes per unit of axis scale for the 3- and 4-input rules (:func:`axis_orders`).
+AXIS_NODES_PER_SCALE = 36
+#: Fewest nodes per axis of those rules (and at least :data:`SMOOTH_ORDERS` ``[k − 1]``).
+MIN_AXIS_NODES = 28
+#: Most points of one 3- or 4-input product rule; beyond it the rule is coarsened with a warning.
+MAX_RULE_POINTS = 2**24
+
+
+def axis_orders(lower: Tensor) -> tuple[Tensor, Tensor]:
+    """Nodes per axis of the trapezoidal rule for ``u = L ξ`` with ``k ≥ 3`` distinct inputs.
+
+    Along eigen-axis ``j`` the integrand ``Π φ(u_a)`` is ``φ(L_aj ξ_j + …)``, analytic in the
+    strip ``|Im ξ_j| < d / s_j`` with ``s_j = max_a |L_aj|`` (``d``: the distance of the poles
+    of φ from the real axis; tanh ``π/2``), so spacing ``h_j`` gives an error
+    ``≈ exp(−2π d/(h_j s_j))``: keeping ``h_j s_j`` fixed keeps the accuracy at every variance,
+    and the axes with small eigenvalues need few nodes.  ``m_j = max(MIN_AXIS_NODES,
+    SMOOTH_ORDERS[k − 1], AXIS_NODES_PER_SCALE·s_j)`` rounded up to a multiple of 4 (so
+    quadruples share rules), i.e. ``h_j s_j ≈ 15/36`` on ``[−7.5, 7.5]`` (accuracy:
+    docs/finite_width.md).
+
+    Args:
+        lower: ``(G, k, k)`` eigen-factors.
+    Returns:
+        ``(orders (G, k) int64, coarsened (G,) bool)``: where ``Π_j m_j`` would exceed
+        :data:`MAX_RULE_POINTS`, every axis is scaled down by the same factor (flagged)."""
+    scale = lower.abs().amax(-2).double().cpu()  # (G, k)
+    floor = max(MIN_AXIS_NODES, SMOOTH_ORDERS[lower.shape[-1] - 1])
+    want = (AXIS_NODES_PER_SCALE * scale).clamp_min(floor)
+    excess = want.log().sum(-1) - math.log(MAX_RULE_POINTS)
+    coarse = excess > 0
+    shrunk = want / (excess.clamp_min(0) / lower.shape[-1]).exp()[:, None]
+    down = torch.floor(shrunk.clamp_min(floor) / 4)
+    ms = torch.where(coarse[:, None], down, torch.ceil(want / 4)) * 4
+    return ms.clamp_min(4).long(), coarse
+
+
+def _adaptive_groups(lower: Tensor) -> list[tuple[tuple[int, ...], Tensor]]:
+    """Split a batch of eigen-factors by :func:`axis_orders`: ``[(orders, rows)]``; warns
+    (with the estimated tanh-like accuracy) where the rule had to be coarsened."""
+    ms, coarse = axis_orders(lower)
+    if bool(coarse.any()):
+        scale = lower.abs().amax(-2).double().cpu()
+        spacing = (2 * _TAIL / (ms - 1).clamp_min(1)) * scale
+        worst = float(spacing[coarse].max())
+        warnings.warn(
+            f"{int(coarse.sum())} Gaussian integrals over {lower.shape[-1]} inputs hit the "
+            f"product-rule cap of {MAX_RULE_POINTS} points (MAX_RULE_POINTS): node spacing × "
+            f"scale {worst:.2f} instead of {2 * _TAIL / AXIS_NODES_PER_SCALE:.2f}, estimated "
+            f"relative error ≈ {3e3 * math.exp(-(math.pi**2) / worst):.0e} for tanh (measured: "
+            "≈ 3e3·exp(−π²/(spacing × scale))); raise gaussian.MAX_RULE_POINTS (cost ∝ it) or "
+            "lower the pre-activation variance",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    out = []
+    for key in torch.unique(ms, dim=0):
+        rows = (ms == key).all(-1).nonzero().squeeze(-1).to(lower.device)
+        out.append((tuple(int(v) for v in key), rows))
+    return out
 
 
 def is_piecewise_linear(activation: object) -> bool:
@@ -159,12 +225,12 @@ def _patterns(quads: Tensor) -> dict[tuple[int, ...], tuple[Tensor, Tensor]]:
 
 
 def _product_rule_sum(
-    fn: Fn, lower: Tensor, pattern: tuple[int, ...], m: int, kinked: bool
+    fn: Fn, lower: Tensor, pattern: tuple[int, ...], m: int | tuple[int, ...], kinked: bool
 ) -> Tensor:
     """``E[Π_a φ(u_a)^{p_a}]`` for ``u = L ξ``, ``ξ ~ N(0, I_k)``, by the product rule of
-    ``m`` nodes per axis; ``lower (G, k, k)``."""
+    ``m`` nodes per axis (or ``m[j]`` on axis ``j``); ``lower (G, k, k)``."""
     k = len(pattern)
-    nodes_np, weights_np = _tensor_rule(m, k, kinked)
+    nodes_np, weights_np = _tensor_rule(m if isinstance(m, tuple) else (m,) * k, kinked)
     nodes = torch.as_tensor(nodes_np, dtype=lower.dtype, device=lower.device)
     weights = torch.as_tensor(weights_np, dtype=lower.dtype, device=lower.device)
     out = torch.empty(lower.shape[0], dtype=lower.dtype, device=lower.device)
@@ -229,7 +295,10 @@ def four_point_expectations(
             ones, recognised by ``slopes``, get the exact planar rule for ≤ 2 distinct inputs).
         cov: ``(N, N)`` positive semidefinite.
         orders: nodes per axis of the product rules for 1, 2, 3, 4 distinct inputs (default
-            :data:`SMOOTH_ORDERS`, or :data:`KINKED_ORDERS` for piecewise-linear activations).
+            :data:`SMOOTH_ORDERS`, or :data:`KINKED_ORDERS` for piecewise-linear activations;
+            by default smooth φ with 3, 4 distinct inputs scale the nodes per eigen-axis with
+            the variance, :func:`axis_orders`, and warn if the point cap is hit; explicit
+            ``orders`` fix them).
         method: how quadruples of 3 or 4 distinct inputs are integrated: ``"product"`` (one
             product rule per quadruple), ``"qmc"`` (one shared randomised Sobol rule of
             ``qmc_points`` points in ``N`` dimensions for the whole tensor: ``O(N⁴)`` work per
@@ -257,6 +326,7 @@ def _four_point(
     moments of :func:`_shared_rule_moments` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
     pl = is_piecewise_linear(activation)
+    adaptive = orders is None and not pl
     if orders is None:
         orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
     if method not in ("auto", "product", "qmc"):
@@ -285,6 +355,9 @@ def _four_point(
             planar = lower[..., -2:] if k == 2 else torch.cat([torch.zeros_like(lower), lower], -1)
             slopes = activation.slopes  # type: ignore[attr-defined]
             values[rows] = _planar_piecewise_linear(slopes, planar, pattern)
+        elif adaptive and k >= 3:
+            for ms, sel in _adaptive_groups(lower):
+                values[rows[sel]] = _product_rule_sum(fn, lower[sel], pattern, ms, False)
         else:
             m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
             values[rows] = _product_rule_sum(fn, lower, pattern, m, pl)
@@ -353,7 +426,7 @@ def pair_expectation(
     ia, ib = ia.reshape(-1), ib.reshape(-1)
     idx = torch.stack([ia, ib], 1)
     lower = sqrt_factor(cov[idx[:, :, None], idx[:, None, :]])
-    nodes_np, weights_np = _tensor_rule(order, 2, kinked)
+    nodes_np, weights_np = _tensor_rule((order, order), kinked)
     nodes = torch.as_tensor(nodes_np, dtype=cov.dtype, device=cov.device)
     weights = torch.as_tensor(weights_np, dtype=cov.dtype, device=cov.device)
     out = torch.empty(n * n, dtype=cov.dtype, device=cov.device)
@@ -569,11 +642,16 @@ def _planar_mixed(
 
 
 def _product_rule_mixed(
-    fn: Fn, dfn: Fn, lower: Tensor, pattern: tuple[tuple[int, int], ...], m: int, kinked: bool
+    fn: Fn,
+    dfn: Fn,
+    lower: Tensor,
+    pattern: tuple[tuple[int, int], ...],
+    m: int | tuple[int, ...],
+    kinked: bool,
 ) -> Tensor:
     """:func:`_product_rule_sum` for products of ``φ`` and ``φ'``."""
     k = len(pattern)
-    nodes_np, weights_np = _tensor_rule(m, k, kinked)
+    nodes_np, weights_np = _tensor_rule(m if isinstance(m, tuple) else (m,) * k, kinked)
     nodes = torch.as_tensor(nodes_np, dtype=lower.dtype, device=lower.device)
     weights = torch.as_tensor(weights_np, dtype=lower.dtype, device=lower.device)
     out = torch.empty(lower.shape[0], dtype=lower.dtype, device=lower.device)
@@ -636,6 +714,7 @@ def _derivative_four_point(
     pl = is_piecewise_linear(activation)
     if method not in ("auto", "product", "qmc"):
         raise ValueError(f"`method` must be 'auto', 'product' or 'qmc'; got {method!r}")
+    adaptive = orders is None and not pl
     if orders is None:
         orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
     use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
@@ -664,6 +743,9 @@ def _derivative_four_point(
                 )
                 slopes = activation.slopes  # type: ignore[attr-defined]
                 values[rows] = _planar_mixed(slopes, planar, pattern)
+            elif adaptive and k >= 3:
+                for ms, sel in _adaptive_groups(lower):
+                    values[rows[sel]] = _product_rule_mixed(fn, dfn, lower[sel], pattern, ms, False)
             else:
                 m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
                 values[rows] = _product_rule_mixed(fn, dfn, lower, pattern, m, pl)
