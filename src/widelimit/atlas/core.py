@@ -159,6 +159,37 @@ def slope_headline(
     return Headline(name, float(slope), float(theory), float(se), k * float(se), rule)
 
 
+def worst_of_headline(
+    measured: np.ndarray,
+    se: np.ndarray,
+    predicted: np.ndarray,
+    *,
+    what: str,
+    noun: str,
+    versus: str,
+    note: str,
+) -> Headline:
+    """Every ``measured`` value (± ``se``) against its ``predicted`` one (arrays of any shape,
+    ``m`` values), within the Bonferroni bound ``t·se`` with ``P(max_m |N(0,1)| > t) ≤ 0.1 %``;
+    the headline shows the worst point (two-sided: too high or too low fails). Named
+    ``"worst of m {what} vs {versus}"``; the rule counts ``m {noun}`` and ends with ``note``."""
+    from scipy import stats
+
+    y, s, f = (np.asarray(a, dtype=float).ravel() for a in (measured, se, predicted))
+    z = (y - f) / s
+    i = int(np.argmax(np.abs(z)))
+    t = float(stats.norm.isf(1e-3 / (2 * z.size)))
+    return Headline(
+        name=f"worst of {z.size} {what} vs {versus}",
+        value=float(y[i]),
+        theory=float(f[i]),
+        stderr=float(s[i]),
+        tolerance=t * float(s[i]),
+        rule=f"{t:.2f} standard errors (Bonferroni over {z.size} {noun}: false alarm ≤ 0.1 %; "
+        f"{note})",
+    )
+
+
 def _erf(h: np.ndarray) -> np.ndarray:
     from scipy.special import erf
 

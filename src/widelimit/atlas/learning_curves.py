@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from widelimit.atlas.core import Figure, Headline, PageContent, Published, Table, mpl, save
+from widelimit.atlas.core import (
+    Figure,
+    Headline,
+    PageContent,
+    Published,
+    Table,
+    mpl,
+    save,
+    worst_of_headline,
+)
 from widelimit.progress import progress_bar
 
 __all__ = [
@@ -265,20 +274,14 @@ def curve_headline(
     """The page's check: every measured ``E_g`` (± SE, arrays over all ``(λ, p)``) against
     the prediction, within the Bonferroni bound ``t·SE``, ``P(max |N(0,1)| > t) ≤ 0.1 %``
     over the points; the headline shows the worst point (two-sided)."""
-    from scipy import stats
-
-    y, s, f = (np.asarray(a, dtype=float).ravel() for a in (measured, se, predicted))
-    z = (y - f) / s
-    i = int(np.argmax(np.abs(z)))
-    t = float(stats.norm.isf(1e-3 / (2 * z.size)))
-    return Headline(
-        name=f"worst of {z.size} measured learning-curve points{label} vs the predicted E_g",
-        value=float(y[i]),
-        theory=float(f[i]),
-        stderr=float(s[i]),
-        tolerance=t * float(s[i]),
-        rule=f"{t:.2f} standard errors (Bonferroni over {z.size} points: false alarm ≤ 0.1 %; "
-        "SE over independent training sets)",
+    return worst_of_headline(
+        measured,
+        se,
+        predicted,
+        what=f"measured learning-curve points{label}",
+        noun="points",
+        versus="the predicted E_g",
+        note="SE over independent training sets",
     )
 
 

@@ -27,6 +27,7 @@ from widelimit.atlas.core import (
     circle,
     mpl,
     save,
+    worst_of_headline,
 )
 
 __all__ = [
@@ -122,20 +123,14 @@ def entry_headline(mc: np.ndarray, sem: np.ndarray, k: np.ndarray, *, label: str
     predicted ``k`` (arrays over the ``m`` unique entries), within the Bonferroni bound
     ``t·sem`` with ``P(max_m |N(0,1)| > t) ≤ 0.1 %``; the headline shows the worst entry
     (two-sided: an entry too high or too low fails)."""
-    from scipy import stats
-
-    mc, sem, k = (np.asarray(a, dtype=float).ravel() for a in (mc, sem, k))
-    z = (mc - k) / sem
-    i = int(np.argmax(np.abs(z)))
-    t = float(stats.norm.isf(1e-3 / (2 * z.size)))
-    return Headline(
-        name=f"worst of {z.size} Monte Carlo NNGP entries{label} vs the analytic kernel",
-        value=float(mc[i]),
-        theory=float(k[i]),
-        stderr=float(sem[i]),
-        tolerance=t * float(sem[i]),
-        rule=f"{t:.2f} standard errors (Bonferroni over {z.size} entries: false alarm ≤ 0.1 %; "
-        "the finite-width bias O(1/n) is below one SE at these sizes)",
+    return worst_of_headline(
+        mc,
+        sem,
+        k,
+        what=f"Monte Carlo NNGP entries{label}",
+        noun="entries",
+        versus="the analytic kernel",
+        note="the finite-width bias O(1/n) is below one SE at these sizes",
     )
 
 
