@@ -325,14 +325,8 @@ def _four_point(
     """:func:`four_point_expectations`; ``shared()`` (if given) returns the shared Sobol
     moments of :func:`_shared_rule_moments` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
-    pl = is_piecewise_linear(activation)
-    adaptive = orders is None and not pl
-    if orders is None:
-        orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
-    if method not in ("auto", "product", "qmc"):
-        raise ValueError(f"`method` must be 'auto', 'product' or 'qmc'; got {method!r}")
-    if method == "auto":
-        method = "product" if n <= PRODUCT_MAX_INPUTS else "qmc"
+    pl, adaptive, orders = _rules(activation, orders, method)
+    method = "qmc" if _moments_use_shared_rule(method, n) else "product"
     quads = sorted_quadruples(n)
     values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
     fn = activation.fn  # type: ignore[attr-defined]
@@ -365,6 +359,26 @@ def _four_point(
     for perm in set(itertools.permutations(range(4))):
         out[tuple(quads[:, p] for p in perm)] = values
     return out
+
+
+def _rules(
+    activation: object, orders: tuple[int, int, int, int] | None, method: str
+) -> tuple[bool, bool, tuple[int, int, int, int]]:
+    """``(piecewise linear, adaptive smooth orders, orders)`` of the four-point rules; checks
+    ``method``."""
+    if method not in ("auto", "product", "qmc"):
+        raise ValueError(f"`method` must be 'auto', 'product' or 'qmc'; got {method!r}")
+    pl = is_piecewise_linear(activation)
+    adaptive = orders is None and not pl
+    if orders is None:
+        orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
+    return pl, adaptive, orders
+
+
+def _moments_use_shared_rule(method: str, n: int) -> bool:
+    """Whether :func:`four_point_expectations` integrates 3-4 distinct inputs by the shared
+    Sobol rule (``"auto"``: above :data:`PRODUCT_MAX_INPUTS` inputs)."""
+    return method == "qmc" or (method == "auto" and n > PRODUCT_MAX_INPUTS)
 
 
 def _pair_index(i: Tensor, j: Tensor, n: int) -> Tensor:
@@ -711,12 +725,7 @@ def _derivative_four_point(
     """:func:`derivative_four_point_expectations`; ``shared()`` (if given) returns
     :func:`_shared_rule_mixed` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
-    pl = is_piecewise_linear(activation)
-    if method not in ("auto", "product", "qmc"):
-        raise ValueError(f"`method` must be 'auto', 'product' or 'qmc'; got {method!r}")
-    adaptive = orders is None and not pl
-    if orders is None:
-        orders = KINKED_ORDERS if pl else SMOOTH_ORDERS
+    pl, adaptive, orders = _rules(activation, orders, method)
     use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
     fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
     table = None
@@ -776,7 +785,7 @@ def ntk_four_point_expectations(
     the points are drawn, transformed and pushed through ``φ`` and ``φ'`` once."""
     fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
     # the moments table is only drawn if four_point_expectations would use the shared rule
-    need = method == "qmc" or (method == "auto" and cov.shape[0] > PRODUCT_MAX_INPUTS)
+    need = _moments_use_shared_rule(method, cov.shape[0])
     memo: list[tuple[Tensor | None, Tensor | None, Tensor | None]] = []
 
     def table() -> tuple[Tensor | None, Tensor | None, Tensor | None]:
