@@ -13,6 +13,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """``--plan``'s probe cache in a directory of the test run, never the user's."""
+    monkeypatch.setenv("WIDELIMIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In CI (``CI=true``) also run the slow statistical tests (~27 min on 2 cores)."""
     import os

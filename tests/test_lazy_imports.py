@@ -1,5 +1,6 @@
-"""``import widelimit`` and the command line load only what they need (issue #22: ``--plan`` in
-under a second); the public names are still all there (PEP 562 ``__getattr__``)."""
+"""``import widelimit`` and the command line load only what they need, torch included (issue
+#22: ``--plan`` in under a second); the public names are still all there (PEP 562
+``__getattr__``)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ _PROBE = """
 import json, sys
 HEAVY = {heavy!r}
 seen = {{}}
-def loaded(stage):
-    seen[stage] = sorted(m for m in HEAVY if m in sys.modules)
+def loaded(stage, heavy=HEAVY):
+    seen[stage] = sorted(m for m in heavy if m in sys.modules)
 import widelimit
-loaded("import widelimit")
+loaded("import widelimit", HEAVY + ("torch",))
 import widelimit.cli
-loaded("import widelimit.cli")
+loaded("import widelimit.cli", HEAVY + ("torch",))
 import numpy as np
 from widelimit.scale import plan_kernel
 plan_kernel(widelimit.Dense(8), np.zeros((50, 3), np.float32), tile=16, probe=False)
@@ -61,6 +62,14 @@ def test_every_public_name_resolves_to_its_module(package):
         expected = mod if where == f"{package.__name__}.{name}" else getattr(mod, name)
         assert value is expected, name
     assert set(package.__all__) <= set(dir(package))
+
+
+def test_layer_names_listed_in_the_package_are_the_layers_public_names():
+    """``widelimit._LAYER_NAMES`` (listed so that ``import widelimit`` needs no torch) is
+    ``widelimit.layers.__all__``, in order."""
+    import widelimit.layers
+
+    assert widelimit._LAYER_NAMES == tuple(widelimit.layers.__all__)
 
 
 def test_unknown_attribute_raises_attribute_error():

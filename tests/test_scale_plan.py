@@ -315,3 +315,103 @@ def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ probe cache (--plan)
+_NET_TEXT = "Dense(64, w_std=1.4, b_std=0.1) -> ReLU -> Dense(1)"
+
+
+def _counting_loader(calls: list):
+    from widelimit.spec_text import load_net
+
+    def load(text: str):
+        calls.append(text)
+        return load_net(text)
+
+    return load
+
+
+def test_plan_from_text_answers_a_repeat_from_the_cache(tmp_path, monkeypatch) -> None:
+    """A miss parses and probes; the repeat parses nothing and gives the same plan (its
+    ETA from the first probe, with its age); another dtype or an expired probe is a miss."""
+    monkeypatch.setenv("WIDELIMIT_CACHE_DIR", str(tmp_path / "cache"))
+    x = np.random.default_rng(9).standard_normal((3000, 20)).astype(np.float32)
+    calls: list = []
+    first = plan_mod.plan_from_text(_NET_TEXT, x, tile=500, load_net=_counting_loader(calls))
+    assert len(calls) == 1 and first.probe_age_seconds is None
+    again = plan_mod.plan_from_text(_NET_TEXT, x, tile=500, load_net=_counting_loader(calls))
+    assert len(calls) == 1, "the repeat parsed the net"
+    assert 0 <= again.probe_age_seconds < 60
+    assert again.seconds_per_entry == first.seconds_per_entry
+    direct = plan_kernel(_load(_NET_TEXT), x, tile=500, probe=False)
+    assert _sizes(first) == _sizes(again) == _sizes(direct)
+    plan_mod.plan_from_text(_NET_TEXT, x, dtype="float64", load_net=_counting_loader(calls))
+    assert len(calls) == 2, "another dtype must probe again"
+    monkeypatch.setattr(plan_mod, "PROBE_CACHE_MAX_AGE", -1.0)
+    stale = plan_mod.plan_from_text(_NET_TEXT, x, tile=500, load_net=_counting_loader(calls))
+    assert len(calls) == 3 and stale.probe_age_seconds is None
+
+
+def _sizes(plan) -> dict:
+    timing = ("seconds_per_entry", "eta_seconds", "probe_age_seconds", "disk_free")
+    return {k: v for k, v in plan.to_dict().items() if k not in timing}
+
+
+def _load(text: str):
+    from widelimit.spec_text import load_net
+
+    return load_net(text)
+
+
+def test_plan_from_text_survives_a_damaged_cache_and_existing_stores(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDELIMIT_CACHE_DIR", str(tmp_path / "cache"))
+    plan_mod.probe_cache_file().parent.mkdir(parents=True)
+    plan_mod.probe_cache_file().write_text("{not json")
+    x = np.random.default_rng(10).standard_normal((40, 5))
+    calls: list = []
+    p = plan_mod.plan_from_text(_NET_TEXT, x, tile=16, load_net=_counting_loader(calls))
+    assert p.seconds_per_entry > 0 and len(calls) == 1
+    assert json.loads(plan_mod.probe_cache_file().read_text())  # rewritten whole
+    # an existing store: its finished tiles count, so the net is planned again
+    store = tmp_path / "k.zarr"
+    compute_kernel(_load(_NET_TEXT), torch.from_numpy(x), store=store, tile=16, progress=False)
+    q = plan_mod.plan_from_text(_NET_TEXT, x, store=store, load_net=_counting_loader(calls))
+    assert len(calls) == 2 and (q.tiles_done, q.disk_needed) == (6, 0)
+
+
+_CLI_PLAN = """
+import sys
+from widelimit.cli import app
+try:
+    app({args!r})
+except SystemExit as e:
+    code = e.code
+print("TORCH", "torch" in sys.modules, code, file=sys.stderr)
+"""
+
+
+def test_cli_plan_repeat_needs_no_torch(tmp_path) -> None:
+    """``widelimit kernel --plan`` a second time: answered from the cache, torch never
+    imported (importing it alone takes 1.4 s: the < 1 s plan of issue 22)."""
+    import os
+    import subprocess
+    import sys
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, (10**6, 784))
+    x[:1024] = np.random.default_rng(11).standard_normal((1024, 784))
+    x.flush()
+    del x
+    args = ["kernel", "--net", _NET_TEXT, "--x1", str(tmp_path / "x.npy"), "--dtype",
+            "float32", "--plan", "--json"]  # fmt: skip
+    env = os.environ | {"WIDELIMIT_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", _CLI_PLAN.format(args=args)], capture_output=True,
+            text=True, env=env, timeout=300, check=True,
+        )  # fmt: skip
+        runs.append((json.loads(out.stdout), out.stderr.strip().splitlines()[-1]))
+    (first, err1), (second, err2) = runs
+    assert err1 == "TORCH True 0" and err2 == "TORCH False 0"
+    assert first["probe_age_seconds"] is None and second["probe_age_seconds"] >= 0
+    assert second["n1"] == 10**6 and second["eta_seconds"] == pytest.approx(first["eta_seconds"])

@@ -6,19 +6,99 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 """
 
 from widelimit._lazy import lazy_exports
-from widelimit.layers import *  # noqa: F403 - re-export every layer
-from widelimit.layers import __all__ as _layers_all
 
-# Eager, not lazy: ``linearize`` is also the name of its submodule, and importing the submodule
-# (``import widelimit.linearize``) binds the package attribute to the module, so a lazy
-# ``__getattr__`` would never run and ``widelimit.linearize(...)`` would call a module.
-# (torch.func only: no import cost beyond the layers'.)
-from widelimit.linearize import TaylorExpansion, linearize, taylor_expand
+#: The layers' public names (``widelimit.layers.__all__``, in its order; a test keeps the two
+#: equal).  Listed here so that ``import widelimit`` needs no torch: the command line starts
+#: without it, and ``widelimit kernel --plan`` can answer from its cache in a fraction of a
+#: second (importing torch alone takes 1.4 s on a quiet 2-core machine).
+_LAYER_NAMES = (
+    "Layer",
+    "ACTIVATIONS",
+    "ELU",
+    "GELU",
+    "RBF",
+    "ABReLU",
+    "Abs",
+    "Activation",
+    "Cos",
+    "Elementwise",
+    "ElementwiseModule",
+    "Erf",
+    "Exp",
+    "Gaussian",
+    "Hermite",
+    "LeakyReLU",
+    "Monomial",
+    "NumericalActivation",
+    "ReLU",
+    "RectifiedMonomial",
+    "SiLU",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Softplus",
+    "Tanh",
+    "activation_from_name",
+    "correlation",
+    "GlobalSelfAttention",
+    "GlobalSelfAttentionModule",
+    "FanInConcat",
+    "FanInProd",
+    "FanInSum",
+    "FanOut",
+    "Identity",
+    "Parallel",
+    "Serial",
+    "parallel",
+    "repeat",
+    "serial",
+    "Conv1d",
+    "Conv2d",
+    "ConvModule",
+    "ExpNormalized",
+    "Gabor",
+    "Polynomial",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTransposeModule",
+    "Dense",
+    "DenseModule",
+    "Aggregate",
+    "AggregateModule",
+    "ConvLocal1d",
+    "ConvLocal2d",
+    "ConvLocalModule",
+    "Dropout",
+    "LayerNorm",
+    "LayerNormModule",
+    "Multiply",
+    "MultiplyModule",
+    "Scale",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPoolModule",
+    "Flatten",
+    "FlattenModule",
+    "GlobalAvgPool",
+    "GlobalAvgPoolModule",
+    "GlobalSumPool",
+    "GlobalSumPoolModule",
+    "SumPool1d",
+    "SumPool2d",
+    "SumPoolModule",
+)
 
 #: Where each public name lives; imported on first use (PEP 562, see ``widelimit._lazy``) so
-#: ``import widelimit`` does not load Dask, Zarr, SciPy's integrators or matplotlib.
+#: ``import widelimit`` loads neither torch nor Dask, Zarr, SciPy's integrators or matplotlib.
+#: ``linearize`` lives in ``widelimit.linearization``: a submodule named like the function
+#: would rebind the package attribute to the module when imported.
 _LAZY = {
-    **{m: f"widelimit.{m}" for m in ("finite_width", "meanfield", "propagation", "scale", "sde")},
+    **dict.fromkeys(_LAYER_NAMES, "widelimit.layers"),
+    **dict.fromkeys(("TaylorExpansion", "linearize", "taylor_expand"), "widelimit.linearization"),
+    **{
+        m: f"widelimit.{m}"
+        for m in ("finite_width", "layers", "meanfield", "propagation", "scale", "sde")
+    },
     **dict.fromkeys(
         ("empirical_ntk", "empirical_ntk_full", "empirical_ntk_to_store", "plan_empirical_ntk"),
         "widelimit.empirical",
@@ -61,10 +141,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 __version__ = "0.1.0"
 
 __all__ = [
-    *_layers_all,
+    *_LAYER_NAMES,
     "__version__",
-    "TaylorExpansion",
-    "linearize",
-    "taylor_expand",
-    *sorted(_LAZY),
+    *sorted(set(_LAZY) - set(_LAYER_NAMES) - {"layers"}),  # (layers: not in ``import *``)
 ]

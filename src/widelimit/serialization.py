@@ -6,12 +6,12 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["jsonable", "print_json", "save_npy"]
 
@@ -24,9 +24,10 @@ def jsonable(obj: Any) -> Any:
     joined by ``,``), tuples lists; non-finite floats become ``None`` (JSON has no
     NaN/inf).  Other objects are returned unchanged.
     """
+    torch = sys.modules.get("torch")  # no torch imported: obj holds no torch object
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, torch.Tensor):
         return jsonable(obj.detach().cpu().numpy())
     if isinstance(obj, np.ndarray):
         return jsonable(obj.tolist())
@@ -40,7 +41,7 @@ def jsonable(obj: Any) -> Any:
         return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, torch.dtype | torch.device):
+    if torch is not None and isinstance(obj, torch.dtype | torch.device):
         return str(obj)
     return obj
 

@@ -24,8 +24,10 @@ import difflib
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from widelimit.layers.base import Layer
+if TYPE_CHECKING:  # the layers (and torch) load when a net is parsed, not on import
+    from widelimit.layers.base import Layer
 
 
 def default_net(readout: int = 1) -> str:
@@ -59,6 +61,7 @@ _DEPRECATED = {"Scale"}  # still accepted (warns on construction), not listed by
 
 def _registry() -> dict[str, object]:
     import widelimit.layers as layers_mod
+    from widelimit.layers.base import Layer
 
     reg: dict[str, object] = {}
     for name in getattr(layers_mod, "__all__", []):
@@ -167,6 +170,8 @@ def _literal(node: ast.AST, text: str) -> object:
 
 
 def _build(node: ast.AST, text: str, reg: dict[str, object]) -> Layer:
+    from widelimit.layers.base import Layer
+
     if isinstance(node, ast.Name):
         name, args, kwargs = node.id, [], {}
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):

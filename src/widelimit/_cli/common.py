@@ -20,10 +20,9 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +30,9 @@ from rich.table import Table
 from widelimit.progress import activity, progress_bar
 from widelimit.serialization import jsonable, print_json, save_npy
 from widelimit.spec_text import DEFAULT_NET
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BUILTIN",
@@ -291,8 +293,22 @@ def reshape_rows(arrays: list[Any], input_shape: str | None) -> list[Any]:
         raise typer.BadParameter(str(err), param_hint="--input-shape") from err
 
 
+DTYPES = ("float64", "float32")
+"""The ``--dtype`` choices (torch dtypes by name: :func:`torch_dtype`)."""
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``torch.float32`` for ``"float32"`` and so on (torch is imported here, not on start-up:
+    ``widelimit kernel --plan`` can answer from its cache without it)."""
+    import torch
+
+    return getattr(torch, name)
+
+
 def check_device(device: str) -> torch.device:
     """A usable torch device, or a one-line ``BadParameter`` (e.g. cuda on a CPU-only torch)."""
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError as err:

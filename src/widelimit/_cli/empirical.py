@@ -6,12 +6,12 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from widelimit._cli.common import (
+    DTYPES,
     Format,
     FormatOpt,
     JsonOpt,
@@ -26,9 +26,11 @@ from widelimit._cli.common import (
     reshape_rows,
     save_npy,
     table,
+    torch_dtype,
 )
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_OUT = Path("widelimit-empirical-ntk")
 """Where ``widelimit empirical-ntk`` writes ``ntk.npy`` unless ``--out`` says otherwise."""
@@ -54,6 +56,8 @@ def load_model(ref: str) -> torch.nn.Module:
     if not callable(fn):
         raise typer.BadParameter(f"{path} defines no function {name!r}", param_hint="--module")
     model = fn()
+    import torch
+
     if not isinstance(model, torch.nn.Module):
         raise typer.BadParameter(
             f"{name}() returned {type(model).__name__}, not a torch.nn.Module",
@@ -113,17 +117,19 @@ def register(app: typer.Typer) -> None:
         """Empirical NTK of a torch module (structured rules, Jacobian fallback per parameter)."""
         from widelimit.empirical import empirical_ntk, empirical_ntk_full, plan_empirical_ntk
 
-        dtype = parse_choice(dtype, tuple(DTYPES), "--dtype")
+        dtype = parse_choice(dtype, DTYPES, "--dtype")
         fmt = output_format(fmt, json_out)
+        import torch
+
         if threads is not None:
             torch.set_num_threads(threads)
         dev = check_device(device)
-        model = load_model(module).to(device=dev, dtype=DTYPES[dtype])
+        model = load_model(module).to(device=dev, dtype=torch_dtype(dtype))
         arrays = [load_array(x1, "--x1", n_rows=n_rows, builtin=False, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, builtin=False, min_ndim=2))
         arrays = reshape_rows(arrays, input_shape)
-        xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
+        xs = [torch.as_tensor(a, dtype=torch_dtype(dtype), device=dev) for a in arrays]
         xb = xs[1] if len(xs) > 1 else None
         kw = {"strategy": strategy, "batch_size": batch_size}
         plan = plan_empirical_ntk(model, xs[0], xb, trace=not full, **kw)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 
 from widelimit._cli.common import (
@@ -59,6 +58,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Finite nets vs NNGP/NTK on real data; writes an HTML report + results.json."""
         fmt = output_format(fmt, json_out)
+        import torch
+
         from widelimit.demo import DemoConfig, run_demo, summary_rows, write_report
         from widelimit.demo.report import rate_lines, result_dict
 
@@ -178,6 +179,8 @@ def register(app: typer.Typer) -> None:
             time_ = math.inf if t.strip().lower() in ("inf", "infinity", "none") else float(t)
         except ValueError as err:
             raise typer.BadParameter("expected a number or 'inf'", param_hint="--t") from err
+        import torch
+
         xtr = torch.as_tensor(load_array(x_train, "--x-train", builtin=False, min_ndim=2))
         ytr = torch.as_tensor(load_array(y_train, "--y-train", builtin=False))
         xte = torch.as_tensor(load_array(x_test, "--x-test", builtin=False, min_ndim=2))

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 import typer
 
 from widelimit._cli.common import (
     BUILTIN,
     DEFAULT_NET,
+    DTYPES,
     Format,
     FormatOpt,
     JsonOpt,
@@ -39,12 +39,12 @@ from widelimit._cli.common import (
     parse_choices,
     reshape_rows,
     save_npy,
+    torch_dtype,
 )
 from widelimit._cli.deprecated import resolve_alias
 from widelimit._cli.scale import load_side_inputs
 from widelimit.scaling import SCALINGS, InputScaling, load_scaling
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_OUT = Path("widelimit-kernels")
 """Where ``widelimit kernel`` writes its kernels unless ``--out`` says otherwise."""
 JSON_MATRIX_MAX = 10_000
@@ -190,14 +190,9 @@ def register(app: typer.Typer) -> None:
         x1 = resolve_alias(x1, data, old="--data", new="--x1", default="digits")
         x2 = resolve_alias(x2, data2, old="--data2", new="--x2", default=None)
         n_rows = resolve_alias(n_rows, n, old="--n", new="--n-rows", default=None)
-        try:
-            spec = load_net(net)
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--net") from err
-        dtype = parse_choice(dtype, tuple(DTYPES), "--dtype")
+        dtype = parse_choice(dtype, DTYPES, "--dtype")
         scale = parse_choice(scale, SCALINGS, "--scale")
         fmt = output_format(fmt, json_out)
-        dev = check_device(device)
         gets = tuple(dict.fromkeys(parse_choices(get, ("nngp", "ntk"), "--get")))
         to_stdout = out == "-"
         if to_stdout and fmt == "json":
@@ -211,10 +206,15 @@ def register(app: typer.Typer) -> None:
             from widelimit._cli.scale import print_plan
 
             print_plan(
-                spec, x1, x2, n_rows=n_rows, input_shape=input_shape, dtype=DTYPES[dtype],
+                net, x1, x2, n_rows=n_rows, input_shape=input_shape, dtype=dtype,
                 store=store, tile=tile, get=gets, memory_budget=memory_budget, json=fmt == "json",
             )  # fmt: skip
             return
+        dev = check_device(device)
+        try:
+            spec = load_net(net)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--net") from err
         arrays = [load_array(x1, "--x1", n_rows=n_rows, min_ndim=2)]
         if x2 is not None:
             arrays.append(load_array(x2, "--x2", n_rows=n_rows, min_ndim=2))
@@ -224,7 +224,9 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--scale-from") from err
         arrays = reshape_rows(arrays, input_shape)
-        xs = [torch.as_tensor(a, dtype=DTYPES[dtype], device=dev) for a in arrays]
+        import torch
+
+        xs = [torch.as_tensor(a, dtype=torch_dtype(dtype), device=dev) for a in arrays]
         del arrays  # the float64 copies: the job keeps only xs (peak memory at large N)
         if store is not None:
             from widelimit._cli.scale import kernel_to_store

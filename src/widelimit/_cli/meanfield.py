@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from widelimit._cli.common import (
@@ -53,6 +52,8 @@ def register(app: typer.Typer) -> None:
 
         n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
         n_particles = resolve_alias(n_particles, particles, old="--particles", new="--n-particles")
+        import torch
+
         torch.set_num_threads(1)
         try:
             problem = IsotropicGaussians(
@@ -120,6 +121,8 @@ def register(app: typer.Typer) -> None:
         from widelimit.meanfield.parameterizations import METRICS
 
         n_seeds = resolve_alias(n_seeds, seeds, old="--seeds", new="--n-seeds")
+        import torch
+
         torch.set_num_threads(1)
         try:
             st = width_study(

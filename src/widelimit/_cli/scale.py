@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 import typer
 
 from widelimit._cli.common import (
@@ -83,30 +82,43 @@ def _open_rows(source: str, option: str, n_rows: int | None) -> np.ndarray:
 
 
 def print_plan(
-    net: Any,
+    net: str,
     x1: str,
     x2: str | None,
     *,
     n_rows: int | None,
     input_shape: str | None,
-    dtype: torch.dtype,
+    dtype: str,
     store: str | Path | None,
     tile: int | None,
     get: tuple[str, ...],
     memory_budget: str | None,
     json: bool,
 ) -> dict[str, Any]:
-    """``widelimit kernel --plan``: the job's tiles, disk, memory and ETA on stdout."""
-    from widelimit.scale import plan_kernel
+    """``widelimit kernel --plan``: the job's tiles, disk, memory and ETA on stdout.
+
+    ``net`` is the ``--net`` text or file; a net planned before (same text, input shape,
+    dtype, kernels) is answered from the probe cache without importing torch
+    (:func:`widelimit.scale.plan.plan_from_text`)."""
+    from widelimit.scale.plan import plan_from_text
 
     xs = [_open_rows(x1, "--x1", n_rows)]
     if x2 is not None:
         xs.append(_open_rows(x2, "--x2", n_rows))
     xs = reshape_rows(xs, input_shape)
+
+    def parse(text: str) -> Any:
+        from widelimit.spec_text import load_net
+
+        try:
+            return load_net(text)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--net") from err
+
     try:
-        plan = plan_kernel(
+        plan = plan_from_text(
             net, xs[0], xs[1] if len(xs) > 1 else None, store=store, tile=tile, get=get,
-            memory_budget=memory_budget, dtype=dtype,
+            memory_budget=memory_budget, dtype=dtype, load_net=parse,
         )  # fmt: skip
     except (ValueError, TypeError) as err:
         raise typer.BadParameter(str(err)) from err

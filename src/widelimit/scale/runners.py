@@ -10,7 +10,6 @@ shared disk); the client writes each tile as it arrives, keeping at most
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -22,6 +21,7 @@ from rich.progress import TextColumn
 
 from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar, stderr_console
+from widelimit.scale.plan import cores
 from widelimit.scale.tiles import Tile
 
 if TYPE_CHECKING:  # Zarr loads only when a store is opened (``--plan`` never does)
@@ -83,14 +83,6 @@ def client_for(scheduler: Any) -> tuple[Any, bool]:
         "`scheduler` must be None, 'threads', 'sync', a 'tcp://host:port' address or a "
         f"distributed.Client; got {type(scheduler).__name__}"
     )
-
-
-def cores() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from widelimit._validation import check_positive_int
+from widelimit._checks import check_positive_int
 
 __all__ = ["Tile", "TilePlan", "tile_plan"]
 
