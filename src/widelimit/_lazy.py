@@ -1,9 +1,9 @@
 """Lazy public names (PEP 562): a package lists where each name lives and imports it on first use.
 
-``import widelimit`` then costs the layers (and torch) only; Dask, Zarr, SciPy's integrators,
-matplotlib and the subpackages load when a name that needs them is first touched, so the
-command line and ``--plan`` start quickly.  ``from widelimit import *``, ``dir()`` and
-attribute access behave as if every name had been imported eagerly.
+``import widelimit`` then imports nothing heavy, not even torch: the layers (and torch), Dask,
+Zarr, SciPy's integrators, matplotlib and the subpackages load when a name that needs them is
+first touched, so the command line and ``--plan`` start quickly.  ``from widelimit import *``,
+``dir()`` and attribute access behave as if every name had been imported eagerly.
 """
 
 from __future__ import annotations
