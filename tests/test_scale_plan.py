@@ -296,37 +296,6 @@ def test_records_with_legacy_blake2_checksums_still_verify(tmp_path) -> None:
         np.asarray(load_kernel(store).nngp)
 
 
-def test_stores_with_legacy_blake2_data_fingerprints_still_resume(tmp_path) -> None:
-    """Stores made before the SHA-256 data fingerprints hold bare BLAKE2b digests of x1, x2
-    (and side inputs): they resume, and other data is still refused."""
-    import hashlib
-
-    from widelimit.scale.store import data_fingerprint
-
-    gen = torch.Generator().manual_seed(13)
-    x = torch.randn(9, 3, generator=gen, dtype=torch.float64)
-    x2 = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    net = serial(Dense(8, 1.2, 0.1), Erf(), Dense(1))
-    store = tmp_path / "k.zarr"
-    first = compute_kernel(net, x, x2, store=store, tile=4, progress=False)
-    assert first.meta.x1.startswith("sha256:") and first.meta.x2.startswith("sha256:")
-    zj = json.loads((store / "zarr.json").read_text())
-    meta = zj["attributes"]["widelimit"]["meta"]
-    for key, a in (("x1", x.numpy()), ("x2", x2.numpy())):
-        h = hashlib.blake2b(digest_size=16)  # the old fingerprint, written out by hand
-        h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(np.ascontiguousarray(a).data)
-        meta[key] = h.hexdigest()
-        assert data_fingerprint(a, like=meta[key]) == meta[key]
-    (store / "zarr.json").write_text(json.dumps(zj))
-    again = compute_kernel(net, x, x2, store=store, progress=False)
-    assert again.run.tiles_computed == 0 and ":" not in again.meta.x1
-    other = x.clone()
-    other[0, 0] += 1.0
-    with pytest.raises(StoreMismatchError, match="data x1"):
-        compute_kernel(net, other, x2, store=store, progress=False)
-
-
 # ------------------------------------------------------------------ threads
 def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch) -> None:
     import widelimit.scale.runners as runners

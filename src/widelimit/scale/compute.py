@@ -193,11 +193,8 @@ def compute_kernel(
         concurrent = concurrency(client, num_workers, scheduler)
         sched_name = scheduler_name(scheduler, client, concurrent)
         shape = tuple(a1.shape[1:])
-        stored = None  # an existing store's metadata: its tiling and fingerprint form
-        if (Path(store) / "zarr.json").exists() and not overwrite:
-            stored = KernelStore.open(store).meta
-        if tile is None and stored is not None:
-            tile = stored.tile  # resume with the stored tiling
+        if tile is None and (Path(store) / "zarr.json").exists() and not overwrite:
+            tile = KernelStore.open(store).meta.tile  # resume with the stored tiling
         if tile is None:
             tile = auto_tile(
                 net, shape, n=max(n1, n2), itemsize=itemsize, n_kernels=len(gets),
@@ -217,8 +214,8 @@ def compute_kernel(
 
         meta = StoreMetadata(
             spec=describe_spec(net),
-            x1=data_fingerprint(a1, side=s1, like=stored and stored.x1),
-            x2=None if a2 is None else data_fingerprint(a2, side=s2, like=stored and stored.x2),
+            x1=data_fingerprint(a1, side=s1),
+            x2=None if a2 is None else data_fingerprint(a2, side=s2),
             n1=n1,
             n2=n2,
             input_shape=tuple(a1.shape[1:]),
