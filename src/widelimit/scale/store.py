@@ -32,7 +32,6 @@ import sys
 import threading
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,29 +93,6 @@ def data_fingerprint(x: np.ndarray, side: Mapping[str, np.ndarray] | None = None
 
 #: Prefix of the chunk checksums written by this version (CRC-32C of the chunk's bytes).
 CHECKSUM = "crc32c"
-#: Bytes written (and checksummed) at a time: the piece is still in cache for the write.
-_WRITE_PIECE = 1 << 20
-
-_io: ThreadPoolExecutor | None = None
-_io_lock = threading.Lock()
-
-
-def _io_pool() -> ThreadPoolExecutor:
-    """Threads that write one kernel's chunk each (:meth:`KernelStore.write_tile`)."""
-    global _io
-    with _io_lock:
-        if _io is None:
-            _io = ThreadPoolExecutor(2, thread_name_prefix="widelimit-io")
-        return _io
-
-
-def _forget_io_pool() -> None:  # a forked child has the pool object but not its threads
-    global _io
-    _io = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_io_pool)
 
 
 def _checksum(a: np.ndarray, like: str | None = None) -> str:
@@ -535,20 +511,16 @@ class KernelStore:
         return dropped
 
     # ............................................................. writing
-    def _write_raw_chunk(self, name: str, tile: Tile, a: np.ndarray) -> str:
+    def _write_raw_chunk(self, name: str, tile: Tile, a: np.ndarray) -> None:
         """Write a tile's chunk file directly, as Zarr would for an uncompressed
         little-endian array (the only layout :meth:`create` makes): the C-order bytes of
         the full ``(tile, tile)`` chunk, edge chunks padded with the fill value NaN.
-        Returns the checksum of the tile's own entries (``a``), computed piece by piece as
-        the bytes are written, while each piece is in cache (the whole chunk when it is
-        the tile: the usual case).
 
         Half the CPU of Zarr's own write path (which copies the chunk once more); reads
         still go through Zarr, so any disagreement with Zarr's layout fails every read's
         size and checksum test.  A kill mid-write leaves a chunk without a record, which
         is recomputed on resume.
         """
-        checksum = None
         side = self.meta.tile
         if a.shape != (side, side):
             h, w = a.shape
@@ -556,20 +528,11 @@ class KernelStore:
             full[:h, :w] = a
             full[:h, w:] = np.nan
             full[h:] = np.nan
-            checksum = _checksum(a)
             a = full
         f = self.chunk_path(name, tile)
         f.parent.mkdir(parents=True, exist_ok=True)
-        data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-        crc = 0
-        with open(f, "wb", buffering=0) as fh:
-            for start in range(0, len(data), _WRITE_PIECE):
-                piece = data[start : start + _WRITE_PIECE]
-                if checksum is None:
-                    piece.flags.writeable = False  # google_crc32c reads read-only buffers
-                    crc = google_crc32c.extend(crc, piece)
-                fh.write(memoryview(piece))
-        return checksum if checksum is not None else f"{CHECKSUM}:{crc:08x}"
+        with open(f, "wb") as fh:
+            fh.write(memoryview(a).cast("B"))
 
     def _read_raw_chunk(self, f: Path, tile: Tile) -> np.ndarray:
         """A raw chunk file read directly (the layout :meth:`_write_raw_chunk` writes and Zarr
@@ -584,33 +547,18 @@ class KernelStore:
         return a if (h, w) == (side, side) else np.ascontiguousarray(a[:h, :w])
 
     def write_tile(self, tile: Tile, arrays: dict[str, np.ndarray]) -> None:
-        """Write a tile's chunks, then (atomically) its completion record.
-
-        The kernels' chunks (NNGP and NTK) are written at once, one I/O thread each:
-        writing and checksumming are memory-bound and release the GIL, and a store job of
-        one tile (N ≲ 4,600 at float32) otherwise leaves the other core idle while it
-        writes (N = 2,000: 32 MiB, ~17 ms of its ~100 ms)."""
+        """Write a tile's chunks, then (atomically) its completion record."""
+        checksums, sizes = {}, {}
         for name in self.meta.get:
-            shape = np.shape(arrays[name])
-            if shape != tile.shape:
-                raise ValueError(f"tile {tile.key} {name}: shape {shape}, expected {tile.shape}")
-
-        def write(name: str) -> tuple[str, int]:
             a = np.ascontiguousarray(arrays[name], dtype=self.meta.dtype)
+            if a.shape != tile.shape:
+                raise ValueError(f"tile {tile.key} {name}: shape {a.shape}, expected {tile.shape}")
             if self._raw:
-                checksum = self._write_raw_chunk(name, tile, a)
+                self._write_raw_chunk(name, tile, a)
             else:
                 self.group[name][tile.rows, tile.cols] = a
-                checksum = _checksum(a)
-            return checksum, self.chunk_path(name, tile).stat().st_size
-
-        names = list(self.meta.get)
-        if len(names) > 1 and self._raw:
-            done = list(_io_pool().map(write, names))
-        else:
-            done = [write(name) for name in names]
-        checksums = {name: c for name, (c, _) in zip(names, done, strict=True)}
-        sizes = {name: n for name, (_, n) in zip(names, done, strict=True)}
+            checksums[name] = _checksum(a)
+            sizes[name] = self.chunk_path(name, tile).stat().st_size
         rec = {
             "i": tile.i,
             "j": tile.j,
