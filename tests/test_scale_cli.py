@@ -25,10 +25,10 @@ def test_kernel_to_store_then_store_info_and_predict(tmp_path, capsys) -> None:
     xtr = torch.randn(60, 4, generator=g, dtype=torch.float64)
     xte = torch.randn(9, 4, generator=g, dtype=torch.float64)
     tr, te = tmp_path / "tr.zarr", tmp_path / "te.zarr"
-    s = kernel_to_store(_net(), xtr, None, tr, 25, None, ("nngp", "ntk"), True)
+    s = kernel_to_store(_net(), xtr, None, tr, 25, None, ("nngp", "ntk"), fmt="json")
     printed = json.loads(capsys.readouterr().out)
     assert printed["tiles_total"] == 6 and printed["tiles_computed"] == 6 == s["tiles_computed"]
-    kernel_to_store(_net(), xte, xtr, te, 25, None, ("nngp", "ntk"), False)
+    kernel_to_store(_net(), xte, xtr, te, 25, None, ("nngp", "ntk"), fmt="plain")
 
     res = CliRunner().invoke(app, ["store-info", str(tr), "--verify", "--json"])
     assert res.exit_code == 0, res.output

@@ -233,8 +233,8 @@ def register(app: typer.Typer) -> None:
 
             kernel_to_store(
                 spec, xs[0], xs[1] if len(xs) > 1 else None, store, tile, scheduler, gets,
-                fmt == "json", memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-                progress=progress, fmt=fmt, scaling=scaling, side=side,
+                fmt=fmt, memory_budget=memory_budget, overwrite=overwrite, repair=repair,
+                progress=progress, scaling=scaling, side=side,
             )  # fmt: skip
             return
         t0 = time.perf_counter()

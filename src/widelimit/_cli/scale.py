@@ -143,17 +143,18 @@ def kernel_to_store(
     tile: int | None,
     scheduler: str | None,
     get: tuple[str, ...],
-    json: bool,
     *,
+    fmt: str = "table",
     memory_budget: str | None = None,
     overwrite: bool = False,
     repair: bool = False,
     progress: bool = True,
-    fmt: str = "table",
     scaling: Any = None,
     side: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute a tiled kernel into ``store`` (resuming), print a summary, return it as a dict.
+
+    ``fmt``: the summary's output format (``"json"``, ``"table"``, ``"plain"``, ...).
 
     ``scaling`` (a :class:`widelimit.scaling.InputScaling`) is recorded in the store, so a
     test-train store can reuse the training statistics (``kernel --scale-from``).
@@ -166,7 +167,7 @@ def kernel_to_store(
         result = compute_kernel(
             net, x1, x2, store=store, tile=tile, get=get, scheduler=scheduler,
             memory_budget=memory_budget, overwrite=overwrite, repair=repair,
-            progress=progress and not json, **(side or {}),
+            progress=progress and fmt != "json", **(side or {}),
         )  # fmt: skip
     except KeyboardInterrupt:
         _exit_on_second_interrupt(store)
@@ -198,7 +199,7 @@ def kernel_to_store(
         "memory_per_tile_bytes": run.memory.per_tile,
         "scheduler": run.scheduler,
     }
-    if json or fmt == "json":
+    if fmt == "json":
         emit_json(summary)
     else:
         rows = [[k, v] for k, v in summary.items()]
@@ -263,7 +264,6 @@ def predict_from_store(
     preconditioner: str = "nystrom",
     rank: int = 500,
     method: str = "cg",
-    json: bool = False,
     out: Path | None = None,
     fmt: str = "table",
 ) -> dict[str, Any]:
@@ -304,7 +304,7 @@ def predict_from_store(
         if res.mean is not None:
             save_npy(out / "mean.npy", res.mean)
         summary["files"] = sorted(str(p) for p in out.glob("*.npy"))
-    if json or fmt == "json":
+    if fmt == "json":
         emit_json(summary | {"mean": None if res.mean is None else res.mean})
     else:
         rows = [[k, v] for k, v in summary.items()]
