@@ -224,61 +224,6 @@ def _patterns(quads: Tensor) -> dict[tuple[int, ...], tuple[Tensor, Tensor]]:
     return {p: (torch.tensor(r), torch.tensor(d)) for p, (r, d) in groups.items()}
 
 
-def _product_rule_sum(
-    fn: Fn, lower: Tensor, pattern: tuple[int, ...], m: int | tuple[int, ...], kinked: bool
-) -> Tensor:
-    """``E[Π_a φ(u_a)^{p_a}]`` for ``u = L ξ``, ``ξ ~ N(0, I_k)``, by the product rule of
-    ``m`` nodes per axis (or ``m[j]`` on axis ``j``); ``lower (G, k, k)``."""
-    k = len(pattern)
-    nodes_np, weights_np = _tensor_rule(m if isinstance(m, tuple) else (m,) * k, kinked)
-    nodes = torch.as_tensor(nodes_np, dtype=lower.dtype, device=lower.device)
-    weights = torch.as_tensor(weights_np, dtype=lower.dtype, device=lower.device)
-    out = torch.empty(lower.shape[0], dtype=lower.dtype, device=lower.device)
-    step = max(1, _CHUNK // (nodes.shape[0] * k))
-    for lo in range(0, lower.shape[0], step):
-        u = torch.einsum("pj,gaj->gpa", nodes, lower[lo : lo + step])
-        f = fn(u)
-        prod = f[..., 0] ** pattern[0]
-        for a in range(1, k):
-            prod = prod * f[..., a] ** pattern[a]
-        out[lo : lo + step] = prod @ weights
-    return out
-
-
-def _planar_piecewise_linear(
-    slopes: tuple[float, float], lower: Tensor, pattern: tuple[int, ...]
-) -> Tensor:
-    """``E[Π_a φ(u_a)^{p_a}]`` for piecewise-linear φ when the ``u_a`` span at most a plane:
-    ``u_a = r·(l_a · ω)``, ``ω = (cos t, sin t)``, so ``E = E[r⁴]·mean_t Π φ(l_a·ω)^{p_a}`` with
-    ``E[r⁴] = 8`` for the 2-D standard normal; ``t`` is integrated by Gauss–Legendre on the arcs
-    between the kinks ``l_a·ω = 0`` (the integrand is a trigonometric polynomial on each arc).
-
-    ``lower (G, k, 2)`` (the two leading columns of the eigen-factor: at most rank 2)."""
-    a, b = slopes
-    g, k = lower.shape[0], lower.shape[1]
-    # kink angles of l·ω = 0: t = atan2(−l1, l2) and t + π, for each a; plus 0 and 2π
-    l1, l2 = lower[..., 0], lower[..., 1]
-    t0 = torch.atan2(-l1, l2) % math.pi
-    cuts = torch.cat(
-        [torch.zeros(g, 1, dtype=lower.dtype, device=lower.device), t0, t0 + math.pi], 1
-    )
-    cuts = torch.cat([cuts.sort(1).values, torch.full_like(cuts[:, :1], 2 * math.pi)], 1)
-    x_np, w_np = _legendre(ARC_ORDER)
-    x = torch.as_tensor(x_np, dtype=lower.dtype, device=lower.device)
-    w = torch.as_tensor(w_np, dtype=lower.dtype, device=lower.device)
-    lo, hi = cuts[:, :-1], cuts[:, 1:]  # (G, 2k + 1) arcs
-    half = (hi - lo) / 2
-    t = (lo + hi)[..., None] / 2 + half[..., None] * x  # (G, arcs, m)
-    tw = half[..., None] * w  # weights of dt
-    omega = torch.stack([t.cos(), t.sin()], -1)  # (G, arcs, m, 2)
-    proj = torch.einsum("gsmj,gaj->gsma", omega, lower)  # (G, arcs, m, k)
-    f = torch.where(proj > 0, b * proj, a * proj)
-    prod = f[..., 0] ** pattern[0]
-    for i in range(1, k):
-        prod = prod * f[..., i] ** pattern[i]
-    return 8.0 * (prod * tw).sum((1, 2)) / (2 * math.pi)
-
-
 def four_point_expectations(
     activation: object,
     cov: Tensor,
@@ -326,39 +271,65 @@ def _four_point(
     moments of :func:`_shared_rule_moments` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
     pl, adaptive, orders = _rules(activation, orders, method)
-    method = "qmc" if _moments_use_shared_rule(method, n) else "product"
     quads = sorted_quadruples(n)
-    values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
+    groups = {tuple((p, 0) for p in pat): v for pat, v in _patterns(quads).items()}
+    memo: list[Tensor] = []
+
+    def lookup(q: Tensor) -> Tensor:
+        if not memo:
+            fn = activation.fn  # type: ignore[attr-defined]
+            memo.append(shared() if shared else _shared_rule_moments(fn, cov, qmc_points, seed))
+        return memo[0][_pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)]
+
+    use_shared = _moments_use_shared_rule(method, n)
+    values = _integrate_groups(activation, cov, quads, groups, orders, pl, adaptive, use_shared,
+                               lookup)  # fmt: skip
+    out = torch.empty((n,) * 4, dtype=cov.dtype, device=cov.device)
+    for perm in set(itertools.permutations(range(4))):
+        out[tuple(quads[:, p] for p in perm)] = values
+    return out
+
+
+def _integrate_groups(
+    activation: object,
+    cov: Tensor,
+    quads: Tensor,
+    groups: dict[tuple[tuple[int, int], ...], tuple[Tensor, Tensor]],
+    orders: tuple[int, int, int, int],
+    pl: bool,
+    adaptive: bool,
+    use_shared: bool,
+    lookup: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """``E[Π_a φ(u_a)^{p_a} φ'(u_a)^{p'_a}]`` of every quadruple row of ``quads`` (the one
+    dispatch of :func:`four_point_expectations` and :func:`derivative_four_point_expectations`).
+
+    ``groups``: ``{pattern: (rows, distinct)}`` with ``pattern[a] = (p_a, p'_a)`` of the
+    ``a``-th distinct input and ``distinct (G, k)`` (:func:`_moment_groups`).  Per group:
+    3-4 distinct inputs by the shared Sobol rule (``use_shared``: ``lookup(quads[rows])``);
+    piecewise-linear φ with ≤ 2 distinct inputs by the planar rule; smooth φ with 3-4 by the
+    per-eigen-axis product rules (``adaptive``); the rest by product rules of ``orders``."""
     fn = activation.fn  # type: ignore[attr-defined]
-    table = None
-    for pattern, (rows, distinct) in _patterns(quads).items():
+    dfn = getattr(activation, "derivative", None)
+    values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
+    for pattern, (rows, distinct) in groups.items():
         k = len(pattern)
-        if k >= 3 and method == "qmc":
-            if table is None:
-                table = (
-                    shared() if shared is not None
-                    else _shared_rule_moments(fn, cov, qmc_points, seed)
-                )  # fmt: skip
-            q = quads[rows]
-            left, right = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
-            values[rows] = table[left, right]
+        if k >= 3 and use_shared:
+            values[rows] = lookup(quads[rows])
             continue
         sub = cov[distinct[:, :, None], distinct[:, None, :]]  # (G, k, k)
         lower = sqrt_factor(sub)  # eigenvalues ascending: the last columns carry the mass
         if pl and k <= 2:
             planar = lower[..., -2:] if k == 2 else torch.cat([torch.zeros_like(lower), lower], -1)
             slopes = activation.slopes  # type: ignore[attr-defined]
-            values[rows] = _planar_piecewise_linear(slopes, planar, pattern)
+            values[rows] = _planar_rule(slopes, planar, pattern)
         elif adaptive and k >= 3:
             for ms, sel in _adaptive_groups(lower):
-                values[rows[sel]] = _product_rule_sum(fn, lower[sel], pattern, ms, False)
+                values[rows[sel]] = _product_rule(fn, dfn, lower[sel], pattern, ms, False)
         else:
             m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
-            values[rows] = _product_rule_sum(fn, lower, pattern, m, pl)
-    out = torch.empty((n,) * 4, dtype=cov.dtype, device=cov.device)
-    for perm in set(itertools.permutations(range(4))):
-        out[tuple(quads[:, p] for p in perm)] = values
-    return out
+            values[rows] = _product_rule(fn, dfn, lower, pattern, m, pl)
+    return values
 
 
 def _rules(
@@ -615,25 +586,32 @@ def _derivative_plan(n: int) -> tuple[tuple[Tensor, tuple[int, int, int, int], d
     )
 
 
-def _pattern_product(f: Tensor, g: Tensor, pattern: tuple[tuple[int, int], ...]) -> Tensor:
-    """``Π_a f[..., a]^{p_a} g[..., a]^{p'_a}`` over the distinct inputs ``a``."""
+def _pattern_product(f: Tensor, g: Tensor | None, pattern: tuple[tuple[int, int], ...]) -> Tensor:
+    """``Π_a f[..., a]^{p_a} g[..., a]^{p'_a}`` over the distinct inputs ``a`` (``g`` is only
+    read where some ``p'_a > 0``)."""
     out = torch.ones_like(f[..., 0])
     for a, (pf, pg) in enumerate(pattern):
         if pf:
             out = out * f[..., a] ** pf
         if pg:
-            out = out * g[..., a] ** pg
+            out = out * g[..., a] ** pg  # type: ignore[index]
     return out
 
 
-def _planar_mixed(
+def _planar_rule(
     slopes: tuple[float, float], lower: Tensor, pattern: tuple[tuple[int, int], ...]
 ) -> Tensor:
-    """:func:`_planar_piecewise_linear` for products of ``φ`` and ``φ'`` (``φ'`` is ``a`` or
-    ``b`` by the sign, homogeneous of degree 0): ``E = E[r^p]·mean_t(...)`` with ``p`` the
-    number of ``φ`` factors and ``E[r^p] = 2^{p/2} Γ(1 + p/2)`` for the planar normal."""
+    """``E[Π_a φ(u_a)^{p_a} φ'(u_a)^{p'_a}]`` for piecewise-linear φ when the ``u_a`` span at
+    most a plane: ``u_a = r·(l_a · ω)``, ``ω = (cos t, sin t)``; φ is homogeneous of degree 1
+    and ``φ'`` (``a`` or ``b`` by the sign) of degree 0, so ``E = E[r^p]·mean_t Π(...)`` with
+    ``p = Σ p_a`` and ``E[r^p] = 2^{p/2} Γ(1 + p/2)`` for the planar normal (8 for ``p = 4``);
+    ``t`` is integrated by Gauss–Legendre on the arcs between the kinks ``l_a·ω = 0`` (the
+    integrand is a trigonometric polynomial on each arc).
+
+    ``lower (G, k, 2)`` (the two leading columns of the eigen-factor: at most rank 2)."""
     a, b = slopes
     g = lower.shape[0]
+    # kink angles of l·ω = 0: t = atan2(−l1, l2) and t + π, for each a; plus 0 and 2π
     l1, l2 = lower[..., 0], lower[..., 1]
     t0 = torch.atan2(-l1, l2) % math.pi
     zero = torch.zeros(g, 1, dtype=lower.dtype, device=lower.device)
@@ -642,37 +620,43 @@ def _planar_mixed(
     x_np, w_np = _legendre(ARC_ORDER)
     x = torch.as_tensor(x_np, dtype=lower.dtype, device=lower.device)
     w = torch.as_tensor(w_np, dtype=lower.dtype, device=lower.device)
-    lo, hi = cuts[:, :-1], cuts[:, 1:]
+    lo, hi = cuts[:, :-1], cuts[:, 1:]  # (G, 2k + 1) arcs
     half = (hi - lo) / 2
-    t = (lo + hi)[..., None] / 2 + half[..., None] * x
-    tw = half[..., None] * w
-    omega = torch.stack([t.cos(), t.sin()], -1)
-    proj = torch.einsum("gsmj,gaj->gsma", omega, lower)
+    t = (lo + hi)[..., None] / 2 + half[..., None] * x  # (G, arcs, m)
+    tw = half[..., None] * w  # weights of dt
+    omega = torch.stack([t.cos(), t.sin()], -1)  # (G, arcs, m, 2)
+    proj = torch.einsum("gsmj,gaj->gsma", omega, lower)  # (G, arcs, m, k)
     f = torch.where(proj > 0, b * proj, a * proj)
-    d = torch.where(proj > 0, torch.full_like(proj, b), torch.full_like(proj, a))
+    d = None
+    if any(pg for _, pg in pattern):
+        d = torch.where(proj > 0, torch.full_like(proj, b), torch.full_like(proj, a))
     p = sum(pf for pf, _ in pattern)
     radial = 2 ** (p / 2) * math.gamma(1 + p / 2)
     return radial * (_pattern_product(f, d, pattern) * tw).sum((1, 2)) / (2 * math.pi)
 
 
-def _product_rule_mixed(
+def _product_rule(
     fn: Fn,
-    dfn: Fn,
+    dfn: Fn | None,
     lower: Tensor,
     pattern: tuple[tuple[int, int], ...],
     m: int | tuple[int, ...],
     kinked: bool,
 ) -> Tensor:
-    """:func:`_product_rule_sum` for products of ``φ`` and ``φ'``."""
+    """``E[Π_a φ(u_a)^{p_a} φ'(u_a)^{p'_a}]`` for ``u = L ξ``, ``ξ ~ N(0, I_k)``, by the
+    product rule of ``m`` nodes per axis (or ``m[j]`` on axis ``j``); ``lower (G, k, k)``;
+    ``dfn`` (φ') is evaluated only when some ``p'_a > 0``."""
     k = len(pattern)
     nodes_np, weights_np = _tensor_rule(m if isinstance(m, tuple) else (m,) * k, kinked)
     nodes = torch.as_tensor(nodes_np, dtype=lower.dtype, device=lower.device)
     weights = torch.as_tensor(weights_np, dtype=lower.dtype, device=lower.device)
     out = torch.empty(lower.shape[0], dtype=lower.dtype, device=lower.device)
     step = max(1, _CHUNK // (nodes.shape[0] * k))
+    derivative = any(pg for _, pg in pattern)
     for lo in range(0, lower.shape[0], step):
         u = torch.einsum("pj,gaj->gpa", nodes, lower[lo : lo + step])
-        out[lo : lo + step] = _pattern_product(fn(u), dfn(u), pattern) @ weights
+        g = dfn(u) if derivative else None  # type: ignore[misc]
+        out[lo : lo + step] = _pattern_product(fn(u), g, pattern) @ weights
     return out
 
 
@@ -726,38 +710,24 @@ def _derivative_four_point(
     :func:`_shared_rule_mixed` for ``(qmc_points, seed)``."""
     n = cov.shape[0]
     pl, adaptive, orders = _rules(activation, orders, method)
-    use_qmc = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
-    fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
-    table = None
+    use_shared = method == "qmc" or (method == "auto" and (pl or n > PRODUCT_MAX_INPUTS))
+    memo: list[tuple[Tensor, Tensor]] = []
+
+    def table() -> tuple[Tensor, Tensor]:
+        if not memo:
+            fn, dfn = activation.fn, activation.derivative  # type: ignore[attr-defined]
+            memo.append(shared() if shared else _shared_rule_mixed(fn, dfn, cov, qmc_points, seed))
+        return memo[0]
+
     results = []
     for quads, slots, groups in _derivative_plan(n):
-        values = torch.empty(quads.shape[0], dtype=cov.dtype, device=cov.device)
-        for pattern, (rows, distinct) in groups.items():
-            k = len(pattern)
-            if k >= 3 and use_qmc:
-                if table is None:
-                    table = (
-                        shared() if shared is not None
-                        else _shared_rule_mixed(fn, dfn, cov, qmc_points, seed)
-                    )  # fmt: skip
-                q = quads[rows]
-                li, ri = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
-                values[rows] = table[0 if slots[0] == 0 else 1][li, ri]
-                continue
-            sub = cov[distinct[:, :, None], distinct[:, None, :]]
-            lower = sqrt_factor(sub)
-            if pl and k <= 2:
-                planar = (
-                    lower[..., -2:] if k == 2 else torch.cat([torch.zeros_like(lower), lower], -1)
-                )
-                slopes = activation.slopes  # type: ignore[attr-defined]
-                values[rows] = _planar_mixed(slopes, planar, pattern)
-            elif adaptive and k >= 3:
-                for ms, sel in _adaptive_groups(lower):
-                    values[rows[sel]] = _product_rule_mixed(fn, dfn, lower[sel], pattern, ms, False)
-            else:
-                m = orders[k - 1] if pl else strip_order(orders[k - 1], cov, k)
-                values[rows] = _product_rule_mixed(fn, dfn, lower, pattern, m, pl)
+
+        def lookup(q: Tensor, which: int = 0 if slots[0] == 0 else 1) -> Tensor:
+            li, ri = _pair_index(q[:, 0], q[:, 1], n), _pair_index(q[:, 2], q[:, 3], n)
+            return table()[which][li, ri]
+
+        values = _integrate_groups(activation, cov, quads, groups, orders, pl, adaptive,
+                                   use_shared, lookup)  # fmt: skip
         out = torch.empty((n,) * 4, dtype=cov.dtype, device=cov.device)
         perms = (
             set(itertools.permutations(range(4)))
