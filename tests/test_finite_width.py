@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ import torch
 from scipy.optimize import curve_fit
 from typer.testing import CliRunner
 
+from fw_nets import D, deep_net, inputs
 from widelimit import ABReLU, Conv2d, Dense, Erf, LeakyReLU, ReLU, Sign, empirical_ntk, serial
 from widelimit.cli import app
 from widelimit.finite_width import (
@@ -40,19 +42,8 @@ from widelimit.finite_width.ntk import monte_carlo_ntk, ntk_of_weights
 from widelimit.finite_width.vertex import edgeworth_density
 from widelimit.layers.activations import RectifiedMonomial, activation_from_name
 
-D = torch.float64
-
-
-def _inputs(n: int, d: int = 4, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=D)
-
-
-def _net(act, depth: int, width: int, *, w_std=1.3, b_std=0.2, out=8):
-    layers = []
-    for _ in range(depth):
-        layers += [Dense(width, w_std=w_std, b_std=b_std), act]
-    return serial(*layers, Dense(out, w_std=1.1, b_std=0.1))
+_inputs = inputs
+_net = partial(deep_net, out=8)
 
 
 def _cov(n: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:

@@ -5,12 +5,14 @@ ReLU closed form (2 + 1/k)/n, exact symmetries, and Monte Carlo over sampled net
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import curve_fit
 
+from fw_nets import D, deep_net, inputs
 from widelimit import Dense, ReLU, serial
 from widelimit.finite_width import monte_carlo_ntk, ntk_fluctuations, sample_ntk
 from widelimit.finite_width.gaussian import (
@@ -24,19 +26,8 @@ from widelimit.finite_width.gaussian import (
 from widelimit.finite_width.ntk import ntk_of_weights
 from widelimit.layers.activations import activation_from_name
 
-D = torch.float64
-
-
-def _inputs(n: int, d: int = 4, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=D)
-
-
-def _net(act, depth, width, *, w_std=1.3, b_std=0.2, out=2, param="ntk"):
-    layers = []
-    for _ in range(depth):
-        layers += [Dense(width, w_std=w_std, b_std=b_std, parameterization=param), act]
-    return serial(*layers, Dense(out, w_std=1.1, b_std=0.1, parameterization=param))
+_inputs = inputs
+_net = partial(deep_net, out=2)
 
 
 # ------------------------------------------------------------------ exact routes
