@@ -188,3 +188,68 @@ def test_worker_tiles_run_under_the_busy_heap_threshold(
         (_memory._M_TRIM_THRESHOLD, _memory.TRIM_BUSY),
         (_memory._M_TRIM_THRESHOLD, _memory.TRIM_IDLE),
     ]
+
+
+# ------------------------------------------------------------------ busy cores
+@pytest.mark.parametrize(
+    "counts,expected", [([1] * 8, 2), ([2] * 8, 1), ([2, 1, 2, 2, 1, 2, 2, 2], 1), ([4] * 8, 2)]
+)
+def test_free_cores_leave_out_cores_other_tasks_keep_busy(monkeypatch, counts, expected) -> None:
+    """Runnable counts include the reading thread: 1 → nothing else runs (2 free of 2); 2 →
+    one core busy (1 free); 4 → every core busy: all workers, to claim fair shares."""
+    from widelimit import _cpus
+
+    reads = iter(counts)
+    monkeypatch.setattr(_cpus, "_running", lambda: next(reads))
+    monkeypatch.setattr(_cpus, "cores", lambda: 2)
+    monkeypatch.setattr(_cpus, "INTERVAL", 0.0)
+    assert _cpus.free_cores() == expected
+
+
+def test_free_cores_without_a_runnable_count_is_every_core(monkeypatch) -> None:
+    from widelimit import _cpus
+
+    monkeypatch.setattr(_cpus, "_running", lambda: None)
+    assert _cpus.free_cores() == _cpus.cores()
+
+
+def test_a_spinning_process_is_seen_as_running() -> None:
+    """The runnable count of the machine sees another process that keeps a core busy."""
+    import subprocess
+    import sys
+    import time
+
+    from widelimit import _cpus
+
+    if _cpus._running() is None:
+        pytest.skip("no /proc/loadavg")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert _cpus.others_running() >= 1
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_large_blocks_take_no_more_workers_than_free_cores(monkeypatch) -> None:
+    """Busy cores are checked only for blocks of ≥ SAMPLE_FROM_ENTRIES entries, and an
+    explicit WIDELIMIT_ENGINE_THREADS is taken as it is."""
+    from widelimit import _cpus
+
+    monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
+    monkeypatch.setattr(_cpus, "free_cores", lambda: 1)
+    big = _threads.SAMPLE_FROM_ENTRIES
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with _threads.engine_threads(torch.device("cpu"), big) as w:
+            assert w == 1 and torch.get_num_threads() == 1  # no OpenMP waiting either
+        assert torch.get_num_threads() == 2
+        with _threads.engine_threads(torch.device("cpu"), big - 1) as w:
+            assert w == 2
+        monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", "2")
+        with _threads.engine_threads(torch.device("cpu"), big) as w:
+            assert w == 2
+    finally:
+        torch.set_num_threads(saved)

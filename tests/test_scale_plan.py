@@ -415,3 +415,25 @@ def test_cli_plan_repeat_needs_no_torch(tmp_path) -> None:
     assert err1 == "TORCH True 0" and err2 == "TORCH False 0"
     assert first["probe_age_seconds"] is None and second["probe_age_seconds"] >= 0
     assert second["n1"] == 10**6 and second["eta_seconds"] == pytest.approx(first["eta_seconds"])
+
+
+def test_store_jobs_run_no_more_tiles_at_once_than_free_cores(tmp_path, monkeypatch) -> None:
+    """Another process on one of two cores: one tile at a time (two tile threads would share
+    the other core); every core free: two at once; a one-tile job does not look."""
+    import widelimit.scale.compute as compute_mod
+    import widelimit.scale.runners as runners
+
+    monkeypatch.setattr(runners, "cores", lambda: 2)
+    looked: list[int] = []
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    net = serial(Dense(16, 1.2, 0.1), Erf(), Dense(1))
+    out = {}
+    for free in (1, 2):
+        monkeypatch.setattr(compute_mod, "free_cores", lambda f=free: looked.append(f) or f)
+        res = compute_kernel(net, x, store=tmp_path / f"k{free}.zarr", tile=16, progress=False)
+        out[free] = (res.run.scheduler, np.asarray(res.nngp))
+    assert out[1][0].startswith("sync") and out[2][0].startswith("local threads (2 tiles")
+    np.testing.assert_array_equal(out[1][1], out[2][1])
+    assert looked == [1, 2]
+    compute_kernel(net, x[:10], store=tmp_path / "one.zarr", tile=16, progress=False)
+    assert looked == [1, 2]  # one tile: nothing to share

@@ -53,17 +53,35 @@ def in_worker() -> bool:
     return getattr(_local, "worker", False)
 
 
+#: Entries (output elements) from which :func:`engine_threads` checks for busy cores (~7 ms,
+#: against ≥ 0.3 s of work at N ≈ 4,100); smaller calls take ``torch.get_num_threads()``
+#: workers as they are.
+SAMPLE_FROM_ENTRIES = 1 << 24
+
+
 @contextmanager
-def engine_threads(device: torch.device) -> Iterator[int]:
+def engine_threads(device: torch.device, entries: int | None = None) -> Iterator[int]:
     """Workers for the block's tiles: the block runs with one intra-op thread when > 1.
 
     ``torch.get_num_threads()`` workers (``WIDELIMIT_ENGINE_THREADS`` overrides it) on the
-    CPU, outside a worker; 1 otherwise (then nothing changes).  With more than one, the
+    CPU, outside a worker; 1 otherwise (then nothing changes).  For a block of at least
+    :data:`SAMPLE_FROM_ENTRIES` output ``entries`` (or unknown), no more workers than
+    :func:`widelimit._cpus.free_cores`: with a core kept busy by another process, two
+    workers share the other core and lose to one (and when that leaves one worker, the
+    block runs at one intra-op thread too).  With more than one, the
     calling thread too runs at one intra-op thread inside the block (its own operations,
     such as the first tile, would otherwise wait for every thread under load), and the
     count it had is set again when the block exits.
     """
     workers = _wanted_workers(device)
+    if workers > 1 and _default_workers() and (entries is None or entries >= SAMPLE_FROM_ENTRIES):
+        from widelimit._cpus import free_cores
+
+        workers = min(workers, free_cores())
+        if workers == 1:  # and one intra-op thread: OpenMP would wait for the busy core
+            with torch_threads(1):
+                yield 1
+            return
     if workers == 1:
         yield 1
         return
@@ -84,6 +102,11 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _default_workers() -> bool:
+    """No ``WIDELIMIT_ENGINE_THREADS`` (an explicit count is taken as it is)."""
+    return not os.environ.get("WIDELIMIT_ENGINE_THREADS", "").strip()
 
 
 def _wanted_workers(device: torch.device) -> int:

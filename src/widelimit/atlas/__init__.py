@@ -196,12 +196,9 @@ def _page_job(name: str, quick: bool, out: str) -> PageResult:
 
 def default_jobs() -> int:
     """Pages computed at once by default: the cores this process may use."""
-    import os
+    from widelimit._cpus import cores
 
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return cores()
 
 
 def write_atlas(

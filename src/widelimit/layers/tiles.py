@@ -241,7 +241,8 @@ def pairwise_kernel(
     side2 = side1 if x2 is None or side2 is None else dict(side2)
     # freed tiles stay in the heap (widelimit._memory); tiles run on workers with one
     # intra-op thread each (widelimit._threads)
-    with engine_heap(), engine_threads(x1.device) as workers:
+    entries = x1.shape[0] * (x1.shape[0] if x2 is None else x2.shape[0])
+    with engine_heap(), engine_threads(x1.device, entries) as workers:
         if x1.ndim > 2:
             k = _spatial_kernel(
                 spec, x1, x2, ntk=ntk, full=full_spatial, side=(side1, side2), workers=workers

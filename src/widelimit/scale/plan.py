@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from widelimit._checks import check_positive_int
+from widelimit._cpus import cores
 from widelimit.scale.tiles import TilePlan, tile_plan
 
 if TYPE_CHECKING:
@@ -86,14 +87,6 @@ def parse_bytes(name: str, value: int | str | None) -> int | None:
         except ValueError as err:
             raise ValueError(f"`{name}` must be bytes or a size like '8GB'; got {value!r}") from err
     return check_positive_int(name, value)
-
-
-def cores() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from rich.progress import TextColumn
 
+from widelimit._cpus import cores
 from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar, stderr_console
-from widelimit.scale.plan import cores
 from widelimit.scale.tiles import Tile
 
 if TYPE_CHECKING:  # Zarr loads only when a store is opened (``--plan`` never does)
@@ -86,8 +86,9 @@ def client_for(scheduler: Any) -> tuple[Any, bool]:
 
 
 def concurrency(client: Any, num_workers: int | None, scheduler: Any) -> int:
-    """Tiles that run at once: 1 (sync), ``num_workers`` or one per core (local threads),
-    the largest worker's threads (cluster)."""
+    """Tiles that run at once: 1 (sync), ``num_workers`` or one per core (local threads;
+    :func:`~widelimit.scale.compute_kernel` then leaves out cores that other processes keep
+    busy, :func:`~widelimit._cpus.free_cores`), the largest worker's threads (cluster)."""
     if scheduler in ("sync", "synchronous"):
         return 1
     if client is None:
