@@ -344,7 +344,6 @@ def _assemble(
     num_workers: int | None,
     done_keys: set[tuple[int, int]],
     seconds_per_entry: Callable[[int], float | None],
-    probe_age_seconds: float | None = None,
 ) -> KernelPlan:
     """The plan from the job's sizes and the net's ``per_pair``; ``seconds_per_entry(c)``
     gives the probe's cost per entry when ``c`` tiles run at once (``None``: no ETA).
@@ -384,7 +383,6 @@ def _assemble(
         concurrent=concurrent,
         seconds_per_entry=spe,
         eta_seconds=None if spe is None else spe * (plan.entries - done_entries) / concurrent,
-        probe_age_seconds=None if spe is None else probe_age_seconds,
     )
 
 
