@@ -64,12 +64,18 @@ def test_every_public_name_resolves_to_its_module(package):
     assert set(package.__all__) <= set(dir(package))
 
 
-def test_layer_names_listed_in_the_package_are_the_layers_public_names():
-    """``widelimit._LAYER_NAMES`` (listed so that ``import widelimit`` needs no torch) is
-    ``widelimit.layers.__all__``, in order."""
+def test_every_layer_name_is_public_and_resolves_to_the_layer():
+    """The layers' names are listed once (``widelimit.layers.__all__``); the package resolves
+    them lazily, and its ``__all__`` (computed on first access) holds them in that order,
+    without the ``layers`` submodule itself."""
     import widelimit.layers
 
-    assert widelimit._LAYER_NAMES == tuple(widelimit.layers.__all__)
+    n = len(widelimit.layers.__all__)
+    assert widelimit.__all__[:n] == list(widelimit.layers.__all__)
+    assert "layers" not in widelimit.__all__ and "__version__" in widelimit.__all__
+    for name in widelimit.layers.__all__:
+        assert getattr(widelimit, name) is getattr(widelimit.layers, name), name
+    assert {"Dense", "ReLU", "compute_kernel", "linearize"} <= set(dir(widelimit))
 
 
 def test_unknown_attribute_raises_attribute_error():

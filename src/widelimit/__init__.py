@@ -7,93 +7,13 @@ Monte Carlo estimates (``monte_carlo_kernel``).
 
 from widelimit._lazy import lazy_exports
 
-#: The layers' public names (``widelimit.layers.__all__``, in its order; a test keeps the two
-#: equal).  Listed here so that ``import widelimit`` needs no torch: the command line starts
-#: without it, and ``widelimit kernel --plan`` can answer from its cache in a fraction of a
-#: second (importing torch alone takes 1.4 s on a quiet 2-core machine).
-_LAYER_NAMES = (
-    "Layer",
-    "ACTIVATIONS",
-    "ELU",
-    "GELU",
-    "RBF",
-    "ABReLU",
-    "Abs",
-    "Activation",
-    "Cos",
-    "Elementwise",
-    "ElementwiseModule",
-    "Erf",
-    "Exp",
-    "Gaussian",
-    "Hermite",
-    "LeakyReLU",
-    "Monomial",
-    "NumericalActivation",
-    "ReLU",
-    "RectifiedMonomial",
-    "SiLU",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Softplus",
-    "Tanh",
-    "activation_from_name",
-    "correlation",
-    "GlobalSelfAttention",
-    "GlobalSelfAttentionModule",
-    "FanInConcat",
-    "FanInProd",
-    "FanInSum",
-    "FanOut",
-    "Identity",
-    "Parallel",
-    "Serial",
-    "parallel",
-    "repeat",
-    "serial",
-    "Conv1d",
-    "Conv2d",
-    "ConvModule",
-    "ExpNormalized",
-    "Gabor",
-    "Polynomial",
-    "ConvTranspose1d",
-    "ConvTranspose2d",
-    "ConvTransposeModule",
-    "Dense",
-    "DenseModule",
-    "Aggregate",
-    "AggregateModule",
-    "ConvLocal1d",
-    "ConvLocal2d",
-    "ConvLocalModule",
-    "Dropout",
-    "LayerNorm",
-    "LayerNormModule",
-    "Multiply",
-    "MultiplyModule",
-    "Scale",
-    "AvgPool1d",
-    "AvgPool2d",
-    "AvgPoolModule",
-    "Flatten",
-    "FlattenModule",
-    "GlobalAvgPool",
-    "GlobalAvgPoolModule",
-    "GlobalSumPool",
-    "GlobalSumPoolModule",
-    "SumPool1d",
-    "SumPool2d",
-    "SumPoolModule",
-)
-
 #: Where each public name lives; imported on first use (PEP 562, see ``widelimit._lazy``) so
-#: ``import widelimit`` loads neither torch nor Dask, Zarr, SciPy's integrators or matplotlib.
+#: ``import widelimit`` loads neither torch nor Dask, Zarr, SciPy's integrators or matplotlib:
+#: the command line starts without torch (1.4 s to import on a quiet 2-core machine) and
+#: ``widelimit kernel --plan`` can answer from its cache in a fraction of a second.
 #: ``linearize`` lives in ``widelimit.linearization``: a submodule named like the function
 #: would rebind the package attribute to the module when imported.
 _LAZY = {
-    **dict.fromkeys(_LAYER_NAMES, "widelimit.layers"),
     **dict.fromkeys(("TaylorExpansion", "linearize", "taylor_expand"), "widelimit.linearization"),
     **{
         m: f"widelimit.{m}"
@@ -136,12 +56,12 @@ _LAZY = {
     **dict.fromkeys(("compute_kernel", "load_kernel"), "widelimit.scale"),
     **dict.fromkeys(("load_net", "parse_net"), "widelimit.spec_text"),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
-
 __version__ = "0.1.0"
 
-__all__ = [
-    *_LAYER_NAMES,
-    "__version__",
-    *sorted(set(_LAZY) - set(_LAYER_NAMES) - {"layers"}),  # (layers: not in ``import *``)
-]
+# The layers' names (``widelimit.layers.__all__``, listed in its submodules) resolve through
+# the same ``__getattr__``, importing the layers and torch on first use; ``__all__`` itself is
+# computed on first access (``from widelimit import *`` imports everything anyway).
+__getattr__, __dir__ = lazy_exports(
+    __name__, _LAZY, globals(), also="widelimit.layers", extra_all=("__version__",),
+    not_in_all=("layers",),
+)  # fmt: skip
