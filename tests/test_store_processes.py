@@ -67,6 +67,14 @@ def job(tmp_path):
     return argv, {g: np.asarray(ref[g]).tobytes() for g in ("nngp", "ntk")}
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT handled as in a terminal (default disposition,
+    unblocked).  A test run started in the background of a non-interactive shell has SIGINT
+    ignored, and a child would inherit that and never see the Ctrl-C this file sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _records(store) -> int:
     d = store / "tiles"
     return len(list(d.glob("*.json"))) if d.exists() else 0
@@ -118,7 +126,9 @@ def test_second_writer_is_refused_then_takes_over_a_stale_lock(tmp_path, job) ->
 def test_ctrl_c_reports_saved_tiles_and_exits_130(tmp_path, job) -> None:
     argv, ref = job
     store = tmp_path / "k.zarr"
-    proc = subprocess.Popen(argv(store, 0.2), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv(store, 0.2), stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal
+    )
     _wait_for(proc, store, 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -142,7 +152,9 @@ def test_second_ctrl_c_within_50_ms_exits_cleanly_and_keeps_the_store_valid(tmp_
     "terminate called" (or printed tracebacks from threading/torch teardown)."""
     argv, ref = job
     store = tmp_path / "k.zarr"
-    proc = subprocess.Popen(argv(store, 0.2), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv(store, 0.2), stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal
+    )
     _wait_for(proc, store, 3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.03)
