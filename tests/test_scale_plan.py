@@ -298,10 +298,12 @@ def test_records_with_legacy_blake2_checksums_still_verify(tmp_path) -> None:
 
 # ------------------------------------------------------------------ threads
 def test_local_tiles_share_the_cores_without_exceeding_torch_threads(monkeypatch) -> None:
+    import widelimit._cpus as cpus
     import widelimit.scale.runners as runners
     from widelimit._threads import torch_threads
 
     monkeypatch.setattr(runners, "cores", lambda: 8)
+    monkeypatch.setattr(cpus, "cores", lambda: 8)  # tile threads share the cores (_cpus)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(8)

@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 
-__all__ = ["cores", "free_cores", "others_running"]
+__all__ = ["cores", "free_cores", "others_running", "threads_per_tile"]
 
 #: Reads of ``/proc/loadavg`` per sample, and the pause between them (≈ 7 ms in all: a task
 #: must run through most of it to count, so a short-lived one does not).
@@ -27,6 +27,12 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         return os.cpu_count() or 1
+
+
+def threads_per_tile(limit: int, concurrent: int) -> int:
+    """Torch intra-op threads for each of ``concurrent`` tiles running at once: the cores
+    shared out (at least 1), at most ``limit`` (torch's thread count)."""
+    return max(1, min(limit, cores() // concurrent))
 
 
 def _running() -> int | None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from widelimit._checks import check_positive_int
-from widelimit._cpus import cores
+from widelimit._cpus import cores, threads_per_tile
 from widelimit.scale.tiles import TilePlan, tile_plan
 
 if TYPE_CHECKING:
@@ -552,7 +552,7 @@ def plan_from_text(
         found: dict[str, float] = {}
 
         def cached(concurrent: int) -> float | None:
-            threads = max(1, min(default_threads, cores() // concurrent))
+            threads = threads_per_tile(default_threads, concurrent)  # as tile_threads
             seconds, when = probes.get(threads, (math.nan, -math.inf))
             if now - when > PROBE_CACHE_MAX_AGE:
                 return None
@@ -571,8 +571,6 @@ def plan_from_text(
     # Miss: parse, probe, remember.
     import torch
 
-    from widelimit.scale.runners import tile_threads
-
     if load_net is None:
         from widelimit.spec_text import load_net
     net = load_net(net_text)
@@ -582,7 +580,7 @@ def plan_from_text(
     if plan.seconds_per_entry is not None:
         data = _read_cache()
         entry = data.get(key) if isinstance(data.get(key), dict) else {}
-        threads = tile_threads(None, None, plan.concurrent) or torch.get_num_threads()
+        threads = threads_per_tile(torch.get_num_threads(), plan.concurrent)  # the probe's
         probes = entry.get("probes") if isinstance(entry.get("probes"), dict) else {}
         probes[str(threads)] = [plan.seconds_per_entry, now]
         data[key] = {

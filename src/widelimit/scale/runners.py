@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from rich.progress import TextColumn
 
-from widelimit._cpus import cores
+from widelimit._cpus import cores, threads_per_tile
 from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar, stderr_console
 from widelimit.scale.tiles import Tile
@@ -108,7 +108,7 @@ def tile_threads(client: Any, scheduler: Any, concurrent: int) -> int | None:
     barriers for a core another process holds (docs/scale.md measures it)."""
     if client is not None or scheduler in ("sync", "synchronous"):
         return None
-    return max(1, min(torch.get_num_threads(), cores() // concurrent))
+    return threads_per_tile(torch.get_num_threads(), concurrent)
 
 
 def scheduler_name(scheduler: Any, client: Any, concurrent: int) -> str:
