@@ -73,8 +73,8 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
     such as the first tile, would otherwise wait for every thread under load), and the
     count it had is set again when the block exits.
     """
-    workers = _wanted_workers(device)
-    if workers > 1 and _default_workers() and (entries is None or entries >= SAMPLE_FROM_ENTRIES):
+    workers, explicit = _wanted_workers(device)
+    if workers > 1 and not explicit and (entries is None or entries >= SAMPLE_FROM_ENTRIES):
         from widelimit._cpus import free_cores
 
         workers = min(workers, free_cores())
@@ -104,23 +104,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _default_workers() -> bool:
-    """No ``WIDELIMIT_ENGINE_THREADS`` (an explicit count is taken as it is)."""
-    return not os.environ.get("WIDELIMIT_ENGINE_THREADS", "").strip()
-
-
-def _wanted_workers(device: torch.device) -> int:
+def _wanted_workers(device: torch.device) -> tuple[int, bool]:
+    """``(workers, explicit)``: ``explicit`` when ``WIDELIMIT_ENGINE_THREADS`` set the count
+    (then it is taken as it is)."""
     if device.type != "cpu" or in_worker():
-        return 1
+        return 1, False
     env = os.environ.get("WIDELIMIT_ENGINE_THREADS", "").strip()
     if not env:
-        return torch.get_num_threads()
+        return torch.get_num_threads(), False
     if not env.isdigit() or int(env) < 1:
         raise ValueError(
             f"WIDELIMIT_ENGINE_THREADS must be a positive integer; got {env!r} "
             "(unset it to use torch.get_num_threads())"
         )
-    return int(env)
+    return int(env), True
 
 
 def _worker_init() -> None:
