@@ -32,6 +32,7 @@ from widelimit.scale import (
     plan_kernel,
     tile_plan,
 )
+from widelimit.spec_text import load_net
 
 torch.set_num_threads(1)
 
@@ -225,8 +226,6 @@ def test_cli_mask_with_and_without_store(tmp_path) -> None:
     res = CliRunner().invoke(app, [*base, "--store", str(store), "--tile", "3", "--json"])
     assert res.exit_code == 0, res.output
     from widelimit.scale import load_kernel
-    from widelimit.spec_text import load_net
-
     want = load_net(net_text).kernel(x, mask=m)
     np.testing.assert_allclose(np.asarray(load_kernel(store).ntk), want.ntk.numpy(), atol=1e-12)
     res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "mem"), "--json"])
@@ -324,8 +323,6 @@ _NET_TEXT = "Dense(64, w_std=1.4, b_std=0.1) -> ReLU -> Dense(1)"
 
 
 def _counting_loader(calls: list):
-    from widelimit.spec_text import load_net
-
     def load(text: str):
         calls.append(text)
         return load_net(text)
@@ -345,7 +342,7 @@ def test_plan_from_text_answers_a_repeat_from_the_cache(tmp_path, monkeypatch) -
     assert len(calls) == 1, "the repeat parsed the net"
     assert 0 <= again.probe_age_seconds < 60
     assert again.seconds_per_entry == first.seconds_per_entry
-    direct = plan_kernel(_load(_NET_TEXT), x, tile=500, probe=False)
+    direct = plan_kernel(load_net(_NET_TEXT), x, tile=500, probe=False)
     assert _sizes(first) == _sizes(again) == _sizes(direct)
     plan_mod.plan_from_text(_NET_TEXT, x, dtype="float64", load_net=_counting_loader(calls))
     assert len(calls) == 2, "another dtype must probe again"
@@ -359,12 +356,6 @@ def _sizes(plan) -> dict:
     return {k: v for k, v in plan.to_dict().items() if k not in timing}
 
 
-def _load(text: str):
-    from widelimit.spec_text import load_net
-
-    return load_net(text)
-
-
 def test_plan_from_text_survives_a_damaged_cache_and_existing_stores(tmp_path, monkeypatch):
     monkeypatch.setenv("WIDELIMIT_CACHE_DIR", str(tmp_path / "cache"))
     plan_mod.probe_cache_file().parent.mkdir(parents=True)
@@ -376,7 +367,7 @@ def test_plan_from_text_survives_a_damaged_cache_and_existing_stores(tmp_path, m
     assert json.loads(plan_mod.probe_cache_file().read_text())  # rewritten whole
     # an existing store: its finished tiles count, so the net is planned again
     store = tmp_path / "k.zarr"
-    compute_kernel(_load(_NET_TEXT), torch.from_numpy(x), store=store, tile=16, progress=False)
+    compute_kernel(load_net(_NET_TEXT), torch.from_numpy(x), store=store, tile=16, progress=False)
     q = plan_mod.plan_from_text(_NET_TEXT, x, store=store, load_net=_counting_loader(calls))
     assert len(calls) == 2 and (q.tiles_done, q.disk_needed) == (6, 0)
 
