@@ -226,6 +226,7 @@ def test_cli_mask_with_and_without_store(tmp_path) -> None:
     res = CliRunner().invoke(app, [*base, "--store", str(store), "--tile", "3", "--json"])
     assert res.exit_code == 0, res.output
     from widelimit.scale import load_kernel
+
     want = load_net(net_text).kernel(x, mask=m)
     np.testing.assert_allclose(np.asarray(load_kernel(store).ntk), want.ntk.numpy(), atol=1e-12)
     res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "mem"), "--json"])
