@@ -216,3 +216,27 @@ def test_input_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a kernel store"):
         compute_kernel(_fc(), x, store=tmp_path / "d", progress=False)
     assert not (tmp_path / "c.zarr").exists()  # refused before creating anything
+
+
+def test_local_threads_start_the_largest_tiles_first() -> None:
+    """The pool takes tiles in decreasing computed entries (a symmetric diagonal tile counts
+    its upper triangle), so no long tile starts last beside idle workers.  n = 5, tile 2:
+    (0,1) is a full 2×2 (4), the 2×2 diagonal tiles compute 3, the 2×1 edge tiles 2 and the
+    1×1 corner 1; ties keep row-major order.  One worker: the write order is the start order."""
+    from widelimit.scale.runners import ProgressBar, run_local
+
+    class Recorder:
+        plan = tile_plan(5, 5, 2, symmetric=True)
+
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        def write_tile(self, t, out) -> None:
+            self.written.append(t.key)
+
+    rec = Recorder()
+    net, x = _fc(), _x(5).numpy()
+    with ProgressBar(len(rec.plan), 0, 2, enabled=False) as bar:
+        run_local(net, (x, {}), (None, None), ("nngp",), "cpu", rec, rec.plan.tiles(), bar,
+                  "threads", 1)  # fmt: skip
+    assert rec.written == ["r0_c1", "r0_c0", "r1_c1", "r0_c2", "r1_c2", "r2_c2"]

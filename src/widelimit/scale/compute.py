@@ -1,4 +1,4 @@
-"""Tiled, resumable kernel computation on Dask with a Zarr store (docs/scale.md).
+"""Tiled, resumable kernel computation into a Zarr store, locally or on Dask (docs/scale.md).
 
 A tile is a pure function of the spec and two input slices::
 
@@ -7,8 +7,8 @@ A tile is a pure function of the spec and two input slices::
 
 because entry ``(i, j)`` of an NNGP/NTK depends only on inputs ``i`` and ``j``
 (every layer rule acts entrywise on the pair, given the per-input variances
-that travel with the tile's own inputs in ``cov1``/``cov2``).  Tiles run on Dask:
-local threads by default (``dask.threaded``, no server), or a
+that travel with the tile's own inputs in ``cov1``/``cov2``).  Tiles run on local
+threads by default (a thread pool in this process, largest tiles first), or on a
 ``dask.distributed`` cluster given its address or a ``Client``.  With local
 threads each task writes its own chunk and record; on a cluster workers only
 compute (they need the spec and their data slices, no shared disk) and the
@@ -113,12 +113,12 @@ def compute_kernel(
             else the largest multiple of 64 whose estimate fits 512 MiB (or the
             budget).  Need not divide N.
         get: ``"nngp"``, ``"ntk"`` or both.
-        scheduler: ``None``/``"threads"`` for local Dask threads, ``"sync"`` for
+        scheduler: ``None``/``"threads"`` for local threads, ``"sync"`` for
             the calling thread, a ``"tcp://host:port"`` address or a
             ``distributed.Client`` for a cluster.
         memory_budget: bytes (or ``"8GB"``) one process may use; refuse to start
             when the tiles running at once in one process would exceed it.
-        num_workers: local Dask threads, i.e. tiles at once (default: one per CPU); each
+        num_workers: local threads, i.e. tiles at once (default: one per CPU); each
             tile runs with ``CPUs // num_workers`` torch threads (at least 1, at most
             ``torch.get_num_threads()``; torch's setting is restored afterwards).
             Ignored on a cluster and with ``"sync"``.

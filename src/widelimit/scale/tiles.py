@@ -82,6 +82,14 @@ class TilePlan:
             if not (self.symmetric and j < i)
         ]
 
+    def computed_entries(self, t: Tile) -> int:
+        """Entries the engine computes for tile ``t``: a diagonal tile of a symmetric plan
+        computes its upper triangle with the diagonal, any other tile all of its entries."""
+        if self.symmetric and t.i == t.j:
+            side = t.r1 - t.r0
+            return side * (side + 1) // 2
+        return t.entries
+
     def __len__(self) -> int:
         gi, gj = self.grid
         return gi * (gi + 1) // 2 if self.symmetric else gi * gj
