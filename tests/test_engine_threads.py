@@ -253,3 +253,110 @@ def test_large_blocks_take_no_more_workers_than_free_cores(monkeypatch) -> None:
             assert w == 2
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize(
+    "counts,ours,expected", [([3] * 8, 2, 2), ([4] * 8, 2, 1), ([2] * 8, 1, 2)]
+)
+def test_free_cores_do_not_count_our_own_running_jobs(monkeypatch, counts, ours, expected) -> None:
+    """Looked at while ``ours`` jobs of this process compute: 3 runnable = reader + our 2 →
+    both cores ours; 4 → one other task (1 free); 2 = reader + our 1 → nothing else runs."""
+    from widelimit import _cpus
+
+    reads = iter(counts)
+    monkeypatch.setattr(_cpus, "_running", lambda: next(reads))
+    monkeypatch.setattr(_cpus, "cores", lambda: 2)
+    monkeypatch.setattr(_cpus, "INTERVAL", 0.0)
+    assert _cpus.free_cores(ours) == expected
+
+
+class _Gauge:
+    """Jobs that sleep a little and record how many run at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peaks: list[int] = []
+
+    def job(self, i: int) -> int:
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.peaks.append(self.now)
+        time.sleep(0.01)
+        with self.lock:
+            self.now -= 1
+        return i * i
+
+
+def test_run_adapting_follows_the_free_cores_as_jobs_end(monkeypatch) -> None:
+    """Every job end is a look (RESAMPLE_SECONDS = 0): while one core is free, one job at a
+    time; when both are, two; results in order; each look is told how many of our jobs run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from widelimit import _cpus
+
+    looks: list[int] = []
+    free = iter([1] * 5 + [2] * 100)
+    monkeypatch.setattr(_threads, "RESAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: looks.append(ours) or next(free))
+    gauge = _Gauge()
+    conc = _threads.Concurrency(most=2, limit=1, adaptive=True)
+    with ThreadPoolExecutor(2) as pool:
+        out = _threads.run_adapting(gauge.job, range(20), pool, conc)
+    assert out == [i * i for i in range(20)]
+    assert max(gauge.peaks[:6]) == 1  # the first look came after job 0; five looks said 1
+    assert max(gauge.peaks) == 2 and conc.limit == 2
+    assert looks[0] == 1 and all(0 <= o <= 2 for o in looks)  # the refilled job was running
+
+
+def test_run_adapting_fixed_limit_and_errors() -> None:
+    """Not adaptive: never more than ``limit`` at once, no look; a job's error reaches the
+    caller after the running jobs end, and later jobs never start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gauge = _Gauge()
+    with ThreadPoolExecutor(3) as pool:
+        _threads.run_adapting(gauge.job, range(12), pool, _threads.Concurrency(most=3, limit=2))
+    assert max(gauge.peaks) == 2
+    started: list[int] = []
+
+    def job(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("job 3 failed")
+        return i
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="job 3 failed"):
+        _threads.run_adapting(job, range(50), pool, _threads.Concurrency(most=2, limit=2))
+    assert len(started) < 10
+
+
+def test_a_block_that_starts_on_one_core_takes_the_second_when_it_frees(
+    monkeypatch, counted_workers, small_tiles
+) -> None:
+    """The first look of a large block sees a busy core (one worker), the next ones see it
+    free: the block ends on two workers, and the kernel is bitwise the one-thread kernel."""
+    from widelimit import _cpus
+
+    monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "SAMPLE_FROM_ENTRIES", 1)
+    monkeypatch.setattr(_threads, "RESAMPLE_SECONDS", 0.0)
+    free = iter([1] + [2] * 10_000)
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: next(free))
+    net = serial(Dense(8, 1.1, 0.1), ReLU(), Dense(8, 1.1, 0.1), Erf(), Dense(1))
+    x = torch.randn(60, 5, generator=torch.Generator().manual_seed(3), dtype=F64)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = net.kernel(x)
+        torch.set_num_threads(2)
+        with _threads.engine_threads(torch.device("cpu"), 10**9) as start:
+            assert start == 1
+        two = net.kernel(x)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert len(counted_workers) == 2  # the pool's second thread ran jobs
+    assert torch.equal(one.nngp, two.nngp) and torch.equal(one.ntk, two.ntk)

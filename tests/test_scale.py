@@ -240,3 +240,37 @@ def test_local_threads_start_the_largest_tiles_first() -> None:
         run_local(net, (x, {}), (None, None), ("nngp",), "cpu", rec, rec.plan.tiles(), bar,
                   "threads", 1)  # fmt: skip
     assert rec.written == ["r0_c1", "r0_c0", "r1_c1", "r0_c2", "r1_c2", "r2_c2"]
+
+
+def test_local_threads_run_fewer_tiles_when_a_core_gets_busy(monkeypatch) -> None:
+    """Default workers look at the busy cores again as tiles end: two tiles start at once,
+    then every look finds one free core and the rest run one at a time."""
+    import threading
+    import time
+
+    from widelimit import _cpus, _threads
+    from widelimit.scale.runners import ProgressBar, run_local
+
+    monkeypatch.setattr(_threads, "RESAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: 1)
+
+    class Gauge:
+        plan = tile_plan(8, 8, 2, symmetric=True)
+
+        def __init__(self) -> None:
+            self.lock, self.now, self.peaks = threading.Lock(), 0, []
+
+        def write_tile(self, t, out) -> None:
+            with self.lock:
+                self.now += 1
+                self.peaks.append(self.now)
+            time.sleep(0.01)
+            with self.lock:
+                self.now -= 1
+
+    g = Gauge()
+    with ProgressBar(len(g.plan), 0, 2, enabled=False) as bar:
+        run_local(_fc(), (_x(8).numpy(), {}), (None, None), ("nngp",), "cpu", g, g.plan.tiles(),
+                  bar, "threads", 2, adaptive=True)  # fmt: skip
+    assert len(g.peaks) == len(g.plan) == 10
+    assert max(g.peaks[2:]) == 1

@@ -44,10 +44,11 @@ def _running() -> int | None:
         return None
 
 
-def others_running() -> int | None:
+def others_running(ours: int = 0) -> int | None:
     """Tasks of other threads and processes running or runnable now: the median of
-    :data:`SAMPLES` reads of the runnable count, minus the reading thread itself
-    (``None`` where the count is not available)."""
+    :data:`SAMPLES` reads of the runnable count, minus the reading thread itself and
+    ``ours``, the threads of this process known to be computing meanwhile (``None`` where
+    the count is not available)."""
     counts = []
     for k in range(SAMPLES):
         n = _running()
@@ -56,15 +57,16 @@ def others_running() -> int | None:
         counts.append(n)
         if k < SAMPLES - 1:
             time.sleep(INTERVAL)
-    return max(0, int(statistics.median(counts)) - 1)
+    return max(0, int(statistics.median(counts)) - 1 - ours)
 
 
-def free_cores() -> int:
+def free_cores(ours: int = 0) -> int:
     """Workers that gain from running at once: :func:`cores` minus the cores other tasks
     keep busy now, when that leaves at least one; :func:`cores` when it leaves none (every
-    worker then claims a fair share of busy cores) or when the count is unknown."""
+    worker then claims a fair share of busy cores) or when the count is unknown.
+    ``ours``: threads of this process computing while the count is read (not "others")."""
     total = cores()
-    others = others_running()
+    others = others_running(ours)
     if others is None or others >= total:
         return total
     return total - others

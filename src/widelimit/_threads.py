@@ -33,14 +33,23 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
 
-__all__ = ["engine_threads", "in_worker", "run_jobs", "torch_threads"]
+__all__ = [
+    "Concurrency",
+    "engine_threads",
+    "in_worker",
+    "run_adapting",
+    "run_jobs",
+    "torch_threads",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,21 +76,28 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
     CPU, outside a worker; 1 otherwise (then nothing changes).  For a block of at least
     :data:`SAMPLE_FROM_ENTRIES` output ``entries`` (or unknown), no more workers than
     :func:`widelimit._cpus.free_cores`: with a core kept busy by another process, two
-    workers share the other core and lose to one (and when that leaves one worker, the
-    block runs at one intra-op thread too).  With more than one, the
-    calling thread too runs at one intra-op thread inside the block (its own operations,
-    such as the first tile, would otherwise wait for every thread under load), and the
-    count it had is set again when the block exits.
+    workers share the other core and lose to one.  Such a block runs at one intra-op thread
+    (OpenMP would wait for the busy core), and :func:`run_jobs` inside it looks at the busy
+    cores again every :data:`RESAMPLE_SECONDS` and runs between 1 and the wanted number of
+    jobs at once: one unlucky look (another task running through the ~7 ms it takes) no
+    longer sets the whole block's threads, and a process that starts or ends during the block
+    is followed.  With more than one worker, the calling thread too runs at one intra-op
+    thread inside the block (its own operations, such as the first tile, would otherwise wait
+    for every thread under load), and the count it had is set again when the block exits.
     """
     workers, explicit = _wanted_workers(device)
     if workers > 1 and not explicit and (entries is None or entries >= SAMPLE_FROM_ENTRIES):
         from widelimit._cpus import free_cores
 
-        workers = min(workers, free_cores())
-        if workers == 1:  # and one intra-op thread: OpenMP would wait for the busy core
+        conc = Concurrency(most=workers, limit=min(workers, free_cores()), adaptive=True)
+        before = getattr(_local, "concurrency", None)
+        _local.concurrency = conc
+        try:
             with torch_threads(1):
-                yield 1
-            return
+                yield conc.limit
+        finally:
+            _local.concurrency = before
+        return
     if workers == 1:
         yield 1
         return
@@ -161,8 +177,13 @@ def run_jobs(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> list[R]:
     Jobs start in order (put the longest first) and must write disjoint memory.  With one
     worker or one job they run here, in order.  The first exception raised by a job is
     re-raised here once the running jobs have finished; jobs not yet started are cancelled.
+    Inside an :func:`engine_threads` block that looked at the busy cores, ``workers`` is
+    where the block started: jobs run on its :class:`Concurrency` (:func:`run_adapting`).
     """
     items: Sequence[T] = list(jobs)
+    conc = getattr(_local, "concurrency", None)
+    if conc is not None and conc.most > 1 and len(items) > 1:
+        return run_adapting(fn, items, _executor(conc.most), conc)
     if workers <= 1 or len(items) <= 1:
         return [fn(j) for j in items]
     pool = _executor(workers)
@@ -175,3 +196,63 @@ def run_jobs(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> list[R]:
         wait(futures)  # the running ones: they write into the caller's buffers
         raise failed[0].exception()  # type: ignore[misc]
     return [f.result() for f in futures]
+
+
+#: Seconds between two looks at the busy cores (:meth:`Concurrency.look`; ~7 ms each,
+#: spent asleep in the calling thread while the workers compute).
+RESAMPLE_SECONDS = 1.0
+
+
+@dataclass
+class Concurrency:
+    """How many jobs run at once: ``limit`` (between 1 and ``most``); when ``adaptive``,
+    re-set from :func:`widelimit._cpus.free_cores` every :data:`RESAMPLE_SECONDS`."""
+
+    most: int
+    limit: int
+    adaptive: bool = False
+    checked: float = field(default_factory=time.monotonic)
+
+    def look(self, ours: int) -> None:
+        """Re-set ``limit`` if a look is due; ``ours``: this process's jobs running now
+        (they count as runnable but are not other tasks)."""
+        if not self.adaptive or time.monotonic() - self.checked < RESAMPLE_SECONDS:
+            return
+        from widelimit._cpus import free_cores
+
+        self.limit = max(1, min(self.most, free_cores(ours)))
+        self.checked = time.monotonic()
+
+
+def run_adapting(
+    fn: Callable[[T], R], items: Sequence[T], pool: ThreadPoolExecutor, conc: Concurrency
+) -> list[R]:
+    """``[fn(j) for j in items]`` on ``pool`` (at least ``conc.most`` threads), at most
+    ``conc.limit`` at once, starting them in order; the limit is looked at again as jobs end.
+
+    The first exception raised by a job is re-raised here once the running jobs have
+    finished (they may write into the caller's buffers); later jobs never start.
+    """
+    results: list[R] = [None] * len(items)  # type: ignore[list-item]
+    running: dict[Future[R], int] = {}
+    nxt = 0
+
+    def fill() -> None:
+        nonlocal nxt
+        while nxt < len(items) and len(running) < conc.limit:
+            running[pool.submit(fn, items[nxt])] = nxt
+            nxt += 1
+
+    try:
+        fill()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                results[running.pop(f)] = f.result()  # a job's exception is raised here
+            fill()  # no worker idles while the cores are looked at
+            conc.look(ours=len(running))
+            fill()
+    except BaseException:
+        wait(running)
+        raise
+    return results

@@ -120,7 +120,9 @@ def compute_kernel(
             when the tiles running at once in one process would exceed it.
         num_workers: local threads, i.e. tiles at once (default: one per CPU); each
             tile runs with ``CPUs // num_workers`` torch threads (at least 1, at most
-            ``torch.get_num_threads()``; torch's setting is restored afterwards).
+            ``torch.get_num_threads()``; torch's setting is restored afterwards).  By
+            default the cores other processes keep busy are left out, looked at before
+            the first tile and again as tiles end (docs/scale.md, *Threads*).
             Ignored on a cluster and with ``"sync"``.
         progress: show the memory estimate and a progress bar (stderr).
         overwrite: discard an existing store at ``store`` first.
@@ -265,7 +267,7 @@ def compute_kernel(
             if client is None:
                 run_local(
                     net, (a1, s1), (a2, s2), gets, device, kstore, todo, bar, scheduler,
-                    concurrent,
+                    concurrent, adaptive=num_workers is None,
                 )  # fmt: skip
             else:
                 run_distributed(client, net, (a1, s1), (a2, s2), gets, device, kstore, todo, bar)

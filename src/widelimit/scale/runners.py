@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import torch
 from rich.progress import TextColumn
 
 from widelimit._cpus import cores, threads_per_tile
+from widelimit._threads import Concurrency, run_adapting
 from widelimit.layers.base import Layer
 from widelimit.progress import progress_bar, stderr_console
 from widelimit.scale.tiles import Tile
@@ -188,7 +189,7 @@ def _local_task(
 def run_local(
     net: Layer, x1: Inputs, x2: Inputs, gets: tuple[str, ...], device: str,
     kstore: KernelStore, todo: list[Tile], bar: ProgressBar, scheduler: Any,
-    num_workers: int | None,
+    num_workers: int | None, *, adaptive: bool = False,
 ) -> None:  # fmt: skip
     """Compute and write ``todo`` in this process: tile after tile in the calling thread
     (``scheduler="sync"``), else on ``num_workers`` threads, largest tiles first.
@@ -197,6 +198,9 @@ def run_local(
     greedy longest-processing-time order: the last tiles to start are the short ones, so no
     worker runs a long tile alone at the end while the others idle.  N = 5,000 is three
     tiles: in Dask's order its off-diagonal tile ran last, alone, next to an idle core.
+    ``adaptive``: look at the busy cores again as tiles end (every
+    :data:`~widelimit._threads.RESAMPLE_SECONDS`) and run between 1 and ``num_workers``
+    tiles at once (:class:`~widelimit._threads.Concurrency`).
     """
     task = partial(_local_task, net, x1, x2, gets, device, kstore, bar)
     if scheduler in ("sync", "synchronous"):
@@ -205,15 +209,10 @@ def run_local(
         return
     plan = kstore.plan
     order = sorted(todo, key=plan.computed_entries, reverse=True)
-    with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="widelimit-tile") as pool:
-        futures = [pool.submit(task, t) for t in order]
-        try:
-            for f in as_completed(futures):
-                f.result()  # the first failure stops the run
-        except BaseException:  # a tile's error or Ctrl-C: start no further tile
-            for f in futures:
-                f.cancel()
-            raise  # leaving the pool waits for the running tiles (their chunks are whole)
+    workers = num_workers or cores()
+    conc = Concurrency(most=workers, limit=workers, adaptive=adaptive)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="widelimit-tile") as pool:
+        run_adapting(task, order, pool, conc)  # Ctrl-C: leaving waits for the running tiles
 
 
 def _block_tile(
