@@ -25,6 +25,10 @@ operation *during* a call starts at one.  Work that calls the engine from inside
 (:func:`in_worker`; e.g. a layer that evaluates a small kernel) runs in that worker without
 starting workers of its own.
 
+Large blocks leave out the cores other processes keep busy (:func:`engine_threads`), and
+look again every :data:`RESAMPLE_SECONDS` as jobs end (:class:`Concurrency`,
+:func:`run_adapting`, which the store's local tiles use too).
+
 ``WIDELIMIT_ENGINE_THREADS=N`` in the environment sets the number of workers (``1``: no
 pool, the old behaviour of torch's own threads inside every operation).
 """
