@@ -277,6 +277,7 @@ class _Gauge:
         self.lock = threading.Lock()
         self.now = 0
         self.peaks: list[int] = []
+        self.threads: list[int] = []
 
     def job(self, i: int) -> int:
         import time
@@ -284,6 +285,7 @@ class _Gauge:
         with self.lock:
             self.now += 1
             self.peaks.append(self.now)
+            self.threads.append(threading.get_ident())
         time.sleep(0.01)
         with self.lock:
             self.now -= 1
@@ -292,7 +294,8 @@ class _Gauge:
 
 def test_run_adapting_follows_the_free_cores_as_jobs_end(monkeypatch) -> None:
     """Every job end is a look (RESAMPLE_SECONDS = 0): while one core is free, one job at a
-    time; when both are, two; results in order; each look is told how many of our jobs run."""
+    time, in the calling thread; when both are, two on the pool; results in order; each look
+    is told how many of our jobs run."""
     from concurrent.futures import ThreadPoolExecutor
 
     from widelimit import _cpus
@@ -306,9 +309,12 @@ def test_run_adapting_follows_the_free_cores_as_jobs_end(monkeypatch) -> None:
     with ThreadPoolExecutor(2) as pool:
         out = _threads.run_adapting(gauge.job, range(20), pool, conc)
     assert out == [i * i for i in range(20)]
-    assert max(gauge.peaks[:6]) == 1  # the first look came after job 0; five looks said 1
+    assert max(gauge.peaks[:6]) == 1  # the first look came after job 0; five said 1, then 2
     assert max(gauge.peaks) == 2 and conc.limit == 2
-    assert looks[0] == 1 and all(0 <= o <= 2 for o in looks)  # the refilled job was running
+    # one at a time runs here (no job of ours runs during the look), two on the pool
+    assert looks[:6] == [0] * 6 and looks[6] >= 1 and max(looks) <= 2
+    assert gauge.threads[:6] == [threading.get_ident()] * 6
+    assert threading.get_ident() not in gauge.threads[7:]
 
 
 def test_run_adapting_fixed_limit_and_errors() -> None:
@@ -360,3 +366,23 @@ def test_a_block_that_starts_on_one_core_takes_the_second_when_it_frees(
         torch.set_num_threads(saved)
     assert len(counted_workers) == 2  # the pool's second thread ran jobs
     assert torch.equal(one.nngp, two.nngp) and torch.equal(one.ntk, two.ntk)
+
+
+def test_a_block_nested_in_the_calling_thread_runs_its_jobs_there(monkeypatch) -> None:
+    """A kernel evaluated by the calling thread inside a block that looked at the cores
+    (e.g. by the first spatial tile) is a one-worker block: its jobs run in that thread,
+    not on the outer block's workers."""
+    from widelimit import _cpus
+
+    monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: 2)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with _threads.engine_threads(torch.device("cpu"), None) as outer:
+            assert outer == 2
+            with _threads.engine_threads(torch.device("cpu"), None) as inner:
+                ran = _threads.run_jobs(lambda i: threading.get_ident(), range(4), inner)
+            assert inner == 1 and set(ran) == {threading.get_ident()}
+    finally:
+        torch.set_num_threads(saved)

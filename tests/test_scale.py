@@ -244,7 +244,8 @@ def test_local_threads_start_the_largest_tiles_first() -> None:
 
 def test_local_threads_run_fewer_tiles_when_a_core_gets_busy(monkeypatch) -> None:
     """Default workers look at the busy cores again as tiles end: two tiles start at once,
-    then every look finds one free core and the rest run one at a time."""
+    then every look finds one free core and the rest run one at a time (a tile's write
+    sleeps 10 ms, so two tiles running at once overlap there)."""
     import threading
     import time
 
@@ -273,4 +274,6 @@ def test_local_threads_run_fewer_tiles_when_a_core_gets_busy(monkeypatch) -> Non
         run_local(_fc(), (_x(8).numpy(), {}), (None, None), ("nngp",), "cpu", g, g.plan.tiles(),
                   bar, "threads", 2, adaptive=True)  # fmt: skip
     assert len(g.peaks) == len(g.plan) == 10
-    assert max(g.peaks[2:]) == 1
+    # the first two tiles, and the (at most two) started as they ended before the first look,
+    # may overlap; every later tile runs alone
+    assert max(g.peaks[4:]) == 1
