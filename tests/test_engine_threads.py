@@ -190,6 +190,28 @@ def test_worker_tiles_run_under_the_busy_heap_threshold(
     ]
 
 
+class _Gauge:
+    """Jobs that sleep a little and record how many run at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peaks: list[int] = []
+        self.threads: list[int] = []
+
+    def job(self, i: int) -> int:
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.peaks.append(self.now)
+            self.threads.append(threading.get_ident())
+        time.sleep(0.01)
+        with self.lock:
+            self.now -= 1
+        return i * i
+
+
 # ------------------------------------------------------------------ busy cores
 @pytest.mark.parametrize(
     "counts,expected", [([1] * 8, 2), ([2] * 8, 1), ([2, 1, 2, 2, 1, 2, 2, 2], 1), ([4] * 8, 2)]
@@ -232,25 +254,36 @@ def test_a_spinning_process_is_seen_as_running() -> None:
         spin.wait()
 
 
-def test_large_blocks_take_no_more_workers_than_free_cores(monkeypatch) -> None:
-    """Busy cores are checked only for blocks of ≥ SAMPLE_FROM_ENTRIES entries, and an
-    explicit WIDELIMIT_ENGINE_THREADS is taken as it is."""
+def test_large_blocks_follow_the_free_cores_while_they_run(monkeypatch, counted_workers) -> None:
+    """A block of ≥ LOOK_FROM_ENTRIES entries starts every worker and looks while they run:
+    one free core → after the jobs already started, one at a time in the calling thread,
+    and the calling thread at one intra-op thread; a smaller block or an explicit
+    WIDELIMIT_ENGINE_THREADS never looks."""
     from widelimit import _cpus
 
     monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
-    monkeypatch.setattr(_cpus, "free_cores", lambda: 1)
-    big = _threads.SAMPLE_FROM_ENTRIES
+    looks: list[int] = []
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: looks.append(ours) or 1)
+    big = _threads.LOOK_FROM_ENTRIES
+    gauge = _Gauge()
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         with _threads.engine_threads(torch.device("cpu"), big) as w:
-            assert w == 1 and torch.get_num_threads() == 1  # no OpenMP waiting either
+            assert w == 2 and torch.get_num_threads() == 1
+            assert _threads.run_jobs(gauge.job, range(8), w) == [i * i for i in range(8)]
         assert torch.get_num_threads() == 2
+        assert looks[0] == 2  # the first look, while the first two jobs run
+        assert gauge.threads[2:] == [threading.get_ident()] * 6 and max(gauge.peaks[2:]) == 1
+        looks.clear()
         with _threads.engine_threads(torch.device("cpu"), big - 1) as w:
             assert w == 2
+            _threads.run_jobs(gauge.job, range(4), w)
         monkeypatch.setenv("WIDELIMIT_ENGINE_THREADS", "2")
         with _threads.engine_threads(torch.device("cpu"), big) as w:
             assert w == 2
+            _threads.run_jobs(gauge.job, range(4), w)
+        assert looks == []
     finally:
         torch.set_num_threads(saved)
 
@@ -268,28 +301,6 @@ def test_free_cores_do_not_count_our_own_running_jobs(monkeypatch, counts, ours,
     monkeypatch.setattr(_cpus, "cores", lambda: 2)
     monkeypatch.setattr(_cpus, "INTERVAL", 0.0)
     assert _cpus.free_cores(ours) == expected
-
-
-class _Gauge:
-    """Jobs that sleep a little and record how many run at once."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.peaks: list[int] = []
-        self.threads: list[int] = []
-
-    def job(self, i: int) -> int:
-        import time
-
-        with self.lock:
-            self.now += 1
-            self.peaks.append(self.now)
-            self.threads.append(threading.get_ident())
-        time.sleep(0.01)
-        with self.lock:
-            self.now -= 1
-        return i * i
 
 
 def test_run_adapting_follows_the_free_cores_as_jobs_end(monkeypatch) -> None:
@@ -340,17 +351,25 @@ def test_run_adapting_fixed_limit_and_errors() -> None:
 
 
 def test_a_block_that_starts_on_one_core_takes_the_second_when_it_frees(
-    monkeypatch, counted_workers, small_tiles
+    monkeypatch, small_tiles
 ) -> None:
-    """The first look of a large block sees a busy core (one worker), the next ones see it
-    free: the block ends on two workers, and the kernel is bitwise the one-thread kernel."""
+    """The first looks of a large block see a busy core (one job at a time, in the calling
+    thread), later ones see it free: the block ends on two workers, and the kernel is
+    bitwise the one-thread kernel."""
     from widelimit import _cpus
 
     monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
-    monkeypatch.setattr(_threads, "SAMPLE_FROM_ENTRIES", 1)
+    monkeypatch.setattr(_threads, "LOOK_FROM_ENTRIES", 1)
     monkeypatch.setattr(_threads, "RESAMPLE_SECONDS", 0.0)
-    free = iter([1] + [2] * 10_000)
+    free = iter([1] * 4 + [2] * 10_000)
     monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: next(free))
+    ran_in: list[bool] = []
+    inner = tiles.network_output
+
+    def recording(k):
+        ran_in.append(_threads.in_worker())
+        return inner(k)
+
     net = serial(Dense(8, 1.1, 0.1), ReLU(), Dense(8, 1.1, 0.1), Erf(), Dense(1))
     x = torch.randn(60, 5, generator=torch.Generator().manual_seed(3), dtype=F64)
     saved = torch.get_num_threads()
@@ -358,13 +377,12 @@ def test_a_block_that_starts_on_one_core_takes_the_second_when_it_frees(
         torch.set_num_threads(1)
         one = net.kernel(x)
         torch.set_num_threads(2)
-        with _threads.engine_threads(torch.device("cpu"), 10**9) as start:
-            assert start == 1
+        monkeypatch.setattr(tiles, "network_output", recording)
         two = net.kernel(x)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
-    assert len(counted_workers) == 2  # the pool's second thread ran jobs
+    assert not all(ran_in) and any(ran_in[-5:])  # the calling thread, then the workers
     assert torch.equal(one.nngp, two.nngp) and torch.equal(one.ntk, two.ntk)
 
 

@@ -25,9 +25,10 @@ operation *during* a call starts at one.  Work that calls the engine from inside
 (:func:`in_worker`; e.g. a layer that evaluates a small kernel) runs in that worker without
 starting workers of its own.
 
-Large blocks leave out the cores other processes keep busy (:func:`engine_threads`), and
-look again every :data:`RESAMPLE_SECONDS` as jobs end (:class:`Concurrency`,
-:func:`run_adapting`, which the store's local tiles use too).
+Blocks of :data:`LOOK_FROM_ENTRIES` entries or more leave out the cores other processes keep
+busy, looked at while the first jobs run and again every :data:`RESAMPLE_SECONDS` as jobs
+end (:func:`engine_threads`, :class:`Concurrency`, :func:`run_adapting`, which the store's
+local tiles use too).
 
 ``WIDELIMIT_ENGINE_THREADS=N`` in the environment sets the number of workers (``1``: no
 pool, the old behaviour of torch's own threads inside every operation).
@@ -35,6 +36,7 @@ pool, the old behaviour of torch's own threads inside every operation).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -66,10 +68,11 @@ def in_worker() -> bool:
     return getattr(_local, "worker", False)
 
 
-#: Entries (output elements) from which :func:`engine_threads` checks for busy cores (~7 ms,
-#: against ≥ 0.3 s of work at N ≈ 4,100); smaller calls take ``torch.get_num_threads()``
-#: workers as they are.
-SAMPLE_FROM_ENTRIES = 1 << 24
+#: Entries (output elements) from which :func:`engine_threads` follows the busy cores: at
+#: N ≈ 1,450 (2²¹ entries) a kernel is ~40 ms of one-thread work, enough to hide a ~7 ms
+#: look (taken by the waiting calling thread while the first jobs run); smaller calls take
+#: ``torch.get_num_threads()`` workers as they are.
+LOOK_FROM_ENTRIES = 1 << 21
 
 
 @contextmanager
@@ -77,24 +80,24 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
     """Workers for the block's tiles: the block runs with one intra-op thread when > 1.
 
     ``torch.get_num_threads()`` workers (``WIDELIMIT_ENGINE_THREADS`` overrides it) on the
-    CPU, outside a worker; 1 otherwise (then nothing changes).  For a block of at least
-    :data:`SAMPLE_FROM_ENTRIES` output ``entries`` (or unknown), no more workers than
-    :func:`widelimit._cpus.free_cores`: with a core kept busy by another process, two
-    workers share the other core and lose to one.  Such a block runs at one intra-op thread
-    (OpenMP would wait for the busy core), and :func:`run_jobs` inside it looks at the busy
-    cores again every :data:`RESAMPLE_SECONDS` and runs between 1 and the wanted number of
-    jobs at once: one unlucky look (another task running through the ~7 ms it takes) no
-    longer sets the whole block's threads, and a process that starts or ends during the block
-    is followed.  With more than one worker, the calling thread too runs at one intra-op
-    thread inside the block (its own operations, such as the first tile, would otherwise wait
-    for every thread under load), and the count it had is set again when the block exits.
+    CPU, outside a worker; 1 otherwise (then nothing changes).  No more of them run at
+    once than :func:`widelimit._cpus.free_cores`: with a core kept busy by another process,
+    two workers share the other core and lose to one.  A block of at least
+    :data:`LOOK_FROM_ENTRIES` output ``entries`` (or unknown) follows the busy cores: its
+    :func:`run_jobs` starts every worker, looks at once while those first jobs run, and
+    again every :data:`RESAMPLE_SECONDS` as jobs end, running between 1 and the wanted number
+    of jobs at once (:class:`Concurrency`).  A look costs no wall time (the calling thread
+    would only wait), one unlucky look (another task running through most of its ~7 ms)
+    holds only until the next, and a process that starts or ends during the block is
+    followed.  With more than one worker, the calling thread runs at one intra-op thread
+    inside the block (its own operations, such as the first tile, would otherwise wait for
+    every thread under load; OpenMP waits for a busy core), and the count it had is set
+    again when the block exits.
     """
     workers, explicit = _wanted_workers(device)
     conc = None
-    if workers > 1 and not explicit and (entries is None or entries >= SAMPLE_FROM_ENTRIES):
-        from widelimit._cpus import free_cores
-
-        conc = Concurrency(most=workers, limit=min(workers, free_cores()), adaptive=True)
+    if workers > 1 and not explicit and (entries is None or entries >= LOOK_FROM_ENTRIES):
+        conc = Concurrency(most=workers, limit=workers, adaptive=True, checked=-math.inf)
     before = getattr(_local, "concurrency", None)
     _local.concurrency = conc  # a block nested in this thread does not inherit it
     try:
@@ -102,7 +105,7 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
             yield 1
         else:
             with torch_threads(1):
-                yield workers if conc is None else conc.limit
+                yield workers
     finally:
         _local.concurrency = before
 
@@ -231,7 +234,8 @@ def run_adapting(
 ) -> list[R]:
     """``[fn(j) for j in items]`` on ``pool`` (at least ``conc.most`` threads), at most
     ``conc.limit`` at once, starting them in order; the limit is looked at again as jobs end.
-    While the limit is 1 the jobs run here, in the calling thread.
+    While the limit is 1 the jobs run here, in the calling thread.  A look (when due: see
+    :meth:`Concurrency.look`) is taken after starting jobs, while they run.
 
     The first exception raised by a job is re-raised here once the running jobs have
     finished (they may write into the caller's buffers); later jobs never start.
@@ -256,11 +260,10 @@ def run_adapting(
                 conc.look(ours=0)
                 continue
             fill()
+            conc.look(ours=len(running))  # when due: the started jobs run meanwhile
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
                 results[running.pop(f)] = f.result()  # a job's exception is raised here
-            fill()  # no worker idles while the cores are looked at
-            conc.look(ours=len(running))
     except BaseException:
         wait(running)
         raise
