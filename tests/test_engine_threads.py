@@ -261,6 +261,7 @@ def test_large_blocks_follow_the_free_cores_while_they_run(monkeypatch, counted_
     WIDELIMIT_ENGINE_THREADS never looks."""
     from widelimit import _cpus
 
+    monkeypatch.setattr(_cpus, "_last_look", None)  # no recent look to start from
     monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
     looks: list[int] = []
     monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: looks.append(ours) or 1)
@@ -358,6 +359,7 @@ def test_a_block_that_starts_on_one_core_takes_the_second_when_it_frees(
     bitwise the one-thread kernel."""
     from widelimit import _cpus
 
+    monkeypatch.setattr(_cpus, "_last_look", None)  # no recent look to start from
     monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
     monkeypatch.setattr(_threads, "LOOK_FROM_ENTRIES", 1)
     monkeypatch.setattr(_threads, "RESAMPLE_SECONDS", 0.0)
@@ -392,6 +394,7 @@ def test_a_block_nested_in_the_calling_thread_runs_its_jobs_there(monkeypatch) -
     not on the outer block's workers."""
     from widelimit import _cpus
 
+    monkeypatch.setattr(_cpus, "_last_look", None)  # no recent look to start from
     monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
     monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: 2)
     saved = torch.get_num_threads()
@@ -404,3 +407,44 @@ def test_a_block_nested_in_the_calling_thread_runs_its_jobs_there(monkeypatch) -
             assert inner == 1 and set(ran) == {threading.get_ident()}
     finally:
         torch.set_num_threads(saved)
+
+
+def test_a_block_starts_from_a_recent_look(monkeypatch) -> None:
+    """A look of this process less than RESAMPLE_SECONDS old (e.g. the store's, just before
+    the tile) sets the start: one free core → every job in the calling thread, no new look;
+    an old look is not used."""
+    import time
+
+    from widelimit import _cpus
+
+    monkeypatch.delenv("WIDELIMIT_ENGINE_THREADS", raising=False)
+    monkeypatch.setattr(_cpus, "cores", lambda: 2)
+    looks: list[int] = []
+    monkeypatch.setattr(_cpus, "free_cores", lambda ours=0: looks.append(ours) or 2)
+    gauge = _Gauge()
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(_cpus, "_last_look", (time.monotonic(), 1))  # one core busy
+        with _threads.engine_threads(torch.device("cpu"), None) as w:
+            _threads.run_jobs(gauge.job, range(4), w)
+        assert looks == [] and gauge.threads == [threading.get_ident()] * 4
+        monkeypatch.setattr(_cpus, "_last_look", (time.monotonic() - 10.0, 1))
+        with _threads.engine_threads(torch.device("cpu"), None) as w:
+            _threads.run_jobs(gauge.job, range(4), w)
+        assert looks and max(gauge.peaks[4:]) == 2  # looked: both cores free
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_a_look_is_remembered_for_the_next_block(monkeypatch) -> None:
+    """others_running records what it saw; recent_free_cores gives it back while fresh."""
+    from widelimit import _cpus
+
+    reads = iter([3] * 8)
+    monkeypatch.setattr(_cpus, "_running", lambda: next(reads))
+    monkeypatch.setattr(_cpus, "cores", lambda: 2)
+    monkeypatch.setattr(_cpus, "INTERVAL", 0.0)
+    assert _cpus.free_cores(ours=1) == 1  # reader + our 1 + one other
+    free, _ = _cpus.recent_free_cores(1.0)
+    assert free == 1 and _cpus.recent_free_cores(-1.0) is None

@@ -14,7 +14,13 @@ import os
 import statistics
 import time
 
-__all__ = ["cores", "free_cores", "others_running", "threads_per_tile"]
+__all__ = [
+    "cores",
+    "free_cores",
+    "others_running",
+    "recent_free_cores",
+    "threads_per_tile",
+]
 
 #: Reads of ``/proc/loadavg`` per sample, and the pause between them (≈ 7 ms in all: a task
 #: must run through most of it to count, so a short-lived one does not).
@@ -57,7 +63,25 @@ def others_running(ours: int = 0) -> int | None:
         counts.append(n)
         if k < SAMPLES - 1:
             time.sleep(INTERVAL)
-    return max(0, int(statistics.median(counts)) - 1 - ours)
+    others = max(0, int(statistics.median(counts)) - 1 - ours)
+    global _last_look
+    _last_look = (time.monotonic(), others)
+    return others
+
+
+#: ``(time.monotonic(), others)`` of the last :func:`others_running` in this process.
+_last_look: tuple[float, int] | None = None
+
+
+def recent_free_cores(max_age: float) -> tuple[int, float] | None:
+    """``(free cores, time of the look)`` from the last look of this process if it is at
+    most ``max_age`` seconds old, else ``None`` (then look: :func:`free_cores`)."""
+    last = _last_look
+    if last is None or time.monotonic() - last[0] > max_age:
+        return None
+    when, others = last
+    total = cores()
+    return (total if others >= total else total - others), when
 
 
 def free_cores(ours: int = 0) -> int:

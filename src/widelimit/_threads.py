@@ -84,20 +84,28 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
     once than :func:`widelimit._cpus.free_cores`: with a core kept busy by another process,
     two workers share the other core and lose to one.  A block of at least
     :data:`LOOK_FROM_ENTRIES` output ``entries`` (or unknown) follows the busy cores: its
-    :func:`run_jobs` starts every worker, looks at once while those first jobs run, and
-    again every :data:`RESAMPLE_SECONDS` as jobs end, running between 1 and the wanted number
-    of jobs at once (:class:`Concurrency`).  A look costs no wall time (the calling thread
-    would only wait), one unlucky look (another task running through most of its ~7 ms)
-    holds only until the next, and a process that starts or ends during the block is
-    followed.  With more than one worker, the calling thread runs at one intra-op thread
-    inside the block (its own operations, such as the first tile, would otherwise wait for
-    every thread under load; OpenMP waits for a busy core), and the count it had is set
-    again when the block exits.
+    :func:`run_jobs` starts every worker, looks at once while those first jobs run (or starts
+    from a look of this process less than :data:`RESAMPLE_SECONDS` old: the store's, or the
+    previous tile's), and again every :data:`RESAMPLE_SECONDS` as jobs end, running between 1
+    and the wanted number of jobs at once (:class:`Concurrency`).  A look costs no wall time
+    (the calling thread would only wait), one unlucky look (another task running through
+    most of its ~7 ms) holds only until the next, and a process that starts or ends during
+    the block is followed.  With more than one worker, the calling thread runs at one
+    intra-op thread inside the block (its own operations, such as the first tile, would
+    otherwise wait for every thread under load; OpenMP waits for a busy core), and the count
+    it had is set again when the block exits.
     """
     workers, explicit = _wanted_workers(device)
     conc = None
     if workers > 1 and not explicit and (entries is None or entries >= LOOK_FROM_ENTRIES):
-        conc = Concurrency(most=workers, limit=workers, adaptive=True, checked=-math.inf)
+        from widelimit._cpus import recent_free_cores
+
+        recent = recent_free_cores(RESAMPLE_SECONDS)  # e.g. the store's look, or the last tile's
+        if recent is None:  # start every worker and look while they run
+            conc = Concurrency(most=workers, limit=workers, adaptive=True, checked=-math.inf)
+        else:
+            free, when = recent
+            conc = Concurrency(most=workers, limit=min(workers, free), adaptive=True, checked=when)
     before = getattr(_local, "concurrency", None)
     _local.concurrency = conc  # a block nested in this thread does not inherit it
     try:
