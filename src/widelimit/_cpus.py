@@ -80,8 +80,7 @@ def recent_free_cores(max_age: float) -> tuple[int, float] | None:
     if last is None or time.monotonic() - last[0] > max_age:
         return None
     when, others = last
-    total = cores()
-    return (total if others >= total else total - others), when
+    return _free(others), when
 
 
 def free_cores(ours: int = 0) -> int:
@@ -89,8 +88,13 @@ def free_cores(ours: int = 0) -> int:
     keep busy now, when that leaves at least one; :func:`cores` when it leaves none (every
     worker then claims a fair share of busy cores) or when the count is unknown.
     ``ours``: threads of this process computing while the count is read (not "others")."""
+    return _free(others_running(ours))
+
+
+def _free(others: int | None) -> int:
+    """Cores left by ``others`` busy tasks; all of them when that leaves none or ``others`` is
+    unknown (see :func:`free_cores`)."""
     total = cores()
-    others = others_running(ours)
     if others is None or others >= total:
         return total
     return total - others

@@ -100,12 +100,10 @@ def engine_threads(device: torch.device, entries: int | None = None) -> Iterator
     if workers > 1 and not explicit and (entries is None or entries >= LOOK_FROM_ENTRIES):
         from widelimit._cpus import recent_free_cores
 
-        recent = recent_free_cores(RESAMPLE_SECONDS)  # e.g. the store's look, or the last tile's
-        if recent is None:  # start every worker and look while they run
-            conc = Concurrency(most=workers, limit=workers, adaptive=True, checked=-math.inf)
-        else:
-            free, when = recent
-            conc = Concurrency(most=workers, limit=min(workers, free), adaptive=True, checked=when)
+        # A look less than a second old (the store's, the last tile's) sets the start; else
+        # every worker starts and the first look is due at once, while they run.
+        free, when = recent_free_cores(RESAMPLE_SECONDS) or (workers, -math.inf)
+        conc = Concurrency(most=workers, limit=min(workers, free), adaptive=True, checked=when)
     before = getattr(_local, "concurrency", None)
     _local.concurrency = conc  # a block nested in this thread does not inherit it
     try:
@@ -195,7 +193,7 @@ def run_jobs(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> list[R]:
     """
     items: Sequence[T] = list(jobs)
     conc = getattr(_local, "concurrency", None)
-    if conc is not None and conc.most > 1 and len(items) > 1:
+    if conc is not None and len(items) > 1:  # (a block has one only with > 1 workers)
         return run_adapting(fn, items, _executor(conc.most), conc)
     if workers <= 1 or len(items) <= 1:
         return [fn(j) for j in items]

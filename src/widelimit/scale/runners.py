@@ -1,4 +1,4 @@
-"""Where tiles run: Dask local threads, the calling thread, or a ``dask.distributed`` cluster.
+"""Where tiles run: local threads, the calling thread, or a ``dask.distributed`` cluster.
 
 Each tile is :func:`compute_tile`, a pure function of the spec and two input
 slices.  Local threads (a thread pool, largest tiles first): every task computes its
